@@ -1,0 +1,64 @@
+"""Where the lab keeps its state, seen from outside the hosts' namespaces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+STATE_DIR = Path("/var/lib/vmportal-lab")  # per-host configuration and domain definitions
+RUN_DIR = Path("/run/vmportal-lab")  # pid files, sockets, libvirt runtime state
+CACHE_DIR = Path("/var/cache/vmportal-lab")
+IMAGES_CACHE_DIR = CACHE_DIR / "images"
+# Outside every bind mount, so a path here is the same on every host: disks that migrate live here.
+SHARED_STORAGE_DIR = STATE_DIR / "shared"
+LOCK_FILE = RUN_DIR / "lock"
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    name: str
+
+    @property
+    def state_dir(self) -> Path:
+        return STATE_DIR / "hosts" / self.name
+
+    @property
+    def run_dir(self) -> Path:
+        return RUN_DIR / "hosts" / self.name
+
+    @property
+    def socket_dir(self) -> Path:
+        """Not covered by any bind mount: the same path inside every host and outside."""
+        return RUN_DIR / "sockets" / self.name
+
+    @property
+    def socket(self) -> Path:
+        return self.socket_dir / "libvirt-sock"
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+unix:///system?socket={self.socket}"
+
+    @property
+    def libvirtd_pid_file(self) -> Path:
+        return self.run_dir / "libvirtd.pid"
+
+    @property
+    def virtlogd_pid_file(self) -> Path:
+        return self.run_dir / "virtlogd.pid"
+
+    @property
+    def namespace_file(self) -> Path:
+        """The host's mount and UTS namespace ids, to recognise its processes later."""
+        return self.run_dir / "namespace"
+
+    @property
+    def bind_mounts(self) -> dict[Path, Path]:
+        """The system's libvirt directories (inside the host) and what replaces each."""
+        return {
+            Path("/etc/libvirt"): self.state_dir / "etc",
+            Path("/var/lib/libvirt"): self.state_dir / "lib",
+            Path("/var/log/libvirt"): self.state_dir / "log",
+            Path("/var/cache/libvirt"): self.state_dir / "cache",
+            Path("/run/libvirt"): self.run_dir / "libvirt",
+        }
