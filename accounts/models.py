@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+
+
+class User(AbstractUser):
+    """A dashboard user; the role decides how much of the inventory it sees."""
+
+    class Role(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        OPERATOR = "operator", "Operator"
+        TENANT = "tenant", "Tenant"
+
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.TENANT)
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        # Admins run Django's admin site too (users, groups, grants), which keys on these flags.
+        if self.is_superuser:
+            self.role = self.Role.ADMIN
+        if self.role == self.Role.ADMIN:
+            self.is_staff = self.is_superuser = True
+        super().save(*args, **kwargs)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.is_active and self.role == self.Role.ADMIN
+
+    @property
+    def sees_every_domain(self) -> bool:
+        """Admins and operators act on every VM; tenants only on VMs granted to them."""
+        return self.is_active and self.role in (self.Role.ADMIN, self.Role.OPERATOR)

@@ -1,0 +1,53 @@
+"""The domain list's query string: virsh list's own option names, plus host, q and output modes.
+
+`/domains/?inactive&with-managed-save&host=lab1` means `virsh list --inactive --with-managed-save`
+on lab1. A flag counts when its name is present, whatever its value, so checkbox forms and
+hand-written URLs mean the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.http import QueryDict
+
+from .virt import LIST_OPTIONS
+
+OUTPUT_FLAGS = ("table", "name", "uuid", "title")
+
+
+class ListQueryError(ValueError):
+    """The query string asks for something virsh would refuse too."""
+
+
+@dataclass(frozen=True)
+class ListQuery:
+    options: frozenset[str] = field(default_factory=frozenset)
+    host: str = ""
+    text: str = ""
+    outputs: frozenset[str] = field(default_factory=frozenset)
+    json: bool = False
+
+    @property
+    def table(self) -> bool:
+        return not (self.outputs & {"name", "uuid"})
+
+    @property
+    def show_titles(self) -> bool:
+        return "title" in self.outputs
+
+
+def parse_list_query(params: QueryDict) -> ListQuery:
+    outputs = frozenset(flag for flag in OUTPUT_FLAGS if flag in params)
+    if "table" in outputs and outputs & {"name", "uuid"}:
+        raise ListQueryError("Only one of table, name and uuid may be given (name and uuid may go together).")
+    output_format = params.get("format", "html")
+    if output_format not in ("html", "json"):
+        raise ListQueryError("format must be html or json.")
+    return ListQuery(
+        options=frozenset(option for option in LIST_OPTIONS if option in params),
+        host=params.get("host", "").strip(),
+        text=params.get("q", "").strip(),
+        outputs=outputs,
+        json=output_format == "json",
+    )

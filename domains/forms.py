@@ -1,0 +1,14 @@
+from django import forms
+
+from .models import Host
+
+
+class HostForm(forms.ModelForm[Host]):
+    class Meta:
+        model = Host
+        fields = ["name", "uri", "enabled"]
+        help_texts = {
+            "uri": "test:///default, test:///path/inventory.xml, qemu:///system, "
+            "qemu+unix:///system?socket=/path, qemu+ssh://root@host/system, qemu+tcp://host/system, "
+            "qemu+tls://host/system",
+        }

@@ -1,0 +1,63 @@
+"""The one permission gate: which VMs a user may see, operate and open consoles on.
+
+Views, consumers and console tickets all ask here, so a VM a user may not see is hidden
+(404) the same way everywhere.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from django.db.models import Q
+
+from .models import Grant
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser
+
+    from accounts.models import User
+
+
+class Right(StrEnum):
+    VIEW = "view"
+    OPERATE = "operate"
+    CONSOLE = "console"
+
+
+ALL_RIGHTS = frozenset(Right)
+NO_RIGHTS: frozenset[Right] = frozenset()
+
+DomainKey = tuple[int, str]  # (host id, lower-case domain UUID)
+
+
+def _rights_of(grant: Grant) -> set[Right]:
+    rights = {Right.VIEW}
+    if grant.can_operate:
+        rights.add(Right.OPERATE)
+    if grant.can_console:
+        rights.add(Right.CONSOLE)
+    return rights
+
+
+def granted_domains(user: User | AnonymousUser) -> dict[DomainKey, frozenset[Right]] | None:
+    """Rights per VM from the user's own grants and its groups'; None means every VM."""
+    if not user.is_authenticated or not user.is_active:
+        return {}
+    if user.sees_every_domain:
+        return None
+    rights: dict[DomainKey, set[Right]] = {}
+    grants = Grant.objects.filter(Q(user=user) | Q(group__in=user.groups.all()), host__enabled=True)
+    for grant in grants:
+        rights.setdefault((grant.host_id, str(grant.domain_uuid)), set()).update(_rights_of(grant))
+    return {key: frozenset(value) for key, value in rights.items()}
+
+
+def rights_from(granted: dict[DomainKey, frozenset[Right]] | None, key: DomainKey) -> frozenset[Right]:
+    if granted is None:
+        return ALL_RIGHTS
+    return granted.get((key[0], key[1].lower()), NO_RIGHTS)
+
+
+def domain_rights(user: User | AnonymousUser, *, host_id: int, uuid: str) -> frozenset[Right]:
+    return rights_from(granted_domains(user), (host_id, uuid))

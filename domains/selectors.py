@@ -1,0 +1,129 @@
+"""Reads, always scoped to the acting user through the permission gate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.http import Http404
+
+from . import virt
+from .filters import ListQuery
+from .models import AuditEntry, Host
+from .permissions import Right, granted_domains, rights_from
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser
+
+    from accounts.models import User
+
+
+@dataclass(frozen=True)
+class DomainRow:
+    """One VM as a user sees it: where it runs, what libvirt says, what the user may do."""
+
+    host: Host
+    record: virt.DomainRecord
+    rights: frozenset[Right]
+
+    @property
+    def uuid(self) -> str:
+        return self.record.uuid
+
+    @property
+    def dom_id(self) -> str:
+        return f"domain-{self.record.uuid}"
+
+    def as_json(self) -> dict[str, object]:
+        record = self.record
+        return {
+            "host": self.host.name,
+            "name": record.name,
+            "uuid": record.uuid,
+            "state": record.state.label,
+            "reason": record.reason,
+            "persistent": record.persistent,
+            "autostart": record.autostart,
+            "managed_save": record.managed_save,
+            "snapshots": record.snapshots,
+            "vcpus": record.vcpus,
+            "memory_kib": record.memory_kib,
+            "title": record.title,
+        }
+
+
+@dataclass(frozen=True)
+class UnreachableHost:
+    host: Host
+    message: str
+
+
+@dataclass(frozen=True)
+class DomainListing:
+    rows: list[DomainRow]
+    unreachable: list[UnreachableHost]
+    hosts: list[Host]
+
+
+def enabled_hosts() -> QuerySet[Host]:
+    return Host.objects.filter(enabled=True)
+
+
+def domain_list(*, user: User | AnonymousUser, query: ListQuery) -> DomainListing:
+    """Every VM of every enabled host the user may see, filtered as `virsh list` filters."""
+    granted = granted_domains(user)
+    hosts = list(enabled_hosts())
+    if granted is not None:
+        granted_host_ids = {host_id for host_id, _uuid in granted}
+        hosts = [host for host in hosts if host.pk in granted_host_ids]
+    targets = [host for host in hosts if not query.host or host.name == query.host]
+    results = virt.fan_out.run(
+        {host: host.uri for host in targets},
+        lambda uri: virt.list_domains(uri, query.options),
+        settings.HOST_DEADLINE_SECONDS,
+    )
+    rows: list[DomainRow] = []
+    unreachable: list[UnreachableHost] = []
+    text = query.text.casefold()
+    for host, result in results.items():
+        if isinstance(result, virt.VirtError):
+            unreachable.append(UnreachableHost(host, str(result)))
+            continue
+        for record in result:
+            rights = rights_from(granted, (host.pk, record.uuid))
+            if not rights:
+                continue
+            if text and text not in record.name.casefold() and text not in record.title.casefold():
+                continue
+            rows.append(DomainRow(host, record, rights))
+    rows.sort(key=lambda row: (row.host.name, row.record.name))
+    return DomainListing(rows=rows, unreachable=unreachable, hosts=hosts)
+
+
+def domain_get(
+    *, user: User | AnonymousUser, host_name: str, uuid: str, right: Right = Right.VIEW
+) -> DomainRow:
+    """The one scoped lookup: a VM the user may not see, or may not use this way, is a 404."""
+    host = enabled_hosts().filter(name=host_name).first()
+    if host is None:
+        raise Http404("No such virtual machine.")
+    rights = rights_from(granted_domains(user), (host.pk, uuid))
+    if right not in rights:
+        raise Http404("No such virtual machine.")
+    try:
+        record = virt.get_domain(host.uri, uuid)
+    except virt.DomainNotFound as error:
+        raise Http404("No such virtual machine.") from error
+    return DomainRow(host, record, rights)
+
+
+def host_list() -> QuerySet[Host]:
+    return Host.objects.all()
+
+
+def audit_list(*, user: User) -> QuerySet[AuditEntry]:
+    """Admins see every entry; everybody else sees their own."""
+    entries = AuditEntry.objects.select_related("actor")
+    return entries if user.is_admin else entries.filter(actor=user)

@@ -1,0 +1,30 @@
+"""Which libvirt URIs a host may be registered with."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.core.exceptions import ValidationError
+
+REMOTE_SCHEMES = {"qemu+ssh", "qemu+tcp", "qemu+tls", "qemu+libssh", "qemu+libssh2"}
+LOCAL_SCHEMES = {"qemu", "qemu+unix"}
+
+
+def validate_libvirt_uri(uri: str) -> None:
+    parts = urlsplit(uri)
+    if parts.scheme == "test":
+        if parts.netloc or not (parts.path == "/default" or parts.path.endswith(".xml")):
+            raise ValidationError(
+                "A test URI is test:///default or test:///absolute/path/to/file.xml."
+            )
+        return
+    if parts.scheme not in LOCAL_SCHEMES | REMOTE_SCHEMES:
+        raise ValidationError(
+            "Use a libvirt URI such as qemu:///system, qemu+ssh://user@host/system or test:///default."
+        )
+    if parts.path not in ("/system", "/session"):
+        raise ValidationError("A QEMU URI ends in /system or /session.")
+    if parts.scheme in REMOTE_SCHEMES and not parts.hostname:
+        raise ValidationError("A remote URI names its host, as in qemu+ssh://root@host/system.")
+    if parts.password:
+        raise ValidationError("Do not put a password in the URI; use SSH keys or TLS certificates.")

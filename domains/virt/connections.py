@@ -1,0 +1,130 @@
+"""One pooled connection per libvirt URI, and the translation of libvirt's errors.
+
+libvirt connections are thread-safe, so a process keeps one per host and shares it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import libvirt
+
+from .errors import (
+    AgentUnavailable,
+    DomainNotFound,
+    HostUnreachable,
+    InvalidDefinition,
+    OperationInProgress,
+    OperationInvalid,
+    VirtError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _ignore_libvirt_stderr(_ctx: object, _error: object) -> None:
+    """libvirt prints every error to stderr by default; we log translated errors instead."""
+
+
+libvirt.registerErrorHandler(_ignore_libvirt_stderr, None)
+
+_CONNECTION_LOST = {
+    libvirt.VIR_ERR_SYSTEM_ERROR,
+    libvirt.VIR_ERR_NO_CONNECT,
+    libvirt.VIR_ERR_RPC,
+    libvirt.VIR_ERR_AUTH_FAILED,
+    libvirt.VIR_ERR_AUTH_CANCELLED,
+    libvirt.VIR_ERR_AUTH_UNAVAILABLE,
+    libvirt.VIR_ERR_INVALID_CONN,
+}
+
+
+def translate(error: libvirt.libvirtError) -> VirtError:
+    """Map a libvirtError to the project's error whose message a tenant may read."""
+    code = error.get_error_code()
+    detail = str(error)
+    if code in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT):
+        return DomainNotFound(detail=detail)
+    if code == libvirt.VIR_ERR_OPERATION_INVALID:
+        # libvirt words these for people ("domain is already running") and names no host or URI.
+        message = (error.get_str2() or "").strip() or None
+        return OperationInvalid(_sentence(message) if message else None, detail=detail)
+    if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
+        return OperationInProgress(detail=detail)
+    if code in (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_AGENT_UNSYNCED,
+                libvirt.VIR_ERR_AGENT_COMMAND_TIMEOUT):
+        return AgentUnavailable(detail=detail)
+    if code in (libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_XML_DETAIL,
+                libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_DOM_EXIST):
+        return InvalidDefinition(_sentence(error.get_error_message()), detail=detail)
+    if code in _CONNECTION_LOST:
+        return HostUnreachable(detail=detail)
+    return VirtError(detail=detail)
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
+class ConnectionPool:
+    """Open connections by URI; a connection found dead is dropped and reopened once."""
+
+    def __init__(self) -> None:
+        self._connections: dict[str, libvirt.virConnect] = {}
+        self._lock = threading.Lock()
+
+    def get(self, uri: str) -> libvirt.virConnect:
+        with self._lock:
+            conn = self._connections.get(uri)
+        if conn is not None and conn.isAlive():
+            return conn
+        try:
+            fresh = libvirt.open(uri)
+        except libvirt.libvirtError as error:
+            raise HostUnreachable(detail=str(error)) from error
+        with self._lock:
+            stale = self._connections.pop(uri, None)
+            self._connections[uri] = fresh
+        _close_quietly(stale)
+        return fresh
+
+    def discard(self, uri: str) -> None:
+        with self._lock:
+            conn = self._connections.pop(uri, None)
+        _close_quietly(conn)
+
+    def close_all(self) -> None:
+        with self._lock:
+            connections, self._connections = list(self._connections.values()), {}
+        for conn in connections:
+            _close_quietly(conn)
+
+
+def _close_quietly(conn: libvirt.virConnect | None) -> None:
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except libvirt.libvirtError:
+        logger.debug("closing a libvirt connection failed", exc_info=True)
+
+
+pool = ConnectionPool()
+
+
+@contextmanager
+def connection(uri: str) -> Iterator[libvirt.virConnect]:
+    """A pooled connection to `uri`; libvirt errors leave as the project's own errors."""
+    conn = pool.get(uri)
+    try:
+        yield conn
+    except libvirt.libvirtError as error:
+        translated = translate(error)
+        if isinstance(translated, HostUnreachable):
+            pool.discard(uri)
+        logger.info("libvirt error on %s: %s", uri, translated.detail)
+        raise translated from error

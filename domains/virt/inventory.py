@@ -1,0 +1,225 @@
+"""Reading what a host has: its facts and its domains, in bulk.
+
+A listing costs a constant number of round trips per host (listAllDomains with virsh's own
+filter flags, a few flag-only listings for the boolean columns, one domainListGetStats), plus
+one metadata call per domain for its title and one snapshotNum per domain that has snapshots.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TypeVar
+
+import libvirt
+
+from .connections import connection
+from .errors import HostUnreachable, VirtError
+from .states import DomainState, reason_label, state_from_number
+
+# virsh list's options and the listAllDomains flags they add, exactly as virsh builds them.
+_FILTER_FLAGS: dict[str, int] = {
+    "persistent": libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT,
+    "transient": libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT,
+    "with-managed-save": libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE,
+    "without-managed-save": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE,
+    "autostart": libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
+    "no-autostart": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART,
+    "with-snapshot": libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT,
+    "without-snapshot": libvirt.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT,
+    "state-running": libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING,
+    "state-paused": libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED,
+    "state-shutoff": libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF,
+    "state-other": libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER,
+}
+LIST_OPTIONS: tuple[str, ...] = ("all", "inactive", *_FILTER_FLAGS)
+
+_ACTIVE = libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+_INACTIVE = libvirt.VIR_CONNECT_LIST_DOMAINS_INACTIVE
+_EVERY = _ACTIVE | _INACTIVE
+
+
+def list_flags(options: Collection[str]) -> int:
+    """The flags `virsh list <options>` passes to listAllDomains (tools/virsh-domain-monitor.c)."""
+    unknown = set(options) - set(LIST_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown list options: {sorted(unknown)}")
+    flags = _ACTIVE
+    if "inactive" in options or "state-shutoff" in options:
+        flags = _INACTIVE
+    if "all" in options:
+        flags = _EVERY
+    for option, flag in _FILTER_FLAGS.items():
+        if option in options:
+            flags |= flag
+    return flags
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRecord:
+    uuid: str
+    name: str
+    title: str
+    state: DomainState
+    reason: str
+    persistent: bool
+    autostart: bool
+    managed_save: bool
+    snapshots: int
+    vcpus: int
+    memory_kib: int
+    id: int | None
+
+    @property
+    def state_label(self) -> str:
+        """virsh's state name, except that a shut-off VM with a managed save image is 'saved'."""
+        if self.state is DomainState.SHUTOFF and self.managed_save:
+            return "saved"
+        return self.state.label
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    hostname: str
+    libvirt_version: str
+    hypervisor: str
+    hypervisor_version: str
+    cpu_model: str
+    cpus: int
+    memory_mib: int
+
+
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+def host_facts(uri: str) -> HostFacts:
+    with connection(uri) as conn:
+        model, memory_mib, cpus, *_ = conn.getInfo()
+        return HostFacts(
+            hostname=conn.getHostname(),
+            libvirt_version=_version(conn.getLibVersion()),
+            hypervisor=conn.getType(),
+            hypervisor_version=_version(conn.getVersion()),
+            cpu_model=model,
+            cpus=cpus,
+            memory_mib=memory_mib,
+        )
+
+
+_STATS = (
+    libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON
+)
+
+
+def list_domains(uri: str, options: Collection[str] = ("all",)) -> list[DomainRecord]:
+    """The domains `virsh -c uri list <options>` would print, with every list column filled."""
+    flags = list_flags(options)
+    with connection(uri) as conn:
+        return _records(conn, conn.listAllDomains(flags))
+
+
+def get_domain(uri: str, uuid: str) -> DomainRecord:
+    with connection(uri) as conn:
+        return _records(conn, [conn.lookupByUUIDString(uuid)])[0]
+
+
+def _records(conn: libvirt.virConnect, domains: list[libvirt.virDomain]) -> list[DomainRecord]:
+    if not domains:
+        return []
+
+    def uuids_with(flag: int) -> set[str]:
+        return {dom.UUIDString() for dom in conn.listAllDomains(_EVERY | flag)}
+
+    persistent = uuids_with(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
+    autostart = uuids_with(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+    managed_save = uuids_with(libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
+    with_snapshots = uuids_with(libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)
+    records = []
+    for dom, stats in conn.domainListGetStats(domains, _STATS):
+        uuid = dom.UUIDString()
+        state = state_from_number(stats.get("state.state", 0))
+        vcpus, memory_kib = stats.get("vcpu.current"), stats.get("balloon.current")
+        if vcpus is None or memory_kib is None:
+            # Drivers without the vcpu/balloon stat groups (the test driver) need info().
+            _state, _max_kib, memory_kib, vcpus, _cpu_time = dom.info()
+        domain_id = dom.ID()
+        records.append(
+            DomainRecord(
+                uuid=uuid,
+                name=dom.name(),
+                title=_title(dom),
+                state=state,
+                reason=reason_label(state, stats.get("state.reason", 0)),
+                persistent=uuid in persistent,
+                autostart=uuid in autostart,
+                managed_save=uuid in managed_save,
+                snapshots=dom.snapshotNum() if uuid in with_snapshots else 0,
+                vcpus=vcpus,
+                memory_kib=memory_kib,
+                id=domain_id if domain_id >= 0 else None,
+            )
+        )
+    return records
+
+
+def _title(dom: libvirt.virDomain) -> str:
+    try:
+        return dom.metadata(libvirt.VIR_DOMAIN_METADATA_TITLE, None) or ""
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+            return ""
+        raise
+
+
+Result = TypeVar("Result")
+Key = TypeVar("Key")
+
+
+class HostFanOut:
+    """Runs one call per host in parallel, each bounded by a deadline.
+
+    A host whose previous call has not returned yet (a hung TCP or SSH connect) is reported
+    unreachable at once instead of tying up another thread.
+    """
+
+    def __init__(self, max_workers: int = 16) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="virt-host")
+        self._busy: dict[str, Future[object]] = {}
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        uris: Mapping[Key, str],
+        call: Callable[[str], Result],
+        deadline: float,
+    ) -> dict[Key, Result | VirtError]:
+        futures: dict[Key, Future[Result] | None] = {}
+        with self._lock:
+            for key, uri in uris.items():
+                pending = self._busy.get(uri)
+                if pending is not None and not pending.done():
+                    futures[key] = None
+                    continue
+                future = self._executor.submit(call, uri)
+                self._busy[uri] = future  # type: ignore[assignment]
+                futures[key] = future
+        ends_at = time.monotonic() + deadline
+        results: dict[Key, Result | VirtError] = {}
+        for key, maybe_future in futures.items():
+            if maybe_future is None:
+                results[key] = HostUnreachable("The host did not answer in time.")
+                continue
+            try:
+                results[key] = maybe_future.result(timeout=max(0.0, ends_at - time.monotonic()))
+            except TimeoutError:
+                results[key] = HostUnreachable("The host did not answer in time.")
+            except VirtError as error:
+                results[key] = error
+        return results
+
+
+fan_out = HostFanOut()

@@ -1,0 +1,73 @@
+"""libvirt's domain states and their reasons, by the names virsh uses."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class DomainState(IntEnum):
+    """virDomainState; the values are libvirt's own numbers."""
+
+    NOSTATE = 0
+    RUNNING = 1
+    BLOCKED = 2
+    PAUSED = 3
+    SHUTDOWN = 4
+    SHUTOFF = 5
+    CRASHED = 6
+    PMSUSPENDED = 7
+
+    @property
+    def label(self) -> str:
+        return _STATE_LABELS[self]
+
+    @property
+    def is_active(self) -> bool:
+        return self not in (DomainState.SHUTOFF, DomainState.CRASHED, DomainState.NOSTATE)
+
+
+_STATE_LABELS = {
+    DomainState.NOSTATE: "no state",
+    DomainState.RUNNING: "running",
+    DomainState.BLOCKED: "idle",
+    DomainState.PAUSED: "paused",
+    DomainState.SHUTDOWN: "in shutdown",
+    DomainState.SHUTOFF: "shut off",
+    DomainState.CRASHED: "crashed",
+    DomainState.PMSUSPENDED: "pmsuspended",
+}
+
+# Indexed by libvirt's per-state reason enums (virDomainRunningReason, ...), worded as virsh does.
+_REASONS: dict[DomainState, tuple[str, ...]] = {
+    DomainState.NOSTATE: ("unknown",),
+    DomainState.RUNNING: (
+        "unknown", "booted", "migrated", "restored", "from snapshot", "unpaused",
+        "migration canceled", "save canceled", "event wakeup", "crashed", "post-copy",
+        "post-copy failed",
+    ),
+    DomainState.BLOCKED: ("unknown",),
+    DomainState.PAUSED: (
+        "unknown", "user", "migrating", "saving", "dumping", "I/O error", "watchdog",
+        "from snapshot", "shutting down", "creating snapshot", "crashed", "starting up",
+        "post-copy", "post-copy failed", "api error",
+    ),
+    DomainState.SHUTDOWN: ("unknown", "user"),
+    DomainState.SHUTOFF: (
+        "unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed",
+        "from snapshot", "daemon",
+    ),
+    DomainState.CRASHED: ("unknown", "panicked"),
+    DomainState.PMSUSPENDED: ("unknown",),
+}
+
+
+def reason_label(state: DomainState, reason: int) -> str:
+    reasons = _REASONS[state]
+    return reasons[reason] if 0 <= reason < len(reasons) else "unknown"
+
+
+def state_from_number(number: int) -> DomainState:
+    try:
+        return DomainState(number)
+    except ValueError:
+        return DomainState.NOSTATE

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="domains:list", permanent=False)),
+    path("accounts/", include("accounts.urls")),
+    path("", include("domains.urls")),
+    path("admin/", admin.site.urls),
+]
