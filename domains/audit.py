@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.utils import timezone
 
@@ -41,6 +42,9 @@ def audited(
         yield entry
     except Http404:
         _finish(entry, AuditEntry.Result.DENIED, "Not visible to this user.")
+        raise
+    except PermissionDenied:
+        _finish(entry, AuditEntry.Result.DENIED, "Not permitted for this user.")
         raise
     except VirtError as error:
         _finish(entry, AuditEntry.Result.FAILED, str(error))

@@ -12,3 +12,8 @@ class HostForm(forms.ModelForm[Host]):
             "qemu+unix:///system?socket=/path, qemu+ssh://root@host/system, qemu+tcp://host/system, "
             "qemu+tls://host/system",
         }
+
+
+class SnapshotForm(forms.Form):
+    name = forms.SlugField(max_length=64, help_text="Letters, digits, - and _.")
+    description = forms.CharField(max_length=1000, required=False, widget=forms.Textarea(attrs={"rows": 2}))

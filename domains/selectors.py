@@ -36,6 +36,11 @@ class DomainRow:
     def dom_id(self) -> str:
         return f"domain-{self.record.uuid}"
 
+    @property
+    def actions(self) -> tuple[virt.Action, ...]:
+        """What this user may do to the VM in its current state."""
+        return virt.available_actions(self.record) if Right.OPERATE in self.rights else ()
+
     def as_json(self) -> dict[str, object]:
         record = self.record
         return {
@@ -102,9 +107,7 @@ def domain_list(*, user: User | AnonymousUser, query: ListQuery) -> DomainListin
     return DomainListing(rows=rows, unreachable=unreachable, hosts=hosts)
 
 
-def domain_get(
-    *, user: User | AnonymousUser, host_name: str, uuid: str, right: Right = Right.VIEW
-) -> DomainRow:
+def _gate(user: User | AnonymousUser, host_name: str, uuid: str, right: Right) -> tuple[Host, frozenset[Right]]:
     """The one scoped lookup: a VM the user may not see, or may not use this way, is a 404."""
     host = enabled_hosts().filter(name=host_name).first()
     if host is None:
@@ -112,11 +115,42 @@ def domain_get(
     rights = rights_from(granted_domains(user), (host.pk, uuid))
     if right not in rights:
         raise Http404("No such virtual machine.")
+    return host, rights
+
+
+def domain_get(
+    *, user: User | AnonymousUser, host_name: str, uuid: str, right: Right = Right.VIEW
+) -> DomainRow:
+    host, rights = _gate(user, host_name, uuid, right)
     try:
         record = virt.get_domain(host.uri, uuid)
     except virt.DomainNotFound as error:
         raise Http404("No such virtual machine.") from error
     return DomainRow(host, record, rights)
+
+
+@dataclass(frozen=True)
+class DomainPage:
+    row: DomainRow
+    devices: virt.DeviceSummary
+    snapshots: tuple[virt.SnapshotRecord, ...]
+
+
+def domain_page(*, user: User | AnonymousUser, host_name: str, uuid: str) -> DomainPage:
+    host, rights = _gate(user, host_name, uuid, Right.VIEW)
+    try:
+        details = virt.domain_details(host.uri, uuid)
+    except virt.DomainNotFound as error:
+        raise Http404("No such virtual machine.") from error
+    return DomainPage(DomainRow(host, details.record, rights), details.devices, details.snapshots)
+
+
+def domain_guest_info(*, user: User | AnonymousUser, host_name: str, uuid: str) -> virt.GuestInfo:
+    host, _rights = _gate(user, host_name, uuid, Right.VIEW)
+    try:
+        return virt.guest_info(host.uri, uuid)
+    except virt.DomainNotFound as error:
+        raise Http404("No such virtual machine.") from error
 
 
 def host_list() -> QuerySet[Host]:

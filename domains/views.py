@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
 from . import selectors, services, virt
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
-from .forms import HostForm
+from .forms import HostForm, SnapshotForm
 from .models import Host
 
 if TYPE_CHECKING:
@@ -67,10 +70,100 @@ def domain_list(request: AuthedRequest) -> HttpResponse:
 @require_GET
 def domain_detail(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
     try:
-        row = selectors.domain_get(user=request.user, host_name=host_name, uuid=str(uuid))
+        page = selectors.domain_page(user=request.user, host_name=host_name, uuid=str(uuid))
     except virt.HostUnreachable as error:
         return render(request, "domains/detail.html", {"error": str(error), "host_name": host_name}, status=503)
-    return render(request, "domains/detail.html", {"row": row})
+    return render(request, "domains/detail.html", {"page": page, "row": page.row})
+
+
+@login_required
+@require_GET
+def domain_agent(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+    try:
+        info, error = selectors.domain_guest_info(user=request.user, host_name=host_name, uuid=str(uuid)), ""
+    except virt.VirtError as failure:
+        info, error = None, str(failure)
+    return render(request, "domains/detail.html#agent", {"info": info, "agent_error": error})
+
+
+def _after_action(request: AuthedRequest, host_name: str, uuid: str) -> HttpResponse:
+    """htmx gets the fresh row (or the VM page's summary) plus the message; others a redirect."""
+    if not request.htmx:
+        return redirect("domains:detail", host_name, uuid)
+    try:
+        row = selectors.domain_get(user=request.user, host_name=host_name, uuid=uuid)
+    except Http404:
+        # Deleted (or no longer visible): the row leaves the list.
+        return render_with_messages(request, "domains/gone.html", {"dom_id": f"domain-{uuid}"})
+    template = "domains/list.html#row" if request.htmx.target == row.dom_id else "domains/detail.html#summary"
+    return render_with_messages(request, template, {"row": row})
+
+
+def render_with_messages(request: AuthedRequest, template: str, context: dict[str, object]) -> HttpResponse:
+    response = render(request, template, context)
+    response.write(render_to_string("base.html#messages", {"oob": True}, request))
+    return response
+
+
+def _run(request: AuthedRequest, call: Callable[[], str]) -> None:
+    try:
+        messages.success(request, call())
+    except virt.VirtError as error:
+        messages.error(request, str(error))
+
+
+@login_required
+@require_POST
+def domain_action(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+    try:
+        action = virt.Action(request.POST.get("action", ""))
+        mode = virt.PowerMode(request.POST.get("mode", virt.PowerMode.AUTO))
+    except ValueError:
+        return HttpResponseBadRequest("Unknown action.")
+    _run(request, lambda: services.domain_act(
+        actor=request.user, host_name=host_name, uuid=str(uuid), action=action, mode=mode,
+        client_addr=client_addr(request)))
+    return _after_action(request, host_name, str(uuid))
+
+
+@login_required
+@require_POST
+def domain_delete(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+    _run(request, lambda: services.domain_delete(
+        actor=request.user, host_name=host_name, uuid=str(uuid),
+        remove_managed_save="remove_managed_save" in request.POST,
+        remove_snapshot_metadata="remove_snapshot_metadata" in request.POST,
+        remove_nvram="remove_nvram" in request.POST,
+        volume_paths=request.POST.getlist("volume"),
+        client_addr=client_addr(request)))
+    if request.htmx:
+        return HttpResponseClientRedirect(reverse("domains:list") + "?all")
+    return redirect(reverse("domains:list") + "?all")
+
+
+@login_required
+@require_POST
+def snapshot_create(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+    form = SnapshotForm(request.POST)
+    if form.is_valid():
+        _run(request, lambda: services.snapshot_create(
+            actor=request.user, host_name=host_name, uuid=str(uuid), client_addr=client_addr(request),
+            **form.cleaned_data))
+    else:
+        messages.error(request, "; ".join(str(message) for errors in form.errors.values() for message in errors))
+    return redirect("domains:detail", host_name, uuid)
+
+
+@login_required
+@require_POST
+def snapshot_action(request: AuthedRequest, host_name: str, uuid: UUID, name: str) -> HttpResponse:
+    service = {"revert": services.snapshot_revert, "delete": services.snapshot_delete}.get(
+        request.POST.get("action", ""))
+    if service is None:
+        return HttpResponseBadRequest("Unknown snapshot action.")
+    _run(request, lambda: service(actor=request.user, host_name=host_name, uuid=str(uuid), name=name,
+                                  client_addr=client_addr(request)))
+    return redirect("domains:detail", host_name, uuid)
 
 
 @login_required

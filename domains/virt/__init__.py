@@ -3,7 +3,10 @@
 Everything it returns is a plain dataclass; everything it raises is a `VirtError`.
 """
 
+from .actions import Action, PowerMode, available_actions, delete_domain, run_action
+from .agent import GuestInfo, guest_info
 from .connections import pool
+from .details import DeviceSummary, DomainDetails, SnapshotRecord, domain_details
 from .errors import (
     AgentUnavailable,
     DomainNotFound,
@@ -11,6 +14,7 @@ from .errors import (
     InvalidDefinition,
     OperationInProgress,
     OperationInvalid,
+    OperationUnsupported,
     VirtError,
 )
 from .inventory import (
@@ -22,23 +26,39 @@ from .inventory import (
     host_facts,
     list_domains,
 )
+from .snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from .states import DomainState
 
 __all__ = [
     "LIST_OPTIONS",
+    "Action",
     "AgentUnavailable",
+    "DeviceSummary",
+    "DomainDetails",
     "DomainNotFound",
     "DomainRecord",
     "DomainState",
+    "GuestInfo",
     "HostFacts",
     "HostUnreachable",
     "InvalidDefinition",
     "OperationInProgress",
     "OperationInvalid",
+    "OperationUnsupported",
+    "PowerMode",
+    "SnapshotRecord",
     "VirtError",
+    "available_actions",
+    "create_snapshot",
+    "delete_domain",
+    "delete_snapshot",
+    "domain_details",
     "fan_out",
     "get_domain",
+    "guest_info",
     "host_facts",
     "list_domains",
     "pool",
+    "revert_snapshot",
+    "run_action",
 ]

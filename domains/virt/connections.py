@@ -19,6 +19,7 @@ from .errors import (
     InvalidDefinition,
     OperationInProgress,
     OperationInvalid,
+    OperationUnsupported,
     VirtError,
 )
 
@@ -52,6 +53,8 @@ def translate(error: libvirt.libvirtError) -> VirtError:
         # libvirt words these for people ("domain is already running") and names no host or URI.
         message = (error.get_str2() or "").strip() or None
         return OperationInvalid(_sentence(message) if message else None, detail=detail)
+    if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+        return OperationUnsupported(detail=detail)
     if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
         return OperationInProgress(detail=detail)
     if code in (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_AGENT_UNSYNCED,

@@ -39,3 +39,7 @@ class AgentUnavailable(VirtError):
 
 class InvalidDefinition(VirtError):
     default_message = "The hypervisor rejected the machine definition."
+
+
+class OperationUnsupported(VirtError):
+    default_message = "This host's hypervisor does not support that action."

@@ -119,15 +119,15 @@ def list_domains(uri: str, options: Collection[str] = ("all",)) -> list[DomainRe
     """The domains `virsh -c uri list <options>` would print, with every list column filled."""
     flags = list_flags(options)
     with connection(uri) as conn:
-        return _records(conn, conn.listAllDomains(flags))
+        return records_for(conn, conn.listAllDomains(flags))
 
 
 def get_domain(uri: str, uuid: str) -> DomainRecord:
     with connection(uri) as conn:
-        return _records(conn, [conn.lookupByUUIDString(uuid)])[0]
+        return records_for(conn, [conn.lookupByUUIDString(uuid)])[0]
 
 
-def _records(conn: libvirt.virConnect, domains: list[libvirt.virDomain]) -> list[DomainRecord]:
+def records_for(conn: libvirt.virConnect, domains: list[libvirt.virDomain]) -> list[DomainRecord]:
     if not domains:
         return []
 

@@ -1,0 +1,170 @@
+"""Lifecycle actions on one domain, and which of them its current state allows."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from enum import StrEnum
+
+import libvirt
+
+from .connections import connection
+from .details import parse_agent_channel
+from .inventory import DomainRecord
+from .states import DomainState
+
+
+class Action(StrEnum):
+    START = "start"
+    RESTORE = "restore"
+    SHUTDOWN = "shutdown"
+    REBOOT = "reboot"
+    RESET = "reset"
+    FORCE_OFF = "force-off"
+    PAUSE = "pause"
+    RESUME = "resume"
+    SAVE = "save"
+    DISCARD_SAVE = "discard-save"
+    WAKEUP = "wakeup"
+    AUTOSTART_ON = "autostart-on"
+    AUTOSTART_OFF = "autostart-off"
+
+    @property
+    def label(self) -> str:
+        return _LABELS[self]
+
+    @property
+    def past_tense(self) -> str:
+        return _DONE[self]
+
+
+_LABELS = {
+    Action.START: "Start", Action.RESTORE: "Restore", Action.SHUTDOWN: "Shut down", Action.REBOOT: "Reboot",
+    Action.RESET: "Reset", Action.FORCE_OFF: "Force off", Action.PAUSE: "Pause", Action.RESUME: "Resume",
+    Action.SAVE: "Save", Action.DISCARD_SAVE: "Discard saved state", Action.WAKEUP: "Wake up",
+    Action.AUTOSTART_ON: "Autostart on", Action.AUTOSTART_OFF: "Autostart off",
+}
+_DONE = {
+    Action.START: "started", Action.RESTORE: "restored", Action.SHUTDOWN: "asked to shut down",
+    Action.REBOOT: "asked to reboot", Action.RESET: "reset", Action.FORCE_OFF: "forced off",
+    Action.PAUSE: "paused", Action.RESUME: "resumed", Action.SAVE: "saved",
+    Action.DISCARD_SAVE: "discarded its saved state", Action.WAKEUP: "woken up",
+    Action.AUTOSTART_ON: "set to start with its host", Action.AUTOSTART_OFF: "no longer starts with its host",
+}
+
+
+class PowerMode(StrEnum):
+    """How a shutdown or reboot reaches the guest."""
+
+    AUTO = "auto"  # the agent when it is connected, otherwise ACPI
+    ACPI = "acpi"
+    AGENT = "agent"
+
+
+_RUNNING_ACTIONS = (Action.SHUTDOWN, Action.REBOOT, Action.RESET, Action.PAUSE, Action.SAVE, Action.FORCE_OFF)
+_BY_STATE: dict[DomainState, tuple[Action, ...]] = {
+    DomainState.RUNNING: _RUNNING_ACTIONS,
+    DomainState.BLOCKED: _RUNNING_ACTIONS,
+    DomainState.PAUSED: (Action.RESUME, Action.SAVE, Action.FORCE_OFF),
+    DomainState.SHUTDOWN: (Action.FORCE_OFF,),
+    DomainState.PMSUSPENDED: (Action.WAKEUP, Action.FORCE_OFF),
+    DomainState.SHUTOFF: (Action.START,),
+    DomainState.CRASHED: (Action.START, Action.FORCE_OFF),
+    DomainState.NOSTATE: (),
+}
+_NEEDS_PERSISTENCE = {Action.SAVE, Action.RESTORE, Action.DISCARD_SAVE, Action.AUTOSTART_ON, Action.AUTOSTART_OFF}
+
+
+def available_actions(record: DomainRecord) -> tuple[Action, ...]:
+    """The actions libvirt accepts in the domain's current state, in menu order."""
+    actions = list(_BY_STATE[record.state])
+    if record.managed_save and Action.START in actions:
+        actions[actions.index(Action.START)] = Action.RESTORE
+        actions.append(Action.DISCARD_SAVE)
+    if record.persistent:
+        actions.append(Action.AUTOSTART_OFF if record.autostart else Action.AUTOSTART_ON)
+    else:
+        actions = [action for action in actions if action not in _NEEDS_PERSISTENCE]
+    return tuple(actions)
+
+
+def agent_connected(dom: libvirt.virDomain) -> bool:
+    """Whether the guest agent's virtio-serial channel is connected, read from the live XML."""
+    return parse_agent_channel(dom.XMLDesc(0)) == "connected"
+
+
+def _power_flags(dom: libvirt.virDomain, mode: PowerMode, acpi: int, agent: int) -> int:
+    if mode is PowerMode.AUTO:
+        return agent if agent_connected(dom) else acpi
+    return agent if mode is PowerMode.AGENT else acpi
+
+
+def _autostart(enabled: bool) -> Callable[[libvirt.virDomain], object]:
+    return lambda dom: dom.setAutostart(1 if enabled else 0)
+
+
+_CALLS: dict[Action, Callable[[libvirt.virDomain], object]] = {
+    # virDomainCreate resumes from a managed save image when there is one, else boots.
+    Action.START: lambda dom: dom.create(),
+    Action.RESTORE: lambda dom: dom.create(),
+    Action.RESET: lambda dom: dom.reset(0),
+    Action.FORCE_OFF: lambda dom: dom.destroy(),
+    Action.PAUSE: lambda dom: dom.suspend(),
+    Action.RESUME: lambda dom: dom.resume(),
+    Action.SAVE: lambda dom: dom.managedSave(0),
+    Action.DISCARD_SAVE: lambda dom: dom.managedSaveRemove(0),
+    Action.WAKEUP: lambda dom: dom.pMWakeup(0),
+    Action.AUTOSTART_ON: _autostart(True),
+    Action.AUTOSTART_OFF: _autostart(False),
+}
+
+
+def run_action(uri: str, uuid: str, action: Action, mode: PowerMode = PowerMode.AUTO) -> None:
+    with connection(uri) as conn:
+        dom = conn.lookupByUUIDString(uuid)
+        if action is Action.SHUTDOWN:
+            dom.shutdownFlags(_power_flags(dom, mode, libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
+                                           libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT))
+        elif action is Action.REBOOT:
+            dom.reboot(_power_flags(dom, mode, libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN,
+                                    libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT))
+        else:
+            _CALLS[action](dom)
+
+
+def delete_domain(
+    uri: str,
+    uuid: str,
+    *,
+    remove_managed_save: bool,
+    remove_snapshot_metadata: bool,
+    remove_nvram: bool,
+    volume_paths: Sequence[str] = (),
+) -> list[str]:
+    """Stops the domain if it runs, undefines it with the chosen extras, deletes the chosen volumes.
+
+    Returns the volume paths that were deleted; a path that is not a storage volume is skipped.
+    """
+    with connection(uri) as conn:
+        dom = conn.lookupByUUIDString(uuid)
+        if dom.isActive():
+            dom.destroy()
+        if dom.isPersistent():
+            flags = 0
+            if remove_managed_save:
+                flags |= libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+            if remove_snapshot_metadata:
+                flags |= libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+                flags |= libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+            flags |= libvirt.VIR_DOMAIN_UNDEFINE_NVRAM if remove_nvram else libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+            dom.undefineFlags(flags)
+        deleted = []
+        for path in volume_paths:
+            try:
+                volume = conn.storageVolLookupByPath(path)
+            except libvirt.libvirtError as error:
+                if error.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
+                    raise
+                continue
+            volume.delete(0)
+            deleted.append(path)
+        return deleted
