@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.utils import timezone
 
@@ -48,6 +48,9 @@ def audited(
         raise
     except VirtError as error:
         _finish(entry, AuditEntry.Result.FAILED, str(error))
+        raise
+    except ValidationError as error:
+        _finish(entry, AuditEntry.Result.FAILED, "; ".join(error.messages))
         raise
     except Exception as error:
         _finish(entry, AuditEntry.Result.FAILED, type(error).__name__)

@@ -1,6 +1,9 @@
+from typing import Any, cast
+
 from django import forms
 
 from .models import Host
+from .virt import VIDEO_MODELS, BootKind, BootSpec, DefineChoices, DomainSpec, GraphicsSpec
 
 
 class HostForm(forms.ModelForm[Host]):
@@ -17,3 +20,116 @@ class HostForm(forms.ModelForm[Host]):
 class SnapshotForm(forms.Form):
     name = forms.SlugField(max_length=64, help_text="Letters, digits, - and _.")
     description = forms.CharField(max_length=1000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+GRAPHICS_CHOICES = [("vnc", "VNC"), ("spice", "SPICE"), ("none", "none")]
+BOOT_CHOICES = [
+    (BootKind.NEW_VOLUME.value, "a new empty volume"),
+    (BootKind.VOLUME.value, "an existing volume"),
+    (BootKind.ISO.value, "an ISO image (with a new empty volume when a size is given)"),
+    (BootKind.KERNEL.value, "a kernel and initrd on the host"),
+]
+
+
+class DisplayForm(forms.Form):
+    """Video card and graphics server; the define form adds the rest of a VM to these."""
+
+    video_model = forms.ChoiceField(choices=[(m, m) for m in VIDEO_MODELS], initial="vga")
+    graphics = forms.ChoiceField(label="graphics server", choices=GRAPHICS_CHOICES, initial="vnc")
+    listen = forms.GenericIPAddressField(label="listen address", initial="127.0.0.1",
+                                         help_text="Keep the loopback: the console proxy reaches it.")
+    port = forms.IntegerField(min_value=5900, max_value=65535, required=False,
+                              help_text="Empty: the host picks a free port.")
+    tls_port = forms.IntegerField(label="TLS port (SPICE)", min_value=5900, max_value=65535, required=False)
+    password = forms.CharField(max_length=64, required=False, widget=forms.PasswordInput(render_value=True),
+                               help_text="Never sent to browsers; the console proxy handles it.")
+    keymap = forms.CharField(max_length=16, required=False, help_text="For example en-us or de; empty: default.")
+
+    def __init__(self, *args: Any, may_choose_listen: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not may_choose_listen:
+            self.fields["listen"].disabled = True
+
+    def graphics_spec(self) -> GraphicsSpec | None:
+        data = self.cleaned_data
+        if data["graphics"] == "none":
+            return None
+        return GraphicsSpec(
+            kind=data["graphics"], listen=data["listen"], port=data["port"],
+            tls_port=data["tls_port"] if data["graphics"] == "spice" else None,
+            password=data["password"], keymap=data["keymap"],
+        )
+
+
+class DomainDefineForm(DisplayForm):
+    name = forms.RegexField(
+        regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64,
+        error_messages={"invalid": "Letters, digits, '.', '_' and '-', starting with a letter or digit."},
+    )
+    title = forms.CharField(max_length=200, required=False)
+    description = forms.CharField(max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    vcpus = forms.IntegerField(label="vCPUs", min_value=1, max_value=64, initial=1)
+    memory_mib = forms.IntegerField(label="memory (MiB)", min_value=64, max_value=1024 * 1024, initial=512)
+    accelerator = forms.ChoiceField()
+    boot_kind = forms.ChoiceField(label="boot from", choices=BOOT_CHOICES, initial=BootKind.NEW_VOLUME.value)
+    volume = forms.ChoiceField(label="volume or ISO", required=False)
+    pool = forms.ChoiceField(label="pool for the new volume", required=False)
+    size_gib = forms.IntegerField(label="new volume size (GiB)", min_value=1, max_value=16384, required=False)
+    kernel = forms.CharField(max_length=1024, required=False)
+    initrd = forms.CharField(max_length=1024, required=False)
+    cmdline = forms.CharField(label="kernel command line", max_length=1024, required=False)
+    network = forms.ChoiceField()
+    guest_agent = forms.BooleanField(label="guest agent channel", required=False, initial=True)
+    autostart = forms.BooleanField(label="start with the host", required=False)
+
+    field_order = ["name", "title", "description", "vcpus", "memory_mib", "accelerator", "boot_kind", "volume",
+                   "pool", "size_gib", "kernel", "initrd", "cmdline", "network", "video_model", "graphics",
+                   "listen", "port", "tls_port", "password", "keymap", "guest_agent", "autostart"]
+
+    def __init__(self, *args: Any, choices: DefineChoices, may_boot_kernel: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._choose("accelerator", [(a, {"qemu": "qemu (TCG emulation)"}.get(a, a)) for a in choices.accelerators])
+        self._choose("volume", [("", "—")] + [(v.key, v.key) for v in choices.volumes])
+        self._choose("pool", [(p, p) for p in choices.pools])
+        self._choose("network", [("user", "user-mode networking")] + [(n, f"network {n}") for n in choices.networks])
+        if not may_boot_kernel:
+            for name in ("kernel", "initrd", "cmdline"):
+                del self.fields[name]
+            self._choose("boot_kind", [c for c in BOOT_CHOICES if c[0] != BootKind.KERNEL.value])
+
+    def _choose(self, name: str, choices: list[tuple[str, str]]) -> None:
+        cast(forms.ChoiceField, self.fields[name]).choices = choices
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        kind = data.get("boot_kind")
+        required = {
+            BootKind.NEW_VOLUME.value: ("pool", "size_gib"),
+            BootKind.VOLUME.value: ("volume",),
+            BootKind.ISO.value: ("volume",),
+            BootKind.KERNEL.value: ("kernel",),
+        }.get(kind or "", ())
+        for name in required:
+            if not data.get(name):
+                self.add_error(name, "Needed for this boot source.")
+        if kind == BootKind.ISO.value and data.get("size_gib") and not data.get("pool"):
+            self.add_error("pool", "Needed for the new volume.")
+        return data
+
+    def domain_spec(self) -> DomainSpec:
+        data = self.cleaned_data
+        return DomainSpec(
+            name=data["name"], title=data["title"], description=data["description"],
+            vcpus=data["vcpus"], memory_mib=data["memory_mib"], accelerator=data["accelerator"],
+            boot=BootSpec(
+                kind=BootKind(data["boot_kind"]), volume=data.get("volume") or "", pool=data.get("pool") or "",
+                size_gib=data.get("size_gib") or 0, kernel=data.get("kernel", ""), initrd=data.get("initrd", ""),
+                cmdline=data.get("cmdline", ""),
+            ),
+            network=data["network"], video_model=data["video_model"], graphics=self.graphics_spec(),
+            guest_agent=data["guest_agent"],
+        )
+
+
+class DomainXmlForm(forms.Form):
+    xml = forms.CharField(label="domain XML", widget=forms.Textarea(attrs={"rows": 24, "cols": 100}))

@@ -35,6 +35,8 @@ class Grant(models.Model):
     group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="grants")
     can_operate = models.BooleanField("may operate", default=False)
     can_console = models.BooleanField("may open the console", default=False)
+    # The tenant defined this VM itself; it counts against its define allowance.
+    owner = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
@@ -49,6 +51,31 @@ class Grant(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user or self.group} on {self.host}/{self.domain_uuid}"
+
+
+class DefineAllowance(models.Model):
+    """Lets a tenant (a user, or everyone in a group) define its own VMs, within limits."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="define_allowances"
+    )
+    group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE,
+                              related_name="define_allowances")
+    hosts = models.ManyToManyField(Host, blank=True, help_text="Leave empty for every host.")
+    max_vms = models.PositiveIntegerField("most VMs", default=2)
+    max_vcpus = models.PositiveIntegerField("most vCPUs per VM", default=2)
+    max_memory_mib = models.PositiveIntegerField("most memory per VM (MiB)", default=2048)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(user__isnull=False, group__isnull=True) | Q(user__isnull=True, group__isnull=False),
+                name="allowance_to_user_or_group",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user or self.group}: {self.max_vms} VMs"
 
 
 class AuditEntry(models.Model):

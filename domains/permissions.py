@@ -6,12 +6,13 @@ Views, consumers and console tickets all ask here, so a VM a user may not see is
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from django.db.models import Q
 
-from .models import Grant
+from .models import DefineAllowance, Grant, Host
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
@@ -61,3 +62,39 @@ def rights_from(granted: dict[DomainKey, frozenset[Right]] | None, key: DomainKe
 
 def domain_rights(user: User | AnonymousUser, *, host_id: int, uuid: str) -> frozenset[Right]:
     return rights_from(granted_domains(user), (host_id, uuid))
+
+
+@dataclass(frozen=True)
+class DefineLimits:
+    """How far a user may go defining VMs on one host; None means no limit."""
+
+    max_vms: int | None
+    max_vcpus: int | None
+    max_memory_mib: int | None
+    owned_vms: int
+
+    @property
+    def unlimited(self) -> bool:
+        return self.max_vms is None
+
+
+def define_limits(user: User | AnonymousUser, host: Host) -> DefineLimits | None:
+    """None when the user may not define VMs on this host at all."""
+    if not user.is_authenticated or not user.is_active:
+        return None
+    if user.sees_every_domain:
+        return DefineLimits(None, None, None, 0)
+    allowances = list(
+        DefineAllowance.objects.filter(Q(user=user) | Q(group__in=user.groups.all()))
+        .filter(Q(hosts=None) | Q(hosts=host))
+        .distinct()
+    )
+    if not allowances:
+        return None
+    # Several allowances (own and groups') combine to the most generous of each limit.
+    return DefineLimits(
+        max_vms=max(a.max_vms for a in allowances),
+        max_vcpus=max(a.max_vcpus for a in allowances),
+        max_memory_mib=max(a.max_memory_mib for a in allowances),
+        owned_vms=Grant.objects.filter(user=user, owner=True).count(),
+    )

@@ -12,7 +12,7 @@ from django.http import Http404
 from . import virt
 from .filters import ListQuery
 from .models import AuditEntry, Host
-from .permissions import Right, granted_domains, rights_from
+from .permissions import DefineLimits, Right, define_limits, granted_domains, rights_from
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
@@ -161,3 +161,23 @@ def audit_list(*, user: User) -> QuerySet[AuditEntry]:
     """Admins see every entry; everybody else sees their own."""
     entries = AuditEntry.objects.select_related("actor")
     return entries if user.is_admin else entries.filter(actor=user)
+
+
+def define_hosts(*, user: User) -> list[Host]:
+    """The enabled hosts this user may define VMs on."""
+    return [host for host in enabled_hosts() if define_limits(user, host) is not None]
+
+
+@dataclass(frozen=True)
+class DefineContext:
+    host: Host
+    choices: virt.DefineChoices
+    limits: DefineLimits
+
+
+def define_context(*, user: User, host_name: str) -> DefineContext:
+    host = enabled_hosts().filter(name=host_name).first()
+    limits = define_limits(user, host) if host is not None else None
+    if host is None or limits is None:
+        raise Http404("No such host.")
+    return DefineContext(host, virt.define_choices(host.uri), limits)

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 
 from . import selectors, virt
 from .audit import audited
 from .locks import domain_action_lock
 from .models import Grant, Host
-from .permissions import Right
+from .permissions import Right, define_limits
 from .selectors import DomainRow
-from .virt import Action, PowerMode
+from .virt import Action, BootKind, DomainSpec, GraphicsSpec, PowerMode
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -51,10 +51,11 @@ def host_update(*, actor: User, host: Host, uri: str, enabled: bool,
 
 
 def host_delete(*, actor: User, host: Host, client_addr: str | None = None) -> None:
-    with audited(actor=actor, action="host.delete", host=host, client_addr=client_addr):
+    with audited(actor=actor, action="host.delete", host=host, client_addr=client_addr) as entry:
         _require_admin(actor)
         virt.pool.discard(host.uri)
         host.delete()
+        entry.host = None  # the row outlives the host; host_name keeps its name
 
 
 def host_test_connection(*, actor: User, host: Host, client_addr: str | None = None) -> virt.HostFacts:
@@ -183,4 +184,70 @@ def snapshot_delete(*, actor: User, host_name: str, uuid: str, name: str, client
         return f"Snapshot {name} of {row.record.name} deleted."
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="snapshot.delete", act=act,
+                    client_addr=client_addr)
+
+
+def _check_define_allowed(actor: User, host: Host, spec: DomainSpec) -> None:
+    limits = define_limits(actor, host)
+    if limits is None:
+        raise Http404("No such host.")
+    if limits.unlimited:
+        return
+    problems = []
+    if spec.boot.kind is BootKind.KERNEL:
+        problems.append("Direct kernel boot reads files on the host; ask an admin.")
+    if spec.graphics is not None and spec.graphics.listen not in LOOPBACK_LISTEN:
+        problems.append("Consoles listen on the host's loopback only; the dashboard's console proxy reaches them.")
+    if limits.max_vms is not None and limits.owned_vms >= limits.max_vms:
+        problems.append(f"You already have {limits.owned_vms} of your {limits.max_vms} machines.")
+    if limits.max_vcpus is not None and spec.vcpus > limits.max_vcpus:
+        problems.append(f"At most {limits.max_vcpus} vCPUs per machine.")
+    if limits.max_memory_mib is not None and spec.memory_mib > limits.max_memory_mib:
+        problems.append(f"At most {limits.max_memory_mib} MiB of memory per machine.")
+    if problems:
+        raise ValidationError(problems)
+
+
+LOOPBACK_LISTEN = ("127.0.0.1", "::1", "localhost")
+
+
+def domain_define(*, actor: User, host_name: str, spec: DomainSpec, autostart: bool = False,
+                  client_addr: str | None = None) -> str:
+    """Defines a VM from the form's spec; a tenant's own VM is granted to it. Returns the UUID."""
+    host = selectors.enabled_hosts().filter(name=host_name).first()
+    with audited(actor=actor, action="domain.define", host=host, domain_name=spec.name,
+                 client_addr=client_addr) as entry:
+        if host is None:
+            raise Http404("No such host.")
+        _check_define_allowed(actor, host, spec)
+        uuid = virt.define_domain(host.uri, spec, autostart=autostart)
+        entry.domain_uuid = uuid
+        entry.save(update_fields=["domain_uuid"])
+        if not actor.sees_every_domain:
+            Grant.objects.create(host=host, domain_uuid=uuid, user=actor, can_operate=True, can_console=True,
+                                 owner=True)
+    return uuid
+
+
+def domain_define_xml(*, actor: User, host_name: str, xml: str, client_addr: str | None = None) -> str:
+    host = selectors.enabled_hosts().filter(name=host_name).first()
+    with audited(actor=actor, action="domain.define-xml", host=host, client_addr=client_addr) as entry:
+        _require_admin(actor)
+        if host is None:
+            raise Http404("No such host.")
+        uuid = virt.define_xml(host.uri, xml)
+        entry.domain_uuid = uuid
+        entry.save(update_fields=["domain_uuid"])
+    return uuid
+
+
+def domain_update_display(*, actor: User, host_name: str, uuid: str, video_model: str,
+                          graphics: GraphicsSpec | None, client_addr: str | None = None) -> str:
+    def act(row: DomainRow) -> str:
+        if graphics is not None and graphics.listen not in LOOPBACK_LISTEN and not actor.sees_every_domain:
+            raise ValidationError("Consoles listen on the host's loopback only.")
+        virt.update_display(row.host.uri, row.uuid, video_model=video_model, graphics=graphics)
+        return f"Display of {row.record.name} changed."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.display", act=act,
                     client_addr=client_addr)

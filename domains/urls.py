@@ -5,7 +5,10 @@ from . import views
 app_name = "domains"
 urlpatterns = [
     path("domains/", views.domain_list, name="list"),
+    path("domains/new/", views.domain_new, name="new"),
+    path("domains/new/xml/", views.domain_new_xml, name="new-xml"),
     path("domains/<slug:host_name>/<uuid:uuid>/", views.domain_detail, name="detail"),
+    path("domains/<slug:host_name>/<uuid:uuid>/display/", views.domain_display, name="display"),
     path("domains/<slug:host_name>/<uuid:uuid>/agent/", views.domain_agent, name="agent"),
     path("domains/<slug:host_name>/<uuid:uuid>/action/", views.domain_action, name="action"),
     path("domains/<slug:host_name>/<uuid:uuid>/delete/", views.domain_delete, name="delete"),

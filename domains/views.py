@@ -8,6 +8,7 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -18,8 +19,9 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from . import selectors, services, virt
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
-from .forms import HostForm, SnapshotForm
+from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, SnapshotForm
 from .models import Host
+from .permissions import Right
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -206,7 +208,7 @@ def host_edit(request: AuthedRequest, host_name: str) -> HttpResponse:
 @login_required
 @require_POST
 def host_delete(request: AuthedRequest, host_name: str) -> HttpResponse:
-    _admin_only(request)
+    # The service is the gate here, so a refused attempt is audited as denied.
     host = get_object_or_404(Host, name=host_name)
     services.host_delete(actor=request.user, host=host, client_addr=client_addr(request))
     messages.success(request, f"Host {host_name} removed from the dashboard.")
@@ -218,7 +220,7 @@ def host_delete(request: AuthedRequest, host_name: str) -> HttpResponse:
 @login_required
 @require_POST
 def host_test(request: AuthedRequest, host_name: str) -> HttpResponse:
-    _admin_only(request)
+    # The service is the gate here, so a refused attempt is audited as denied.
     host = get_object_or_404(Host, name=host_name)
     try:
         facts, error = services.host_test_connection(
@@ -227,3 +229,95 @@ def host_test(request: AuthedRequest, host_name: str) -> HttpResponse:
         facts, error = None, str(failure)
     template = "hosts/list.html#test-result" if request.htmx else "hosts/test.html"
     return render(request, template, {"host": host, "facts": facts, "error": error})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def domain_new(request: AuthedRequest) -> HttpResponse:
+    """Pick a host, fill the form, preview the XML, define; bad input comes back with its values."""
+    host_name = request.POST.get("host") or request.GET.get("host", "")
+    if not host_name:
+        hosts = selectors.define_hosts(user=request.user)
+        if not hosts:
+            raise Http404("You may not define machines.")
+        return render(request, "domains/new.html", {"hosts": hosts})
+    try:
+        context = selectors.define_context(user=request.user, host_name=host_name)
+    except virt.VirtError as error:
+        messages.error(request, f"Host {host_name}: {error}")
+        return redirect("domains:new")
+    form = DomainDefineForm(
+        request.POST or None, choices=context.choices, may_boot_kernel=context.limits.unlimited,
+        may_choose_listen=request.user.sees_every_domain,
+    )
+    preview = ""
+    if request.method == "POST" and form.is_valid():
+        spec = form.domain_spec()
+        try:
+            if "preview" in request.POST:
+                preview = virt.preview_domain_xml(context.host.uri, spec)
+            else:
+                uuid = services.domain_define(actor=request.user, host_name=host_name, spec=spec,
+                                              autostart=form.cleaned_data["autostart"],
+                                              client_addr=client_addr(request))
+                messages.success(request, f"{spec.name} defined on {host_name}.")
+                return redirect("domains:detail", host_name, uuid)
+        except ValidationError as error:
+            form.add_error(None, error)
+        except virt.VirtError as error:
+            form.add_error(None, str(error))
+    return render(request, "domains/new.html", {"context": context, "form": form, "preview": preview},
+                  status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def domain_new_xml(request: AuthedRequest) -> HttpResponse:
+    _admin_only(request)
+    hosts = list(selectors.enabled_hosts())
+    form = DomainXmlForm(request.POST or None)
+    host_name = request.POST.get("host", "")
+    if request.method == "POST" and form.is_valid():
+        try:
+            uuid = services.domain_define_xml(actor=request.user, host_name=host_name, xml=form.cleaned_data["xml"],
+                                              client_addr=client_addr(request))
+        except virt.VirtError as error:
+            form.add_error("xml", str(error))
+        else:
+            messages.success(request, f"Defined on {host_name}.")
+            return redirect("domains:detail", host_name, uuid)
+    return render(request, "domains/new_xml.html", {"form": form, "hosts": hosts, "host_name": host_name},
+                  status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def domain_display(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+    page = selectors.domain_page(user=request.user, host_name=host_name, uuid=str(uuid))
+    if Right.OPERATE not in page.row.rights:
+        raise Http404("No such virtual machine.")
+    current = page.devices.graphics[0] if page.devices.graphics else None
+    initial = {
+        "video_model": (page.devices.video_models or ("vga",))[0],
+        "graphics": current.kind if current else "none",
+        "listen": current.listen if current and current.listen else "127.0.0.1",
+        "port": current.port if current and not current.autoport else None,
+        "tls_port": current.tls_port if current else None,
+        "keymap": current.keymap if current else "",
+    }
+    form = DisplayForm(request.POST or None, initial=initial, may_choose_listen=request.user.sees_every_domain)
+    if request.method == "POST" and form.is_valid():
+        try:
+            message = services.domain_update_display(
+                actor=request.user, host_name=host_name, uuid=str(uuid),
+                video_model=form.cleaned_data["video_model"], graphics=form.graphics_spec(),
+                client_addr=client_addr(request))
+        except ValidationError as error:
+            form.add_error(None, error)
+        except virt.VirtError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, message)
+            return redirect("domains:detail", host_name, uuid)
+    return render(request, "domains/display.html", {"row": page.row, "form": form, "current": current},
+                  status=400 if form.errors else 200)

@@ -6,6 +6,19 @@ Everything it returns is a plain dataclass; everything it raises is a `VirtError
 from .actions import Action, PowerMode, available_actions, delete_domain, run_action
 from .agent import GuestInfo, guest_info
 from .connections import pool
+from .definition import (
+    VIDEO_MODELS,
+    BootKind,
+    BootSpec,
+    DefineChoices,
+    DomainSpec,
+    GraphicsSpec,
+    define_choices,
+    define_domain,
+    define_xml,
+    preview_domain_xml,
+    update_display,
+)
 from .details import DeviceSummary, DomainDetails, SnapshotRecord, domain_details
 from .errors import (
     AgentUnavailable,
@@ -30,6 +43,17 @@ from .snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from .states import DomainState
 
 __all__ = [
+    "VIDEO_MODELS",
+    "BootKind",
+    "BootSpec",
+    "DefineChoices",
+    "DomainSpec",
+    "GraphicsSpec",
+    "define_choices",
+    "define_domain",
+    "define_xml",
+    "preview_domain_xml",
+    "update_display",
     "LIST_OPTIONS",
     "Action",
     "AgentUnavailable",

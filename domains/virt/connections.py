@@ -53,15 +53,18 @@ def translate(error: libvirt.libvirtError) -> VirtError:
         # libvirt words these for people ("domain is already running") and names no host or URI.
         message = (error.get_str2() or "").strip() or None
         return OperationInvalid(_sentence(message) if message else None, detail=detail)
+    if code == libvirt.VIR_ERR_OPERATION_FAILED and error.get_str2():
+        # "domain 'x' already exists with uuid …", "storage vol already exists": worded for people.
+        return VirtError(_sentence(error.get_str2()), detail=detail)
     if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
         return OperationUnsupported(detail=detail)
     if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
         return OperationInProgress(detail=detail)
-    if code in (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_AGENT_UNSYNCED,
-                libvirt.VIR_ERR_AGENT_COMMAND_TIMEOUT):
+    if code in (libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_AGENT_UNSYNCED):
         return AgentUnavailable(detail=detail)
     if code in (libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_XML_DETAIL,
-                libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_DOM_EXIST):
+                libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_DOM_EXIST,
+                libvirt.VIR_ERR_STORAGE_VOL_EXIST):
         return InvalidDefinition(_sentence(error.get_error_message()), detail=detail)
     if code in _CONNECTION_LOST:
         return HostUnreachable(detail=detail)
