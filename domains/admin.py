@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from . import services
-from .models import AuditEntry, Grant, Host
+from .models import AuditEntry, DefineAllowance, Grant, Host
 
 
 @admin.register(Grant)
@@ -44,3 +44,9 @@ class AuditEntryAdmin(admin.ModelAdmin[AuditEntry]):
 
 
 admin.site.register(Host)
+
+
+@admin.register(DefineAllowance)
+class DefineAllowanceAdmin(admin.ModelAdmin[DefineAllowance]):
+    list_display = ("user", "group", "max_vms", "max_vcpus", "max_memory_mib")
+    filter_horizontal = ("hosts",)

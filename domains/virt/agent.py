@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import libvirt
 
+from .addresses import remember_addresses
 from .connections import connection
 from .details import parse_agent_channel
 from .errors import AgentUnavailable
@@ -59,6 +60,7 @@ def guest_info(uri: str, uuid: str) -> GuestInfo:
         if name != "lo"
         for entry in interface.get("addrs") or ()
     )
+    remember_addresses(uri, uuid, tuple(a.address for a in addresses))
     return GuestInfo(
         hostname=str(info.get("hostname", "")),
         os_name=str(info.get("os.pretty-name") or info.get("os.name") or ""),

@@ -145,7 +145,7 @@ def domain_details(uri: str, uuid: str) -> DomainDetails:
         snapshots = sorted((_snapshot(s) for s in dom.listAllSnapshots(0)),
                            key=lambda s: (s.created or datetime.min.replace(tzinfo=UTC), s.name))
         return DomainDetails(
-            record=records_for(conn, [dom])[0],
+            record=records_for(uri, conn, [dom])[0],
             devices=parse_devices(dom.XMLDesc(0)),
             snapshots=tuple(snapshots),
         )

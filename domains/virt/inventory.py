@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import libvirt
 
+from .addresses import known_addresses
 from .connections import connection
 from .errors import HostUnreachable, VirtError
 from .states import DomainState, reason_label, state_from_number
@@ -58,6 +59,50 @@ def list_flags(options: Collection[str]) -> int:
     return flags
 
 
+def _either(flags: int, yes: int, no: int, value: bool) -> bool:
+    """One of libvirt's paired filters: neither flag keeps everything, else a set flag must agree."""
+    if not flags & (yes | no):
+        return True
+    return bool((flags & yes and value) or (flags & no and not value))
+
+
+def record_matches(record: DomainRecord, options: Collection[str]) -> bool:
+    """Whether `virsh list <options>` would list the domain: listAllDomains' filter, in Python.
+
+    Mirrors virDomainObjMatchFilter (src/conf/virdomainobjlist.c) on the flags list_flags builds,
+    so the live list can decide from one record whether a VM belongs in a filtered view.
+    """
+    flags = list_flags(options)
+    state = record.state
+    state_filter = flags & (_STATE_RUNNING | _STATE_PAUSED | _STATE_SHUTOFF | _STATE_OTHER)
+    in_state = not state_filter or bool(
+        (flags & _STATE_RUNNING and state is DomainState.RUNNING)
+        or (flags & _STATE_PAUSED and state is DomainState.PAUSED)
+        or (flags & _STATE_SHUTOFF and state is DomainState.SHUTOFF)
+        or (flags & _STATE_OTHER
+            and state not in (DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTOFF))
+    )
+    return (
+        in_state
+        # libvirt's "active" is "has an id", which a crashed domain of some drivers keeps.
+        and _either(flags, _ACTIVE, _INACTIVE, record.id is not None)
+        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT,
+                    libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT, record.persistent)
+        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE,
+                    libvirt.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE, record.managed_save)
+        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
+                    libvirt.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART, record.autostart)
+        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT,
+                    libvirt.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT, record.snapshots > 0)
+    )
+
+
+_STATE_RUNNING = libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING
+_STATE_PAUSED = libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED
+_STATE_SHUTOFF = libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF
+_STATE_OTHER = libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER
+
+
 @dataclass(frozen=True, slots=True)
 class DomainRecord:
     uuid: str
@@ -72,6 +117,7 @@ class DomainRecord:
     vcpus: int
     memory_kib: int
     id: int | None
+    addresses: tuple[str, ...] = ()  # as the guest agent last reported them, when known
 
     @property
     def state_label(self) -> str:
@@ -119,15 +165,15 @@ def list_domains(uri: str, options: Collection[str] = ("all",)) -> list[DomainRe
     """The domains `virsh -c uri list <options>` would print, with every list column filled."""
     flags = list_flags(options)
     with connection(uri) as conn:
-        return records_for(conn, conn.listAllDomains(flags))
+        return records_for(uri, conn, conn.listAllDomains(flags))
 
 
 def get_domain(uri: str, uuid: str) -> DomainRecord:
     with connection(uri) as conn:
-        return records_for(conn, [conn.lookupByUUIDString(uuid)])[0]
+        return records_for(uri, conn, [conn.lookupByUUIDString(uuid)])[0]
 
 
-def records_for(conn: libvirt.virConnect, domains: list[libvirt.virDomain]) -> list[DomainRecord]:
+def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDomain]) -> list[DomainRecord]:
     if not domains:
         return []
 
@@ -161,6 +207,7 @@ def records_for(conn: libvirt.virConnect, domains: list[libvirt.virDomain]) -> l
                 vcpus=vcpus,
                 memory_kib=memory_kib,
                 id=domain_id if domain_id >= 0 else None,
+                addresses=known_addresses(uri, uuid) if state.is_active else (),
             )
         )
     return records
