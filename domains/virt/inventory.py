@@ -103,50 +103,6 @@ _STATE_SHUTOFF = libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF
 _STATE_OTHER = libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER
 
 
-def _either(flags: int, yes: int, no: int, value: bool) -> bool:
-    """One of libvirt's paired filters: neither flag keeps everything, else a set flag must agree."""
-    if not flags & (yes | no):
-        return True
-    return bool((flags & yes and value) or (flags & no and not value))
-
-
-def record_matches(record: DomainRecord, options: Collection[str]) -> bool:
-    """Whether `virsh list <options>` would list the domain: listAllDomains' filter, in Python.
-
-    Mirrors virDomainObjMatchFilter (src/conf/virdomainobjlist.c) on the flags list_flags builds,
-    so the live list can decide from one record whether a VM belongs in a filtered view.
-    """
-    flags = list_flags(options)
-    state = record.state
-    state_filter = flags & (_STATE_RUNNING | _STATE_PAUSED | _STATE_SHUTOFF | _STATE_OTHER)
-    in_state = not state_filter or bool(
-        (flags & _STATE_RUNNING and state is DomainState.RUNNING)
-        or (flags & _STATE_PAUSED and state is DomainState.PAUSED)
-        or (flags & _STATE_SHUTOFF and state is DomainState.SHUTOFF)
-        or (flags & _STATE_OTHER
-            and state not in (DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTOFF))
-    )
-    return (
-        in_state
-        # libvirt's "active" is "has an id", which a crashed domain of some drivers keeps.
-        and _either(flags, _ACTIVE, _INACTIVE, record.id is not None)
-        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT,
-                    libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT, record.persistent)
-        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE,
-                    libvirt.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE, record.managed_save)
-        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
-                    libvirt.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART, record.autostart)
-        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT,
-                    libvirt.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT, record.snapshots > 0)
-    )
-
-
-_STATE_RUNNING = libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING
-_STATE_PAUSED = libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED
-_STATE_SHUTOFF = libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF
-_STATE_OTHER = libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER
-
-
 @dataclass(frozen=True, slots=True)
 class DomainRecord:
     uuid: str
