@@ -30,6 +30,7 @@ from .errors import (
     OperationUnsupported,
     VirtError,
 )
+from .events import DomainChanged, DomainRemoved, HostEvent, HostLost, HostSynced, HostWatcher
 from .inventory import (
     LIST_OPTIONS,
     DomainRecord,
@@ -38,11 +39,19 @@ from .inventory import (
     get_domain,
     host_facts,
     list_domains,
+    record_matches,
 )
 from .snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from .states import DomainState
 
 __all__ = [
+    "DomainChanged",
+    "DomainRemoved",
+    "HostEvent",
+    "HostLost",
+    "HostSynced",
+    "HostWatcher",
+    "record_matches",
     "VIDEO_MODELS",
     "BootKind",
     "BootSpec",

@@ -1,0 +1,400 @@
+"""libvirt's events, one watcher per host (libvirt-python's examples/event-test.py, grown up).
+
+The default event implementation is registered when this package is imported, before any
+connection of the process is opened, and a daemon thread runs it; a remote connection opened
+without it never delivers events and cannot keep itself alive.
+
+A `HostWatcher` owns its own connection to one host: callbacks for every domain event, keepalive,
+a close callback, reconnection with backoff and a full resync after every (re)connect. Callbacks
+only queue the UUID with a sequence number taken from a per-host counter; the watcher's thread
+re-reads the domains (in bulk, as the list does) and hands plain events to a sink. Everything a
+sink receives carries that sequence: a reader keeps, per VM, the highest one it has applied, so a
+resync listing taken before an event can never overwrite what that event showed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import libvirt
+
+from .connections import translate
+from .errors import HostUnreachable
+from .inventory import DomainRecord, records_for
+
+logger = logging.getLogger(__name__)
+
+_loop_lock = threading.Lock()
+_loop_thread: threading.Thread | None = None
+
+
+def start_event_loop() -> None:
+    """Register libvirt's default event implementation and run it on a daemon thread, once per process."""
+    global _loop_thread
+    with _loop_lock:
+        if _loop_thread is not None:
+            return
+        libvirt.virEventRegisterDefaultImpl()
+        _loop_thread = threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True)
+        _loop_thread.start()
+
+
+def _run_event_loop() -> None:
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except Exception:  # the loop must outlive any one bad callback
+            logger.exception("libvirt's event loop failed one iteration")
+            time.sleep(0.1)
+
+
+# --- What a watcher tells its sink. ---
+
+
+@dataclass(frozen=True, slots=True)
+class DomainChanged:
+    """The domain as it is now; `details` when something only the VM page shows changed."""
+
+    seq: int
+    record: DomainRecord
+    details: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class DomainRemoved:
+    seq: int
+    uuid: str
+    last_seen: DomainRecord | None
+
+
+@dataclass(frozen=True, slots=True)
+class HostLost:
+    """The host stopped answering; its domains as they were last seen."""
+
+    seq: int
+    message: str
+    last_seen: tuple[DomainRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HostSynced:
+    """A full listing after a (re)connect: every domain the host has, and those it no longer has."""
+
+    seq: int
+    records: tuple[DomainRecord, ...]
+    removed: tuple[str, ...]
+
+
+HostEvent = DomainChanged | DomainRemoved | HostLost | HostSynced
+Sink = Callable[[HostEvent], None]
+
+# Event ids and whether they change only what the VM page shows (agent, devices).
+_DOMAIN_EVENTS: dict[int, bool] = {
+    libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE: False,  # also (un)define, rename, managed save, snapshot revert
+    libvirt.VIR_DOMAIN_EVENT_ID_REBOOT: False,
+    libvirt.VIR_DOMAIN_EVENT_ID_METADATA_CHANGE: False,  # title, description
+    libvirt.VIR_DOMAIN_EVENT_ID_BALLOON_CHANGE: False,
+    libvirt.VIR_DOMAIN_EVENT_ID_PMSUSPEND: False,
+    libvirt.VIR_DOMAIN_EVENT_ID_PMSUSPEND_DISK: False,
+    libvirt.VIR_DOMAIN_EVENT_ID_PMWAKEUP: False,
+    libvirt.VIR_DOMAIN_EVENT_ID_CONTROL_ERROR: False,
+    libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED: False,
+    libvirt.VIR_DOMAIN_EVENT_ID_TUNABLE: False,
+    libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE: True,
+    libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_ADDED: True,
+    libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED: True,
+    libvirt.VIR_DOMAIN_EVENT_ID_DEVICE_REMOVAL_FAILED: True,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Reread:
+    uuid: str
+    seq: int
+    details: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Closed:
+    generation: int
+    reason: int
+
+
+class _Resync:
+    pass
+
+
+class _Stop:
+    pass
+
+
+_Work = _Reread | _Closed | _Resync | _Stop
+
+
+class HostWatcher:
+    """Watches one host on its own connection and thread; `sink` is called on that thread."""
+
+    def __init__(
+        self,
+        uri: str,
+        sink: Sink,
+        *,
+        name: str = "",
+        keepalive: tuple[int, int] = (5, 3),
+        resync_seconds: float = 30.0,
+        backoff: tuple[float, float] = (0.25, 5.0),
+    ) -> None:
+        self.uri = uri
+        self.name = name or uri
+        self._sink = sink
+        self._keepalive = keepalive
+        self._resync_seconds = resync_seconds
+        self._backoff = backoff
+        # Microseconds since the epoch to start with: a restarted watcher continues above its predecessor.
+        self._seq = itertools.count(time.time_ns() // 1000)
+        self._queue: queue.Queue[_Work] = queue.Queue()
+        self._stopping = threading.Event()
+        self._conn: libvirt.virConnect | None = None
+        self._generation = 0
+        self._callback_ids: list[int] = []
+        self._records: dict[str, tuple[int, DomainRecord]] = {}
+        self._reachable: bool | None = None
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=f"watch-{self.name}", daemon=True)
+
+    # --- Used from other threads. ---
+
+    def start(self) -> HostWatcher:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        self._queue.put(_Stop())
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def nudge(self, uuid: str | None = None) -> None:
+        """Re-read one domain (a change libvirt has no event for), or the whole host."""
+        self._queue.put(_Resync() if uuid is None else _Reread(uuid.lower(), next(self._seq), False))
+
+    @property
+    def reachable(self) -> bool | None:
+        return self._reachable
+
+    def records(self) -> list[DomainRecord]:
+        with self._lock:
+            return [record for _seq, record in self._records.values()]
+
+    # --- The watcher's thread. ---
+
+    def _run(self) -> None:
+        delay = self._backoff[0]
+        next_resync = 0.0
+        try:
+            while not self._stopping.is_set():
+                if self._conn is None:
+                    try:
+                        self._connect()
+                        self._resync(full=True)
+                    except libvirt.libvirtError as error:
+                        self._disconnect()
+                        self._lost(error)
+                        self._stopping.wait(delay)
+                        delay = min(delay * 2, self._backoff[1])
+                        continue
+                    delay = self._backoff[0]
+                    next_resync = time.monotonic() + self._resync_seconds
+                try:
+                    work = [self._queue.get(timeout=max(0.0, next_resync - time.monotonic()))]
+                except queue.Empty:
+                    work = [_Resync()]
+                    next_resync = time.monotonic() + self._resync_seconds
+                while True:  # everything already queued goes in one round of reads
+                    try:
+                        work.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                try:
+                    self._handle(work)
+                except libvirt.libvirtError as error:
+                    if isinstance(translate(error), HostUnreachable) or not self._alive():
+                        self._disconnect()
+                        self._lost(error)
+                    else:
+                        logger.warning("watching %s: %s", self.name, error)
+        finally:
+            self._disconnect()
+
+    def _handle(self, work: list[_Work]) -> None:
+        if any(isinstance(item, _Stop) for item in work):
+            return
+        if any(isinstance(item, _Closed) and item.generation == self._generation for item in work):
+            self._disconnect()
+            self._lost(None)
+            return
+        if any(isinstance(item, _Resync) for item in work):
+            # A listing taken now is newer than every event queued so far.
+            self._resync(full=False)
+            return
+        rereads: dict[str, _Reread] = {}
+        for item in work:
+            if isinstance(item, _Reread):
+                seen = rereads.get(item.uuid)
+                rereads[item.uuid] = _Reread(
+                    item.uuid, max(item.seq, seen.seq if seen else 0), item.details or bool(seen and seen.details)
+                )
+        if rereads:
+            self._reread(list(rereads.values()))
+
+    def _connect(self) -> None:
+        conn = libvirt.open(self.uri)
+        self._generation += 1
+        self._conn = conn
+        try:
+            conn.setKeepAlive(*self._keepalive)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:  # local drivers (test://) have none
+                raise
+        conn.registerCloseCallback(self._on_close, self._generation)
+        for event_id, details in _DOMAIN_EVENTS.items():
+            self._callback_ids.append(conn.domainEventRegisterAny(None, event_id, self._callback(details), None))
+        logger.info("watching %s", self.name)
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        self._generation += 1
+        for callback_id in self._callback_ids:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.domainEventDeregisterAny(callback_id)
+        self._callback_ids = []
+        for release in (conn.unregisterCloseCallback, conn.close):
+            with contextlib.suppress(libvirt.libvirtError):
+                release()
+
+    def _alive(self) -> bool:
+        try:
+            return self._conn is not None and bool(self._conn.isAlive())
+        except libvirt.libvirtError:
+            return False
+
+    # Called on libvirt's event loop thread: only queue work there.
+
+    def _callback(self, details: bool) -> Callable[..., None]:
+        def queue_reread(_conn: libvirt.virConnect, dom: libvirt.virDomain, *_args: object) -> None:
+            self._queue.put(_Reread(dom.UUIDString().lower(), next(self._seq), details))
+
+        return queue_reread
+
+    def _on_close(self, _conn: libvirt.virConnect, reason: int, generation: int) -> None:
+        self._queue.put(_Closed(generation, reason))
+
+    # Reads and what they tell the sink.
+
+    def _connection(self) -> libvirt.virConnect:
+        if self._conn is None:
+            raise RuntimeError(f"{self.name}: read without a connection")
+        return self._conn
+
+    def _resync(self, *, full: bool) -> None:
+        conn = self._connection()
+        seq = next(self._seq)
+        listed = records_for(self.uri, conn, conn.listAllDomains(0))
+        was_reachable, self._reachable = self._reachable, True
+        changed: list[DomainRecord] = []
+        with self._lock:
+            previous = self._records
+            self._records = {}
+            for record in listed:
+                seen = previous.get(record.uuid)
+                if seen is not None and seen[0] > seq:  # an event newer than this listing already told
+                    self._records[record.uuid] = seen
+                    continue
+                self._records[record.uuid] = (seq, record)
+                if seen is None or seen[1] != record:
+                    changed.append(record)
+            removed = [(uuid, record) for uuid, (_seq, record) in previous.items() if uuid not in self._records]
+        if full or was_reachable is not True:
+            if was_reachable is False:
+                logger.info("%s answers again", self.name)
+            self._emit(HostSynced(seq, tuple(record for _seq, record in self._records.values()),
+                                  tuple(uuid for uuid, _record in removed)))
+            return
+        for record in changed:
+            self._emit(DomainChanged(seq, record))
+        for uuid, last in removed:
+            self._emit(DomainRemoved(seq, uuid, last))
+
+    def _reread(self, rereads: list[_Reread]) -> None:
+        conn = self._connection()
+        found: dict[str, libvirt.virDomain] = {}
+        gone: list[_Reread] = []
+        for item in rereads:
+            try:
+                found[item.uuid] = conn.lookupByUUIDString(item.uuid)
+            except libvirt.libvirtError as error:
+                if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+                gone.append(item)
+        records = {record.uuid: record for record in self._records_of(list(found.values()))}
+        by_uuid = {item.uuid: item for item in rereads}
+        for uuid in found:
+            if uuid not in records:
+                gone.append(by_uuid[uuid])
+        for uuid, record in records.items():
+            self._apply(by_uuid[uuid], record)
+        for item in gone:
+            self._apply(item, None)
+
+    def _records_of(self, domains: list[libvirt.virDomain]) -> list[DomainRecord]:
+        try:
+            return records_for(self.uri, self._connection(), domains)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            if len(domains) == 1:
+                return []
+        # One of them vanished between the lookup and the read: read them one by one.
+        return [record for dom in domains for record in self._records_of([dom])]
+
+    def _apply(self, item: _Reread, record: DomainRecord | None) -> None:
+        with self._lock:
+            seen = self._records.get(item.uuid)
+            if seen is not None and seen[0] > item.seq:
+                return
+            if record is None:
+                self._records.pop(item.uuid, None)
+            else:
+                self._records[item.uuid] = (item.seq, record)
+        if record is None:
+            if seen is not None:
+                self._emit(DomainRemoved(item.seq, item.uuid, seen[1]))
+        elif seen is None or seen[1] != record or item.details:
+            self._emit(DomainChanged(item.seq, record, details=item.details))
+
+    def _lost(self, error: libvirt.libvirtError | None) -> None:
+        if error is not None:
+            logger.info("%s is unreachable: %s", self.name, error)
+        if self._reachable is False:
+            return
+        self._reachable = False
+        message = str(translate(error)) if error is not None else HostUnreachable.default_message
+        self._emit(HostLost(next(self._seq), message, tuple(self.records())))
+
+    def _emit(self, event: HostEvent) -> None:
+        try:
+            self._sink(event)
+        except Exception:
+            logger.exception("the sink of %s failed on %s", self.name, type(event).__name__)
+
+
+start_event_loop()
