@@ -1,0 +1,44 @@
+"""A libvirt lab on one machine: several libvirtd "hosts" with tiny Linux guests, for demos and tests.
+
+Each host is its own libvirtd (and virtlogd) in its own mount and UTS namespace, reachable at
+qemu+unix:///system?socket=/run/vmportal-lab/sockets/<host>/libvirt-sock from anywhere, including
+from the other hosts (peer-to-peer migration). Needs root. Never imports libvirt: it drives the
+daemons and virsh as programs.
+"""
+
+from __future__ import annotations
+
+from lab.hosts import LabHost, LabHostStatus, available, down, start_hosts, status
+from lab.images import GuestImages, ensure_guest_images
+from lab.inventory import DEMO_VMS, DemoState, DemoVM, define_demo_inventory, demo_placement
+from lab.process import LabError
+
+
+def up(hosts: int = 2, *, demo_inventory: bool = True) -> list[LabHost]:
+    """Make lab1..lab<hosts> run, keeping those already up; return them.
+
+    Recovers from a crash (dead daemons, stale pid files and sockets). With demo_inventory, also
+    defines the demo VMs and returns once the guests it started answer through their agents.
+    """
+    lab_hosts = start_hosts(hosts)
+    if demo_inventory:
+        define_demo_inventory(lab_hosts)
+    return lab_hosts
+
+
+__all__ = [
+    "DEMO_VMS",
+    "DemoState",
+    "DemoVM",
+    "GuestImages",
+    "LabError",
+    "LabHost",
+    "LabHostStatus",
+    "available",
+    "define_demo_inventory",
+    "demo_placement",
+    "down",
+    "ensure_guest_images",
+    "status",
+    "up",
+]

@@ -8,22 +8,15 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Literal, overload
 
 
 class LabError(RuntimeError):
     """The lab could not be brought to the requested state."""
 
 
-@overload
-def run(
-    command: Sequence[str], *, cwd: Path | None = None, timeout: float = 120, binary: Literal[False] = False
-) -> str: ...
-@overload
-def run(command: Sequence[str], *, cwd: Path | None = None, timeout: float = 120, binary: Literal[True]) -> bytes: ...
-def run(command: Sequence[str], *, cwd: Path | None = None, timeout: float = 120, binary: bool = False) -> str | bytes:
+def run(command: Sequence[str], *, cwd: Path | None = None, timeout: float = 120) -> str:
     """Run a command and return its standard output; raise LabError with its output if it fails."""
     try:
         completed = subprocess.run(
@@ -34,7 +27,7 @@ def run(command: Sequence[str], *, cwd: Path | None = None, timeout: float = 120
     if completed.returncode != 0:
         output = (completed.stderr or completed.stdout).decode(errors="replace").strip()
         raise LabError(f"{' '.join(command)} failed ({completed.returncode}): {output}")
-    return completed.stdout if binary else completed.stdout.decode()
+    return completed.stdout.decode()
 
 
 @contextmanager
@@ -97,7 +90,5 @@ def terminate(pids: Iterable[int], timeout: float = 15) -> None:
 
 def _signal_all(pids: Iterable[int], signal_number: signal.Signals) -> None:
     for pid in pids:
-        try:
+        with suppress(ProcessLookupError):
             os.kill(pid, signal_number)
-        except ProcessLookupError:
-            pass

@@ -1,0 +1,306 @@
+"""Lab hosts: one libvirtd + virtlogd pair per host, each in its own mount and UTS namespace.
+
+Inside a host's namespace the system's libvirt directories are bind mounts of that host's own
+directories, so every daemon has its own configuration, domains, logs and capabilities cache while
+they all share one kernel, one QEMU and the socket directory under /run/vmportal-lab/sockets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab.paths import CACHE_DIR, LOCK_FILE, RUN_DIR, STATE_DIR, HostPaths
+from lab.process import (
+    LabError,
+    file_lock,
+    is_alive,
+    namespace_of,
+    processes_in_namespace,
+    read_pid,
+    run,
+    terminate,
+)
+from lab.virsh import domain_names, virsh
+
+REQUIRED_PROGRAMS = ("libvirtd", "virtlogd", "virsh", "qemu-system-x86_64", "qemu-img", "unshare", "dpkg-deb")
+DAEMON_START_TIMEOUT = 60
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    uri: str
+
+
+@dataclass(frozen=True)
+class LabHostStatus:
+    name: str
+    uri: str
+    running: bool
+    pids: dict[str, int] = field(default_factory=dict)  # daemon name -> pid, for those alive
+    domains: int = 0
+    active_domains: int = 0
+
+
+def available() -> tuple[bool, str]:
+    """Whether this machine can run the lab, and if not, why."""
+    if os.geteuid() != 0:
+        return False, "the lab needs root: it mounts directories and runs libvirtd"
+    missing = [program for program in REQUIRED_PROGRAMS if shutil.which(program) is None]
+    if missing:
+        return False, f"missing programs: {', '.join(missing)} (see lab/DEBIAN_PACKAGES)"
+    return True, ""
+
+
+def start_hosts(count: int) -> list[LabHost]:
+    """Make hosts lab1..lab<count> run, starting those that are not; return them."""
+    if count < 1:
+        raise ValueError("the lab needs at least one host")
+    ready, reason = available()
+    if not ready:
+        raise LabError(reason)
+    hosts = []
+    with file_lock(LOCK_FILE):
+        _unmount_stale()
+        for number in range(1, count + 1):
+            paths = HostPaths(f"lab{number}")
+            if not _is_running(paths):
+                _stop(paths)  # whatever a crash left behind
+                try:
+                    _start(paths, number)
+                except LabError:
+                    _stop(paths)
+                    raise
+            hosts.append(_lab_host(paths))
+    return hosts
+
+
+def status() -> list[LabHostStatus]:
+    statuses = []
+    for paths in _known_hosts():
+        pids = {
+            daemon: pid
+            for daemon, pid in _daemon_pids(paths).items()
+            if pid is not None and namespace_of(pid) == _recorded_namespace(paths)
+        }
+        running = _is_running(paths)
+        statuses.append(
+            LabHostStatus(
+                name=paths.name,
+                uri=paths.uri,
+                running=running,
+                pids=pids,
+                domains=len(domain_names(paths.uri)) if running else 0,
+                active_domains=len(domain_names(paths.uri, active_only=True)) if running else 0,
+            )
+        )
+    return statuses
+
+
+def down() -> None:
+    """Stop every guest and daemon of the lab; raise LabError if anything is left behind."""
+    with file_lock(LOCK_FILE):
+        for paths in _known_hosts():
+            _stop(paths)
+        _unmount_stale()
+        leftovers = [str(socket) for socket in RUN_DIR.glob("sockets/*/*")] + [mount for mount, _ in _lab_mounts()]
+        if leftovers:
+            raise LabError(f"the lab left behind: {', '.join(leftovers)}")
+
+
+def _lab_host(paths: HostPaths) -> LabHost:
+    return LabHost(name=paths.name, uri=paths.uri)
+
+
+def _known_hosts() -> list[HostPaths]:
+    names = {path.name for path in (STATE_DIR / "hosts").glob("lab*")}
+    names |= {path.name for path in (RUN_DIR / "hosts").glob("lab*")}
+    return [HostPaths(name) for name in sorted(names, key=lambda name: int(name.removeprefix("lab")))]
+
+
+def _start(paths: HostPaths, number: int) -> None:
+    _write_configuration(paths, number)
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    paths.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    paths.socket_dir.chmod(0o700)  # auth is "none": the directory is what keeps non-root users out
+    for target, source in paths.bind_mounts.items():
+        source.mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True)  # a mount point, left empty outside the hosts
+    plan = {
+        "hostname": paths.name,
+        "binds": [[str(source), str(target)] for target, source in paths.bind_mounts.items()],
+        "commands": [
+            ["virtlogd", "--daemon", "--pid-file", str(paths.virtlogd_pid_file)],
+            ["libvirtd", "--daemon", "--pid-file", str(paths.libvirtd_pid_file)],
+        ],
+    }
+    host_init = Path(__file__).with_name("host_init.py")
+    run(["unshare", "--mount", "--uts", "--propagation", "private", sys.executable, str(host_init), json.dumps(plan)])
+    libvirtd_pid = read_pid(paths.libvirtd_pid_file)
+    namespace = namespace_of(libvirtd_pid) if libvirtd_pid else None
+    if namespace is None:
+        raise LabError(f"libvirtd of {paths.name} exited at start; see {paths.state_dir}/log/libvirtd.log")
+    paths.namespace_file.write_text(namespace)
+    _wait_until_answering(paths)
+
+
+def _write_configuration(paths: HostPaths, number: int) -> None:
+    etc = paths.bind_mounts[Path("/etc/libvirt")]
+    etc.mkdir(parents=True, exist_ok=True)
+    # Derived from the name: stable across restarts, distinct per host (libvirt refuses to
+    # migrate between daemons with the same host UUID).
+    host_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"vmportal-lab:{paths.name}")
+    (etc / "libvirtd.conf").write_text(
+        _LIBVIRTD_CONF.format(name=paths.name, socket_dir=paths.socket_dir, host_uuid=host_uuid)
+    )
+    (etc / "virtlogd.conf").write_text(_VIRTLOGD_CONF.format(name=paths.name))
+    # Separate port ranges, so that daemons allocating at the same moment never collide.
+    display_port = 5900 + 100 * (number - 1)
+    migration_port = 49152 + 64 * (number - 1)
+    (etc / "qemu.conf").write_text(
+        _QEMU_CONF.format(
+            name=paths.name,
+            migration_address=f"127.0.10.{number}",
+            display_port_min=display_port,
+            display_port_max=display_port + 99,
+            migration_port_min=migration_port,
+            migration_port_max=migration_port + 63,
+        )
+    )
+
+
+_LIBVIRTD_CONF = """\
+# libvirtd of vmportal lab host {name}; rewritten by every `lab up`.
+unix_sock_dir = "{socket_dir}"
+unix_sock_ro_perms = "0700"
+unix_sock_rw_perms = "0700"
+auth_unix_ro = "none"
+auth_unix_rw = "none"
+listen_tcp = 0
+listen_tls = 0
+host_uuid = "{host_uuid}"
+log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
+"""
+
+_VIRTLOGD_CONF = """\
+# virtlogd of vmportal lab host {name}; rewritten by every `lab up`.
+log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
+"""
+
+# QEMU runs as root: as libvirt-qemu it could not open the root-only /dev/kvm, and libvirt would
+# then re-probe QEMU's capabilities (seconds each) at every start. No cgroups or per-guest mount
+# namespaces: with several daemons on one kernel their cgroup names would collide. Incoming
+# migrations listen on a loopback address of the host's own (libvirt refuses 127.0.0.1 itself).
+_QEMU_CONF = """\
+# QEMU driver of vmportal lab host {name}; rewritten by every `lab up`.
+user = "root"
+group = "root"
+dynamic_ownership = 0
+security_driver = "none"
+cgroup_controllers = [ ]
+namespaces = [ ]
+vnc_listen = "127.0.0.1"
+spice_listen = "127.0.0.1"
+remote_display_port_min = {display_port_min}
+remote_display_port_max = {display_port_max}
+migration_address = "{migration_address}"
+migration_host = "{migration_address}"
+migration_port_min = {migration_port_min}
+migration_port_max = {migration_port_max}
+"""
+
+
+def _wait_until_answering(paths: HostPaths) -> None:
+    deadline = time.monotonic() + DAEMON_START_TIMEOUT
+    while not _answers(paths):
+        if time.monotonic() > deadline or not is_alive(read_pid(paths.libvirtd_pid_file) or 0):
+            raise LabError(f"libvirtd of {paths.name} does not answer; see {paths.state_dir}/log/libvirtd.log")
+        time.sleep(0.1)
+
+
+def _answers(paths: HostPaths) -> bool:
+    try:
+        virsh(paths.uri, "uri", timeout=10)
+    except LabError:
+        return False
+    return True
+
+
+def _is_running(paths: HostPaths) -> bool:
+    namespace = _recorded_namespace(paths)
+    pids = _daemon_pids(paths)
+    return (
+        namespace is not None
+        and all(pid is not None and namespace_of(pid) == namespace for pid in pids.values())
+        and _answers(paths)
+    )
+
+
+def _daemon_pids(paths: HostPaths) -> dict[str, int | None]:
+    return {
+        "libvirtd": read_pid(paths.libvirtd_pid_file),
+        "virtlogd": read_pid(paths.virtlogd_pid_file),
+    }
+
+
+def _recorded_namespace(paths: HostPaths) -> str | None:
+    """The host's namespaces, if it has any; never the one this program runs in."""
+    try:
+        namespace = paths.namespace_file.read_text().strip()
+    except FileNotFoundError:
+        # A crash between starting the daemons and recording their namespace: ask the daemons.
+        candidates = [namespace_of(pid) for pid in _daemon_pids(paths).values() if pid and _is_daemon(pid)]
+        namespace = next((candidate for candidate in candidates if candidate), "")
+    return namespace if namespace and namespace != namespace_of(os.getpid()) else None
+
+
+def _is_daemon(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() in {"libvirtd", "virtlogd"}
+    except FileNotFoundError:
+        return False
+
+
+def _stop(paths: HostPaths) -> None:
+    """Stop the host's guests and daemons and remove their runtime files, whatever state it is in."""
+    if _answers(paths):
+        for name in domain_names(paths.uri, active_only=True):
+            with suppress(LabError):  # already gone; whatever is left is killed with the namespace below
+                virsh(paths.uri, "destroy", name)
+    namespace = _recorded_namespace(paths)
+    if namespace:
+        # Everything in the namespace is the host's: daemons, QEMU, helpers libvirt spawned.
+        terminate(processes_in_namespace(namespace))
+    shutil.rmtree(paths.run_dir, ignore_errors=True)
+    shutil.rmtree(paths.socket_dir, ignore_errors=True)
+
+
+def _lab_mounts() -> list[tuple[str, str]]:
+    """Mounts in this namespace on or from lab directories, which only a crash leaves here."""
+    lab_dirs = (str(STATE_DIR), str(RUN_DIR), str(CACHE_DIR))
+    mounts = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        root, mount_point = _unescape(fields[3]), _unescape(fields[4])
+        if any(path == d or path.startswith(d + "/") for path in (root, mount_point) for d in lab_dirs):
+            mounts.append((mount_point, root))
+    return mounts
+
+
+def _unmount_stale() -> None:
+    for mount_point, _ in reversed(_lab_mounts()):
+        run(["umount", "--lazy", mount_point])
+
+
+def _unescape(path: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), path)
