@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ET  # noqa: S405 - libvirt's own XML
 from collections.abc import Callable, Sequence
 from enum import StrEnum
 
 import libvirt
 
 from .connections import connection
-from .details import parse_agent_channel
 from .inventory import DomainRecord
 from .states import DomainState
 
@@ -55,7 +55,7 @@ _DONE = {
 class PowerMode(StrEnum):
     """How a shutdown or reboot reaches the guest."""
 
-    AUTO = "auto"  # the agent when it is connected, otherwise ACPI
+    AUTO = "auto"  # libvirt's choice: QEMU asks the agent when it is connected, otherwise ACPI
     ACPI = "acpi"
     AGENT = "agent"
 
@@ -87,15 +87,8 @@ def available_actions(record: DomainRecord) -> tuple[Action, ...]:
     return tuple(actions)
 
 
-def agent_connected(dom: libvirt.virDomain) -> bool:
-    """Whether the guest agent's virtio-serial channel is connected, read from the live XML."""
-    return parse_agent_channel(dom.XMLDesc(0)) == "connected"
-
-
-def _power_flags(dom: libvirt.virDomain, mode: PowerMode, acpi: int, agent: int) -> int:
-    if mode is PowerMode.AUTO:
-        return agent if agent_connected(dom) else acpi
-    return agent if mode is PowerMode.AGENT else acpi
+def _power_flags(mode: PowerMode, acpi: int, agent: int) -> int:
+    return {PowerMode.AUTO: 0, PowerMode.ACPI: acpi, PowerMode.AGENT: agent}[mode]
 
 
 def _autostart(enabled: bool) -> Callable[[libvirt.virDomain], object]:
@@ -122,13 +115,37 @@ def run_action(uri: str, uuid: str, action: Action, mode: PowerMode = PowerMode.
     with connection(uri) as conn:
         dom = conn.lookupByUUIDString(uuid)
         if action is Action.SHUTDOWN:
-            dom.shutdownFlags(_power_flags(dom, mode, libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
+            dom.shutdownFlags(_power_flags(mode, libvirt.VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN,
                                            libvirt.VIR_DOMAIN_SHUTDOWN_GUEST_AGENT))
         elif action is Action.REBOOT:
-            dom.reboot(_power_flags(dom, mode, libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN,
+            dom.reboot(_power_flags(mode, libvirt.VIR_DOMAIN_REBOOT_ACPI_POWER_BTN,
                                     libvirt.VIR_DOMAIN_REBOOT_GUEST_AGENT))
         else:
             _CALLS[action](dom)
+
+
+def _undefine_flags(dom: libvirt.virDomain, managed_save: bool, snapshot_metadata: bool, nvram: bool) -> int:
+    """Only the flags that apply to this domain: drivers refuse flags for things they lack."""
+    flags = 0
+    if managed_save:
+        flags |= libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    if snapshot_metadata:
+        flags |= libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
+        if _has_checkpoints(dom):
+            flags |= libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
+    if ET.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).find("./os/nvram") is not None:  # noqa: S314
+        # QEMU refuses to undefine a UEFI domain unless told what to do with its NVRAM.
+        flags |= libvirt.VIR_DOMAIN_UNDEFINE_NVRAM if nvram else libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
+    return flags
+
+
+def _has_checkpoints(dom: libvirt.virDomain) -> bool:
+    try:
+        return bool(dom.listAllCheckpoints(0))
+    except libvirt.libvirtError as error:
+        if error.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return False
+        raise
 
 
 def delete_domain(
@@ -149,14 +166,7 @@ def delete_domain(
         if dom.isActive():
             dom.destroy()
         if dom.isPersistent():
-            flags = 0
-            if remove_managed_save:
-                flags |= libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-            if remove_snapshot_metadata:
-                flags |= libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA
-                flags |= libvirt.VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA
-            flags |= libvirt.VIR_DOMAIN_UNDEFINE_NVRAM if remove_nvram else libvirt.VIR_DOMAIN_UNDEFINE_KEEP_NVRAM
-            dom.undefineFlags(flags)
+            dom.undefineFlags(_undefine_flags(dom, remove_managed_save, remove_snapshot_metadata, remove_nvram))
         deleted = []
         for path in volume_paths:
             try:

@@ -7,8 +7,8 @@ import xml.etree.ElementTree as ET  # noqa: S405 - we build this XML ourselves
 
 import libvirt
 
-from .actions import agent_connected
 from .connections import connection
+from .details import parse_agent_channel
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +29,11 @@ def create_snapshot(uri: str, uuid: str, *, name: str, description: str = "") ->
             if frozen:
                 dom.fsThaw()
         return frozen
+
+
+def agent_connected(dom: libvirt.virDomain) -> bool:
+    """Whether the guest agent's virtio-serial channel is connected, read from the live XML."""
+    return parse_agent_channel(dom.XMLDesc(0)) == "connected"
 
 
 def _freeze(dom: libvirt.virDomain) -> bool:
