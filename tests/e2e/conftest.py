@@ -1,0 +1,269 @@
+"""The end-to-end layer: the real server under daphne, driven by Debian's Chromium through Playwright.
+
+One daphne process serves the whole session from its own throw-away var dir (SQLite database and
+collected static files), started the way production starts it. Tests seed that database through
+`manage.py`, in the server's own environment, and never touch Django's test database.
+
+Every fixture here is a plain synchronous one: Playwright's sync API refuses to run inside an asyncio
+loop, and pytest-asyncio (asyncio_mode=auto) only gives a loop to `async def` tests and fixtures.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.etree import ElementTree
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",  # the browser talks to the loopback server only, whatever the environment says
+]
+RESULTS_DIR = REPO / "test-results"
+PASSWORD = "correct horse battery staple"
+STARTUP_SECONDS = 30
+TIMEOUT_MS = 10_000
+
+# Variables of the developer's shell that would point the server elsewhere than its own var dir.
+_INHERITED_SETTINGS = re.compile(r"^(VMPORTAL_|DJANGO_|DATABASE_URL$|REDIS_URL$)")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class LiveApp:
+    """The running server, and `manage.py` in its environment to seed its database."""
+
+    url: str
+    env: dict[str, str]
+    var_dir: Path
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def manage(self, *args: str) -> str:
+        """Run `manage.py <args>` against the server's database; its stdout, or a failure with its output."""
+        return self.finish(self.start_manage(*args))
+
+    def start_manage(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(VENV_BIN / "python"), str(REPO / "manage.py"), *args],
+            cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+
+    def finish(self, command: subprocess.Popen[str]) -> str:
+        try:
+            stdout, stderr = command.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            command.kill()
+            stdout, stderr = command.communicate()
+        if command.returncode != 0:
+            pytest.fail(f"{command.args!r} exited {command.returncode}:\n{stdout}\n{stderr}")
+        return stdout
+
+    def shell(self, code: str) -> str:
+        return self.manage("shell", "--no-imports", "-c", code)
+
+    def create_user(self, username: str, password: str = PASSWORD, role: str = "tenant") -> str:
+        self.create_users([(username, password, role)])
+        return username
+
+    def create_users(self, users: Iterable[tuple[str, str, str]]) -> None:
+        """Several (username, password, role) at once: one `manage.py` start-up instead of one each."""
+        users = list(users)
+        self.shell(
+            "from accounts.models import User\n"
+            "from django.contrib.auth.hashers import make_password\n"
+            f"users = {users!r}\n"
+            # Hashing is deliberately slow: once per distinct password, not once per user.
+            "hashes = {password: make_password(password) for _name, password, _role in users}\n"
+            "for username, password, role in users:\n"
+            "    User.objects.create(username=username, password=hashes[password], role=role)\n"
+        )
+
+    def grant(self, *, username: str, host: str, uuid: str, can_operate: bool = False,
+              can_console: bool = False) -> None:
+        self.shell(
+            "from accounts.models import User\n"
+            "from domains.models import Grant, Host\n"
+            f"Grant.objects.create(host=Host.objects.get(name={host!r}), domain_uuid={uuid!r},"
+            f" user=User.objects.get(username={username!r}), can_operate={can_operate!r},"
+            f" can_console={can_console!r})\n"
+        )
+
+    @property
+    def admin_password(self) -> str:
+        return (self.var_dir / "admin-password").read_text().strip()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else "(no log)"
+
+    def check_alive(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            pytest.fail(f"daphne died (exit {self.process.returncode}); its log:\n{self.log()}")
+
+
+def _server_env(var_dir: Path) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not _INHERITED_SETTINGS.match(name)}
+    env.update({
+        "VMPORTAL_VAR_DIR": str(var_dir),
+        "VMPORTAL_ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "DJANGO_SETTINGS_MODULE": "vmportal.settings",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+@pytest.fixture(scope="session")
+def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
+    var_dir = tmp_path_factory.mktemp("vmportal-var")
+    port = _free_port()
+    app = LiveApp(url=f"http://127.0.0.1:{port}", env=_server_env(var_dir), var_dir=var_dir,
+                  log_path=var_dir / "daphne.log")
+    serving = False
+    try:
+        # collectstatic needs no database, so it runs alongside migrate; WhiteNoise indexes
+        # STATIC_ROOT when daphne loads the application, so both finish before daphne starts.
+        steps = [app.start_manage("migrate", "--noinput", "-v", "0"),
+                 app.start_manage("collectstatic", "--noinput", "-v", "0")]
+        for step in steps:
+            app.finish(step)
+        bootstrap = app.start_manage("bootstrap", "--no-default-host")
+        with app.log_path.open("wb") as log:
+            app.process = subprocess.Popen(
+                [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "vmportal.asgi:application"],
+                cwd=REPO, env=app.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        app.finish(bootstrap)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not _answers(port):
+            app.check_alive()
+            if time.monotonic() > deadline:
+                pytest.fail(f"daphne did not answer on port {port} within {STARTUP_SECONDS}s; its log:\n{app.log()}")
+            time.sleep(0.05)
+        serving = True
+        yield app
+    finally:
+        died = app.process is not None and app.process.poll() is not None
+        if app.process is not None and not died:
+            app.process.send_signal(signal.SIGTERM)
+            try:
+                app.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                app.process.kill()
+                app.process.wait()
+    if serving and died:
+        pytest.fail(f"daphne died during the session (exit {app.process.returncode}); its log:\n{app.log()}")
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """The `lab-xml` host: a libvirt test-driver inventory whose VMs are known in advance.
+
+    See what it holds with `virsh -c test://$PWD/tests/e2e/lab-inventory.xml list --all`.
+    """
+
+    name: str
+    uri: str
+    uuids: dict[str, str]
+
+
+LAB_INVENTORY = Path(__file__).resolve().parent / "lab-inventory.xml"
+
+
+@pytest.fixture(scope="session")
+def lab_host(live_app: LiveApp) -> LabHost:
+    uri = f"test://{LAB_INVENTORY}"
+    live_app.manage("hosts", "add", "lab-xml", uri)
+    inventory = ElementTree.parse(LAB_INVENTORY).getroot()  # noqa: S314 (our own file, not user input)
+    uuids = {domain.findtext("name", ""): domain.findtext("uuid", "") for domain in inventory.iter("domain")}
+    return LabHost(name="lab-xml", uri=uri, uuids=uuids)
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    driver = sync_playwright().start()
+    yield driver
+    driver.stop()
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call" and report.failed:
+        item.stash[_FAILED] = True
+    return report
+
+
+
+@pytest.fixture
+def page(browser: Browser, live_app: LiveApp, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A page in a fresh context (no cookies, no storage); a screenshot in test-results/ if the test fails."""
+    live_app.check_alive()
+    context = browser.new_context(base_url=live_app.url, viewport={"width": 1400, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    yield page
+    if request.node.stash.get(_FAILED, False):
+        RESULTS_DIR.mkdir(exist_ok=True)
+        name = re.sub(r"[^\w.-]+", "_", request.node.nodeid)
+        with suppress(PlaywrightError):  # a crashed page has no picture to give; the failure says enough
+            page.screenshot(path=str(RESULTS_DIR / f"{name}.png"), full_page=True)
+    context.close()
+
+
+def login(page: Page, username: str, password: str = PASSWORD) -> None:
+    """Log in through the login form, as a person would, and land on the domain list."""
+    page.goto("/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    with page.expect_response(lambda response: response.request.method == "POST") as answer:
+        page.locator("main form").get_by_role("button", name="Log in").click()
+    if answer.value.status != 302:
+        page.wait_for_load_state()
+        pytest.fail(f"logging in as {username} answered {answer.value.status}:\n{page.locator('body').inner_text()}")
+    page.wait_for_url(re.compile(r"/domains/"))
