@@ -134,7 +134,9 @@ HOST_DEADLINE_SECONDS = float(os.environ.get("VMPORTAL_HOST_DEADLINE", "3"))
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
-SECURE_REFERRER_POLICY = "no-referrer"
+# Not "no-referrer": under it browsers send `Origin: null` with every form POST, which Django's CSRF
+# check rejects (403 on the login form). "same-origin" still sends nothing to other sites.
+SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 

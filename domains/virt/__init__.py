@@ -28,9 +28,11 @@ from .errors import (
     OperationInProgress,
     OperationInvalid,
     OperationUnsupported,
+    SnapshotNotFound,
     VirtError,
 )
-from .events import DomainChanged, DomainRemoved, HostEvent, HostLost, HostSynced, HostWatcher
+from .events import DomainChanged, DomainRemoved, HostEvent, HostLost, HostSynced, HostWatcher, Sink
+from .graphics import ConsoleUnavailable, GraphicsEndpoint, graphics_endpoint, vnc_auth_response
 from .inventory import (
     LIST_OPTIONS,
     DomainRecord,
@@ -51,6 +53,7 @@ __all__ = [
     "HostLost",
     "HostSynced",
     "HostWatcher",
+    "Sink",
     "record_matches",
     "VIDEO_MODELS",
     "BootKind",
@@ -66,11 +69,13 @@ __all__ = [
     "LIST_OPTIONS",
     "Action",
     "AgentUnavailable",
+    "ConsoleUnavailable",
     "DeviceSummary",
     "DomainDetails",
     "DomainNotFound",
     "DomainRecord",
     "DomainState",
+    "GraphicsEndpoint",
     "GuestInfo",
     "HostFacts",
     "HostUnreachable",
@@ -79,6 +84,7 @@ __all__ = [
     "OperationInvalid",
     "OperationUnsupported",
     "PowerMode",
+    "SnapshotNotFound",
     "SnapshotRecord",
     "VirtError",
     "available_actions",
@@ -88,10 +94,12 @@ __all__ = [
     "domain_details",
     "fan_out",
     "get_domain",
+    "graphics_endpoint",
     "guest_info",
     "host_facts",
     "list_domains",
     "pool",
     "revert_snapshot",
     "run_action",
+    "vnc_auth_response",
 ]

@@ -20,6 +20,7 @@ from .errors import (
     OperationInProgress,
     OperationInvalid,
     OperationUnsupported,
+    SnapshotNotFound,
     VirtError,
 )
 
@@ -47,8 +48,10 @@ def translate(error: libvirt.libvirtError) -> VirtError:
     """Map a libvirtError to the project's error whose message a tenant may read."""
     code = error.get_error_code()
     detail = str(error)
-    if code in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT):
+    if code == libvirt.VIR_ERR_NO_DOMAIN:
         return DomainNotFound(detail=detail)
+    if code == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
+        return SnapshotNotFound(detail=detail)
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         # libvirt words these for people ("domain is already running") and names no host or URI.
         message = (error.get_str2() or "").strip() or None

@@ -25,6 +25,10 @@ class DomainNotFound(VirtError):
     default_message = "The virtual machine no longer exists on this host."
 
 
+class SnapshotNotFound(VirtError):
+    default_message = "That snapshot no longer exists."
+
+
 class OperationInvalid(VirtError):
     default_message = "That action is not possible in the machine's current state."
 

@@ -187,27 +187,34 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
     records = []
     for dom, stats in conn.domainListGetStats(domains, _STATS):
         uuid = dom.UUIDString()
+        try:
+            title = _title(dom)
+            snapshots = dom.snapshotNum() if uuid in with_snapshots else 0
+            vcpus, memory_kib = stats.get("vcpu.current"), stats.get("balloon.current")
+            if vcpus is None or memory_kib is None:
+                # Drivers without the vcpu/balloon stat groups (the test driver) need info().
+                _state, _max_kib, memory_kib, vcpus, _cpu_time = dom.info()
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue  # undefined since the listing: it is simply gone, not the host
+            raise
         state = state_from_number(stats.get("state.state", 0))
-        vcpus, memory_kib = stats.get("vcpu.current"), stats.get("balloon.current")
-        if vcpus is None or memory_kib is None:
-            # Drivers without the vcpu/balloon stat groups (the test driver) need info().
-            _state, _max_kib, memory_kib, vcpus, _cpu_time = dom.info()
         domain_id = dom.ID()
         records.append(
             DomainRecord(
                 uuid=uuid,
                 name=dom.name(),
-                title=_title(dom),
+                title=title,
                 state=state,
                 reason=reason_label(state, stats.get("state.reason", 0)),
                 persistent=uuid in persistent,
                 autostart=uuid in autostart,
                 managed_save=uuid in managed_save,
-                snapshots=dom.snapshotNum() if uuid in with_snapshots else 0,
+                snapshots=snapshots,
                 vcpus=vcpus,
                 memory_kib=memory_kib,
                 id=domain_id if domain_id >= 0 else None,
-                addresses=known_addresses(uri, uuid) if state.is_active else (),
+                addresses=known_addresses(uri, uuid) if domain_id >= 0 else (),
             )
         )
     return records

@@ -21,10 +21,6 @@ class DomainState(IntEnum):
     def label(self) -> str:
         return _STATE_LABELS[self]
 
-    @property
-    def is_active(self) -> bool:
-        return self not in (DomainState.SHUTOFF, DomainState.CRASHED, DomainState.NOSTATE)
-
 
 _STATE_LABELS = {
     DomainState.NOSTATE: "no state",
