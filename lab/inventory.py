@@ -86,7 +86,9 @@ def define_demo_inventory(hosts: Sequence[LabHost]) -> None:
             to_start.append((home, vm))
         elif home.name in fresh and _needs_restart(home, vm):
             to_start.append((home, vm))
-    _bring_to_state(to_start, images)
+    with ThreadPoolExecutor(max_workers=max(1, len(to_start))) as pool:
+        # Started together: each QEMU start waits on its own for libvirt and for the guest to boot.
+        list(pool.map(lambda pair: _bring_to_state(*pair, images), to_start))
     for host in hosts:
         _restored_marker(host).touch()
 
@@ -123,21 +125,19 @@ def _fresh_disk(vm: DemoVM) -> Path:
     return disk
 
 
-def _bring_to_state(to_start: list[tuple[LabHost, DemoVM]], images: GuestImages) -> None:
-    """Start the guests, wait until they are up, then pause or save those meant to be."""
-    for host, vm in to_start:
-        if vm.state is DemoState.TRANSIENT:
-            _virsh_with_xml(host.uri, "create", domain_xml(vm, images))
-        elif vm.state is not DemoState.SHUT_OFF:
-            virsh(host.uri, "start", vm.name)
-    running = [(host, vm) for host, vm in to_start if vm.state is not DemoState.SHUT_OFF]
-    with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
-        list(pool.map(lambda pair: wait_for_agent(pair[0].uri, pair[1].name, BOOT_TIMEOUT), running))
-    for host, vm in running:
-        if vm.state is DemoState.PAUSED:
-            virsh(host.uri, "suspend", vm.name)
-        elif vm.state is DemoState.SAVED:
-            virsh(host.uri, "managedsave", vm.name)
+def _bring_to_state(host: LabHost, vm: DemoVM, images: GuestImages) -> None:
+    """Start vm, wait until it is up, then pause or save it if it is meant to be."""
+    if vm.state is DemoState.SHUT_OFF:
+        return
+    if vm.state is DemoState.TRANSIENT:
+        _virsh_with_xml(host.uri, "create", domain_xml(vm, images))
+    else:
+        virsh(host.uri, "start", vm.name)
+    wait_for_agent(host.uri, vm.name, BOOT_TIMEOUT)
+    if vm.state is DemoState.PAUSED:
+        virsh(host.uri, "suspend", vm.name)
+    elif vm.state is DemoState.SAVED:
+        virsh(host.uri, "managedsave", vm.name)
 
 
 def domain_xml(vm: DemoVM, images: GuestImages, *, disk: Path | None = None) -> str:
