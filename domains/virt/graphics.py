@@ -89,7 +89,7 @@ def parse_graphics(xml: str, *, uri: str) -> GraphicsEndpoint:
                 raise ConsoleUnavailable("This machine's SPICE display only accepts TLS, which the browser "
                                          "console does not speak.")
             break
-        address = (listen.get("address") if listen is not None else None) or device.get("listen", "")
+        address = (listen.get("address", "") if listen is not None else "") or device.get("listen", "")
         if is_local_uri(uri):
             address = _WILDCARDS.get(address, address)
         elif address in _WILDCARDS:

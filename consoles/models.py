@@ -1,0 +1,40 @@
+"""Console tickets: data only. The ticket itself is never stored, only its SHA-256."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+from domains.models import Host
+
+
+class ConsoleTicket(models.Model):
+    """One permission to open one console once, bound to everything it was issued for.
+
+    Issued by the console page (Django, after the permission gate), consumed by the proxy with a
+    conditional UPDATE when the websocket opens; the same row then records the console session.
+    """
+
+    class Kind(models.TextChoices):
+        VNC = "vnc", "VNC"
+        SPICE = "spice", "SPICE"
+
+    token_hash = models.CharField(max_length=64, unique=True)  # hex SHA-256 of the ticket
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="console_tickets")
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="console_tickets")
+    domain_uuid = models.UUIDField()
+    domain_name = models.CharField(max_length=255)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    endpoint = models.CharField(max_length=512)  # GraphicsEndpoint.key when issued, e.g. "vnc 127.0.0.1:5900"
+    issued_at = models.DateTimeField()
+    expires_at = models.DateTimeField(db_index=True)
+    used_at = models.DateTimeField(null=True, blank=True)
+    client_addr = models.GenericIPAddressField(null=True, blank=True)  # where the console was opened from
+    closed_at = models.DateTimeField(null=True, blank=True)
+    close_reason = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-issued_at"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} console of {self.domain_name} for {self.user_id}"

@@ -1,0 +1,214 @@
+"""The console proxy: websockify's WebSocketProxy with our token plugin, auth plugin and request handler.
+
+websockify calls, for each websocket upgrade, in one process forked for that connection:
+  1. `ConsoleTokenPlugin.lookup(token)` (the `token` query parameter) -> the live (host, port) of the
+     ticket's display, read from libvirt now; the client never names a target;
+  2. `ConsoleAuthPlugin.authenticate(headers, target_host, target_port)` -> Origin, the user's
+     session, the console right, then the ticket is consumed (one conditional UPDATE);
+  3. `ConsoleRequestHandler.new_websocket_client()` -> connects to the display, answers its VNC
+     password itself when it has one, relays, re-checks session and right every few seconds (logout
+     or a revoked grant closes the console), and audits the close.
+
+Because websockify forks one process per connection, what the token plugin found is handed to the
+auth plugin and the handler through the plugin objects of that process only.
+The proxy serves no files: it is built without `web`, so any plain HTTP request gets 405.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import re
+import socket
+import threading
+from typing import Any
+
+from django.db import connection as db_connection
+from websockify import auth_plugins, token_plugins
+from websockify.auth_plugins import AuthenticationError
+from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
+from websockify.websockifyserver import WebSockifyServer
+
+from domains import virt
+
+from . import conf, rfb, services
+from .services import OpenConsole, PendingConsole, TicketRefused
+
+logger = logging.getLogger(__name__)
+
+CLOSE_ENDED = 4001  # websocket close code: the console was ended by the portal (logout, revoked right)
+_TOKEN_IN_TEXT = re.compile(r"(token=|[Tt]oken ')([A-Za-z0-9_%-]{1,4})[^&\s'\"]*")
+
+
+class MaskTickets(logging.Filter):
+    """Rewrites every `token=...` in a log record to its first four characters (websockify logs paths)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = _TOKEN_IN_TEXT.sub(r"\1\2…", message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+class ConsoleTokenPlugin(token_plugins.BasePlugin):
+    """websockify token plugin: a console ticket -> where its display listens right now."""
+
+    def __init__(self, src: str | None = None) -> None:
+        super().__init__(src)
+        self.client_addr: str | None = None  # set by the handler before the lookup
+        self.pending: PendingConsole | None = None
+
+    def lookup(self, token: str) -> tuple[str, int | str]:
+        self.pending = None
+        try:
+            pending = services.console_ticket_check(token=token, client_addr=self.client_addr)
+        except TicketRefused as refusal:
+            raise AuthenticationError(log_msg=f"ticket {services.mask_token(token)} refused: {refusal}",
+                                      response_code=403, response_msg="Console ticket refused") from None
+        self.pending = pending
+        return _target(pending.endpoint)
+
+
+class ConsoleAuthPlugin(auth_plugins.BasePlugin):
+    """websockify auth plugin: the request must come from an allowed origin, in the ticket user's session."""
+
+    def __init__(self, tickets: ConsoleTokenPlugin) -> None:
+        super().__init__(None)
+        self.tickets = tickets
+        self.console: OpenConsole | None = None
+
+    def authenticate(self, headers: Any, target_host: str, target_port: int | str) -> None:
+        pending, self.console = self.tickets.pending, None
+        if pending is None or (target_host, target_port) != _target(pending.endpoint):
+            raise AuthenticationError(log_msg="no checked ticket for this connection", response_code=403,
+                                      response_msg="Console refused")
+        try:
+            self.console = services.console_open(
+                pending=pending, origin=headers.get("Origin"), cookie_header=headers.get("Cookie"),
+                client_addr=self.tickets.client_addr)
+        except TicketRefused as refusal:
+            raise AuthenticationError(log_msg=f"console refused: {refusal}", response_code=403,
+                                      response_msg="Console refused") from None
+
+
+def _target(endpoint: virt.GraphicsEndpoint) -> tuple[str, int | str]:
+    # websockify's convention: ("unix_socket", path) for a unix socket target.
+    return ("unix_socket", endpoint.socket) if endpoint.socket else (endpoint.address, endpoint.port or 0)
+
+
+class ConsoleRequestHandler(ProxyRequestHandler):
+    """websockify's proxy handler, plus: client address for the audit, display auth, re-checks, close audit."""
+
+    ended_by = ""
+
+    def validate_connection(self) -> None:
+        self.server.token_plugin.client_addr = self.client_ip()
+        try:
+            super().validate_connection()
+        except AuthenticationError as error:
+            self.send_auth_error(error)  # a 403 to the browser, as websockify does for auth plugins
+            raise
+
+    def client_ip(self) -> str | None:
+        """The peer, or the client a trusted reverse proxy (loopback by default) names in X-Forwarded-For."""
+        peer = str(self.client_address[0]) if self.client_address else ""
+        forwarded = self.headers.get("X-Forwarded-For", "")
+        if peer in conf.trusted_proxies() and forwarded:
+            peer = forwarded.split(",")[-1].strip()
+        try:
+            return str(ipaddress.ip_address(peer))
+        except ValueError:
+            return None
+
+    def new_websocket_client(self) -> None:
+        console = self.server.auth_plugin.console
+        if console is None:  # cannot happen after authenticate(); refuse rather than proxy unchecked
+            raise self.CClose(1008, "Console refused")
+        reason = "closed by the browser"
+        target: socket.socket | None = None
+        stop = threading.Event()
+        try:
+            try:
+                target = self._connect(console)
+            except OSError as error:
+                reason = f"display unreachable: {error}"
+                raise self.CClose(1011, "Failed to connect to the display") from None
+            rfb.authenticate_display(self, target, console)
+            threading.Thread(target=self._watch, args=(console, target, stop), daemon=True).start()
+            self.do_proxy(target)
+        except self.CClose as closing:
+            if self.ended_by:
+                reason = self.ended_by
+                raise self.CClose(CLOSE_ENDED, f"Console ended: {reason}") from None
+            if closing.args[1:2] == ("Target closed",):
+                reason = "display closed"
+            raise
+        except rfb.DisplayRefused as refusal:
+            reason = f"display refused: {refusal}"
+            raise self.CClose(1011, "The display refused the connection") from None
+        except BaseException as error:
+            reason = f"proxy stopped ({type(error).__name__})"
+            raise
+        finally:
+            stop.set()
+            if target is not None:
+                _close_quietly(target)
+            services.console_close(console, reason=reason)
+            virt.pool.close_all()
+            db_connection.close()
+
+    def _connect(self, console: OpenConsole) -> socket.socket:
+        endpoint = console.endpoint
+        self.log_message("connecting %s console of %s to %s", endpoint.kind, console.ticket.domain_name,
+                         endpoint.key)
+        target: socket.socket = WebSockifyServer.socket(endpoint.address or None, endpoint.port, connect=True,
+                                                        unix_socket=endpoint.socket or None)
+        if not endpoint.socket:
+            target.setsockopt(socket.SOL_TCP, socket.TCP_NODELAY, 1)
+        self.request.setsockopt(socket.SOL_TCP, socket.TCP_NODELAY, 1)
+        return target
+
+    def _watch(self, console: OpenConsole, target: socket.socket, stop: threading.Event) -> None:
+        """Ends the console when its user logs out or loses the right; fails closed after repeated errors."""
+        failures = 0
+        try:
+            while not stop.wait(conf.recheck_seconds()):
+                try:
+                    reason = services.console_recheck(console)
+                    failures = 0
+                except Exception:
+                    failures += 1
+                    logger.warning("re-checking a console failed", exc_info=True)
+                    reason = "could not re-check the console's right" if failures >= 3 else None
+                if reason:
+                    self.ended_by = reason
+                    _close_quietly(target, shutdown_only=True)  # the relay loop sees the display close
+                    return
+        finally:
+            db_connection.close()
+
+
+def _close_quietly(sock: socket.socket, *, shutdown_only: bool = False) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    if not shutdown_only:
+        sock.close()
+
+
+def build_proxy(*, host: str, port: int, verbose: bool = False, heartbeat: int = 30) -> WebSocketProxy:
+    """The proxy, ready for `start_server()`: our plugins, no web root, TLS left to the reverse proxy."""
+    tickets = ConsoleTokenPlugin()
+    return WebSocketProxy(
+        RequestHandlerClass=ConsoleRequestHandler,
+        listen_host=host,
+        listen_port=port,
+        token_plugin=tickets,
+        auth_plugin=ConsoleAuthPlugin(tickets),
+        web="",  # never: the proxy serves no files (SECURITY.md rule 7)
+        file_only=True,
+        cert="/nonexistent/vmportal-console-proxy.pem",  # TLS ends at the reverse proxy
+        heartbeat=heartbeat,
+        verbose=verbose,
+    )

@@ -1,0 +1,31 @@
+"""Reads for the console page, through the permission gate: no console right is a 404."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from domains import selectors, virt
+from domains.permissions import Right
+from domains.selectors import DomainRow
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AnonymousUser
+
+    from accounts.models import User
+
+
+@dataclass(frozen=True)
+class ConsolePage:
+    row: DomainRow
+    kind: str  # "vnc", "spice", or "" when no console can open
+    unavailable: str  # why not, safe to show
+
+
+def console_page(*, user: User | AnonymousUser, host_name: str, uuid: str) -> ConsolePage:
+    row = selectors.domain_get(user=user, host_name=host_name, uuid=uuid, right=Right.CONSOLE)
+    try:
+        endpoint = virt.graphics_endpoint(row.host.uri, row.uuid)
+    except virt.VirtError as error:
+        return ConsolePage(row, "", str(error))
+    return ConsolePage(row, endpoint.kind, "")

@@ -1,0 +1,307 @@
+"""Console tickets: issue (Django page), check and open (the proxy), re-check and close (the proxy).
+
+SECURITY.md, "Console tickets", point by point:
+1. the proxy opens a console only for a ticket *and* a live session of the ticket's user;
+2. a ticket is 256 random bits, stored as its SHA-256, bound to user, host, domain UUID, console kind
+   and graphics endpoint, and must be opened within `conf.ticket_seconds()` (< 60);
+3. it is consumed by one conditional UPDATE (`used_at IS NULL AND expires_at > now`), so of two
+   racing websockets exactly one wins;
+4. rights are checked when issuing and again when opening (and every few seconds while open), and
+   the proxy re-reads the live endpoint from libvirt and refuses a ticket issued for another one;
+5. the target is what libvirt says now, never anything from the client;
+9. issue, open (allowed or refused) and close leave audit rows with the ticket's hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from http.cookies import CookieError, SimpleCookie
+from importlib import import_module
+from typing import TYPE_CHECKING
+from urllib.parse import urlparse
+
+from channels.security.websocket import OriginValidator
+from django.conf import settings
+from django.contrib import auth
+from django.db.models import Q
+from django.http import HttpRequest
+from django.utils import timezone
+
+from domains import selectors, virt
+from domains.audit import audited
+from domains.models import AuditEntry
+from domains.permissions import Right, domain_rights
+
+from . import conf
+from .models import ConsoleTicket
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+logger = logging.getLogger(__name__)
+
+TOKEN_BYTES = 32  # 256 bits; secrets.token_urlsafe gives 43 URL-safe characters
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+class TicketRefused(Exception):
+    """The proxy must not open this console; the message is for the log and the audit, never the ticket."""
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
+
+
+def mask_token(token: str) -> str:
+    """What logs may show of a ticket: enough to tell two apart, nothing to reuse."""
+    return f"{token[:4]}…" if token else "(none)"
+
+
+# spice-html5 opens one websocket per SPICE channel (main, display, inputs, cursor, playback, record,
+# ...), all to the same URL: the console page hands each its own single-use ticket from one batch.
+TICKETS_PER_KIND = {"vnc": 1, "spice": 8}
+
+
+@dataclass(frozen=True)
+class IssuedTickets:
+    tokens: tuple[str, ...]  # shown once, to the page that asked; only their hashes are kept
+    kind: str
+    expires_in: int
+    websocket_url: str
+    domain_name: str
+
+
+def console_tickets_issue(*, actor: User, host_name: str, uuid: str, client_addr: str | None = None) -> IssuedTickets:
+    """Fresh single-use tickets for the console of a running VM the actor may open consoles on.
+
+    One for a VNC display, one per channel for a SPICE display (TICKETS_PER_KIND).
+    """
+    host = selectors.enabled_hosts().filter(name=host_name).first()
+    with audited(actor=actor, action="console.ticket", host=host, domain_uuid=uuid, client_addr=client_addr) as entry:
+        row = selectors.domain_get(user=actor, host_name=host_name, uuid=uuid, right=Right.CONSOLE)
+        entry.domain_name = row.record.name
+        endpoint = virt.graphics_endpoint(row.host.uri, row.uuid)
+        if endpoint.kind == "spice" and endpoint.has_password:
+            raise virt.ConsoleUnavailable("This machine's SPICE display has a password; the browser console "
+                                          "cannot answer it without handing it to the browser.")
+        tokens = tuple(secrets.token_urlsafe(TOKEN_BYTES) for _ in range(TICKETS_PER_KIND[endpoint.kind]))
+        now = timezone.now()
+        tickets = ConsoleTicket.objects.bulk_create(
+            ConsoleTicket(
+                token_hash=hash_token(token), user=actor, host=row.host, domain_uuid=row.uuid,
+                domain_name=row.record.name, kind=endpoint.kind, endpoint=endpoint.key,
+                issued_at=now, expires_at=now + timedelta(seconds=conf.ticket_seconds()),
+            )
+            for token in tokens
+        )
+        entry.message = f"{endpoint.kind} ticket sha256:" + ",".join(ticket.token_hash for ticket in tickets)
+        entry.save(update_fields=["domain_name", "message"])
+    _purge_old_tickets(now)
+    return IssuedTickets(tokens=tokens, kind=endpoint.kind, expires_in=conf.ticket_seconds(),
+                         websocket_url=conf.websocket_url(), domain_name=row.record.name)
+
+
+def _purge_old_tickets(now: datetime) -> None:
+    """Tickets never opened, and consoles closed, are kept a day (the audit log keeps the history)."""
+    ConsoleTicket.objects.filter(
+        Q(used_at__isnull=True) | Q(closed_at__isnull=False), expires_at__lt=now - timedelta(days=1)
+    ).delete()
+
+
+@dataclass(frozen=True)
+class PendingConsole:
+    """A ticket that exists, is unused and unexpired, and whose display still listens where it did."""
+
+    ticket: ConsoleTicket
+    endpoint: virt.GraphicsEndpoint
+
+
+@dataclass(frozen=True)
+class OpenConsole:
+    ticket: ConsoleTicket
+    endpoint: virt.GraphicsEndpoint
+    user: User
+    session_key: str
+    client_addr: str | None
+
+
+def console_ticket_check(*, token: str, client_addr: str | None = None) -> PendingConsole:
+    """The proxy's first look at a ticket (websockify's token lookup): where its console is now.
+
+    Consumes nothing; `console_open` does, after the request itself has been checked.
+    """
+    if not _TOKEN_SHAPE.fullmatch(token or ""):
+        raise TicketRefused("malformed ticket")  # also whatever tries to smuggle in a host:port
+    ticket = (ConsoleTicket.objects.select_related("user", "host")
+              .filter(token_hash=hash_token(token)).first())
+    if ticket is None:
+        raise TicketRefused("unknown ticket")
+    try:
+        if ticket.used_at is not None:
+            raise TicketRefused("ticket already used")
+        if ticket.expires_at <= timezone.now():
+            raise TicketRefused("ticket expired")
+        endpoint = _live_endpoint(ticket)
+    except TicketRefused as refusal:
+        _audit_refusal(ticket, client_addr, refusal)
+        raise
+    return PendingConsole(ticket=ticket, endpoint=endpoint)
+
+
+def console_open(*, pending: PendingConsole, origin: str | None, cookie_header: str | None,
+                 client_addr: str | None) -> OpenConsole:
+    """Check the websocket request against its ticket, consume the ticket, audit the open.
+
+    Raises TicketRefused (audited as denied) when anything does not match.
+    """
+    ticket = pending.ticket
+    with _open_audited(ticket, client_addr, f"{pending.endpoint.key}, ticket sha256:{ticket.token_hash}"):
+        if not origin_allowed(origin):
+            raise TicketRefused(f"origin {origin!r} is not an allowed host")
+        session_key = _session_key(cookie_header)
+        user = session_user(session_key)
+        if user is None or user.pk != ticket.user_id:
+            raise TicketRefused("no session of the ticket's user")
+        reason = _not_allowed(ticket, user)
+        if reason:
+            raise TicketRefused(reason)
+        now = timezone.now()
+        consumed = ConsoleTicket.objects.filter(
+            pk=ticket.pk, used_at__isnull=True, expires_at__gt=now,
+        ).update(used_at=now, client_addr=client_addr)
+        if consumed != 1:
+            raise TicketRefused("ticket already used or expired")
+        # Between the lookup and now the VM may have restarted elsewhere: look once more.
+        endpoint = _live_endpoint(ticket)
+        if endpoint != pending.endpoint:
+            _close(ticket, "display changed while opening")
+            raise TicketRefused("display changed while opening")
+    logger.info("console opened: %s of %s on %s for %s from %s", ticket.kind, ticket.domain_name,
+                ticket.host.name, user.get_username(), client_addr)
+    return OpenConsole(ticket=ticket, endpoint=endpoint, user=user, session_key=session_key or "",
+                       client_addr=client_addr)
+
+
+def console_recheck(console: OpenConsole) -> str | None:
+    """Why an open console must close now (logout, password change, revoked right, disabled host), or None."""
+    user = session_user(console.session_key)
+    if user is None or user.pk != console.user.pk:
+        return "session ended"
+    console.ticket.host.refresh_from_db(fields=["enabled"])
+    return _not_allowed(console.ticket, user) or None
+
+
+def console_close(console: OpenConsole, *, reason: str) -> None:
+    ticket = console.ticket
+    _close(ticket, reason)
+    opened = ticket.used_at or ticket.issued_at
+    seconds = (timezone.now() - opened).total_seconds()
+    with audited(actor=console.user, action="console.close", host=ticket.host, domain_uuid=str(ticket.domain_uuid),
+                 domain_name=ticket.domain_name, client_addr=console.client_addr) as entry:
+        entry.message = f"{reason} after {seconds:.0f} s, ticket sha256:{ticket.token_hash}"
+    logger.info("console closed: %s of %s for %s: %s", ticket.kind, ticket.domain_name,
+                console.user.get_username(), reason)
+
+
+def _close(ticket: ConsoleTicket, reason: str) -> None:
+    ticket.closed_at, ticket.close_reason = timezone.now(), reason[:255]
+    ConsoleTicket.objects.filter(pk=ticket.pk).update(closed_at=ticket.closed_at, close_reason=ticket.close_reason)
+
+
+def _live_endpoint(ticket: ConsoleTicket) -> virt.GraphicsEndpoint:
+    if not ticket.host.enabled:
+        raise TicketRefused("host disabled")
+    try:
+        endpoint = virt.graphics_endpoint(ticket.host.uri, str(ticket.domain_uuid))
+    except virt.VirtError as error:
+        raise TicketRefused(f"display unavailable: {error}") from error
+    if endpoint.key != ticket.endpoint or endpoint.kind != ticket.kind:
+        raise TicketRefused(f"display moved from {ticket.endpoint} to {endpoint.key} since the ticket was issued")
+    return endpoint
+
+
+def _not_allowed(ticket: ConsoleTicket, user: User) -> str:
+    if not ticket.host.enabled:
+        return "host disabled"
+    if Right.CONSOLE not in domain_rights(user, host_id=ticket.host_id, uuid=str(ticket.domain_uuid)):
+        return "console right revoked"
+    return ""
+
+
+def _audit_refusal(ticket: ConsoleTicket, client_addr: str | None, refusal: TicketRefused) -> None:
+    AuditEntry.objects.create(
+        actor=ticket.user, actor_name=ticket.user.get_username(), action="console.open", host=ticket.host,
+        host_name=ticket.host.name, domain_uuid=ticket.domain_uuid, domain_name=ticket.domain_name,
+        client_addr=client_addr or None, result=AuditEntry.Result.DENIED, finished_at=timezone.now(),
+        message=f"refused: {refusal}; ticket sha256:{ticket.token_hash}",
+    )
+    logger.warning("console refused for %s (%s of %s): %s", ticket.user.get_username(), ticket.kind,
+                   ticket.domain_name, refusal)
+
+
+@contextmanager
+def _open_audited(ticket: ConsoleTicket, client_addr: str | None, message: str) -> Iterator[AuditEntry]:
+    """Like domains.audit.audited (written before, completed after), keeping a refusal's reason."""
+    entry = AuditEntry.objects.create(
+        actor=ticket.user, actor_name=ticket.user.get_username(), action="console.open", host=ticket.host,
+        host_name=ticket.host.name, domain_uuid=ticket.domain_uuid, domain_name=ticket.domain_name,
+        client_addr=client_addr or None, message=message,
+    )
+    result, entry.message = AuditEntry.Result.FAILED, message
+    try:
+        yield entry
+        result = AuditEntry.Result.SUCCEEDED
+    except TicketRefused as refusal:
+        result, entry.message = AuditEntry.Result.DENIED, f"refused: {refusal}; {message}"
+        logger.warning("console refused for %s (%s of %s): %s", ticket.user.get_username(), ticket.kind,
+                       ticket.domain_name, refusal)
+        raise
+    except Exception as error:
+        entry.message = f"{type(error).__name__}; {message}"
+        raise
+    finally:
+        entry.result, entry.finished_at = result, timezone.now()
+        entry.save(update_fields=["result", "message", "finished_at"])
+
+
+def origin_allowed(origin: str | None) -> bool:
+    """Exactly Channels' AllowedHostsOriginValidator, so console and live websockets agree."""
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = ["localhost", "127.0.0.1", "[::1]"]
+    if not origin:
+        return False
+    try:
+        parsed = urlparse(origin)
+    except ValueError:
+        return False
+    return bool(OriginValidator(None, allowed).valid_origin(parsed))
+
+
+def _session_key(cookie_header: str | None) -> str | None:
+    if not cookie_header:
+        return None
+    try:
+        morsel = SimpleCookie(cookie_header).get(settings.SESSION_COOKIE_NAME)
+    except CookieError:
+        return None
+    return morsel.value if morsel is not None else None
+
+
+def session_user(session_key: str | None) -> User | None:
+    """The active user logged in with this session key, verified as Django verifies it on a request."""
+    if not session_key:
+        return None
+    request = HttpRequest()
+    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+    user = auth.get_user(request)
+    if not user.is_authenticated or not user.is_active:
+        return None
+    return user

@@ -1,0 +1,240 @@
+// The console tab: asks the portal for single-use tickets, then connects noVNC (VNC) or
+// spice-html5 (SPICE) to the console proxy with them. Every (re)connection asks for new tickets;
+// no password and no ticket is ever part of the page itself.
+import RFB from "../novnc/core/rfb.js";
+import KeyTable from "../novnc/core/input/keysym.js";
+import XtScancode from "../novnc/core/input/xtscancodes.js";
+
+const config = JSON.parse(document.getElementById("console-config").textContent);
+const screen = document.getElementById("screen");
+const stateLabel = document.getElementById("console-state");
+const $ = (id) => document.getElementById(id);
+
+function setState(state, text) {
+  stateLabel.dataset.state = state;
+  stateLabel.textContent = text;  // text, never HTML: reasons and names may come from the guest
+}
+
+function csrfToken() {
+  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+  return match ? decodeURIComponent(match[1]) : "";
+}
+
+async function fetchTickets() {
+  const response = await fetch(config.ticketUrl, {
+    method: "POST", headers: {"X-CSRFToken": csrfToken()}, credentials: "same-origin", cache: "no-store",
+  });
+  let body = {};
+  try { body = await response.json(); } catch { /* not JSON: a login page or a proxy error */ }
+  if (response.status === 404) throw new Error("This machine is not available to you.");
+  if (response.redirected || response.status === 403) throw new Error("Your session has ended; log in again.");
+  if (!response.ok) throw new Error(body.error || `The portal answered ${response.status}.`);
+  return body;
+}
+
+// VMPORTAL_CONSOLE_URL: "/path" on this origin, ":port/path" on this host, or a full ws(s):// URL.
+function socketUrl(base, ticket) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  let url;
+  if (/^wss?:\/\//.test(base)) {
+    url = new URL(base);
+  } else if (base.startsWith(":")) {
+    const slash = base.indexOf("/");
+    const port = slash < 0 ? base.slice(1) : base.slice(1, slash);
+    url = new URL(`${scheme}//${location.hostname}:${port}${slash < 0 ? "/" : base.slice(slash)}`);
+  } else {
+    url = new URL(base, `${scheme}//${location.host}`);
+  }
+  url.searchParams.set("token", ticket);
+  return url.toString();
+}
+
+// --- keys: one table for pasted text and combinations, as KeyboardEvent.code + keysym ---------------
+const SHIFTED = {"~": "`", "!": "1", "@": "2", "#": "3", "$": "4", "%": "5", "^": "6", "&": "7", "*": "8",
+  "(": "9", ")": "0", "_": "-", "+": "=", "{": "[", "}": "]", "|": "\\", ":": ";", "\"": "'", "<": ",",
+  ">": ".", "?": "/"};
+const CODES = {"`": "Backquote", "-": "Minus", "=": "Equal", "[": "BracketLeft", "]": "BracketRight",
+  "\\": "Backslash", ";": "Semicolon", "'": "Quote", ",": "Comma", ".": "Period", "/": "Slash", " ": "Space"};
+
+function charKey(ch) {
+  if (ch === "\n") return {code: "Enter", keysym: KeyTable.XK_Return, shift: false};
+  if (ch === "\t") return {code: "Tab", keysym: KeyTable.XK_Tab, shift: false};
+  const keysym = ch.codePointAt(0);
+  const base = SHIFTED[ch] || ch.toLowerCase();
+  const shift = ch in SHIFTED || (ch !== ch.toLowerCase());
+  let code = CODES[base];
+  if (!code && /^[a-z]$/.test(base)) code = "Key" + base.toUpperCase();
+  if (!code && /^[0-9]$/.test(base)) code = "Digit" + base;
+  return code ? {code, keysym, shift} : {code: null, keysym: keysym < 0x100 ? keysym : 0x1000000 + keysym, shift: false};
+}
+
+const K = (code, keysym) => ({code, keysym});
+const CTRL = K("ControlLeft", KeyTable.XK_Control_L), ALT = K("AltLeft", KeyTable.XK_Alt_L);
+const COMBOS = {
+  "ctrl-alt-backspace": [CTRL, ALT, K("Backspace", KeyTable.XK_BackSpace)],
+  "alt-tab": [ALT, K("Tab", KeyTable.XK_Tab)],
+  "alt-f4": [ALT, K("F4", KeyTable.XK_F4)],
+  "ctrl-esc": [CTRL, K("Escape", KeyTable.XK_Escape)],
+  "super": [K("MetaLeft", KeyTable.XK_Super_L)],
+  "print": [K("PrintScreen", KeyTable.XK_Print)],
+  "ctrl-c": [CTRL, K("KeyC", "c".codePointAt(0))],
+};
+for (let n = 1; n <= 7; n++) COMBOS[`ctrl-alt-f${n}`] = [CTRL, ALT, K(`F${n}`, KeyTable[`XK_F${n}`])];
+
+// --- the two viewers behind one interface ------------------------------------------------------------
+class VncViewer {
+  constructor(url, events) {
+    this.rfb = new RFB(screen, url, {wsProtocols: ["binary"]});
+    this.rfb.addEventListener("connect", () => events.connected());
+    this.rfb.addEventListener("disconnect", (e) => events.disconnected(e.detail.clean));
+    this.rfb.addEventListener("credentialsrequired", () => {
+      // The proxy answers the display's password; a request for one means the display refused it.
+      events.failed("The display asked for credentials the portal could not give.");
+      this.rfb.disconnect();
+    });
+    this.rfb.addEventListener("securityfailure", (e) => events.failed(`Security failure: ${e.detail.reason || "refused"}`));
+    this.rfb.addEventListener("desktopname", (e) => { document.title = `${e.detail.name} · ${config.name} · console`; });
+    this.rfb.focusOnClick = true;
+  }
+  key(k, down) { this.rfb.sendKey(k.keysym, k.code, down); }
+  ctrlAltDel() { this.rfb.sendCtrlAltDel(); }
+  set viewOnly(value) { this.rfb.viewOnly = value; }
+  fit(mode) {
+    this.rfb.scaleViewport = mode === "scale";
+    this.rfb.resizeSession = mode === "remote";
+    this.rfb.clipViewport = false;
+  }
+  focus() { this.rfb.focus(); }
+  disconnect() { this.rfb.disconnect(); }
+}
+
+class SpiceViewer {
+  static async create(base, tickets, events) {
+    const [Spice, Messages, {Constants}] = await Promise.all([
+      import("../spice-html5/main.js"), import("../spice-html5/spicemsg.js"), import("../spice-html5/enums.js")]);
+    return new SpiceViewer(Spice, Messages, Constants, base, tickets, events);
+  }
+  constructor(Spice, Messages, Constants, base, tickets, events) {
+    Object.assign(this, {Spice, Messages, Constants, events, readOnly: false});
+    // spice-html5 opens one websocket per channel, all to the main channel's URL: each gets the
+    // next single-use ticket of this connection's batch instead.
+    const queue = tickets.map((ticket) => socketUrl(base, ticket));
+    const first = queue.shift();
+    const Native = window.__nativeWebSocket || (window.__nativeWebSocket = window.WebSocket);
+    window.WebSocket = function (url, protocols) {
+      const next = url === first ? (queue.shift() || url) : url;
+      return new Native(next, protocols);
+    };
+    Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+    let opened = false;
+    this.sc = new Spice.SpiceMainConn({
+      uri: first, screen_id: "spice-screen", message_id: "message-div", password: "",
+      onerror: (error) => { if (opened) events.disconnected(false); else events.failed(String(error.message || error)); },
+      onsuccess: () => { opened = true; events.connected(); },
+      onagent: (sc) => { window.addEventListener("resize", Spice.handle_resize); Spice.resize_helper(sc); },
+    });
+    const inputs = document.getElementById("spice-screen");
+    for (const type of ["keydown", "keyup", "mousedown", "mouseup", "mousemove", "wheel", "contextmenu"]) {
+      inputs.addEventListener(type, (e) => { if (this.readOnly) e.stopImmediatePropagation(); }, true);
+    }
+  }
+  key(k, down) {
+    const inputs = this.sc && this.sc.inputs;
+    const xt = XtScancode[k.code];
+    if (!inputs || inputs.state !== "ready" || xt === undefined) return;
+    const scan = (code) => code > 0xff ? (0xe0 | ((code & 0x7f) << 8)) : code;  // SPICE's extended-key form
+    const message = new this.Messages.SpiceMiniData();
+    const key = down ? new this.Messages.SpiceMsgcKeyDown() : new this.Messages.SpiceMsgcKeyUp();
+    key.code = down ? scan(xt) : scan(xt | 0x80);
+    message.build_msg(down ? this.Constants.SPICE_MSGC_INPUTS_KEY_DOWN : this.Constants.SPICE_MSGC_INPUTS_KEY_UP, key);
+    inputs.send_msg(message);
+  }
+  ctrlAltDel() { this.Spice.sendCtrlAltDel(this.sc); }
+  set viewOnly(value) { this.readOnly = value; }
+  fit(mode) {
+    if (mode === "remote" && this.sc) this.Spice.handle_resize();
+  }
+  focus() { screen.focus(); }
+  disconnect() { if (this.sc) this.sc.stop(); }
+}
+
+// --- the page --------------------------------------------------------------------------------------
+let viewer = null;
+let generation = 0;
+
+async function connect() {
+  const mine = ++generation;
+  if (viewer) { viewer.disconnect(); viewer = null; }
+  screen.querySelectorAll(":scope > div:not(#spice-area)").forEach((node) => node.remove());
+  setState("connecting", "Connecting…");
+  let issued;
+  try {
+    issued = await fetchTickets();
+  } catch (error) {
+    setState("failed", error.message);
+    return;
+  }
+  if (mine !== generation) return;
+  const events = {
+    connected: () => { if (mine === generation) { setState("connected", "Connected"); applySettings(); } },
+    disconnected: (clean) => {
+      if (mine === generation) setState("ended", clean ? "Disconnected" : "Connection lost");
+    },
+    failed: (reason) => { if (mine === generation) setState("failed", reason); },
+  };
+  try {
+    viewer = issued.kind === "spice"
+      ? await SpiceViewer.create(issued.url, issued.tickets, events)
+      : new VncViewer(socketUrl(issued.url, issued.tickets[0]), events);
+  } catch (error) {
+    setState("failed", `Could not connect: ${error.message || error}`);
+  }
+}
+
+function applySettings() {
+  if (!viewer) return;
+  viewer.viewOnly = $("view-only").checked;
+  viewer.fit($("scale-mode").value);
+}
+
+function press(keys) {
+  if (!viewer || $("view-only").checked) return;
+  keys.forEach((k) => viewer.key(k, true));
+  [...keys].reverse().forEach((k) => viewer.key(k, false));
+  viewer.focus();
+}
+
+function typeText(text) {
+  if (!viewer || $("view-only").checked) return;
+  const shift = K("ShiftLeft", KeyTable.XK_Shift_L);
+  for (const ch of text.replace(/\r\n?/g, "\n")) {
+    const k = charKey(ch);
+    if (k.shift) viewer.key(shift, true);
+    viewer.key(k, true);
+    viewer.key(k, false);
+    if (k.shift) viewer.key(shift, false);
+  }
+  viewer.focus();
+}
+
+$("send-cad").addEventListener("click", () => { if (viewer && !$("view-only").checked) viewer.ctrlAltDel(); });
+$("send-combo").addEventListener("change", (e) => {
+  const keys = COMBOS[e.target.value];
+  e.target.value = "";
+  if (keys) press(keys);
+});
+$("paste-send").addEventListener("click", () => {
+  typeText($("paste-text").value);
+  $("paste-text").value = "";
+  $("paste-text").closest("details").open = false;
+});
+$("scale-mode").addEventListener("change", applySettings);
+$("view-only").addEventListener("change", applySettings);
+$("fullscreen").addEventListener("click", () => {
+  if (document.fullscreenElement) document.exitFullscreen();
+  else document.documentElement.requestFullscreen().catch(() => setState(stateLabel.dataset.state, stateLabel.textContent));
+});
+$("reconnect").addEventListener("click", connect);
+
+window.vmportalConsole = {connect, typeText, press, state: () => stateLabel.dataset.state};
+connect();

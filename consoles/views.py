@@ -1,0 +1,59 @@
+"""The console page (a browser tab per VM) and the tickets it asks for before each connection."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+
+from domains import virt
+from domains.views import client_addr
+
+from . import selectors, services
+
+if TYPE_CHECKING:
+    from domains.views import AuthedRequest
+
+
+def _private(response: HttpResponse) -> HttpResponse:
+    # The console's URLs must not leak to anything the page loads or links to (SECURITY.md rule 8).
+    response["Referrer-Policy"] = "no-referrer"
+    return response
+
+
+@login_required
+@require_GET
+@never_cache
+def console_page(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+    page = selectors.console_page(user=request.user, host_name=host_name, uuid=str(uuid))
+    config = {
+        "kind": page.kind,
+        "ticketUrl": reverse("consoles:tickets", args=[host_name, uuid]),
+        "name": page.row.record.name,
+    }
+    return _private(render(request, "consoles/console.html", {"page": page, "row": page.row, "config": config},
+                           status=200 if page.kind else 409))
+
+
+@login_required
+@require_POST
+@never_cache
+def console_tickets(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+    """Single-use tickets for one connection (JSON); a VM the user may not open is a 404."""
+    try:
+        issued = services.console_tickets_issue(actor=request.user, host_name=host_name, uuid=str(uuid),
+                                                client_addr=client_addr(request))
+    except virt.VirtError as error:
+        return _private(JsonResponse({"error": str(error)}, status=409))
+    return _private(JsonResponse({
+        "kind": issued.kind,
+        "url": issued.websocket_url,
+        "tickets": list(issued.tokens),
+        "expiresIn": issued.expires_in,
+    }))
