@@ -27,7 +27,7 @@ BOOT_CHOICES = [
     (BootKind.NEW_VOLUME.value, "a new empty volume"),
     (BootKind.VOLUME.value, "an existing volume"),
     (BootKind.ISO.value, "an ISO image (with a new empty volume when a size is given)"),
-    (BootKind.KERNEL.value, "a kernel and initrd on the host"),
+    (BootKind.KERNEL.value, "a kernel and initrd on the host (with a new empty volume when a size is given)"),
 ]
 
 
@@ -112,7 +112,7 @@ class DomainDefineForm(DisplayForm):
         for name in required:
             if not data.get(name):
                 self.add_error(name, "Needed for this boot source.")
-        if kind == BootKind.ISO.value and data.get("size_gib") and not data.get("pool"):
+        if kind in (BootKind.ISO.value, BootKind.KERNEL.value) and data.get("size_gib") and not data.get("pool"):
             self.add_error("pool", "Needed for the new volume.")
         return data
 

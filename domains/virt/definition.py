@@ -22,7 +22,7 @@ class BootKind(StrEnum):
     VOLUME = "volume"  # an existing volume of a storage pool
     NEW_VOLUME = "new-volume"  # a new empty qcow2 volume of a given size
     ISO = "iso"  # install from an ISO volume, with a new empty disk when a size is given
-    KERNEL = "kernel"  # direct kernel boot (lab images); host paths, so admins only
+    KERNEL = "kernel"  # direct kernel boot (lab images), a new empty disk when a size is given; admins only
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,11 @@ class BootSpec:
     kernel: str = ""
     initrd: str = ""
     cmdline: str = ""
+
+    @property
+    def creates_volume(self) -> bool:
+        """A new empty qcow2 volume: the disk itself, or beside an ISO or a kernel when a size is given."""
+        return self.kind is BootKind.NEW_VOLUME or (self.kind in (BootKind.ISO, BootKind.KERNEL) and self.size_gib > 0)
 
 
 @dataclass(frozen=True)
@@ -204,9 +209,7 @@ def _resolve_storage(conn: libvirt.virConnect, spec: DomainSpec) -> tuple[str, s
         volume = _lookup_volume(conn, boot.volume)
         fmt = ET.fromstring(volume.XMLDesc(0)).find("./target/format")  # noqa: S314
         return volume.path(), fmt.get("type", "raw") if fmt is not None else "raw", ""
-    new_disk = ""
-    if boot.kind is BootKind.NEW_VOLUME or (boot.kind is BootKind.ISO and boot.size_gib):
-        new_disk = f"{_pool_target(conn, boot.pool).rstrip('/')}/{_new_volume_name(spec)}"
+    new_disk = f"{_pool_target(conn, boot.pool).rstrip('/')}/{_new_volume_name(spec)}" if boot.creates_volume else ""
     iso = _lookup_volume(conn, boot.volume).path() if boot.kind is BootKind.ISO else ""
     return new_disk, "qcow2", iso
 
@@ -231,7 +234,7 @@ def define_domain(uri: str, spec: DomainSpec, *, autostart: bool = False) -> str
         _refuse_taken_names(conn, spec)
         disk_path, disk_format, iso_path = _resolve_storage(conn, spec)
         created = None
-        if spec.boot.kind is BootKind.NEW_VOLUME or (spec.boot.kind is BootKind.ISO and spec.boot.size_gib):
+        if spec.boot.creates_volume:
             created = conn.storagePoolLookupByName(spec.boot.pool).createXML(_volume_xml(spec), 0)
         xml = build_domain_xml(spec, disk_path=disk_path, disk_format=disk_format, iso_path=iso_path)
         try:
@@ -248,8 +251,7 @@ def define_domain(uri: str, spec: DomainSpec, *, autostart: bool = False) -> str
 def _refuse_taken_names(conn: libvirt.virConnect, spec: DomainSpec) -> None:
     if spec.name in {dom.name() for dom in conn.listAllDomains(0)}:
         raise InvalidDefinition(f"A machine named {spec.name} already exists on this host.")
-    creates_volume = spec.boot.kind is BootKind.NEW_VOLUME or (spec.boot.kind is BootKind.ISO and spec.boot.size_gib)
-    if creates_volume:
+    if spec.boot.creates_volume:
         pool = conn.storagePoolLookupByName(spec.boot.pool)
         if _new_volume_name(spec) in pool.listVolumes():
             raise InvalidDefinition(f"Pool {spec.boot.pool} already has a volume named {_new_volume_name(spec)}.")

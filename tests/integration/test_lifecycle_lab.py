@@ -1,0 +1,148 @@
+"""The lifecycle on real lab guests, through the dashboard's own services and pages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+from typing import Any
+
+import pytest
+
+import lab
+from accounts.models import User
+from domains import selectors, services, virt
+from domains.filters import ListQuery
+from domains.models import Host
+from tests.conftest import client_for
+from tests.integration.helpers import agent, agent_answers, virsh, wait_until
+
+pytestmark = pytest.mark.integration
+
+LAB_POOL = "lab"
+
+
+@pytest.fixture
+def lab1(lab_hosts: list[lab.LabHost], db: None) -> tuple[lab.LabHost, Host]:
+    for lab_host in lab_hosts:
+        Host.objects.create(name=lab_host.name, uri=lab_host.uri)
+    return lab_hosts[0], Host.objects.get(name=lab_hosts[0].name)
+
+
+def define_form(name: str, **changes: str) -> dict[str, str]:
+    images = lab.ensure_guest_images()
+    return {
+        "host": "lab1", "name": name, "vcpus": "1", "memory_mib": "128", "accelerator": "qemu",
+        "boot_kind": "kernel", "kernel": str(images.kernel), "initrd": str(images.initrd),
+        "cmdline": "console=tty0 quiet", "network": "user", "video_model": "vga", "graphics": "vnc",
+        "listen": "127.0.0.1", "guest_agent": "on", "define": "", **changes,
+    }
+
+
+def record(admin: User, name: str) -> virt.DomainRecord:
+    rows = selectors.domain_list(user=admin, query=ListQuery(options=frozenset({"all"}), host="lab1")).rows
+    return next(row.record for row in rows if row.record.name == name)
+
+
+def first_bytes(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+        connection.settimeout(5)
+        try:
+            return connection.recv(12)
+        except TimeoutError:
+            return b""  # SPICE waits for the client to speak first
+
+
+@pytest.mark.parametrize("graphics", ["vnc", "spice"])
+@pytest.mark.parametrize("video", ["cirrus", "vga", "vmvga", "qxl", "virtio", "bochs"])
+def test_a_vm_defined_from_the_form_starts_and_listens_where_asked(lab1, admin_user, video, graphics):
+    lab_host, host = lab1
+    name = f"it-{video}-{graphics}"
+    response = client_for(admin_user).post("/domains/new/", define_form(name, video_model=video, graphics=graphics))
+    assert response.status_code == 302, response.content.decode()[:2000]
+    uuid = record(admin_user, name).uuid
+    try:
+        services.domain_act(actor=admin_user, host_name="lab1", uuid=uuid, action=virt.Action.START)
+        page = selectors.domain_page(user=admin_user, host_name="lab1", uuid=uuid)
+        assert page.devices.video_models == (video,)
+        [display] = page.devices.graphics
+        assert (display.kind, display.listen) == (graphics, "127.0.0.1")
+        assert display.port is not None
+        greeting = first_bytes(display.port)
+        if graphics == "vnc":
+            assert greeting.startswith(b"RFB 003.008")
+    finally:
+        services.domain_delete(actor=admin_user, host_name="lab1", uuid=uuid)
+    assert name not in virsh(lab_host, "list", "--all", "--name")
+
+
+def guest_uptime(lab_host: lab.LabHost, name: str) -> float:
+    """Seconds since the guest booted, read from /proc/uptime through the agent."""
+    handle = agent_command(lab_host, name, "guest-file-open", {"path": "/proc/uptime"})
+    data = agent_command(lab_host, name, "guest-file-read", {"handle": handle})
+    agent_command(lab_host, name, "guest-file-close", {"handle": handle})
+    return float(base64.b64decode(data["buf-b64"]).split()[0])
+
+
+def agent_command(lab_host: lab.LabHost, name: str, command: str, arguments: dict[str, object]) -> Any:
+    reply = virsh(lab_host, "qemu-agent-command", name, json.dumps({"execute": command, "arguments": arguments}),
+                  "--timeout", "10")
+    return json.loads(reply)["return"]
+
+
+def test_a_guest_through_its_agent_panel_snapshot_reboot_and_shutdown(lab1, admin_user):
+    lab_host, host = lab1
+    client = client_for(admin_user)
+    form = define_form("it-agent")
+    assert client.post("/domains/new/", form).status_code == 302
+    uuid = record(admin_user, "it-agent").uuid
+    url = f"/domains/lab1/{uuid}/"
+    try:
+        client.post(url + "action/", {"action": "start"})
+        wait_until(lambda: agent_answers(lab_host, "it-agent"), timeout=120, what="the agent answers")
+
+        panel = client.get(url + "agent/").content.decode()
+        assert agent(lab_host, "it-agent", "guest-get-host-name")["host-name"] in panel
+        wait_until(lambda: "10.0.2." in client.get(url + "agent/").content.decode(), timeout=60,
+                   what="the agent reports the DHCP address")
+        assert "10.0.2." in client.get("/domains/", {"host": "lab1"}).content.decode(), "address column"
+
+        before = guest_uptime(lab_host, "it-agent")
+        message = services.domain_act(actor=admin_user, host_name="lab1", uuid=uuid, action=virt.Action.REBOOT,
+                                      mode=virt.PowerMode.AGENT)
+        assert "reboot" in message
+        wait_until(lambda: agent_answers(lab_host, "it-agent") and guest_uptime(lab_host, "it-agent") < before,
+                   timeout=180, what="the guest rebooted and its agent is back")
+
+        services.domain_act(actor=admin_user, host_name="lab1", uuid=uuid, action=virt.Action.SHUTDOWN,
+                            mode=virt.PowerMode.AGENT)
+        wait_until(lambda: record(admin_user, "it-agent").state_label == "shut off", timeout=120,
+                   what="the agent shut the guest down")
+        assert record(admin_user, "it-agent").reason == "shutdown"
+    finally:
+        services.domain_delete(actor=admin_user, host_name="lab1", uuid=uuid)
+
+
+def test_a_snapshot_of_a_running_guest_freezes_its_file_systems(lab1, admin_user):
+    lab_host, host = lab1
+    client = client_for(admin_user)
+    form = define_form("it-snap", pool=LAB_POOL, size_gib="1")
+    assert client.post("/domains/new/", form).status_code == 302
+    uuid = record(admin_user, "it-snap").uuid
+    url = f"/domains/lab1/{uuid}/"
+    try:
+        client.post(url + "action/", {"action": "start"})
+        wait_until(lambda: agent_answers(lab_host, "it-snap"), timeout=120, what="the agent answers")
+        page = client.post(url + "snapshots/", {"name": "it-1", "description": "from the test"}, follow=True)
+        assert "Snapshot it-1 of it-snap created with the guest's file systems frozen." in page.content.decode()
+        assert agent(lab_host, "it-snap", "guest-fsfreeze-status") == "thawed"
+        assert "it-1" in virsh(lab_host, "snapshot-list", "it-snap", "--name")
+        page = client.post(url + "snapshots/it-1/", {"action": "revert"}, follow=True)
+        assert "it-snap reverted to snapshot it-1." in page.content.decode()
+        client.post(url + "snapshots/it-1/", {"action": "delete"})
+        assert "it-1" not in virsh(lab_host, "snapshot-list", "it-snap", "--name")
+    finally:
+        volume = f"{LAB_POOL}/it-snap.qcow2"
+        path = virsh(lab_host, "vol-path", volume)
+        services.domain_delete(actor=admin_user, host_name="lab1", uuid=uuid, volume_paths=[path])
+    assert "it-snap.qcow2" not in virsh(lab_host, "vol-list", LAB_POOL)
