@@ -86,7 +86,7 @@ def start_hosts(count: int) -> list[LabHost]:
 
 def status() -> list[LabHostStatus]:
     statuses = []
-    for paths in _known_hosts():
+    for paths in known_hosts():
         pids = {
             daemon: pid
             for daemon, pid in _daemon_pids(paths).items()
@@ -109,7 +109,7 @@ def status() -> list[LabHostStatus]:
 def down() -> None:
     """Stop every guest and daemon of the lab; raise LabError if anything is left behind."""
     with file_lock(LOCK_FILE):
-        for paths in _known_hosts():
+        for paths in known_hosts():
             _stop(paths)
         _unmount_stale()
         leftovers = [str(socket) for socket in RUN_DIR.glob("sockets/*/*")] + [mount for mount, _ in _lab_mounts()]
@@ -121,7 +121,8 @@ def _lab_host(paths: HostPaths) -> LabHost:
     return LabHost(name=paths.name, uri=paths.uri)
 
 
-def _known_hosts() -> list[HostPaths]:
+def known_hosts() -> list[HostPaths]:
+    """Every host the lab has set up, running or not."""
     names = {path.name for path in (STATE_DIR / "hosts").glob("lab*")}
     names |= {path.name for path in (RUN_DIR / "hosts").glob("lab*")}
     return [HostPaths(name) for name in sorted(names, key=lambda name: int(name.removeprefix("lab")))]

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.hosts import LabHost
+from lab.hosts import LabHost, known_hosts
 from lab.images import GuestImages, ensure_guest_images
 from lab.paths import SHARED_STORAGE_DIR, HostPaths
 from lab.process import run
@@ -70,7 +70,7 @@ def demo_placement(hosts: Sequence[LabHost]) -> dict[str, list[str]]:
 def define_demo_inventory(hosts: Sequence[LabHost]) -> None:
     """Create the demo VMs missing from every lab host and bring them to their demo state.
 
-    A VM that exists on any host (it may have migrated) is left as it is, except the first time
+    A VM that exists on any lab host (it may have migrated) is left as it is, except the first time
     after its host's daemon started: the daemon lost its guests then, so those that should run are
     started again. Returns once every guest it started answers through its agent.
     """
@@ -81,6 +81,8 @@ def define_demo_inventory(hosts: Sequence[LabHost]) -> None:
     for vm in DEMO_VMS:
         home = next((host for host in hosts if vm.name in defined[host.name]), None)
         if home is None:
+            if any(paths.keeps_domain(vm.name) for paths in known_hosts()):
+                continue  # on a lab host not in hosts, maybe down: defining it here would make a twin
             home = vm.host(hosts)
             _define(home, vm, images)
             to_start.append((home, vm))

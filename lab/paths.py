@@ -62,3 +62,9 @@ class HostPaths:
             Path("/var/cache/libvirt"): self.state_dir / "cache",
             Path("/run/libvirt"): self.run_dir / "libvirt",
         }
+
+    def keeps_domain(self, name: str) -> bool:
+        """Whether libvirt on this host has domain name, defined or running, even while it is down."""
+        return (self.state_dir / "etc/qemu" / f"{name}.xml").exists() or (
+            self.run_dir / "libvirt/qemu" / f"{name}.xml"
+        ).exists()
