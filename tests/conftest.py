@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import socket
+import time
+from collections.abc import Callable, Iterator
+from xml.sax.saxutils import escape
 
 import pytest
 from django.test import Client
@@ -67,3 +70,55 @@ def client_for(user: User | None) -> Client:
     if user is not None:
         client.force_login(user)
     return client
+
+
+# --- Hypervisors made up for a test: an XML inventory, and loopback hosts that never answer. ---
+
+
+@pytest.fixture
+def xml_host(db: None, tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Host]:
+    """Registers a host backed by test:///<tmp>/<name>.xml holding the given <domain> elements.
+
+    Each item is a dict with name, uuid and optionally title; every such domain is running. The
+    strings are XML-escaped here, so a test can hand over any guest-controlled text.
+    """
+    directory = tmp_path_factory.mktemp("xml-hosts")
+
+    def make(name: str, domains: list[dict[str, object]]) -> Host:
+        parts = []
+        for domain in domains:
+            title = f"<title>{escape(str(domain['title']))}</title>" if domain.get("title") else ""
+            parts.append(
+                f"<domain type='test'><name>{escape(str(domain['name']))}</name><uuid>{domain['uuid']}</uuid>"
+                f"{title}<memory>65536</memory><vcpu>1</vcpu><os><type>hvm</type></os></domain>"
+            )
+        path = directory / f"{name}.xml"
+        path.write_text("<node>" + "".join(parts) + "</node>")
+        return Host.objects.create(name=name, uri=f"test://{path}")
+
+    return make
+
+
+@pytest.fixture
+def closed_loopback_uri() -> str:
+    """A qemu+tcp URI on a loopback port nothing listens on: libvirt's connect is refused at once."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"qemu+tcp://127.0.0.1:{port}/system"
+
+
+@pytest.fixture
+def silent_loopback_uri() -> Iterator[str]:
+    """A qemu+tcp URI on a loopback socket that accepts connections and never answers.
+
+    libvirt's connect hangs on it until the socket closes; closing it at teardown resets the
+    queued connections, so the hung libvirt call returns and no worker thread stays stuck.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    port = listener.getsockname()[1]
+    yield f"qemu+tcp://127.0.0.1:{port}/system"
+    listener.close()
+    time.sleep(0.05)  # lets the reset reach the hung connect before the next test
