@@ -6,9 +6,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.http import Http404
 
-from . import selectors, virt
+from . import live, selectors, virt
 from .audit import audited
 from .locks import domain_action_lock
 from .models import Grant, Host
@@ -74,6 +75,7 @@ def grant_save(*, actor: User, grant: Grant, client_addr: str | None = None) -> 
         _require_admin(actor)
         grant.full_clean()
         grant.save()
+        transaction.on_commit(live.grants_changed)  # open pages re-check what they may show
         entry.message = f"to {grant.user or grant.group}: view" + (
             ", operate" if grant.can_operate else "") + (", console" if grant.can_console else "")
     return grant
@@ -85,6 +87,7 @@ def grant_revoke(*, actor: User, grant: Grant, client_addr: str | None = None) -
         _require_admin(actor)
         entry.message = f"from {grant.user or grant.group}"
         grant.delete()
+        transaction.on_commit(live.grants_changed)  # open pages drop the VM
 
 
 def _operate(
@@ -108,7 +111,12 @@ def _operate(
         if Right.OPERATE not in row.rights:
             raise PermissionDenied("You may view this machine but not act on it.")
         with domain_action_lock(row.host.pk, row.uuid):
-            entry.message = act(row)
+            try:
+                entry.message = act(row)
+            finally:
+                # Autostart, snapshots and discarded saves change the row without any libvirt event.
+                host_id, domain_uuid = row.host.pk, row.uuid
+                transaction.on_commit(lambda: live.nudge(host_id=host_id, uuid=domain_uuid))
     return entry.message
 
 

@@ -1,0 +1,250 @@
+"""Live state websockets: subscribe, filter per user, push the same partials the pages render.
+
+Consumers never call libvirt: records come from the watchers through the channel layer (see
+domains.live). Every recipient is filtered through domains.permissions, like the views, and a VM
+the user may not see is never mentioned, not even to remove it.
+
+Messages to the browser (static/vmportal/live.js):
+    {"type": "row", "id": "domain-<uuid>", "html": "<tr ...>"}   insert or replace, in sorted place
+    {"type": "remove", "id": "domain-<uuid>"}
+    {"type": "host", "host": "<name>", "reachable": bool, "message": "..."}
+    {"type": "refresh"}                                   re-fetch the list (views without table rows)
+    {"type": "summary", "html": "<section id=summary ...>", "details": bool}       the VM page
+    {"type": "gone"}                                      the VM page's VM is gone or no longer visible
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.http import QueryDict
+
+from . import live, virt
+from .filters import ListQuery, ListQueryError, parse_list_query
+from .models import Host
+from .permissions import DomainKey, Right, granted_domains, rights_from
+
+if TYPE_CHECKING:
+    from accounts.models import User
+
+Granted = dict[DomainKey, frozenset[Right]] | None
+
+# Grants given to a group, a user's groups, a deactivated user: no broadcast says so. Re-check this often.
+RECHECK_SECONDS = 30.0
+REJECTED = 4403  # the close code for "not allowed"; the handshake is refused before it is accepted
+
+
+class _LiveConsumer(AsyncJsonWebsocketConsumer):
+    user: User
+    granted: Granted
+
+    async def connect(self) -> None:
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated or not user.is_active:
+            await self.close(code=REJECTED)
+            return
+        self.user = user
+        self.granted = await database_sync_to_async(granted_domains)(user)
+        self.seen: dict[DomainKey, int] = {}  # the highest sequence applied, per VM
+        self._groups: set[str] = set()
+        if not await self.subscribe():
+            await self.close(code=REJECTED)
+            return
+        session = self.scope.get("session")
+        session_key = getattr(session, "session_key", None)
+        await self._join(live.GRANTS_GROUP, *([live.session_group(session_key)] if session_key else []))
+        await self.accept()
+        await live.ensure_embedded_supervisor()
+        self._recheck = asyncio.create_task(self._recheck_forever())
+
+    async def subscribe(self) -> bool:
+        raise NotImplementedError
+
+    async def disconnect(self, code: int) -> None:
+        recheck = getattr(self, "_recheck", None)
+        if recheck is not None:
+            recheck.cancel()
+        for group in getattr(self, "_groups", ()):
+            await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def _join(self, *groups: str) -> None:
+        for group in groups:
+            if group not in self._groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+                self._groups.add(group)
+
+    def _fresh(self, key: DomainKey, seq: int) -> bool:
+        """Apply only what is newer than what this socket already showed (a resync may arrive late)."""
+        if self.seen.get(key, -1) >= seq:
+            return False
+        self.seen[key] = seq
+        return True
+
+    async def _recheck_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RECHECK_SECONDS)
+            await self.live_grants({})
+
+    async def live_logout(self, event: dict[str, Any]) -> None:
+        await self.close()
+
+    async def live_grants(self, event: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+class DomainListConsumer(_LiveConsumer):
+    """The list page: ws/domains/?<the page's own query string>."""
+
+    query: ListQuery
+
+    async def subscribe(self) -> bool:
+        try:
+            self.query = parse_list_query(QueryDict(self.scope.get("query_string", b"").decode()))
+        except ListQueryError:
+            return False
+        self.hosts: dict[int, str] = {}
+        self.shown: dict[DomainKey, bool] = {}  # what this socket last told the page: shown or not
+        await self._follow_hosts()
+        return True
+
+    async def _follow_hosts(self) -> None:
+        hosts = await database_sync_to_async(_hosts_in_view)(self.granted, self.query)
+        self.hosts.update(hosts)
+        await self._join(*(live.host_group(host_id) for host_id in hosts))
+
+    async def live_domain(self, event: dict[str, Any]) -> None:
+        await self._show(event["host_id"], live.record_from_wire(event["record"]), event["seq"],
+                         unreachable=event["unreachable"])
+
+    async def live_removed(self, event: dict[str, Any]) -> None:
+        key = (event["host_id"], event["uuid"])
+        if event["host_id"] in self.hosts and self._fresh(key, event["seq"]) and rights_from(self.granted, key):
+            await self._hide(key)
+
+    async def live_host(self, event: dict[str, Any]) -> None:
+        host_id = event["host_id"]
+        if host_id not in self.hosts:
+            return
+        self.hosts[host_id] = event["host_name"]
+        await self.send_json({"type": "host", "host": event["host_name"], "reachable": event["reachable"],
+                              "message": event["message"]})
+        for data in event["records"]:
+            await self._show(host_id, live.record_from_wire(data), event["seq"], unreachable=not event["reachable"])
+        for uuid in event["removed"]:
+            key = (host_id, uuid)
+            if self._fresh(key, event["seq"]) and rights_from(self.granted, key):
+                await self._hide(key)
+
+    async def live_grants(self, event: dict[str, Any]) -> None:
+        if not await database_sync_to_async(_still_active)(self.user):
+            await self.close()
+            return
+        before, self.granted = self.granted, await database_sync_to_async(granted_domains)(self.user)
+        if before == self.granted:
+            return
+        if before is not None and self.granted is not None:
+            for key in set(before) - set(self.granted):
+                await self._hide(key)
+            if not set(self.granted) - set(before):
+                return
+        # Newly visible VMs (or a new role): their records are with the watcher, the list with the page.
+        await self._follow_hosts()
+        await self.send_json({"type": "refresh"})
+
+    async def _show(self, host_id: int, record: virt.DomainRecord, seq: int, *, unreachable: bool) -> None:
+        host_name = self.hosts.get(host_id)
+        key = (host_id, record.uuid)
+        if host_name is None or not self._fresh(key, seq):
+            return
+        rights = rights_from(self.granted, key)
+        if not rights:
+            return
+        if not live.in_view(self.query, host_name, record):
+            await self._hide(key)
+            return
+        if not self.query.table:  # the name/UUID lists have no row partial: the page re-fetches itself
+            self.shown[key] = True
+            await self.send_json({"type": "refresh"})
+            return
+        self.shown[key] = True
+        html = live.row_html(host_id, host_name, record, rights, unreachable=unreachable)
+        await self.send_json({"type": "row", "id": f"domain-{record.uuid}", "html": html})
+
+    async def _hide(self, key: DomainKey) -> None:
+        if self.shown.get(key) is False:
+            return
+        self.shown[key] = False
+        await self.send_json({"type": "refresh"} if not self.query.table else {"type": "remove",
+                                                                               "id": f"domain-{key[1]}"})
+
+
+class DomainPageConsumer(_LiveConsumer):
+    """The VM page: ws/domains/<host>/<uuid>/; rejected exactly when the page itself would be a 404."""
+
+    async def subscribe(self) -> bool:
+        kwargs = self.scope["url_route"]["kwargs"]
+        self.uuid = str(kwargs["uuid"]).lower()
+        host = await database_sync_to_async(_enabled_host)(kwargs["host_name"])
+        if host is None:
+            return False
+        self.host_id, self.host_name = host.pk, host.name
+        self.key: DomainKey = (host.pk, self.uuid)
+        self.last: tuple[virt.DomainRecord, bool] | None = None
+        if Right.VIEW not in rights_from(self.granted, self.key):
+            return False
+        await self._join(live.domain_group(self.uuid))
+        return True
+
+    async def live_domain(self, event: dict[str, Any]) -> None:
+        if event["host_id"] != self.host_id or not self._fresh(self.key, event["seq"]):
+            return
+        self.last = (live.record_from_wire(event["record"]), event["unreachable"])
+        await self._push_summary(details=event["details"])
+
+    async def live_removed(self, event: dict[str, Any]) -> None:
+        if event["host_id"] == self.host_id and self._fresh(self.key, event["seq"]):
+            await self.send_json({"type": "gone"})
+
+    async def live_grants(self, event: dict[str, Any]) -> None:
+        if not await database_sync_to_async(_still_active)(self.user):
+            await self.close()
+            return
+        before, self.granted = self.granted, await database_sync_to_async(granted_domains)(self.user)
+        if Right.VIEW not in rights_from(self.granted, self.key):
+            await self.send_json({"type": "gone"})
+            await self.close()
+        elif rights_from(before, self.key) != rights_from(self.granted, self.key) and self.last is not None:
+            await self._push_summary(details=False)
+
+    async def _push_summary(self, *, details: bool) -> None:
+        if self.last is None:
+            return
+        record, unreachable = self.last
+        html = live.summary_html(self.host_id, self.host_name, record, rights_from(self.granted, self.key),
+                                 unreachable=unreachable)
+        await self.send_json({"type": "summary", "html": html, "details": details})
+
+
+def _hosts_in_view(granted: Granted, query: ListQuery) -> dict[int, str]:
+    """The enabled hosts whose VMs the list may show this user: the same choice as selectors.domain_list."""
+    hosts = Host.objects.filter(enabled=True)
+    if query.host:
+        hosts = hosts.filter(name=query.host)
+    if granted is not None:
+        hosts = hosts.filter(pk__in={host_id for host_id, _uuid in granted})
+    return dict(hosts.values_list("pk", "name"))
+
+
+def _enabled_host(name: str) -> Host | None:
+    return Host.objects.filter(enabled=True, name=name).first()
+
+
+def _still_active(user: User) -> bool:
+    try:
+        user.refresh_from_db(fields=["is_active", "role"])
+    except type(user).DoesNotExist:
+        return False
+    return bool(user.is_active)

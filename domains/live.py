@@ -1,0 +1,346 @@
+"""Live state: the watchers' events, through the channel layer, to every page that may see them.
+
+    libvirt event ─ HostWatcher (domains.virt, its own thread per host)
+        └─ Supervisor (one per watching process, on its asyncio loop): publishes plain records
+             ├─ group host.<id>      → list pages (consumers.DomainListConsumer)
+             └─ group domain.<uuid>  → VM pages  (consumers.DomainPageConsumer)
+    each consumer filters per recipient through domains.permissions and the page's own query,
+    and pushes the same row (or summary) partial the HTTP views render.
+
+Who runs the Supervisor: without REDIS_URL, the first live websocket of a process starts it inside
+that process, on the server's own event loop (the in-memory layer reaches only that process); with
+REDIS_URL, `manage.py watchhosts` runs it, and any number of daphne processes only consume.
+Changes libvirt has no event for (autostart, snapshots made here) are nudged by the services
+through the `live.watchers` group; grants and logouts are broadcast to the consumers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.contrib.auth.signals import user_logged_out
+from django.dispatch import receiver
+from django.template.loader import render_to_string
+
+from . import virt
+from .filters import ListQuery
+from .models import Host
+from .permissions import Right
+from .selectors import DomainRow
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+logger = logging.getLogger(__name__)
+
+WATCHERS_GROUP = "live.watchers"  # whoever runs the watchers: nudges
+GRANTS_GROUP = "live.grants"  # every live consumer: grants changed, re-check what you may see
+HOST_REFRESH_SECONDS = 10.0  # how often the supervisor re-reads the host table
+
+
+def host_group(host_id: int) -> str:
+    return f"host.{host_id}"
+
+
+def domain_group(uuid: str) -> str:
+    return f"domain.{uuid.lower()}"
+
+
+def session_group(session_key: str) -> str:
+    """The group of one login session's sockets; the key itself never leaves the session store."""
+    return "session." + hashlib.sha256(session_key.encode()).hexdigest()[:48]
+
+
+# --- Records on the wire: plain dicts the channel layer can carry (msgpack with Redis). ---
+
+
+def record_to_wire(record: virt.DomainRecord) -> dict[str, Any]:
+    return {
+        "uuid": record.uuid, "name": record.name, "title": record.title, "state": int(record.state),
+        "reason": record.reason, "persistent": record.persistent, "autostart": record.autostart,
+        "managed_save": record.managed_save, "snapshots": record.snapshots, "vcpus": record.vcpus,
+        "memory_kib": record.memory_kib, "id": record.id, "addresses": list(record.addresses),
+    }
+
+
+def record_from_wire(data: dict[str, Any]) -> virt.DomainRecord:
+    return virt.DomainRecord(
+        uuid=data["uuid"], name=data["name"], title=data["title"], state=virt.DomainState(data["state"]),
+        reason=data["reason"], persistent=data["persistent"], autostart=data["autostart"],
+        managed_save=data["managed_save"], snapshots=data["snapshots"], vcpus=data["vcpus"],
+        memory_kib=data["memory_kib"], id=data["id"], addresses=tuple(data.get("addresses") or ()),
+    )
+
+
+# --- What a page shows: the same partials as the HTTP views. ---
+
+
+@dataclass(frozen=True)
+class LiveRow(DomainRow):
+    """A row as pushed; `unreachable` when its host stopped answering (shown "unknown, last seen ...")."""
+
+    unreachable: bool = False
+
+    @property
+    def actions(self) -> tuple[virt.Action, ...]:
+        return () if self.unreachable else super().actions
+
+
+@functools.lru_cache(maxsize=8192)
+def render_partial(template: str, host_id: int, host_name: str, record: virt.DomainRecord,
+                   rights: frozenset[Right], unreachable: bool) -> str:
+    """The row (or summary) partial; shared by every recipient with the same rights on the same record.
+
+    Rendered without a request: the partials' forms post through htmx, whose CSRF header <body> sets.
+    """
+    row = LiveRow(Host(pk=host_id, name=host_name), record, rights, unreachable=unreachable)
+    return render_to_string(template, {"row": row})
+
+
+def row_html(host_id: int, host_name: str, record: virt.DomainRecord, rights: frozenset[Right],
+             *, unreachable: bool = False) -> str:
+    return render_partial("domains/list.html#row", host_id, host_name, record, rights, unreachable)
+
+
+def summary_html(host_id: int, host_name: str, record: virt.DomainRecord, rights: frozenset[Right],
+                 *, unreachable: bool = False) -> str:
+    return render_partial("domains/detail.html#summary", host_id, host_name, record, rights, unreachable)
+
+
+def in_view(query: ListQuery, host_name: str, record: virt.DomainRecord) -> bool:
+    """Whether the list page with `query` shows the VM: virsh's options, the host and the text filter."""
+    if query.host and query.host != host_name:
+        return False
+    text = query.text.casefold()
+    if text and text not in record.name.casefold() and text not in record.title.casefold():
+        return False
+    return virt.record_matches(record, query.options)
+
+
+# --- Broadcasts from services and signals (sync callers). ---
+
+
+def _send(group: str, message: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        async_to_sync(layer.group_send)(group, message)
+    except Exception:  # a broadcast never fails the write that caused it
+        logger.exception("live broadcast to %s failed", group)
+
+
+def nudge(*, host_id: int, uuid: str | None = None) -> None:
+    """Ask the watcher of a host to re-read one VM (or the whole host): for changes without an event."""
+    _send(WATCHERS_GROUP, {"type": "live.nudge", "host_id": host_id, "uuid": uuid})
+
+
+def grants_changed() -> None:
+    _send(GRANTS_GROUP, {"type": "live.grants"})
+
+
+@receiver(user_logged_out, dispatch_uid="domains.live.close_sockets_of_session")
+def _close_sockets_of_session(sender: object, request: HttpRequest | None = None, **kwargs: object) -> None:
+    session_key = request.session.session_key if request is not None else None
+    if session_key:
+        _send(session_group(session_key), {"type": "live.logout"})
+
+
+# --- The supervisor: one watcher per enabled host, their events onto the channel layer. ---
+
+
+class Supervisor:
+    """Runs a HostWatcher per enabled host and publishes what they see; lives on one asyncio loop."""
+
+    def __init__(self, *, watcher_options: dict[str, Any] | None = None,
+                 refresh_seconds: float = HOST_REFRESH_SECONDS) -> None:
+        self._watcher_options = watcher_options or {}
+        self._refresh_seconds = refresh_seconds
+        self._watchers: dict[int, tuple[Host, virt.HostWatcher]] = {}
+        self._outbox: asyncio.Queue[tuple[Host, virt.HostEvent]] = asyncio.Queue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop
+
+    def watcher(self, host_id: int) -> virt.HostWatcher | None:
+        entry = self._watchers.get(host_id)
+        return entry[1] if entry else None
+
+    async def start(self) -> None:
+        """Start a watcher per enabled host, and the tasks that publish, take nudges and follow the hosts."""
+        self._loop = asyncio.get_running_loop()
+        await self._refresh_hosts()
+        self._tasks = [asyncio.create_task(coroutine) for coroutine in
+                       (self._publish_forever(), self._listen_for_nudges(), self._refresh_forever())]
+
+    async def run(self) -> None:
+        """start(), then run until cancelled; the watchers stop with it."""
+        await self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        watchers = [watcher for _host, watcher in self._watchers.values()]
+        self._watchers = {}
+        await sync_to_async(_stop_all, thread_sensitive=False)(watchers)
+
+    async def _refresh_hosts(self) -> None:
+        hosts = {host.pk: host for host in await sync_to_async(_enabled_hosts)()}
+        stale = [pk for pk, (host, _w) in self._watchers.items() if pk not in hosts or hosts[pk].uri != host.uri]
+        stopping = [self._watchers.pop(pk)[1] for pk in stale]
+        if stopping:
+            await sync_to_async(_stop_all, thread_sensitive=False)(stopping)
+        for pk, host in hosts.items():
+            if pk not in self._watchers:
+                self._watchers[pk] = (host, virt.HostWatcher(
+                    host.uri, self._sink(host), name=host.name, **self._watcher_options).start())
+            else:
+                self._watchers[pk] = (host, self._watchers[pk][1])  # a renamed host keeps its watcher
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._refresh_seconds)
+            try:
+                await self._refresh_hosts()
+            except Exception:
+                logger.exception("re-reading the hosts to watch failed")
+
+    def _sink(self, host: Host) -> virt.Sink:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the supervisor has not started")
+
+        def hand_over(event: virt.HostEvent) -> None:  # on the watcher's thread
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is listening any more
+                loop.call_soon_threadsafe(self._outbox.put_nowait, (host, event))
+
+        return hand_over
+
+    async def _publish_forever(self) -> None:
+        layer = get_channel_layer()
+        while True:
+            host, event = await self._outbox.get()
+            current = self._watchers.get(host.pk)
+            host = current[0] if current else host
+            try:
+                for group, message in messages_for(host, event):
+                    await layer.group_send(group, message)
+            except Exception:
+                logger.exception("publishing %s of %s failed", type(event).__name__, host.name)
+
+    async def _listen_for_nudges(self) -> None:
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        while True:
+            await layer.group_add(WATCHERS_GROUP, channel)  # again now and then: memberships expire
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), timeout=3600)
+            except TimeoutError:
+                continue
+            if message.get("type") != "live.nudge":
+                continue
+            watcher = self.watcher(int(message["host_id"]))
+            if watcher is not None:
+                watcher.nudge(message.get("uuid"))
+
+
+def _enabled_hosts() -> list[Host]:
+    return list(Host.objects.filter(enabled=True))
+
+
+def _stop_all(watchers: Iterable[virt.HostWatcher]) -> None:
+    for watcher in watchers:
+        watcher.stop()
+
+
+def messages_for(host: Host, event: virt.HostEvent) -> list[tuple[str, dict[str, Any]]]:
+    """The channel-layer messages that carry one watcher event, with the groups they go to."""
+    base = {"host_id": host.pk, "host_name": host.name, "seq": event.seq}
+    if isinstance(event, virt.DomainChanged):
+        message = {"type": "live.domain", **base, "record": record_to_wire(event.record),
+                   "details": event.details, "unreachable": False}
+        return [(host_group(host.pk), message), (domain_group(event.record.uuid), message)]
+    if isinstance(event, virt.DomainRemoved):
+        message = {"type": "live.removed", **base, "uuid": event.uuid}
+        return [(host_group(host.pk), message), (domain_group(event.uuid), message)]
+    if isinstance(event, virt.HostLost):
+        last_seen = [record_to_wire(record) for record in event.last_seen]
+        return [
+            (host_group(host.pk), {"type": "live.host", **base, "reachable": False, "message": event.message,
+                                   "records": last_seen, "removed": []}),
+            *((domain_group(record["uuid"]), {"type": "live.domain", **base, "record": record, "details": False,
+                                              "unreachable": True}) for record in last_seen),
+        ]
+    records = [record_to_wire(record) for record in event.records]
+    return [
+        (host_group(host.pk), {"type": "live.host", **base, "reachable": True, "message": "",
+                               "records": records, "removed": list(event.removed)}),
+        *((domain_group(record["uuid"]), {"type": "live.domain", **base, "record": record, "details": False,
+                                          "unreachable": False}) for record in records),
+        *((domain_group(uuid), {"type": "live.removed", **base, "uuid": uuid}) for uuid in event.removed),
+    ]
+
+
+# --- The embedded mode: watchers inside the web process, started by the first live socket. ---
+
+_embedded: Supervisor | None = None
+_embedded_lock = asyncio.Lock()
+
+
+def embedded_watchers_enabled() -> bool:
+    """Without Redis there is no other process to run the watchers: this one does."""
+    return bool(getattr(settings, "LIVE_EMBEDDED_WATCHERS", not settings.REDIS_URL))
+
+
+async def ensure_embedded_supervisor() -> Supervisor | None:
+    """Start this process's supervisor on the running loop, once; None when another process watches."""
+    global _embedded, _embedded_lock
+    if not embedded_watchers_enabled():
+        return None
+    loop = asyncio.get_running_loop()
+    if _embedded is not None and _embedded.loop is loop:
+        return _embedded
+    try:
+        async with _embedded_lock:
+            return await _start_embedded(loop)
+    except RuntimeError:  # the lock belongs to a loop that is gone (tests run one loop per test)
+        _embedded_lock = asyncio.Lock()
+        async with _embedded_lock:
+            return await _start_embedded(loop)
+
+
+async def _start_embedded(loop: asyncio.AbstractEventLoop) -> Supervisor:
+    global _embedded
+    if _embedded is not None and _embedded.loop is loop:
+        return _embedded
+    if _embedded is not None:  # left over from a loop that closed
+        await _embedded.stop()
+    supervisor = Supervisor()
+    await supervisor.start()
+    _embedded = supervisor
+    logger.info("live state: watching every enabled host from this process")
+    return supervisor
+
+
+async def stop_embedded_supervisor() -> None:
+    global _embedded
+    supervisor, _embedded = _embedded, None
+    if supervisor is not None:
+        await supervisor.stop()

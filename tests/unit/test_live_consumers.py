@@ -1,0 +1,336 @@
+"""The live websockets through the real ASGI stack (origin check, session auth, routing) on the in-memory layer.
+
+Watcher events are published the way the supervisor publishes them (live.messages_for), so each
+test says exactly what libvirt reported; the last tests run the embedded watchers on test:///default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+
+from accounts.models import User
+from domains import live, services, virt
+from domains.models import Grant, Host
+from tests.conftest import TEST_DOMAIN_UUID
+from vmportal.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ORIGIN = (b"origin", b"http://localhost")
+OTHER_UUID = "11111111-2222-4333-8444-555555555555"
+SEQ = 1_000
+
+
+def record(uuid: str = TEST_DOMAIN_UUID, name: str = "test", **changes: Any) -> virt.DomainRecord:
+    base = virt.DomainRecord(
+        uuid=uuid, name=name, title="", state=virt.DomainState.RUNNING, reason="booted", persistent=True,
+        autostart=False, managed_save=False, snapshots=0, vcpus=1, memory_kib=65536, id=1,
+    )
+    return replace(base, **changes)
+
+
+@pytest.fixture(autouse=True)
+def no_embedded_watchers(settings) -> None:
+    """These tests publish the watchers' events themselves."""
+    settings.LIVE_EMBEDDED_WATCHERS = False
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def session_cookie(user: User) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+class Socket:
+    def __init__(self, communicator: WebsocketCommunicator) -> None:
+        self.communicator = communicator
+
+    async def receive(self, timeout: float = 2) -> dict[str, Any]:
+        return json.loads(await self.communicator.receive_from(timeout))
+
+    async def silent(self, timeout: float = 0.2) -> bool:
+        return await self.communicator.receive_nothing(timeout)
+
+    async def receive_type(self, kind: str, timeout: float = 2) -> dict[str, Any]:
+        while True:
+            message = await self.receive(timeout)
+            if message["type"] == kind:
+                return message
+
+
+async def open_socket(path: str, user: User | None, origin: tuple[bytes, bytes] = ORIGIN):
+    headers = [origin]
+    if user is not None:
+        headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
+    communicator = WebsocketCommunicator(application, path, headers=headers)
+    connected, code = await communicator.connect(timeout=5)
+    return communicator, connected, code
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[list[WebsocketCommunicator]]:
+    opened: list[WebsocketCommunicator] = []
+    yield opened
+    for communicator in opened:
+        await communicator.disconnect()
+
+
+async def connect(sockets: list[WebsocketCommunicator], path: str, user: User) -> Socket:
+    communicator, connected, code = await open_socket(path, user)
+    assert connected, f"refused with {code}"
+    sockets.append(communicator)
+    return Socket(communicator)
+
+
+async def publish(host: Host, event: virt.HostEvent) -> None:
+    layer = get_channel_layer()
+    for group, message in live.messages_for(host, event):
+        await layer.group_send(group, message)
+
+
+def changed(seq: int, rec: virt.DomainRecord) -> virt.DomainChanged:
+    return virt.DomainChanged(seq, rec)
+
+
+# --- Who may connect. ---
+
+
+async def test_a_page_of_an_allowed_origin_connects(admin_user: User, embedded_host: Host) -> None:
+    communicator, connected, _code = await open_socket("/ws/domains/?all", admin_user)
+    assert connected
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize("origin", [b"http://evil.example", b"http://localhost.evil.example", b"null"])
+async def test_a_foreign_origin_is_refused(admin_user: User, embedded_host: Host, origin: bytes) -> None:
+    _communicator, connected, _code = await open_socket("/ws/domains/?all", admin_user, (b"origin", origin))
+    assert not connected
+
+
+async def test_anonymous_is_refused(embedded_host: Host) -> None:
+    _communicator, connected, _code = await open_socket("/ws/domains/?all", None)
+    assert not connected
+
+
+async def test_a_vm_page_socket_is_refused_exactly_where_the_page_is_a_404(
+    tenant_user: User, other_tenant_user: User, tenant_grant: Grant, embedded_host: Host
+) -> None:
+    path = f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/"
+    communicator, connected, _code = await open_socket(path, tenant_user)
+    assert connected
+    await communicator.disconnect()
+    for user, where in ((other_tenant_user, path), (tenant_user, f"/ws/domains/embedded/{OTHER_UUID}/"),
+                        (tenant_user, f"/ws/domains/nowhere/{TEST_DOMAIN_UUID}/")):
+        _communicator, connected, _code = await open_socket(where, user)
+        assert not connected, where
+
+
+# --- What each recipient receives. ---
+
+
+async def test_each_recipient_receives_only_the_vms_it_may_see(
+    sockets, admin_user: User, tenant_user: User, other_tenant_user: User, tenant_grant: Grant, embedded_host: Host
+) -> None:
+    admin = await connect(sockets, "/ws/domains/?all", admin_user)
+    tenant = await connect(sockets, "/ws/domains/?all", tenant_user)
+    other = await connect(sockets, "/ws/domains/?all", other_tenant_user)
+
+    await publish(embedded_host, changed(SEQ, record(OTHER_UUID, "secret", title="not yours")))
+    await publish(embedded_host, changed(SEQ + 1, record(state=virt.DomainState.PAUSED, reason="user")))
+
+    first, second = await admin.receive(), await admin.receive()
+    assert (first["id"], second["id"]) == (f"domain-{OTHER_UUID}", f"domain-{TEST_DOMAIN_UUID}")
+    row = await tenant.receive()
+    assert row["type"] == "row" and row["id"] == f"domain-{TEST_DOMAIN_UUID}"
+    assert 'data-state="paused"' in row["html"] and ">paused</span>" in row["html"]
+    assert 'data-action="resume"' in row["html"]  # the tenant may operate it: the same actions as the page
+    assert await tenant.silent()
+    assert await other.silent()
+
+
+async def test_a_pushed_row_is_the_row_the_page_renders(admin_user: User, embedded_host: Host, sockets) -> None:
+    admin = await connect(sockets, "/ws/domains/?all", admin_user)
+    current = await database_sync_to_async(virt.get_domain)("test:///default", TEST_DOMAIN_UUID)
+    await publish(embedded_host, changed(SEQ, current))
+    pushed = (await admin.receive())["html"]
+
+    client = await database_sync_to_async(_logged_in)(admin_user)
+    page = (await database_sync_to_async(client.get)("/domains/", {"all": ""})).content.decode()
+    start = page.index(f'<tr id="domain-{TEST_DOMAIN_UUID}"')
+    rendered = page[start:page.index("</tr>", start) + 5]
+    # The same partial, byte for byte, but for the page's per-request CSRF input (htmx sends the header).
+    assert re.sub(r'<input type="hidden" name="csrfmiddlewaretoken"[^>]*>', "", rendered) == pushed.strip()
+
+
+def _logged_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+async def test_guest_controlled_text_is_escaped(admin_user: User, embedded_host: Host, sockets) -> None:
+    admin = await connect(sockets, "/ws/domains/?all", admin_user)
+    await publish(embedded_host, changed(SEQ, record(title="<img src=x onerror=alert(1)>")))
+    html = (await admin.receive())["html"]
+    assert "<img" not in html and "&lt;img src=x onerror=alert(1)&gt;" in html
+
+
+async def test_a_filtered_list_stays_true_to_its_filter(admin_user: User, embedded_host: Host, sockets) -> None:
+    running = await connect(sockets, "/ws/domains/?state-running", admin_user)
+
+    await publish(embedded_host, changed(SEQ, record()))
+    assert (await running.receive())["type"] == "row"
+    await publish(embedded_host, changed(SEQ + 1, record(state=virt.DomainState.PAUSED, reason="user")))
+    assert await running.receive() == {"type": "remove", "id": f"domain-{TEST_DOMAIN_UUID}"}
+    await publish(embedded_host, changed(SEQ + 2, record(state=virt.DomainState.PAUSED, reason="user", vcpus=2)))
+    assert await running.silent()  # still not in the view: nothing more to say
+    await publish(embedded_host, changed(SEQ + 3, record()))
+    assert (await running.receive())["type"] == "row"
+
+
+async def test_the_text_and_host_filters_apply_too(admin_user: User, embedded_host: Host, xml_host, sockets) -> None:
+    other_host = await database_sync_to_async(xml_host)("other", [])
+    only_web = await connect(sockets, "/ws/domains/?all&q=WEB", admin_user)
+    only_other = await connect(sockets, "/ws/domains/?all&host=other", admin_user)
+
+    await publish(embedded_host, changed(SEQ, record(name="db-1")))
+    await publish(embedded_host, changed(SEQ + 1, record(OTHER_UUID, "web-1")))
+    await publish(other_host, changed(SEQ + 2, record("33333333-2222-4333-8444-555555555555", "web-2")))
+
+    assert (await only_web.receive())["type"] == "remove"  # db-1 does not match "WEB"
+    assert (await only_web.receive())["id"] == f"domain-{OTHER_UUID}"
+    assert (await only_web.receive())["id"] == "domain-33333333-2222-4333-8444-555555555555"
+    assert (await only_other.receive())["id"] == "domain-33333333-2222-4333-8444-555555555555"
+    assert await only_other.silent()
+
+
+async def test_an_older_listing_never_overwrites_a_newer_event(admin_user: User, embedded_host: Host, sockets) -> None:
+    admin = await connect(sockets, "/ws/domains/?all", admin_user)
+    await publish(embedded_host, changed(SEQ + 5, record(state=virt.DomainState.PAUSED, reason="user")))
+    assert 'data-state="paused"' in (await admin.receive())["html"]
+    # A resync listing that began before that event arrives after it: its copy of the VM is stale.
+    await publish(embedded_host, virt.HostSynced(SEQ + 4, (record(),), ()))
+    assert (await admin.receive())["type"] == "host"
+    assert await admin.silent()
+    await publish(embedded_host, changed(SEQ + 6, record()))
+    assert 'data-state="running"' in (await admin.receive())["html"]
+
+
+async def test_an_unreachable_host_shows_its_vms_as_unknown_then_resyncs(
+    admin_user: User, embedded_host: Host, sockets
+) -> None:
+    admin = await connect(sockets, "/ws/domains/?all", admin_user)
+    page = await connect(sockets, f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", admin_user)
+    await publish(embedded_host, virt.HostLost(SEQ, "The host cannot be reached right now.", (record(),)))
+
+    assert await admin.receive() == {"type": "host", "host": "embedded", "reachable": False,
+                                     "message": "The host cannot be reached right now."}
+    row = await admin.receive()
+    assert 'data-state="unknown"' in row["html"] and "last seen running" in row["html"]
+    assert "shut off" not in row["html"] and "data-action" not in row["html"]
+    summary = await page.receive()
+    assert summary["type"] == "summary" and "last seen running" in summary["html"]
+
+    await publish(embedded_host, virt.HostSynced(SEQ + 1, (record(state=virt.DomainState.PAUSED),), (OTHER_UUID,)))
+    assert (await admin.receive())["reachable"] is True
+    assert 'data-state="paused"' in (await admin.receive())["html"]
+    assert 'data-state="paused"' in (await page.receive())["html"]
+
+
+async def test_a_removed_vm_leaves_the_list_and_its_page(admin_user: User, embedded_host: Host, sockets) -> None:
+    admin = await connect(sockets, "/ws/domains/?all", admin_user)
+    page = await connect(sockets, f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", admin_user)
+    await publish(embedded_host, virt.DomainRemoved(SEQ, TEST_DOMAIN_UUID, record()))
+    assert await admin.receive() == {"type": "remove", "id": f"domain-{TEST_DOMAIN_UUID}"}
+    assert await page.receive() == {"type": "gone"}
+
+
+# --- Grants and sessions. ---
+
+
+async def test_a_revoked_grant_removes_the_vm_from_the_open_list(
+    admin_user: User, tenant_user: User, tenant_grant: Grant, embedded_host: Host, sockets
+) -> None:
+    tenant = await connect(sockets, "/ws/domains/?all", tenant_user)
+    page_communicator, connected, _code = await open_socket(f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", tenant_user)
+    assert connected
+    page = Socket(page_communicator)
+
+    await database_sync_to_async(services.grant_revoke)(actor=admin_user, grant=tenant_grant)
+
+    assert await tenant.receive() == {"type": "remove", "id": f"domain-{TEST_DOMAIN_UUID}"}
+    assert await page.receive() == {"type": "gone"}
+    assert (await page_communicator.receive_output(2))["type"] == "websocket.close"
+    await publish(embedded_host, changed(SEQ, record(state=virt.DomainState.PAUSED)))
+    assert await tenant.silent()  # and nothing about it any more
+
+
+async def test_a_new_grant_makes_the_list_fetch_itself_again(
+    admin_user: User, tenant_user: User, embedded_host: Host, sockets
+) -> None:
+    tenant = await connect(sockets, "/ws/domains/?all", tenant_user)
+    grant = Grant(host=embedded_host, domain_uuid=TEST_DOMAIN_UUID, user=tenant_user)
+    await database_sync_to_async(services.grant_save)(actor=admin_user, grant=grant)
+    assert await tenant.receive() == {"type": "refresh"}
+    await publish(embedded_host, changed(SEQ, record()))
+    assert (await tenant.receive())["id"] == f"domain-{TEST_DOMAIN_UUID}"  # it follows the new host
+
+
+async def test_logging_out_closes_that_sessions_sockets(admin_user: User, embedded_host: Host) -> None:
+    client = await database_sync_to_async(_logged_in)(admin_user)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    communicator = WebsocketCommunicator(application, "/ws/domains/?all", headers=[ORIGIN, (b"cookie", cookie)])
+    assert (await communicator.connect())[0]
+    other_session, connected, _code = await open_socket("/ws/domains/?all", admin_user)
+    assert connected
+
+    await database_sync_to_async(client.post)("/accounts/logout/")
+
+    assert (await communicator.receive_output(2))["type"] == "websocket.close"
+    assert await other_session.receive_nothing(0.2)  # the user's other login stays live
+    await other_session.disconnect()
+
+
+# --- The embedded watchers: real libvirt events on test:///default, pushed to the page. ---
+
+
+async def test_embedded_watchers_push_a_real_state_change(settings, operator_user: User, embedded_host: Host,
+                                                          sockets) -> None:
+    settings.LIVE_EMBEDDED_WATCHERS = True
+    try:
+        operator = await connect(sockets, "/ws/domains/?all", operator_user)
+        await operator.receive_type("host")  # the first listing of the freshly started watcher
+        await database_sync_to_async(virt.run_action)("test:///default", TEST_DOMAIN_UUID, virt.Action.PAUSE)
+        while 'data-state="paused"' not in (row := await operator.receive_type("row"))["html"]:
+            pass
+        assert ">user</small>" in row["html"]
+    finally:
+        await live.stop_embedded_supervisor()
+
+
+async def test_an_action_from_the_dashboard_nudges_changes_libvirt_has_no_event_for(
+    settings, operator_user: User, embedded_host: Host, sockets
+) -> None:
+    settings.LIVE_EMBEDDED_WATCHERS = True
+    try:
+        operator = await connect(sockets, "/ws/domains/?all&autostart", operator_user)
+        await operator.receive_type("host")
+        await database_sync_to_async(services.domain_act)(
+            actor=operator_user, host_name="embedded", uuid=TEST_DOMAIN_UUID, action=virt.Action.AUTOSTART_ON)
+        row = await asyncio.wait_for(operator.receive_type("row"), 3)
+        assert row["id"] == f"domain-{TEST_DOMAIN_UUID}"
+        assert "<td>yes</td>" in row["html"]
+    finally:
+        await live.stop_embedded_supervisor()
