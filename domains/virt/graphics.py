@@ -8,6 +8,7 @@ with it, so the proxy can authenticate to the display without ever holding the p
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import xml.etree.ElementTree as ET  # noqa: S405 - libvirt's own XML, not untrusted input
 from dataclasses import dataclass
@@ -36,12 +37,13 @@ class GraphicsEndpoint:
     port: int | None
     socket: str  # unix socket path, or ""
     has_password: bool
+    run_id: int = 0  # the domain's ID: a new one each time it starts (a restart on the same port too)
 
     @property
     def key(self) -> str:
-        """What a console ticket is bound to; equal keys mean the same listening display."""
+        """What a console ticket is bound to; equal keys mean the same display of the same run."""
         where = f"unix:{self.socket}" if self.socket else f"{self.address}:{self.port}"
-        return f"{self.kind} {where}"
+        return f"{self.kind} {where} run {self.run_id}"
 
 
 def is_local_uri(uri: str) -> bool:
@@ -108,7 +110,9 @@ def graphics_endpoint(uri: str, uuid: str) -> GraphicsEndpoint:
         dom = conn.lookupByUUIDString(uuid)
         if not dom.isActive():
             raise ConsoleUnavailable("The machine is not running.")
-        return parse_graphics(dom.XMLDesc(0), uri=uri)
+        # Only the secure XML says whether a password is set; the password itself is not kept.
+        xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
+        return dataclasses.replace(parse_graphics(xml, uri=uri), run_id=dom.ID())
 
 
 def _display_password(uri: str, uuid: str) -> str:

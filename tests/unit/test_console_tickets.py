@@ -352,3 +352,11 @@ def test_tickets_need_the_csrf_token(tenant: User) -> None:
     client = Client(enforce_csrf_checks=True)
     client.force_login(tenant)
     assert client.post(f"/consoles/consoles/{VNC_UUID}/tickets/").status_code == 403
+
+
+def test_a_vm_restarted_on_the_same_port_refuses_the_old_ticket(tenant_client: Client, console_host: Host) -> None:
+    [token] = issue(tenant_client)
+    dom = virt.pool.get(console_host.uri).lookupByUUIDString(VNC_UUID)
+    dom.destroy()
+    dom.create()
+    assert "display moved" in refused(lambda: open_console(token, cookie=session_cookie(tenant_client)))
