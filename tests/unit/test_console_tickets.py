@@ -360,3 +360,16 @@ def test_a_vm_restarted_on_the_same_port_refuses_the_old_ticket(tenant_client: C
     dom.destroy()
     dom.create()
     assert "display moved" in refused(lambda: open_console(token, cookie=session_cookie(tenant_client)))
+
+
+def test_the_vm_page_links_the_console_only_with_the_right_and_a_running_display(
+        tenant_client: Client, console_host: Host) -> None:
+    def link(uuid: str) -> bool:
+        response = tenant_client.get(f"/domains/consoles/{uuid}/")
+        assert response.status_code == 200
+        return f'href="/consoles/consoles/{uuid}/" target="_blank"' in response.content.decode()
+
+    assert link(VNC_UUID)
+    assert not link(OTHER_UUID)  # view right only
+    virt.pool.get(console_host.uri).lookupByUUIDString(VNC_UUID).destroy()
+    assert not link(VNC_UUID)  # not running
