@@ -1,0 +1,81 @@
+"""manage.py watchhosts: the libvirt watchers of a Redis deployment, in a process of their own.
+
+With REDIS_URL, the daphne processes only consume live state; this process runs one watcher per
+enabled host (following the Hosts page as it changes) and publishes through channels-redis.
+A second copy waits as a standby: the one holding the lease in the shared cache watches, so there
+is never more than one watcher per host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.core.cache import cache
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from domains.live import Supervisor
+
+LEASE_KEY = "live:watchhosts:lease"
+LEASE_SECONDS = 15
+RENEW_SECONDS = 5
+
+
+class Command(BaseCommand):
+    help = "Watch every enabled host's libvirt events and publish them to the shared channel layer (needs REDIS_URL)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--resync-seconds", type=float, default=30.0,
+                            help="full listing of each host this often, for changes without an event (default 30)")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.REDIS_URL:
+            raise CommandError("watchhosts publishes for other processes and needs REDIS_URL; without it, "
+                               "daphne runs the watchers itself.")
+        asyncio.run(self._main(options["resync_seconds"]))
+
+    async def _main(self, resync_seconds: float) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        waiting_said = False
+        while not stop.is_set():
+            if await sync_to_async(cache.add)(LEASE_KEY, me, LEASE_SECONDS):
+                self.stdout.write(f"watching every enabled host ({me})", ending="\n")
+                self.stdout.flush()
+                await self._watch(me, stop, resync_seconds)
+                waiting_said = False
+                continue
+            if not waiting_said:
+                self.stdout.write("another watchhosts holds the lease; standing by", ending="\n")
+                self.stdout.flush()
+                waiting_said = True
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RENEW_SECONDS)
+
+    async def _watch(self, me: str, stop: asyncio.Event, resync_seconds: float) -> None:
+        supervisor = Supervisor(watcher_options={"resync_seconds": resync_seconds})
+        running = asyncio.create_task(supervisor.run())
+        try:
+            while not stop.is_set() and not running.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), RENEW_SECONDS)
+                if await sync_to_async(cache.get)(LEASE_KEY) != me:
+                    self.stderr.write("lost the watchhosts lease; stopping these watchers")
+                    break
+                await sync_to_async(cache.touch)(LEASE_KEY, LEASE_SECONDS)
+        finally:
+            running.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await running
+            await supervisor.stop()
+            if await sync_to_async(cache.get)(LEASE_KEY) == me:
+                await sync_to_async(cache.delete)(LEASE_KEY)
