@@ -50,7 +50,7 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
                 return
         except OSError:
             if process.poll() is not None:
-                pytest.fail(f"{process.args} exited {process.returncode}:\n{log.read_text(errors='replace')}")
+                pytest.fail(f"{process.args!r} exited {process.returncode}:\n{log.read_text(errors='replace')}")
             if time.monotonic() > deadline:
                 pytest.fail(f"nothing answers on port {port}:\n{log.read_text(errors='replace')}")
             time.sleep(0.05)
