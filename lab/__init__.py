@@ -8,9 +8,13 @@ daemons and virsh as programs.
 
 from __future__ import annotations
 
-from lab.hosts import LabHost, LabHostStatus, available, down, start_hosts, status
+from collections.abc import Sequence
+
+from lab import hosts as _hosts
+from lab import inventory as _inventory
+from lab.hosts import LabHost, LabHostStatus, available, status
 from lab.images import GuestImages, ensure_guest_images
-from lab.inventory import DEMO_VMS, DemoState, DemoVM, define_demo_inventory, demo_placement
+from lab.inventory import DEMO_VMS, DemoState, DemoVM, demo_placement
 from lab.process import LabError
 
 
@@ -20,10 +24,23 @@ def up(hosts: int = 2, *, demo_inventory: bool = True) -> list[LabHost]:
     Recovers from a crash (dead daemons, stale pid files and sockets). With demo_inventory, also
     defines the demo VMs and returns once the guests it started answer through their agents.
     """
-    lab_hosts = start_hosts(hosts)
-    if demo_inventory:
-        define_demo_inventory(lab_hosts)
+    with _hosts.lab_lock():
+        lab_hosts = _hosts.start_hosts(hosts)
+        if demo_inventory:
+            _inventory.define_demo_inventory(lab_hosts)
     return lab_hosts
+
+
+def define_demo_inventory(hosts: Sequence[LabHost]) -> None:
+    """Define the demo VMs missing from the lab and bring them to their demo state (see lab.inventory)."""
+    with _hosts.lab_lock():
+        _inventory.define_demo_inventory(hosts)
+
+
+def down() -> None:
+    """Stop every guest and daemon the lab started; raise LabError if anything is left behind."""
+    with _hosts.lab_lock():
+        _hosts.stop_hosts()
 
 
 __all__ = [

@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 import uuid
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,26 +61,30 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
+def lab_lock() -> AbstractContextManager[None]:
+    """Held while changing the lab, so that concurrent `lab up` and `lab down` run one after the other."""
+    return file_lock(LOCK_FILE)
+
+
 def start_hosts(count: int) -> list[LabHost]:
-    """Make hosts lab1..lab<count> run, starting those that are not; return them."""
+    """Make hosts lab1..lab<count> run, starting those that are not; return them. Needs lab_lock()."""
     if count < 1:
         raise ValueError("the lab needs at least one host")
     ready, reason = available()
     if not ready:
         raise LabError(reason)
+    _unmount_stale()
     hosts = []
-    with file_lock(LOCK_FILE):
-        _unmount_stale()
-        for number in range(1, count + 1):
-            paths = HostPaths(f"lab{number}")
-            if not _is_running(paths):
-                _stop(paths)  # whatever a crash left behind
-                try:
-                    _start(paths, number)
-                except LabError:
-                    _stop(paths)
-                    raise
-            hosts.append(_lab_host(paths))
+    for number in range(1, count + 1):
+        paths = HostPaths(f"lab{number}")
+        if not _is_running(paths):
+            _stop(paths)  # whatever a crash left behind
+            try:
+                _start(paths)
+            except LabError:
+                _stop(paths)
+                raise
+        hosts.append(_lab_host(paths))
     return hosts
 
 
@@ -106,15 +110,14 @@ def status() -> list[LabHostStatus]:
     return statuses
 
 
-def down() -> None:
-    """Stop every guest and daemon of the lab; raise LabError if anything is left behind."""
-    with file_lock(LOCK_FILE):
-        for paths in known_hosts():
-            _stop(paths)
-        _unmount_stale()
-        leftovers = [str(socket) for socket in RUN_DIR.glob("sockets/*/*")] + [mount for mount, _ in _lab_mounts()]
-        if leftovers:
-            raise LabError(f"the lab left behind: {', '.join(leftovers)}")
+def stop_hosts() -> None:
+    """Stop every guest and daemon of the lab; raise LabError if anything is left behind. Needs lab_lock()."""
+    for paths in known_hosts():
+        _stop(paths)
+    _unmount_stale()
+    leftovers = [str(socket) for socket in RUN_DIR.glob("sockets/*/*")] + _lab_mounts()
+    if leftovers:
+        raise LabError(f"the lab left behind: {', '.join(leftovers)}")
 
 
 def _lab_host(paths: HostPaths) -> LabHost:
@@ -125,11 +128,11 @@ def known_hosts() -> list[HostPaths]:
     """Every host the lab has set up, running or not."""
     names = {path.name for path in (STATE_DIR / "hosts").glob("lab*")}
     names |= {path.name for path in (RUN_DIR / "hosts").glob("lab*")}
-    return [HostPaths(name) for name in sorted(names, key=lambda name: int(name.removeprefix("lab")))]
+    return sorted((HostPaths(name) for name in names), key=lambda paths: paths.number)
 
 
-def _start(paths: HostPaths, number: int) -> None:
-    _write_configuration(paths, number)
+def _start(paths: HostPaths) -> None:
+    _write_configuration(paths)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     paths.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths.socket_dir.chmod(0o700)  # auth is "none": the directory is what keeps non-root users out
@@ -154,7 +157,7 @@ def _start(paths: HostPaths, number: int) -> None:
     _wait_until_answering(paths)
 
 
-def _write_configuration(paths: HostPaths, number: int) -> None:
+def _write_configuration(paths: HostPaths) -> None:
     etc = paths.bind_mounts[Path("/etc/libvirt")]
     etc.mkdir(parents=True, exist_ok=True)
     # Derived from the name: stable across restarts, distinct per host (libvirt refuses to
@@ -165,12 +168,12 @@ def _write_configuration(paths: HostPaths, number: int) -> None:
     )
     (etc / "virtlogd.conf").write_text(_VIRTLOGD_CONF.format(name=paths.name))
     # Separate port ranges, so that daemons allocating at the same moment never collide.
-    display_port = 5900 + 100 * (number - 1)
-    migration_port = 49152 + 64 * (number - 1)
+    display_port = 5900 + 100 * (paths.number - 1)
+    migration_port = 49152 + 64 * (paths.number - 1)
     (etc / "qemu.conf").write_text(
         _QEMU_CONF.format(
             name=paths.name,
-            migration_address=f"127.0.10.{number}",
+            migration_address=f"127.0.10.{paths.number}",
             display_port_min=display_port,
             display_port_max=display_port + 99,
             migration_port_min=migration_port,
@@ -285,20 +288,24 @@ def _stop(paths: HostPaths) -> None:
     shutil.rmtree(paths.socket_dir, ignore_errors=True)
 
 
-def _lab_mounts() -> list[tuple[str, str]]:
-    """Mounts in this namespace on or from lab directories, which only a crash leaves here."""
+def _lab_mounts() -> list[str]:
+    """Mount points in this namespace on or of lab directories.
+
+    The hosts mount only inside their own namespaces, so any found here are stale: left by an
+    interrupted manual set-up, they would hide or pin the lab's files.
+    """
     lab_dirs = (str(STATE_DIR), str(RUN_DIR), str(CACHE_DIR))
-    mounts = []
+    mount_points = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
         root, mount_point = _unescape(fields[3]), _unescape(fields[4])
         if any(path == d or path.startswith(d + "/") for path in (root, mount_point) for d in lab_dirs):
-            mounts.append((mount_point, root))
-    return mounts
+            mount_points.append(mount_point)
+    return mount_points
 
 
 def _unmount_stale() -> None:
-    for mount_point, _ in reversed(_lab_mounts()):
+    for mount_point in reversed(_lab_mounts()):
         run(["umount", "--lazy", mount_point])
 
 

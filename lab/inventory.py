@@ -68,7 +68,7 @@ def demo_placement(hosts: Sequence[LabHost]) -> dict[str, list[str]]:
 
 
 def define_demo_inventory(hosts: Sequence[LabHost]) -> None:
-    """Create the demo VMs missing from every lab host and bring them to their demo state.
+    """Create the demo VMs missing from every lab host and bring them to their demo state. Needs lab_lock().
 
     A VM that exists on any lab host (it may have migrated) is left as it is, except the first time
     after its host's daemon started: the daemon lost its guests then, so those that should run are
@@ -85,12 +85,15 @@ def define_demo_inventory(hosts: Sequence[LabHost]) -> None:
                 continue  # on a lab host not in hosts, maybe down: defining it here would make a twin
             home = vm.host(hosts)
             _define(home, vm, images)
-            to_start.append((home, vm))
-        elif home.name in fresh and _needs_restart(home, vm):
+            if vm.state is not DemoState.SHUT_OFF:
+                to_start.append((home, vm))
+        elif home.name in fresh and _lost_its_demo_state(home, vm):
             to_start.append((home, vm))
     with ThreadPoolExecutor(max_workers=max(1, len(to_start))) as pool:
         # Started together: each QEMU start waits on its own for libvirt and for the guest to boot.
-        list(pool.map(lambda pair: _bring_to_state(*pair, images), to_start))
+        started = [pool.submit(_bring_to_state, host, vm, images) for host, vm in to_start]
+    for guest in started:
+        guest.result()  # raises what went wrong, if anything did
     for host in hosts:
         _restored_marker(host).touch()
 
@@ -100,12 +103,12 @@ def _restored_marker(host: LabHost) -> Path:
     return HostPaths(host.name).run_dir / "demo-restored"
 
 
-def _needs_restart(host: LabHost, vm: DemoVM) -> bool:
-    if domain_state(host.uri, vm.name) != "shut off":
-        return False
+def _lost_its_demo_state(host: LabHost, vm: DemoVM) -> bool:
+    """On a host whose daemon just started: shut off, or running because libvirt autostarted it."""
+    state = domain_state(host.uri, vm.name)
     if vm.state is DemoState.SAVED:
-        return not has_managed_save(host.uri, vm.name)
-    return vm.state in (DemoState.RUNNING, DemoState.PAUSED)
+        return state == "shut off" and not has_managed_save(host.uri, vm.name)
+    return vm.state in (DemoState.RUNNING, DemoState.PAUSED) and state in ("shut off", "running")
 
 
 def _define(host: LabHost, vm: DemoVM, images: GuestImages) -> None:
@@ -128,12 +131,10 @@ def _fresh_disk(vm: DemoVM) -> Path:
 
 
 def _bring_to_state(host: LabHost, vm: DemoVM, images: GuestImages) -> None:
-    """Start vm, wait until it is up, then pause or save it if it is meant to be."""
-    if vm.state is DemoState.SHUT_OFF:
-        return
+    """Start vm unless it runs, wait until it is up, then pause or save it if it is meant to be."""
     if vm.state is DemoState.TRANSIENT:
         _virsh_with_xml(host.uri, "create", domain_xml(vm, images))
-    else:
+    elif domain_state(host.uri, vm.name) == "shut off":
         virsh(host.uri, "start", vm.name)
     wait_for_agent(host.uri, vm.name, BOOT_TIMEOUT)
     if vm.state is DemoState.PAUSED:

@@ -16,7 +16,11 @@ LOCK_FILE = RUN_DIR / "lock"
 
 @dataclass(frozen=True)
 class HostPaths:
-    name: str
+    name: str  # lab1, lab2, ...
+
+    @property
+    def number(self) -> int:
+        return int(self.name.removeprefix("lab"))
 
     @property
     def state_dir(self) -> Path:
