@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import libvirt
 
-from .connections import translate
+from .connections import pool, translate
 from .errors import HostUnreachable
 from .inventory import DomainRecord, records_for
 
@@ -53,6 +53,11 @@ def _run_event_loop() -> None:
         except Exception:  # the loop must outlive any one bad callback
             logger.exception("libvirt's event loop failed one iteration")
             time.sleep(0.1)
+
+
+def _per_connection_state(uri: str) -> bool:
+    """test:///path.xml hosts live inside each connection; only test:///default is shared in a process."""
+    return uri.startswith("test://") and uri.rstrip("/") != "test:///default"
 
 
 # --- What a watcher tells its sink. ---
@@ -255,7 +260,8 @@ class HostWatcher:
             self._reread(list(rereads.values()))
 
     def _connect(self) -> None:
-        conn = libvirt.open(self.uri)
+        # A test:// inventory file gives every connection its own copy: watch the dashboard's own one.
+        conn = pool.get(self.uri) if _per_connection_state(self.uri) else libvirt.open(self.uri)
         self._generation += 1
         self._conn = conn
         try:
@@ -277,9 +283,11 @@ class HostWatcher:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.domainEventDeregisterAny(callback_id)
         self._callback_ids = []
-        for release in (conn.unregisterCloseCallback, conn.close):
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.unregisterCloseCallback()
+        if not _per_connection_state(self.uri):  # the pool's connection stays the pool's
             with contextlib.suppress(libvirt.libvirtError):
-                release()
+                conn.close()
 
     def _alive(self) -> bool:
         try:

@@ -142,3 +142,18 @@ def test_a_host_that_refuses_is_lost_at_once_and_retried(events: Events, closed_
         assert watcher.reachable is False
     finally:
         watcher.stop()
+
+
+def test_an_inventory_file_host_is_watched_on_the_dashboards_own_copy(events: Events, xml_host) -> None:
+    """Every connection to test:///<file> has its own copy: the watcher must see the one actions change."""
+    domain_uuid = "44444444-2222-4333-8444-555555555555"
+    host = xml_host("xmlhost", [{"name": "alpha", "uuid": domain_uuid}])
+    watcher = HostWatcher(host.uri, events, name=host.name, resync_seconds=3600).start()
+    try:
+        events.wait_for(lambda event: isinstance(event, HostSynced))
+        virt.run_action(host.uri, domain_uuid, virt.Action.PAUSE)
+        paused = events.wait_for(is_change(domain_uuid))
+        assert paused.record.state is virt.DomainState.PAUSED  # type: ignore[union-attr]
+    finally:
+        watcher.stop()
+    assert virt.get_domain(host.uri, domain_uuid).state is virt.DomainState.PAUSED  # the pool's copy, still open
