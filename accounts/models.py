@@ -17,11 +17,11 @@ class User(AbstractUser):
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.TENANT)
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        # Admins run Django's admin site too (users, groups, grants), which keys on these flags.
-        if self.is_superuser:
+        # `createsuperuser` makes admins; after that the role alone decides, so demoting works.
+        if self._state.adding and self.is_superuser:
             self.role = self.Role.ADMIN
-        if self.role == self.Role.ADMIN:
-            self.is_staff = self.is_superuser = True
+        # Admins run Django's admin site too (users, groups, grants), which keys on these flags.
+        self.is_staff = self.is_superuser = self.role == self.Role.ADMIN
         super().save(*args, **kwargs)
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
@@ -64,3 +64,16 @@ def _finish(entry: AuditEntry, result: AuditEntry.Result, message: str) -> None:
     entry.message = message
     entry.finished_at = timezone.now()
     entry.save(update_fields=["result", "message", "finished_at"])
+
+
+def refuse(
+    *,
+    actor: User,
+    action: str,
+    host: Host | None = None,
+    domain_uuid: str | None = None,
+    client_addr: str | None = None,
+) -> NoReturn:
+    """Records a refused attempt as denied and answers as if the target did not exist."""
+    with audited(actor=actor, action=action, host=host, domain_uuid=domain_uuid, client_addr=client_addr):
+        raise Http404("Not found.")

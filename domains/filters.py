@@ -37,7 +37,14 @@ class ListQuery:
         return "title" in self.outputs
 
 
+OTHER_PARAMETERS = ("host", "q", "format")
+
+
 def parse_list_query(params: QueryDict) -> ListQuery:
+    unknown = sorted(set(params) - {*LIST_OPTIONS, *OUTPUT_FLAGS, *OTHER_PARAMETERS})
+    if unknown:
+        # virsh refuses an option it does not know rather than list something else than asked.
+        raise ListQueryError(f"Unknown option: {', '.join(unknown)}.")
     outputs = frozenset(flag for flag in OUTPUT_FLAGS if flag in params)
     if "table" in outputs and outputs & {"name", "uuid"}:
         raise ListQueryError("Only one of table, name and uuid may be given (name and uuid may go together).")

@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
-from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -18,6 +18,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from . import selectors, services, virt
+from .audit import refuse
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
 from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, SnapshotForm
 from .models import Host
@@ -38,9 +39,18 @@ def client_addr(request: HttpRequest) -> str | None:
     return request.META.get("REMOTE_ADDR") or None
 
 
-def _admin_only(request: AuthedRequest) -> None:
-    if not request.user.is_admin:
-        raise Http404("Not found.")
+def _admin_only(request: AuthedRequest, action: str) -> None:
+    """Hides admin pages from everybody else; a refused POST is audited as denied."""
+    if request.user.is_admin:
+        return
+    if request.method == "POST":
+        refuse(actor=request.user, action=action, client_addr=client_addr(request))
+    raise Http404("Not found.")
+
+
+def _posted(request: AuthedRequest) -> QueryDict | None:
+    """The form data of a POST (even an empty one), None for a GET."""
+    return request.POST if request.method == "POST" else None
 
 
 @login_required
@@ -178,8 +188,8 @@ def audit_list(request: AuthedRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def host_list(request: AuthedRequest) -> HttpResponse:
-    _admin_only(request)
-    form = HostForm(request.POST or None)
+    _admin_only(request, "host.register")
+    form = HostForm(_posted(request))
     if request.method == "POST" and form.is_valid():
         host = services.host_register(
             actor=request.user, client_addr=client_addr(request), **form.cleaned_data
@@ -193,9 +203,9 @@ def host_list(request: AuthedRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def host_edit(request: AuthedRequest, host_name: str) -> HttpResponse:
-    _admin_only(request)
+    _admin_only(request, "host.update")
     host = get_object_or_404(Host, name=host_name)
-    form = HostForm(request.POST or None, instance=host)
+    form = HostForm(_posted(request), instance=host)
     form.fields["name"].disabled = True
     if request.method == "POST" and form.is_valid():
         services.host_update(actor=request.user, host=host, uri=form.cleaned_data["uri"],
@@ -243,11 +253,15 @@ def domain_new(request: AuthedRequest) -> HttpResponse:
         return render(request, "domains/new.html", {"hosts": hosts})
     try:
         context = selectors.define_context(user=request.user, host_name=host_name)
+    except Http404:
+        if request.method == "POST":
+            refuse(actor=request.user, action="domain.define", client_addr=client_addr(request))
+        raise
     except virt.VirtError as error:
         messages.error(request, f"Host {host_name}: {error}")
         return redirect("domains:new")
     form = DomainDefineForm(
-        request.POST or None, choices=context.choices, may_boot_kernel=context.limits.unlimited,
+        _posted(request), choices=context.choices, may_boot_kernel=context.limits.unlimited,
         may_choose_listen=request.user.sees_every_domain,
     )
     preview = ""
@@ -273,9 +287,9 @@ def domain_new(request: AuthedRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def domain_new_xml(request: AuthedRequest) -> HttpResponse:
-    _admin_only(request)
+    _admin_only(request, "domain.define-xml")
     hosts = list(selectors.enabled_hosts())
-    form = DomainXmlForm(request.POST or None)
+    form = DomainXmlForm(_posted(request))
     host_name = request.POST.get("host", "")
     if request.method == "POST" and form.is_valid():
         try:
@@ -293,9 +307,15 @@ def domain_new_xml(request: AuthedRequest) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def domain_display(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
-    page = selectors.domain_page(user=request.user, host_name=host_name, uuid=str(uuid))
-    if Right.OPERATE not in page.row.rights:
-        raise Http404("No such virtual machine.")
+    try:
+        page = selectors.domain_page(user=request.user, host_name=host_name, uuid=str(uuid))
+        if Right.OPERATE not in page.row.rights:
+            raise Http404("No such virtual machine.")
+    except Http404:
+        if request.method == "POST":
+            refuse(actor=request.user, action="domain.display", domain_uuid=str(uuid),
+                   client_addr=client_addr(request))
+        raise
     current = page.devices.graphics[0] if page.devices.graphics else None
     initial = {
         "video_model": (page.devices.video_models or ("vga",))[0],
@@ -305,7 +325,7 @@ def domain_display(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
         "tls_port": current.tls_port if current else None,
         "keymap": current.keymap if current else "",
     }
-    form = DisplayForm(request.POST or None, initial=initial, may_choose_listen=request.user.sees_every_domain)
+    form = DisplayForm(_posted(request), initial=initial, may_choose_listen=request.user.sees_every_domain)
     if request.method == "POST" and form.is_valid():
         try:
             message = services.domain_update_display(

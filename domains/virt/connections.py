@@ -6,8 +6,10 @@ libvirt connections are thread-safe, so a process keeps one per host and shares 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
 import libvirt
@@ -57,8 +59,9 @@ def translate(error: libvirt.libvirtError) -> VirtError:
         message = (error.get_str2() or "").strip() or None
         return OperationInvalid(_sentence(message) if message else None, detail=detail)
     if code == libvirt.VIR_ERR_OPERATION_FAILED and error.get_str2():
-        # "domain 'x' already exists with uuid …", "storage vol already exists": worded for people.
-        return VirtError(_sentence(error.get_str2()), detail=detail)
+        # "domain 'x' already exists …", "storage vol already exists": worded for people, but
+        # another tenant's VM UUID is not ours to tell.
+        return VirtError(_sentence(_UUID_CLAUSE.sub("", error.get_str2())), detail=detail)
     if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
         return OperationUnsupported(detail=detail)
     if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
@@ -74,28 +77,51 @@ def translate(error: libvirt.libvirtError) -> VirtError:
     return VirtError(detail=detail)
 
 
+_UUID_CLAUSE = re.compile(r"\s*with uuid [0-9a-fA-F-]{36}")
+
+
 def _sentence(text: str) -> str:
     text = text.strip()
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
 class ConnectionPool:
-    """Open connections by URI; a connection found dead is dropped and reopened once."""
+    """Open connections by URI; a connection found dead is dropped and reopened.
 
-    def __init__(self) -> None:
+    Opening waits at most `open_timeout` seconds: a host that accepts but never answers (or an SSH
+    connect that hangs) is reported unreachable instead of holding the request. The open goes on in
+    the background, and one that succeeds late is kept for the next request.
+    """
+
+    def __init__(self, open_timeout: float = 10.0) -> None:
+        self.open_timeout = open_timeout
         self._connections: dict[str, libvirt.virConnect] = {}
+        self._opening: dict[str, Future[libvirt.virConnect]] = {}
         self._lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="virt-open")
 
     def get(self, uri: str) -> libvirt.virConnect:
         with self._lock:
             conn = self._connections.get(uri)
-        if conn is not None and conn.isAlive():
-            return conn
+            if conn is not None and conn.isAlive():
+                return conn
+            opening = self._opening.get(uri)
+            if opening is None:
+                opening = self._opening[uri] = self._executor.submit(self._open, uri)
+        try:
+            return opening.result(timeout=self.open_timeout)
+        except TimeoutError as error:
+            raise HostUnreachable("The host did not answer in time.") from error
+
+    def _open(self, uri: str) -> libvirt.virConnect:
         try:
             fresh = libvirt.open(uri)
         except libvirt.libvirtError as error:
+            with self._lock:
+                self._opening.pop(uri, None)
             raise HostUnreachable(detail=str(error)) from error
         with self._lock:
+            self._opening.pop(uri, None)
             stale = self._connections.pop(uri, None)
             self._connections[uri] = fresh
         _close_quietly(stale)

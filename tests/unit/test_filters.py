@@ -54,9 +54,14 @@ def test_flags_absent_mean_virsh_list_without_options():
     assert (query.host, query.text, query.json, query.table, query.show_titles) == ("", "", False, True, False)
 
 
-def test_every_virsh_option_is_understood_and_unknown_ones_are_ignored():
-    query = parse_list_query(QueryDict("inactive&with-managed-save&state-paused&no-autostart&bogus"))
+def test_every_virsh_option_is_understood():
+    query = parse_list_query(QueryDict("inactive&with-managed-save&state-paused&no-autostart"))
     assert query.options == {"inactive", "with-managed-save", "state-paused", "no-autostart"}
+
+
+def test_an_unknown_option_is_refused_like_virsh_does_rather_than_ignored():
+    with pytest.raises(ListQueryError, match="Unknown option: runing."):
+        parse_list_query(QueryDict("state-running&runing"))
 
 
 def test_host_and_q_are_trimmed():

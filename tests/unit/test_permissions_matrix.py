@@ -314,24 +314,15 @@ def test_post_without_a_csrf_token_is_refused(admin_user: User, embedded_host: H
     assert Host.objects.filter(name="embedded").exists()
 
 
-# Refused before the service is reached, so nothing is audited: SECURITY.md wants a row for every
-# denied action. Each passes once its view lets the service (which audits) do the refusing.
-UNAUDITED = "the view refuses before the audited service runs (see the test report)"
-
-
+# SECURITY.md wants a row for every denied action, also those refused by a view before any service.
 @pytest.mark.parametrize(
     ("role", "path", "data"),
     [
-        pytest.param(OPERATOR, "/hosts/", NEW_HOST, id="host register", marks=pytest.mark.xfail(strict=True,
-                     reason=UNAUDITED)),
-        pytest.param(OPERATOR, "/hosts/embedded/edit/", EDITED_HOST, id="host edit",
-                     marks=pytest.mark.xfail(strict=True, reason=UNAUDITED)),
-        pytest.param(OPERATOR, "/domains/new/xml/", {"host": "embedded", "xml": "<domain/>"}, id="define from xml",
-                     marks=pytest.mark.xfail(strict=True, reason=UNAUDITED)),
-        pytest.param(TENANT, "/domains/new/", {"host": "embedded", "name": "mine"}, id="define",
-                     marks=pytest.mark.xfail(strict=True, reason=UNAUDITED)),
-        pytest.param(OTHER, f"{VM_PAGE}display/", {"video_model": "vga"}, id="display of another tenant's VM",
-                     marks=pytest.mark.xfail(strict=True, reason=UNAUDITED)),
+        pytest.param(OPERATOR, "/hosts/", NEW_HOST, id="host register"),
+        pytest.param(OPERATOR, "/hosts/embedded/edit/", EDITED_HOST, id="host edit"),
+        pytest.param(OPERATOR, "/domains/new/xml/", {"host": "embedded", "xml": "<domain/>"}, id="define from xml"),
+        pytest.param(TENANT, "/domains/new/", {"host": "embedded", "name": "mine"}, id="define"),
+        pytest.param(OTHER, f"{VM_PAGE}display/", {"video_model": "vga"}, id="display of another tenant's VM"),
         pytest.param(OTHER, f"{VM_PAGE}action/", {"action": "pause"}, id="action on another tenant's VM"),
     ],
 )
