@@ -1,0 +1,105 @@
+"""Live state in Chromium: what virsh does on a real lab host shows in the open list, without a reload.
+
+The server is the session's daphne (tests/e2e/conftest.py), in its default mode: the in-memory
+layer, the watchers started by the first live page. The guest is this test's own transient one,
+with nothing to boot, so no other test's VM changes under it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+
+import lab
+from tests.e2e.conftest import LiveApp, login
+
+pytestmark = pytest.mark.e2e
+
+LIVE_MS = 5_000  # the page must show a change within this, without reload (it takes milliseconds)
+
+
+def virsh(host: lab.LabHost, *args: str) -> str:
+    done = subprocess.run(["virsh", "--quiet", "--connect", host.uri, *args], capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 0, f"virsh {' '.join(args)}: {done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture(scope="module")
+def lab1() -> lab.LabHost:
+    usable, reason = lab.available()
+    if not usable:
+        pytest.skip(f"the lab cannot run here: {reason}")
+    return lab.up(hosts=2)[0]
+
+
+@pytest.fixture(scope="module")
+def live_host(live_app: LiveApp, lab1: lab.LabHost) -> str:
+    name = "live-lab1"
+    live_app.manage("hosts", "add", name, lab1.uri)
+    return name
+
+
+@pytest.fixture
+def guest(lab1: lab.LabHost, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A running transient guest of 32 MiB on lab1: (name, uuid). It is gone once it stops."""
+    name, domain_uuid = f"live-e2e-{secrets.token_hex(3)}", str(uuid.uuid4())
+    xml = tmp_path / "guest.xml"
+    xml.write_text(
+        f"<domain type='kvm'><name>{name}</name><uuid>{domain_uuid}</uuid><memory unit='MiB'>32</memory>"
+        "<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os>"
+        "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>"
+    )
+    virsh(lab1, "create", str(xml))
+    yield name, domain_uuid
+    subprocess.run(["virsh", "--connect", lab1.uri, "destroy", name], capture_output=True, timeout=60, check=False)
+
+
+def test_virsh_suspend_shows_paused_in_the_open_list_without_reload(
+    page: Page, live_app: LiveApp, lab1: lab.LabHost, live_host: str, guest: tuple[str, str]
+) -> None:
+    name, domain_uuid = guest
+    login(page, live_app.create_user(f"olga-live-{secrets.token_hex(2)}", role="operator"))
+    page.goto(f"/domains/?all&host={live_host}")
+    row = page.locator(f"#domain-{domain_uuid}")
+    expect(row.locator(".state")).to_have_text("running")
+    expect(page.locator("#live-indicator")).to_have_attribute("data-live", "on")
+    page.evaluate("window.__marker = 1")
+
+    virsh(lab1, "suspend", name)
+    expect(row.locator(".state")).to_have_text("paused", timeout=LIVE_MS)
+    expect(row).to_have_attribute("data-state", "paused")
+    # The offered actions changed with the state: the same row the server renders.
+    expect(row.locator("button[data-action='resume']")).to_have_count(1)
+    expect(row.locator("button[data-action='pause']")).to_have_count(0)
+
+    virsh(lab1, "resume", name)
+    expect(row.locator(".state")).to_have_text("running", timeout=LIVE_MS)
+    assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+
+
+def test_a_filtered_list_gains_and_loses_vms_in_sorted_place(
+    page: Page, live_app: LiveApp, lab1: lab.LabHost, live_host: str, guest: tuple[str, str]
+) -> None:
+    name, domain_uuid = guest
+    login(page, live_app.create_user(f"olga-filter-{secrets.token_hex(2)}", role="operator"))
+    page.goto(f"/domains/?state-paused&host={live_host}")
+    expect(page.locator("#live-indicator")).to_have_attribute("data-live", "on")
+    rows = page.locator("#results tbody tr[data-name]")
+    expect(page.locator(f"#domain-{domain_uuid}")).to_have_count(0)
+    page.evaluate("window.__marker = 1")
+
+    virsh(lab1, "suspend", name)
+    expect(page.locator(f"#domain-{domain_uuid}")).to_have_count(1, timeout=LIVE_MS)
+    names = rows.evaluate_all("rows => rows.map(row => row.dataset.name)")
+    assert names == sorted(names) and name in names
+
+    virsh(lab1, "resume", name)  # no longer paused: it leaves this view
+    expect(page.locator(f"#domain-{domain_uuid}")).to_have_count(0, timeout=LIVE_MS)
+    assert page.evaluate("window.__marker") == 1, "the page was reloaded"
