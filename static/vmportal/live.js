@@ -106,11 +106,32 @@
     return a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
   }
 
+  // An element with a request of its own in flight (an action's button) is not replaced under it: htmx
+  // ignores the answer of a request whose element left the page. Its latest push waits for the answer.
+  const waiting = new Map();
+
+  function busy(element) {
+    return element && (element.classList.contains("htmx-request") || element.querySelector(".htmx-request"));
+  }
+
+  function flushWaiting() {
+    waiting.forEach(function (message, id) {
+      if (busy(document.getElementById(id))) return;
+      waiting.delete(id);
+      apply(message);
+    });
+  }
+
   function placeRow(html, id) {
     const tbody = document.querySelector("#results table.domains tbody");
     if (!tbody) return;
-    const row = fragment(html);
     const existing = document.getElementById(id);
+    if (busy(existing)) {
+      waiting.set(id, {type: "row", id: id, html: html});
+      return;
+    }
+    waiting.delete(id);
+    const row = fragment(html);
     if (existing) {
       const menu = existing.querySelector("details.menu");
       if (menu && menu.open) {
@@ -137,6 +158,7 @@
   }
 
   function removeRow(id) {
+    waiting.delete(id);
     const row = document.getElementById(id);
     if (!row || !row.closest("#results")) return;
     row.remove();
@@ -173,6 +195,11 @@
       case "summary": {
         const summary = document.getElementById("summary");
         if (!summary) break;
+        if (busy(summary)) {
+          waiting.set("summary", message);
+          break;
+        }
+        waiting.delete("summary");
         const fresh = fragment(message.html);
         summary.replaceWith(fresh);
         htmx.process(fresh);
@@ -196,6 +223,9 @@
   }
 
   document.addEventListener("DOMContentLoaded", connect);
+  document.addEventListener("htmx:afterRequest", function () {
+    setTimeout(flushWaiting, 50);  // after the answer has been swapped in and settled
+  });
   // The filter form pushes its new query into the address bar: follow it with a new subscription.
   document.addEventListener("htmx:pushedIntoHistory", function () {
     const element = hook();
