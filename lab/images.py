@@ -31,6 +31,7 @@ GUEST_MODULES = (
     "virtio_pci",
     "virtio_console",  # guest agent channel
     "virtio_net",
+    "virtio_blk",  # disks, if a VM has any, show up as /dev/vd*
     "virtio_balloon",
     "button",  # ACPI power button ...
     "evdev",  # ... delivered to acpid as an input event
