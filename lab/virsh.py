@@ -43,5 +43,5 @@ def wait_for_agent(uri: str, name: str, timeout: float = 120) -> float:
     while not agent_ping(uri, name):
         if time.monotonic() - start > timeout:
             raise LabError(f"the guest agent of {name} did not answer within {timeout} s")
-        time.sleep(0.5)  # each try costs a virsh process, taken from the booting guests' CPUs
+        time.sleep(1)  # each try costs a virsh process, taken from the booting guests' CPUs
     return time.monotonic() - start
