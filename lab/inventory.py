@@ -75,6 +75,8 @@ def define_demo_inventory(hosts: Sequence[LabHost]) -> None:
     started again. Returns once every guest it started answers through its agent.
     """
     images = ensure_guest_images()
+    for host in hosts:
+        _ensure_storage_pool(host)
     defined = {host.name: set(domain_names(host.uri)) for host in hosts}
     fresh = {host.name for host in hosts if not _restored_marker(host).exists()}
     to_start: list[tuple[LabHost, DemoVM]] = []
@@ -96,6 +98,21 @@ def define_demo_inventory(hosts: Sequence[LabHost]) -> None:
         guest.result()  # raises what went wrong, if anything did
     for host in hosts:
         _restored_marker(host).touch()
+
+
+STORAGE_POOL = "lab"
+
+
+def _ensure_storage_pool(host: LabHost) -> None:
+    """A directory pool over the shared storage, the same on every host, for the define form's volumes."""
+    if STORAGE_POOL in virsh(host.uri, "pool-list", "--all", "--name").split():
+        if STORAGE_POOL not in virsh(host.uri, "pool-list", "--name").split():
+            virsh(host.uri, "pool-start", STORAGE_POOL)
+        return
+    SHARED_STORAGE_DIR.mkdir(parents=True, exist_ok=True)
+    virsh(host.uri, "pool-define-as", STORAGE_POOL, "dir", "--target", str(SHARED_STORAGE_DIR))
+    virsh(host.uri, "pool-start", STORAGE_POOL)
+    virsh(host.uri, "pool-autostart", STORAGE_POOL)
 
 
 def _restored_marker(host: LabHost) -> Path:
