@@ -31,7 +31,11 @@ def _private(response: HttpResponse) -> HttpResponse:
 @require_GET
 @never_cache
 def console_page(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
-    page = selectors.console_page(user=request.user, host_name=host_name, uuid=str(uuid))
+    try:
+        page = selectors.console_page(user=request.user, host_name=host_name, uuid=str(uuid))
+    except virt.VirtError as error:  # the host is unreachable: say so, as the VM page does
+        return _private(render(request, "consoles/console.html", {"error": str(error), "host_name": host_name},
+                               status=503))
     config = {
         "kind": page.kind,
         "ticketUrl": reverse("consoles:tickets", args=[host_name, uuid]),

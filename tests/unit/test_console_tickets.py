@@ -373,3 +373,13 @@ def test_the_vm_page_links_the_console_only_with_the_right_and_a_running_display
     assert not link(OTHER_UUID)  # view right only
     virt.pool.get(console_host.uri).lookupByUUIDString(VNC_UUID).destroy()
     assert not link(VNC_UUID)  # not running
+
+
+def test_an_unreachable_host_is_said_so_without_its_uri(admin_user: User, closed_loopback_uri: str) -> None:
+    Host.objects.create(name="gone", uri=closed_loopback_uri)
+    client = client_for(admin_user)
+    response = client.get(f"/consoles/gone/{VNC_UUID}/")
+    assert response.status_code == 503
+    assert "cannot be reached" in response.content.decode() and closed_loopback_uri not in response.content.decode()
+    response = client.post(f"/consoles/gone/{VNC_UUID}/tickets/")
+    assert response.status_code == 409 and closed_loopback_uri not in response.content.decode()

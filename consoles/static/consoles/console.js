@@ -115,15 +115,15 @@ class SpiceViewer {
     return new SpiceViewer(Spice, Messages, Constants, base, tickets, events);
   }
   constructor(Spice, Messages, Constants, base, tickets, events) {
-    Object.assign(this, {Spice, Messages, Constants, events, readOnly: false});
+    Object.assign(this, {Spice, Messages, Constants, events, readOnly: false, agent: false, mode: "remote"});
     // spice-html5 opens one websocket per channel, all to the main channel's URL: each gets the
     // next single-use ticket of this connection's batch instead.
     const queue = tickets.map((ticket) => socketUrl(base, ticket));
-    const first = queue.shift();
+    const batch = new Set(queue);
+    const first = queue[0];
     const Native = window.__nativeWebSocket || (window.__nativeWebSocket = window.WebSocket);
     window.WebSocket = function (url, protocols) {
-      const next = url === first ? (queue.shift() || url) : url;
-      return new Native(next, protocols);
+      return new Native(batch.has(String(url)) ? (queue.shift() || url) : url, protocols);
     };
     Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
     let opened = false;
@@ -131,8 +131,13 @@ class SpiceViewer {
       uri: first, screen_id: "spice-screen", message_id: "message-div", password: "",
       onerror: (error) => { if (opened) events.disconnected(false); else events.failed(String(error.message || error)); },
       onsuccess: () => { opened = true; events.connected(); },
-      onagent: (sc) => { window.addEventListener("resize", Spice.handle_resize); Spice.resize_helper(sc); },
+      onagent: (sc) => {
+        this.agent = true;
+        window.addEventListener("resize", () => { if (this.mode === "remote") Spice.handle_resize(); });
+        Spice.resize_helper(sc);
+      },
     });
+    window.spice_connection = this.sc;  // spice-html5's resize helpers look for it there
     const inputs = document.getElementById("spice-screen");
     for (const type of ["keydown", "keyup", "mousedown", "mouseup", "mousemove", "wheel", "contextmenu"]) {
       inputs.addEventListener(type, (e) => { if (this.readOnly) e.stopImmediatePropagation(); }, true);
@@ -142,7 +147,7 @@ class SpiceViewer {
     const inputs = this.sc && this.sc.inputs;
     const xt = XtScancode[k.code];
     if (!inputs || inputs.state !== "ready" || xt === undefined) return;
-    const scan = (code) => code > 0xff ? (0xe0 | ((code & 0x7f) << 8)) : code;  // SPICE's extended-key form
+    const scan = (code) => code > 0xff ? (0xe0 | ((code & 0xff) << 8)) : code;  // SPICE's extended-key form
     const message = new this.Messages.SpiceMiniData();
     const key = down ? new this.Messages.SpiceMsgcKeyDown() : new this.Messages.SpiceMsgcKeyUp();
     key.code = down ? scan(xt) : scan(xt | 0x80);
@@ -152,9 +157,16 @@ class SpiceViewer {
   ctrlAltDel() { this.Spice.sendCtrlAltDel(this.sc); }
   set viewOnly(value) { this.readOnly = value; }
   fit(mode) {
-    if (mode === "remote" && this.sc) this.Spice.handle_resize();
+    // SPICE resizes the guest's screen through its agent; without one the screen keeps its size.
+    this.mode = mode;
+    const canvas = document.querySelector("#spice-screen canvas");
+    if (canvas) canvas.style.width = mode === "scale" ? "100%" : "";
+    if (mode === "remote" && this.agent) this.Spice.resize_helper(this.sc);
   }
-  focus() { screen.focus(); }
+  focus() {
+    const canvas = document.querySelector("#spice-screen canvas");  // spice-html5 listens for keys there
+    (canvas || screen).focus();
+  }
   disconnect() { if (this.sc) this.sc.stop(); }
 }
 
