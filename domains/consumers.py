@@ -170,8 +170,7 @@ class DomainListConsumer(_LiveConsumer):
             await self.send_json({"type": "refresh"})
             return
         self.shown[key] = True
-        html = live.row_html(host_id, host_name, record, rights, unreachable=unreachable)
-        await self.send_json({"type": "row", "id": f"domain-{record.uuid}", "html": html})
+        await self.send(text_data=live.row_message(host_id, host_name, record, rights, unreachable))
 
     async def _hide(self, key: DomainKey) -> None:
         if self.shown.get(key) is False:

@@ -73,12 +73,16 @@
 
   // --- Re-fetching what the page shows, after a reconnect or when told to. ---
 
+  let resyncing = false;
+
   function resync() {
     const element = hook();
     if (!element || !window.htmx) return;
     if (element.dataset.liveKind === "list") {
       if (document.getElementById("results")) {
-        htmx.ajax("GET", location.pathname + location.search, {target: "#results", swap: "outerHTML"});
+        resyncing = true;
+        htmx.ajax("GET", location.pathname + location.search, {target: "#results", swap: "outerHTML"})
+          .finally(function () { resyncing = false; });
       }
     } else if (document.getElementById("summary")) {
       htmx.ajax("GET", location.pathname, {target: "#summary", select: "#summary", swap: "outerHTML"});
@@ -226,7 +230,18 @@
   document.addEventListener("htmx:afterRequest", function () {
     setTimeout(flushWaiting, 50);  // after the answer has been swapped in and settled
   });
-  // The filter form pushes its new query into the address bar: follow it with a new subscription.
+  // The filter form swaps in a list for another query: from then on, the old subscription's messages
+  // are about the old filter and must not touch it. Drop it now; the pushed address names the new one.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    const element = hook();
+    const target = event.detail.target;
+    if (!element || element.dataset.liveKind !== "list" || resyncing || !target || target.id !== "results") return;
+    const old = socket;
+    socket = null;
+    if (old) old.close();
+    clearTimeout(retryTimer);
+    retryTimer = setTimeout(reconnect, 1000);  // in case no address is pushed (an error answer)
+  });
   document.addEventListener("htmx:pushedIntoHistory", function () {
     const element = hook();
     if (element && element.dataset.liveKind === "list") reconnect();

@@ -1,0 +1,342 @@
+"""How long a libvirt state change takes to reach every open page, on the in-memory and Redis layers.
+
+    .venv/bin/python bench/live_latency.py [--clients 1,100,1000] [--changes 30]
+
+For each layer it starts one server process: real daphne (in that process) serving the real ASGI
+application, with the watcher of test:///default inside it. Without Redis that is the default
+deployment (the first live page starts the watchers); with Redis (Debian's redis-server on a free
+loopback port, from a temporary directory) the watchers run as `manage.py watchhosts` does and the
+events travel through channels-redis, even though the consumers happen to share the process.
+The server pauses and resumes the `test` VM in turns, noting the wall-clock time just before each
+libvirt call; a separate client process holds N real websocket connections to /ws/domains/?all,
+as N operators' list pages, and notes when each receives the row with the new state.
+Latency = arrival - libvirt call, per client per change; p50 and p99 over all of them. Last, the
+p99 against a 3 s polling interval (the best of older panels, which poll every 3 to 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+PYTHON = sys.executable
+TEST_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # the "test" VM of test:///default
+POLL_SECONDS = 3.0
+TARGET_P99_MS = 100.0
+
+
+def raise_file_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+# --- The server process: daphne in this process, the watcher, and the changes. ---
+
+
+def serve(port: int, layer: str) -> None:
+    raise_file_limit()
+    import django
+
+    django.setup()
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server  # installs Twisted's asyncio reactor on its own loop
+    from twisted.internet import reactor
+
+    from domains import live, virt
+    from vmportal.asgi import application
+
+    loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
+
+    async def changes(count: int, interval: float) -> None:
+        times = []
+        for number in range(count):
+            action = virt.Action.PAUSE if number % 2 == 0 else virt.Action.RESUME
+            started = time.time()
+            virt.run_action("test:///default", TEST_UUID, action)
+            times.append([started, "paused" if action is virt.Action.PAUSE else "running"])
+            await asyncio.sleep(interval)
+        print(json.dumps({"changes": times}), flush=True)
+
+    def command(line: str) -> None:
+        words = line.split()
+        if words[:1] == ["go"]:
+            loop.create_task(changes(int(words[1]), float(words[2])))
+
+    def read_commands() -> None:
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(command, line)
+        loop.call_soon_threadsafe(reactor.stop)  # type: ignore[misc]
+
+    async def start_watchers() -> None:
+        if layer == "redis":  # as `manage.py watchhosts` does
+            await live.Supervisor().start()
+        print("ready", flush=True)
+
+    threading.Thread(target=read_commands, daemon=True).start()
+    reactor.callWhenRunning(lambda: loop.create_task(start_watchers()))
+    Server(application=application, endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
+           signal_handlers=True, verbosity=0).run()
+
+
+# --- The client process: N websockets, each noting when each row arrives. ---
+
+
+async def open_socket(port: int, cookie: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write((
+        f"GET /ws/domains/?all HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: http://127.0.0.1:{port}\r\nCookie: sessionid={cookie}\r\n\r\n"
+    ).encode())
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise ConnectionRefusedError(head[:60])
+    return reader, writer
+
+
+async def listen(reader: asyncio.StreamReader, arrivals: list[tuple[float, str]], stop: asyncio.Event) -> None:
+    marker = f'id=\\"domain-{TEST_UUID}\\"'.encode()
+    while not stop.is_set():
+        first, second = await reader.readexactly(2)
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        elif length == 127:
+            length = int.from_bytes(await reader.readexactly(8), "big")
+        payload = await reader.readexactly(length)
+        now = time.time()
+        if first & 0x0F == 0x1 and b'"type": "row"' in payload and marker in payload:
+            for state in ("paused", "running"):
+                if f'data-state=\\"{state}\\"'.encode() in payload:
+                    arrivals.append((now, state))
+
+
+async def clients(port: int, count: int, cookie: str, seconds: float) -> None:
+    raise_file_limit()
+    connections = []
+    for start in range(0, count, 50):  # a page load at a time would be slower still; 50 at once is polite
+        connections += await asyncio.gather(*(open_socket(port, cookie) for _ in range(start, min(count, start + 50))))
+    arrivals: list[list[tuple[float, str]]] = [[] for _ in connections]
+    stop = asyncio.Event()
+    tasks = [asyncio.create_task(listen(reader, into, stop)) for (reader, _w), into in zip(connections, arrivals,
+                                                                                         strict=True)]
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "done": the changes are over
+    await asyncio.sleep(seconds)
+    stop.set()
+    for task in tasks:
+        task.cancel()
+    for _reader, writer in connections:
+        writer.close()
+    print(json.dumps({"arrivals": arrivals}), flush=True)
+
+
+# --- The orchestra. ---
+
+
+class Process:
+    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+        self.popen = subprocess.Popen(args, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True)
+
+    def expect(self, prefix: str, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        assert self.popen.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.popen.stdout.readline()
+            if not line:
+                raise RuntimeError(f"{self.popen.args!r} exited {self.popen.wait()}")
+            if line.startswith(prefix):
+                return line
+        raise TimeoutError(prefix)
+
+    def say(self, line: str) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(line + "\n")
+        self.popen.stdin.flush()
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def prepare(var_dir: Path, env: dict[str, str]) -> str:
+    """Database with the embedded host and an operator; the operator's session key."""
+    def manage(*args: str) -> str:
+        return subprocess.run([PYTHON, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                              check=True).stdout
+
+    manage("migrate", "--noinput", "-v", "0")
+    return manage("shell", "--no-imports", "-c", (
+        "from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY\n"
+        "from django.contrib.sessions.backends.db import SessionStore\n"
+        "from accounts.models import User\n"
+        "from domains.models import Host\n"
+        "Host.objects.create(name='embedded', uri='test:///default')\n"
+        "user = User.objects.create_user('bench-operator', role='operator')\n"
+        "session = SessionStore()\n"
+        "session[SESSION_KEY] = str(user.pk)\n"
+        "session[BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'\n"
+        "session[HASH_SESSION_KEY] = user.get_session_auth_hash()\n"
+        "session.create()\n"
+        "print(session.session_key)\n"
+    )).strip()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
+
+
+def measure(env: dict[str, str], port: int, session_key: str, count: int, changes: int) -> tuple[list[float], int]:
+    interval = 0.25 if count <= 100 else 1.0  # a change per page every quarter second is plenty
+    client = Process([PYTHON, __file__, "clients", "--port", str(port), "--count", str(count),
+                      "--cookie", session_key, "--linger", str(2 + count / 500)], env)
+    try:
+        client.expect("ready", timeout=300)
+        time.sleep(1.5)  # the freshly started watcher's first listing reaches the pages first
+        SERVER.say(f"go {changes} {interval}")
+        done = json.loads(SERVER.expect("{", timeout=300))["changes"]
+        client.say("done")
+        arrivals = json.loads(client.expect("{", timeout=300))["arrivals"]
+    finally:
+        client.stop()
+    # Rows arrive in order. Change k is shown by the first row in its state after it (and after the row
+    # that showed change k-1). Had the watcher folded k into k+1, k's row is the one after: counted slow.
+    latencies, lost = [], 0
+    for per_client in arrivals:
+        position = 0
+        for started, state in done:
+            while position < len(per_client) and (per_client[position][1] != state
+                                                  or per_client[position][0] < started):
+                position += 1
+            if position == len(per_client):
+                lost += 1
+                continue
+            latencies.append((per_client[position][0] - started) * 1000)
+            position += 1
+    return latencies, lost
+
+
+SERVER: Process
+
+
+def run_layer(layer: str, client_counts: list[int], changes: int) -> dict[int, tuple[float, float, int, int]]:
+    global SERVER
+    results: dict[int, tuple[float, float, int, int]] = {}
+    with tempfile.TemporaryDirectory(prefix=f"live-bench-{layer}-") as tmp:
+        var_dir = Path(tmp)
+        (var_dir / "static").mkdir()
+        env = {name: value for name, value in os.environ.items()
+               if not name.startswith(("VMPORTAL_", "DJANGO_")) and name not in ("REDIS_URL", "DATABASE_URL")}
+        env.update({"VMPORTAL_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "vmportal.settings",
+                    "VMPORTAL_ALLOWED_HOSTS": "127.0.0.1,localhost", "VMPORTAL_LOG_LEVEL": "WARNING",
+                    "PYTHONUNBUFFERED": "1"})
+        redis = None
+        if layer == "redis":
+            redis_port = free_port()
+            redis = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--dir", tmp,
+                                      "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
+            wait_for_port(redis_port)
+            env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        session_key = prepare(var_dir, env)
+        port = free_port()
+        SERVER = Process([PYTHON, __file__, "serve", "--port", str(port), "--layer", layer], env)
+        try:
+            SERVER.expect("ready")
+            wait_for_port(port)
+            for count in client_counts:
+                latencies, lost = measure(env, port, session_key, count, changes)
+                p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
+                results[count] = (p50, p99, len(latencies), lost)
+                print(f"{layer:7} {count:6d} clients  p50 {p50:8.1f} ms  p99 {p99:8.1f} ms"
+                      f"  ({len(latencies)} arrivals, {lost} missing)", flush=True)
+        finally:
+            SERVER.stop()
+            if redis is not None:
+                redis.terminate()
+                redis.wait()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="role")
+    server = sub.add_parser("serve")
+    server.add_argument("--port", type=int, required=True)
+    server.add_argument("--layer", choices=("memory", "redis"), required=True)
+    client = sub.add_parser("clients")
+    client.add_argument("--port", type=int, required=True)
+    client.add_argument("--count", type=int, required=True)
+    client.add_argument("--cookie", required=True)
+    client.add_argument("--linger", type=float, default=2.0)
+    parser.add_argument("--clients", default="1,100,1000", help="comma-separated numbers of open pages")
+    parser.add_argument("--changes", type=int, default=30, help="state changes per measurement")
+    parser.add_argument("--layers", default="memory,redis")
+    arguments = parser.parse_args()
+
+    if arguments.role == "serve":
+        serve(arguments.port, arguments.layer)
+        return
+    if arguments.role == "clients":
+        asyncio.run(clients(arguments.port, arguments.count, arguments.cookie, arguments.linger))
+        return
+
+    if "redis" in arguments.layers and shutil.which("redis-server") is None:
+        parser.error("redis-server is missing (Debian package redis-server)")
+    counts = [int(count) for count in arguments.clients.split(",")]
+    print(f"latency from a libvirt state change to its row on N open list pages ({arguments.changes} changes each)")
+    results = {layer: run_layer(layer, counts, arguments.changes) for layer in arguments.layers.split(",")}
+    print()
+    for layer, by_count in results.items():
+        for count, (_p50, p99, _n, _lost) in by_count.items():
+            verdict = "" if count != 100 else ("  (target < 100 ms: met)" if p99 < TARGET_P99_MS
+                                               else "  (target < 100 ms: missed)")
+            print(f"p99 / 3 s polling interval, {layer}, {count} clients: {p99 / 1000 / POLL_SECONDS:.4f}"
+                  f"  ({POLL_SECONDS * 1000 / p99:.0f}x sooner){verdict}")
+
+
+if __name__ == "__main__":
+    main()
