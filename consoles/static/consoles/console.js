@@ -216,17 +216,24 @@ function press(keys) {
   viewer.focus();
 }
 
-function typeText(text) {
+const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function typeText(text) {
   if (!viewer || $("view-only").checked) return;
+  const target = viewer;
+  // A guest's PS/2 keyboard buffers a few scancodes only: a burst would lose keys, so pace them.
+  const gap = target instanceof SpiceViewer ? 20 : 5;
   const shift = K("ShiftLeft", KeyTable.XK_Shift_L);
   for (const ch of text.replace(/\r\n?/g, "\n")) {
+    if (viewer !== target) return;  // reconnected meanwhile
     const k = charKey(ch);
-    if (k.shift) viewer.key(shift, true);
-    viewer.key(k, true);
-    viewer.key(k, false);
-    if (k.shift) viewer.key(shift, false);
+    if (k.shift) target.key(shift, true);
+    target.key(k, true);
+    target.key(k, false);
+    if (k.shift) target.key(shift, false);
+    await pause(gap);
   }
-  viewer.focus();
+  target.focus();
 }
 
 $("send-cad").addEventListener("click", () => { if (viewer && !$("view-only").checked) viewer.ctrlAltDel(); });
