@@ -83,7 +83,8 @@ def site(tmp_path_factory: pytest.TempPathFactory, hosts: list[lab.LabHost]) -> 
     })
     stack.var_dir.mkdir()
     stack.setup({host.name: host.uri for host in hosts})
-    stack.user(USER, grants=((host_of(hosts, "demo-vga").name, virsh(host_of(hosts, "demo-vga"), "domuuid", "demo-vga")),))
+    vga = host_of(hosts, "demo-vga")
+    stack.user(USER, grants=((vga.name, virsh(vga, "domuuid", "demo-vga")),))
     console_port, app_port = stack.proxy(), stack.daphne()
     (directory / "vmportal.conf").write_text(site_config(directory=directory, https_port=https_port,
                                                          http_port=http_port, app_port=app_port,
