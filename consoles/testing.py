@@ -73,6 +73,11 @@ class Stream:
                 message = self.ws.recvmsg()
             except WebSocketWantReadError:
                 continue
+            except OSError:
+                # Answering the peer's close frame fails once the peer has hung up: report its close.
+                if self.ws.close_code is None:
+                    raise
+                message = None
             if message is None:
                 raise ConnectionError(f"closed: {self.ws.close_code} {self.ws.close_reason}")
             self.received += len(message)
