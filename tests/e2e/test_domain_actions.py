@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,11 +24,13 @@ INVENTORY = f"""<node>
 
 
 @pytest.fixture(scope="module")
-def menu_host(live_app: LiveApp, tmp_path_factory: pytest.TempPathFactory) -> str:
+def menu_host(live_app: LiveApp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A host of its own, removed afterwards so other tests' lists never see its VM."""
     inventory = Path(tmp_path_factory.mktemp("menu")) / "menu.xml"
     inventory.write_text(INVENTORY)
     live_app.manage("hosts", "add", "menu-xml", f"test://{inventory}")
-    return "menu-xml"
+    yield "menu-xml"
+    live_app.manage("hosts", "remove", "menu-xml")
 
 
 def choose(page: Page, action: str, expected_state: str) -> None:
