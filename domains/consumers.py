@@ -11,6 +11,8 @@ Messages to the browser (static/vmportal/live.js):
     {"type": "refresh"}                                   re-fetch the list (views without table rows)
     {"type": "summary", "html": "<section id=summary ...>", "details": bool}       the VM page
     {"type": "gone"}                                      the VM page's VM is gone or no longer visible
+    {"type": "migration", "id": "migration-<job>", "html": "...", "state": "...", "reported_at": float|null}
+                                                          a migration job's progress, to admins only
 """
 
 from __future__ import annotations
@@ -206,6 +208,13 @@ class DomainPageConsumer(_LiveConsumer):
     async def live_removed(self, event: dict[str, Any]) -> None:
         if event["host_id"] == self.host_id and self._fresh(self.key, event["seq"]):
             await self.send_json({"type": "gone"})
+
+    async def live_migration(self, event: dict[str, Any]) -> None:
+        """A migration job's progress (domains.moves): admins run migrations, and only they see them."""
+        if not self.user.is_admin:
+            return
+        await self.send_json({"type": "migration", "id": f"migration-{event['job_id']}", "html": event["html"],
+                              "state": event["state"], "reported_at": event["reported_at"]})
 
     async def live_grants(self, event: dict[str, Any]) -> None:
         if not await database_sync_to_async(_still_active)(self.user):

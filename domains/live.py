@@ -149,6 +149,35 @@ def _send(group: str, message: dict[str, Any]) -> None:
         logger.exception("live broadcast to %s failed", group)
 
 
+def publish_from_thread(group: str, message: dict[str, Any]) -> None:
+    """A broadcast from a thread of our own (a migration job's runner), without waiting for it.
+
+    The in-memory layer's queues belong to the server's event loop: when this process's supervisor
+    runs on it, the send is handed to that loop; otherwise (Redis, or no live socket yet) it is sent here.
+    """
+    supervisor = _embedded
+    loop = supervisor.loop if supervisor is not None else None
+    layer = get_channel_layer()
+    if layer is not None and loop is not None and loop.is_running():
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not loop:
+            future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
+            future.add_done_callback(_log_failure(group))
+            return
+    _send(group, message)
+
+
+def _log_failure(group: str) -> Any:
+    def check(future: Any) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            logger.error("live broadcast to %s failed: %s", group, future.exception())
+
+    return check
+
+
 def nudge(*, host_id: int, uuid: str | None = None) -> None:
     """Ask the watcher of a host to re-read one VM (or the whole host): for changes without an event."""
     _send(WATCHERS_GROUP, {"type": "live.nudge", "host_id": host_id, "uuid": uuid})

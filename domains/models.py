@@ -109,3 +109,55 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_name} {self.action} {self.result}"
+
+
+class MigrationJob(models.Model):
+    """One move of a VM between hosts: who asked, from where to where, how, and how it ended.
+
+    Runs outside the request (domains.moves); `heartbeat_at` tells a restarted dashboard whether a
+    runner still follows the job, `progress` holds the latest libvirt figures for a page opened late.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        CANCELLING = "cancelling", "Cancelling"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    ACTIVE_STATES = (State.QUEUED, State.RUNNING, State.CANCELLING)
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
+                              related_name="migration_jobs")
+    actor_name = models.CharField(max_length=150)
+    domain_uuid = models.UUIDField(db_index=True)
+    domain_name = models.CharField(max_length=255)
+    source = models.ForeignKey(Host, null=True, on_delete=models.SET_NULL, related_name="+")
+    source_name = models.CharField(max_length=63)
+    destination = models.ForeignKey(Host, null=True, on_delete=models.SET_NULL, related_name="+")
+    destination_name = models.CharField(max_length=63)
+    live = models.BooleanField()
+    options = models.JSONField(default=dict)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED)
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    progress = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    note = models.TextField(blank=True)  # how the end was learnt (e.g. reconciled after a restart)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.domain_name}: {self.source_name} → {self.destination_name} ({self.state})"
+
+    @property
+    def active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+    @property
+    def mode(self) -> str:
+        return "live" if self.live else "offline"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,7 +12,7 @@ from django.http import Http404
 
 from . import virt
 from .filters import ListQuery
-from .models import AuditEntry, Host
+from .models import AuditEntry, Host, MigrationJob
 from .permissions import DefineLimits, Right, define_limits, granted_domains, rights_from
 
 if TYPE_CHECKING:
@@ -181,3 +182,77 @@ def define_context(*, user: User, host_name: str) -> DefineContext:
     if host is None or limits is None:
         raise Http404("No such host.")
     return DefineContext(host, virt.define_choices(host.uri), limits)
+
+
+# --- Migration: admins only; every other user gets the same 404 as for a VM that does not exist. ---
+
+
+@dataclass(frozen=True)
+class Destination:
+    host: Host
+    reachable: bool
+    message: str
+
+
+@dataclass(frozen=True)
+class MigrationPage:
+    row: DomainRow
+    destinations: list[Destination]
+    chosen: Host | None
+    checks: list[virt.migration.Check]
+    jobs: list[MigrationJob]
+
+    @property
+    def live(self) -> bool:
+        return self.row.record.state in (virt.DomainState.RUNNING, virt.DomainState.PAUSED, virt.DomainState.BLOCKED)
+
+    @property
+    def blocked(self) -> bool:
+        return self.chosen is None or any(not check.ok for check in self.checks)
+
+    @property
+    def active_job(self) -> MigrationJob | None:
+        return next((job for job in self.jobs if job.active), None)
+
+
+def _admin_or_404(user: User | AnonymousUser) -> None:
+    if not getattr(user, "is_admin", False):
+        raise Http404("Not found.")
+
+
+def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, destination_name: str = "",
+                   options: virt.migration.MigrationOptions | None = None) -> MigrationPage:
+    """The host picker for one VM: every other enabled host, whether it answers, and the pre-checks of one."""
+    from . import moves  # the runner imports selectors' neighbours; imported late to keep selectors light
+
+    _admin_or_404(user)
+    row = domain_get(user=user, host_name=host_name, uuid=uuid)
+    moves.reconcile(uuid=row.uuid)
+    others = list(enabled_hosts().exclude(pk=row.host.pk))
+    answers = virt.fan_out.run({host: host.uri for host in others}, virt.host_facts, settings.HOST_DEADLINE_SECONDS)
+    destinations = [
+        Destination(host, not isinstance(answer, virt.VirtError),
+                    str(answer) if isinstance(answer, virt.VirtError) else "")
+        for host, answer in answers.items()
+    ]
+    chosen = next((d.host for d in destinations if d.host.name == destination_name and d.reachable), None)
+    checks: list[virt.migration.Check] = []
+    if chosen is not None:
+        live = row.record.state in (virt.DomainState.RUNNING, virt.DomainState.PAUSED, virt.DomainState.BLOCKED)
+        options = dataclasses.replace(options or virt.migration.MigrationOptions(), live=live)
+        checks = [virt.migration.Check("options", virt.migration.CheckStatus.FAILED, problem)
+                  for problem in options.problems()]
+        checks += virt.migration.precheck(row.host.uri, chosen.uri, row.uuid, options)
+    jobs = list(MigrationJob.objects.filter(domain_uuid=row.uuid)[:10])
+    return MigrationPage(row, destinations, chosen, checks, jobs)
+
+
+def migration_job_get(*, user: User | AnonymousUser, job_id: int) -> MigrationJob:
+    from . import moves
+
+    _admin_or_404(user)
+    moves.reconcile(job_id=job_id)
+    job = MigrationJob.objects.select_related("source", "destination").filter(pk=job_id).first()
+    if job is None:
+        raise Http404("No such migration.")
+    return job

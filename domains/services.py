@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -9,13 +10,15 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import Http404
 
-from . import live, selectors, virt
+from . import live, moves, selectors, virt
 from .audit import audited
 from .locks import domain_action_lock
-from .models import Grant, Host
+from .models import Grant, Host, MigrationJob
 from .permissions import Right, define_limits
 from .selectors import DomainRow
 from .virt import Action, BootKind, DomainSpec, GraphicsSpec, PowerMode
+from .virt import migration as vmig
+from .virt.migration import MigrationOptions
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -259,3 +262,91 @@ def domain_update_display(*, actor: User, host_name: str, uuid: str, video_model
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.display", act=act,
                     client_addr=client_addr)
+
+
+# --- Migration (domains.moves runs the jobs). ---
+
+_MIGRATABLE_LIVE = (virt.DomainState.RUNNING, virt.DomainState.PAUSED, virt.DomainState.BLOCKED)
+
+
+def migration_start(*, actor: User, host_name: str, uuid: str, destination_name: str,
+                    options: MigrationOptions, client_addr: str | None = None) -> MigrationJob:
+    """Checks again what the form showed, records the job and starts it once committed; returns at once.
+
+    The mode follows the VM's state (live when it runs or is paused, offline when shut off), whatever
+    the caller passed; the destination must be another enabled, registered host.
+    """
+    host = Host.objects.filter(name=host_name).first()
+    with audited(actor=actor, action="domain.migrate", host=host, domain_uuid=uuid, client_addr=client_addr) as entry:
+        _require_admin(actor)
+        row = selectors.domain_get(user=actor, host_name=host_name, uuid=uuid)
+        entry.domain_name = row.record.name
+        entry.save(update_fields=["domain_name"])
+        destination = selectors.enabled_hosts().exclude(pk=row.host.pk).filter(name=destination_name).first()
+        if destination is None:
+            raise ValidationError("Pick the destination from the registered hosts other than the current one.")
+        options = dataclasses.replace(options, live=row.record.state in _MIGRATABLE_LIVE)
+        problems = options.problems()
+        if problems:
+            raise ValidationError(problems)
+        with domain_action_lock(row.host.pk, row.uuid):
+            moves.reconcile(uuid=row.uuid)
+            if MigrationJob.objects.filter(domain_uuid=row.uuid, state__in=MigrationJob.ACTIVE_STATES).exists():
+                raise virt.OperationInProgress("This machine is already being migrated.")
+            failed = [check.message for check in vmig.precheck(row.host.uri, destination.uri, row.uuid, options)
+                      if not check.ok]
+            if failed:
+                raise ValidationError(failed)
+            job = MigrationJob.objects.create(
+                actor=actor, actor_name=actor.get_username(), domain_uuid=row.uuid, domain_name=row.record.name,
+                source=row.host, source_name=row.host.name, destination=destination,
+                destination_name=destination.name, live=options.live, options=options.as_dict(),
+            )
+        entry.message = f"job {job.pk}: {job.mode} to {destination.name}"
+        job_id = job.pk
+        transaction.on_commit(lambda: moves.start(job_id))
+    return job
+
+
+def _active_job(actor: User, job_id: int) -> MigrationJob:
+    _require_admin(actor)
+    job = MigrationJob.objects.select_related("source", "destination").filter(pk=job_id).first()
+    if job is None:
+        raise Http404("No such migration.")
+    return job
+
+
+def migration_cancel(*, actor: User, job_id: int, client_addr: str | None = None) -> str:
+    """Abort the job's migration (libvirt's abortJob); the VM keeps running on the source."""
+    job = MigrationJob.objects.filter(pk=job_id).select_related("source").first()
+    with audited(actor=actor, action="domain.migrate-cancel", host=job.source if job else None,
+                 domain_uuid=str(job.domain_uuid) if job else None, client_addr=client_addr) as entry:
+        job = _active_job(actor, job_id)
+        entry.domain_name = job.domain_name
+        if MigrationJob.objects.filter(pk=job.pk, state=MigrationJob.State.QUEUED).update(
+                state=MigrationJob.State.CANCELLING) == 1:
+            job.state = MigrationJob.State.CANCELLING
+            moves.conclude(job, error="Cancelled before it started.", cancelled=True)
+            entry.message = f"job {job.pk} cancelled before it started"
+            return entry.message
+        if job.state != MigrationJob.State.RUNNING or job.source is None:
+            raise virt.OperationInvalid(f"The migration is {job.get_state_display().lower()}; there is nothing "
+                                        "to cancel.")
+        MigrationJob.objects.filter(pk=job.pk).update(state=MigrationJob.State.CANCELLING)
+        vmig.abort(job.source.uri, str(job.domain_uuid))
+        entry.message = f"job {job.pk}: asked libvirt to abort the migration"
+    return "Cancelling: the machine stays on " + job.source_name + "."
+
+
+def migration_postcopy(*, actor: User, job_id: int, client_addr: str | None = None) -> str:
+    job = MigrationJob.objects.filter(pk=job_id).select_related("source").first()
+    with audited(actor=actor, action="domain.migrate-postcopy", host=job.source if job else None,
+                 domain_uuid=str(job.domain_uuid) if job else None, client_addr=client_addr) as entry:
+        job = _active_job(actor, job_id)
+        entry.domain_name = job.domain_name
+        if job.state != MigrationJob.State.RUNNING or job.source is None or not job.options.get("postcopy"):
+            raise virt.OperationInvalid("Post-copy is possible only while a migration started with post-copy "
+                                        "allowed is running.")
+        vmig.switch_to_postcopy(job.source.uri, str(job.domain_uuid))
+        entry.message = f"job {job.pk}: switched to post-copy"
+    return "Switched to post-copy: the machine now runs on " + job.destination_name + "."

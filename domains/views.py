@@ -17,11 +17,12 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
-from . import selectors, services, virt
+from . import moves, selectors, services, virt
 from .audit import refuse
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
 from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, SnapshotForm
 from .models import Host
+from .move_form import MigrationForm
 from .permissions import Right
 
 if TYPE_CHECKING:
@@ -341,3 +342,65 @@ def domain_display(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
             return redirect("domains:detail", host_name, uuid)
     return render(request, "domains/display.html", {"row": page.row, "form": form, "current": current},
                   status=400 if form.errors else 200)
+
+
+# --- Migration: admins only (everybody else gets a 404; a refused POST is audited). ---
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def domain_migrate(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+    """The host picker with pre-checks (GET, re-fetched by htmx as choices change) and the submit (POST)."""
+    if not request.user.is_admin:
+        if request.method == "POST":
+            refuse(actor=request.user, action="domain.migrate", domain_uuid=str(uuid), client_addr=client_addr(request))
+        raise Http404("Not found.")
+    data = request.POST if request.method == "POST" else (request.GET if "checked" in request.GET else None)
+    form = MigrationForm(data, initial={"destination": request.GET.get("destination", "")})
+    options = form.options() if data is not None and form.is_valid() else None
+    destination = (form.cleaned_data.get("destination", "") if data is not None and form.is_valid()
+                   else request.GET.get("destination", ""))
+    status = 200
+    if request.method == "POST" and form.is_valid() and options is not None:
+        try:
+            job = services.migration_start(actor=request.user, host_name=host_name, uuid=str(uuid),
+                                           destination_name=destination, options=options,
+                                           client_addr=client_addr(request))
+        except ValidationError as error:
+            form.add_error(None, error)
+        except virt.VirtError as error:
+            form.add_error(None, str(error))
+        else:
+            return redirect("domains:migration", job.pk)
+    if form.errors:
+        status = 400
+    try:
+        page = selectors.migration_page(user=request.user, host_name=host_name, uuid=str(uuid),
+                                        destination_name=destination, options=options)
+    except virt.HostUnreachable as error:
+        return render(request, "domains/detail.html", {"error": str(error), "host_name": host_name}, status=503)
+    template = "domains/migrate.html#checks" if request.htmx and request.htmx.target == "checks" else \
+        "domains/migrate.html"
+    return render(request, template, {"page": page, "row": page.row, "form": form}, status=status)
+
+
+@login_required
+@require_GET
+def migration_detail(request: AuthedRequest, job_id: int) -> HttpResponse:
+    job = selectors.migration_job_get(user=request.user, job_id=job_id)
+    return render(request, "domains/migrate_job.html", {"job": job, "progress": moves.progress_of(job)})
+
+
+@login_required
+@require_POST
+def migration_action(request: AuthedRequest, job_id: int) -> HttpResponse:
+    service = {"cancel": services.migration_cancel, "postcopy": services.migration_postcopy}.get(
+        request.POST.get("action", ""))
+    if service is None:
+        return HttpResponseBadRequest("Unknown migration action.")
+    _run(request, lambda: service(actor=request.user, job_id=job_id, client_addr=client_addr(request)))
+    if request.htmx:
+        job = selectors.migration_job_get(user=request.user, job_id=job_id)
+        return render_with_messages(request, "domains/migrate_job.html#progress",
+                                    {"job": job, "progress": moves.progress_of(job)})
+    return redirect("domains:migration", job_id)

@@ -3,6 +3,7 @@
 Everything it returns is a plain dataclass; everything it raises is a `VirtError`.
 """
 
+from . import migration
 from .actions import Action, PowerMode, available_actions, delete_domain, run_action
 from .agent import GuestInfo, guest_info
 from .connections import pool
@@ -47,6 +48,7 @@ from .snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from .states import DomainState
 
 __all__ = [
+    "migration",
     "DomainChanged",
     "DomainRemoved",
     "HostEvent",

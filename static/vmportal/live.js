@@ -213,6 +213,25 @@
         }
         break;
       }
+      case "migration": {  // a migration job's progress: its own page, or the slot on the VM page (admins)
+        let box = document.getElementById(message.id);
+        if (!box) {
+          const slot = document.getElementById("migration-slot");
+          if (!slot) break;
+          slot.replaceChildren();
+          box = document.createElement("section");
+          slot.appendChild(box);
+        }
+        if (busy(box)) {
+          waiting.set(message.id, message);
+          break;
+        }
+        waiting.delete(message.id);
+        const fresh = fragment(message.html);
+        box.replaceWith(fresh);
+        htmx.process(fresh);
+        break;
+      }
       case "gone": {
         const summary = document.getElementById("summary");
         if (!summary) break;

@@ -17,7 +17,7 @@ from django.core.cache import cache
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts.models import User
-from domains.models import AuditEntry, Grant, Host
+from domains.models import AuditEntry, Grant, Host, MigrationJob
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 
 ADMIN, OPERATOR, TENANT, OTHER, ANON = "admin", "operator", "tenant", "other tenant", "anonymous"
@@ -74,6 +74,8 @@ def vm_actor(allowed: Expected) -> dict[str, Expected]:
 
 
 VM_PAGE = f"/domains/embedded/{TEST_DOMAIN_UUID}/"
+JOB = {"job_id": "4242"}  # a finished migration of the "test" VM (see the migration_job fixture)
+JOB_PAGE = "/migrations/4242/"
 NEW_HOST = {"name": "lab2", "uri": "test:///default", "enabled": "on"}
 EDITED_HOST = {"uri": "test:///default"}  # unticks "enabled"; the name field is read-only
 
@@ -120,12 +122,28 @@ MATRIX: tuple[Row, ...] = (
         audit="host.test"),
     Row("domains:host-test", "GET", everyone(405), kwargs=HOST),
     Row("domains:audit", "GET", everyone(200), shows="Audit log"),
+    # Migration is for admins only; everybody else is told nothing exists.
+    Row("domains:migrate", "GET", admin_only(200), kwargs=VM, shows="Migrate test"),
+    Row("domains:migrate", "POST", admin_only(400), kwargs=VM, data={"destination": "nowhere"},
+        audit="domain.migrate"),
+    Row("domains:migration", "GET", admin_only(200), kwargs=JOB, shows="Migration of test"),
+    Row("domains:migration-action", "POST", admin_only(Redirect(JOB_PAGE)), kwargs=JOB, data={"action": "cancel"},
+        audit="domain.migrate-cancel"),
+    Row("domains:migration-action", "GET", everyone(405), kwargs=JOB),
 )
 
 
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def migration_job(embedded_host: Host, admin_user: User) -> MigrationJob:
+    return MigrationJob.objects.create(
+        pk=4242, actor=admin_user, actor_name=admin_user.username, domain_uuid=TEST_DOMAIN_UUID, domain_name="test",
+        source=embedded_host, source_name="embedded", destination=None, destination_name="gone", live=True,
+        state=MigrationJob.State.SUCCEEDED)
 
 
 @pytest.fixture(autouse=True)
@@ -144,7 +162,8 @@ def _hosts() -> list[tuple[str, str, bool]]:
 
 
 @pytest.mark.parametrize(("row", "role"), list(_cases()))
-def test_matrix(row: Row, role: str, request: pytest.FixtureRequest, tenant_grant: Grant):
+def test_matrix(row: Row, role: str, request: pytest.FixtureRequest, tenant_grant: Grant,
+                migration_job: MigrationJob):
     user = request.getfixturevalue(USER_FIXTURES[role]) if role in USER_FIXTURES else None
     hosts_before = _hosts()
     path = row.path()

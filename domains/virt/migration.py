@@ -1,0 +1,697 @@
+"""Moving a domain between hosts: pre-checks, the migration itself with its progress, abort, and where it is.
+
+The dashboard's job runner (domains.moves) calls these from its own thread; nothing here touches the
+database. A live migration is libvirt's virDomainMigrateToURI3 (peer-to-peer: the source daemon
+drives it, to the destination URI as registered) or virDomainMigrate3 with a destination connection
+(managed: this process drives the phases). Progress comes from the source's job statistics, read
+when libvirt says an iteration ended (VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION) and at least every
+`poll_seconds`; the final figures from the job-completed event, else the destination's completed job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+import time
+import xml.etree.ElementTree as ET  # noqa: S405 - libvirt's own XML, not untrusted input
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import libvirt
+
+from .connections import connection, pool, translate
+from .errors import HostUnreachable, OperationInvalid, VirtError
+from .states import DomainState, state_from_number
+
+logger = logging.getLogger(__name__)
+
+
+class MigrationFailed(VirtError):
+    default_message = "The migration failed."
+
+
+class MigrationCancelled(MigrationFailed):
+    default_message = "The migration was cancelled; the machine stays where it was."
+
+
+class CopyStorage(StrEnum):
+    NONE = ""
+    ALL = "all"
+    INCREMENTAL = "incremental"
+
+
+@dataclass(frozen=True)
+class MigrationOptions:
+    live: bool = True  # live for running or paused domains, offline (definition only) for shut-off ones
+    persist_dest: bool = True
+    undefine_source: bool = True
+    copy_storage: CopyStorage = CopyStorage.NONE
+    peer_to_peer: bool = True
+    tunnelled: bool = False
+    bandwidth_mib: int | None = None  # MiB/s
+    max_downtime_ms: int | None = None
+    auto_converge: bool = False
+    compressed: bool = False
+    postcopy: bool = False
+
+    def problems(self) -> list[str]:
+        """What is wrong with this combination, worded as what to change."""
+        found = []
+        if self.undefine_source and not self.persist_dest:
+            found.append("Removing it from the source needs 'keep it defined on the destination': tick both, "
+                         "or untick 'remove from the source'.")
+        if not self.live:
+            if not self.persist_dest:
+                found.append("An offline migration moves only the definition: tick 'keep it defined on the "
+                             "destination'.")
+            if self.copy_storage:
+                found.append("libvirt copies storage only while the machine runs: untick 'copy storage', or "
+                             "start the machine first.")
+            if self.postcopy or self.auto_converge or self.compressed or self.tunnelled:
+                found.append("Post-copy, auto-converge, compression and tunnelling apply to live migrations "
+                             "only: untick them.")
+        if self.tunnelled and not self.peer_to_peer:
+            found.append("A tunnelled migration goes through the daemons: tick 'peer-to-peer' too.")
+        if self.tunnelled and self.copy_storage:
+            found.append("libvirt cannot copy storage through a tunnel: untick one of them.")
+        if self.bandwidth_mib is not None and self.bandwidth_mib < 1:
+            found.append("The bandwidth limit is in MiB/s and at least 1; leave it empty for no limit.")
+        if self.max_downtime_ms is not None and self.max_downtime_ms < 1:
+            found.append("The maximum downtime is in milliseconds and at least 1; leave it empty for the default.")
+        return found
+
+    def flags(self) -> int:
+        flags = 0
+        if self.live:
+            flags |= libvirt.VIR_MIGRATE_LIVE
+        else:
+            flags |= libvirt.VIR_MIGRATE_OFFLINE
+        if self.persist_dest:
+            flags |= libvirt.VIR_MIGRATE_PERSIST_DEST
+        if self.undefine_source:
+            flags |= libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+        if self.copy_storage is CopyStorage.ALL:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        elif self.copy_storage is CopyStorage.INCREMENTAL:
+            flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC
+        if self.peer_to_peer:
+            flags |= libvirt.VIR_MIGRATE_PEER2PEER
+        if self.tunnelled:
+            flags |= libvirt.VIR_MIGRATE_TUNNELLED
+        if self.auto_converge:
+            flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+        if self.compressed:
+            flags |= libvirt.VIR_MIGRATE_COMPRESSED
+        if self.postcopy:
+            flags |= libvirt.VIR_MIGRATE_POSTCOPY
+        return flags
+
+    def params(self) -> dict[str, Any]:
+        params: dict[str, Any] = {}
+        if self.bandwidth_mib:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(self.bandwidth_mib)
+        return params
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "live": self.live, "persist_dest": self.persist_dest, "undefine_source": self.undefine_source,
+            "copy_storage": str(self.copy_storage), "peer_to_peer": self.peer_to_peer, "tunnelled": self.tunnelled,
+            "bandwidth_mib": self.bandwidth_mib, "max_downtime_ms": self.max_downtime_ms,
+            "auto_converge": self.auto_converge, "compressed": self.compressed, "postcopy": self.postcopy,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MigrationOptions:
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        if "copy_storage" in known:
+            known["copy_storage"] = CopyStorage(known["copy_storage"] or "")
+        return cls(**known)
+
+
+# --- Pre-checks. ---
+
+
+class CheckStatus(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # the destination's driver cannot tell; libvirt checks again when migrating
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: CheckStatus
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not CheckStatus.FAILED
+
+
+def _ok(name: str, message: str) -> Check:
+    return Check(name, CheckStatus.OK, message)
+
+
+def _failed(name: str, message: str) -> Check:
+    return Check(name, CheckStatus.FAILED, message)
+
+
+def _unknown(name: str, message: str) -> Check:
+    return Check(name, CheckStatus.UNKNOWN, message)
+
+
+@dataclass(frozen=True)
+class _Guest:
+    name: str
+    uuid: str
+    state: DomainState
+    persistent: bool
+    max_memory_kib: int
+    xml: ET.Element
+
+
+def _text(element: ET.Element | None, default: str = "") -> str:
+    return (element.text or default).strip() if element is not None else default
+
+
+def precheck(source_uri: str, dest_uri: str, uuid: str, options: MigrationOptions) -> list[Check]:
+    """What the destination has for this domain, check by check; a failed check says what to change."""
+    with connection(source_uri) as source:
+        dom = source.lookupByUUIDString(uuid)
+        state, _reason = dom.state()
+        guest = _Guest(
+            name=dom.name(), uuid=dom.UUIDString(), state=state_from_number(state), persistent=bool(dom.isPersistent()),
+            max_memory_kib=dom.maxMemory(),
+            xml=ET.fromstring(dom.XMLDesc(0 if dom.isActive() else libvirt.VIR_DOMAIN_XML_INACTIVE)),  # noqa: S314
+        )
+    checks = [_mode_check(guest, options)]
+    try:
+        dest = pool.get(dest_uri)
+        dest.getLibVersion()
+    except (VirtError, libvirt.libvirtError):
+        pool.discard(dest_uri)
+        return [*checks, _failed("reachable", "The destination does not answer: pick another host, or check it "
+                                              "under Hosts.")]
+    checks.append(_ok("reachable", "The destination answers."))
+    for check in (_cpu_check, _emulator_check, _disk_checks, _network_checks, _identity_check, _memory_check):
+        try:
+            found = check(dest, guest, options)
+        except libvirt.libvirtError as error:
+            translated = translate(error)
+            if isinstance(translated, HostUnreachable):
+                pool.discard(dest_uri)
+            name = check.__name__.strip("_").removesuffix("_checks").removesuffix("_check")
+            found = [_failed(name, f"The destination could not be asked: {translated}")]
+        checks.extend(found if isinstance(found, list) else [found])
+    return checks
+
+
+def _mode_check(guest: _Guest, options: MigrationOptions) -> Check:
+    if guest.state in (DomainState.RUNNING, DomainState.PAUSED, DomainState.BLOCKED):
+        if not options.live:
+            return _failed("mode", "The machine runs: it can only move live.")
+        return _ok("mode", f"Live: the machine is {guest.state.label} and keeps running during the move.")
+    if guest.state is DomainState.SHUTOFF and guest.persistent:
+        if options.live:
+            return _failed("mode", "The machine is shut off: it can only move offline.")
+        return _ok("mode", "Offline: the machine is shut off; its definition moves.")
+    return _failed("mode", f"A machine that is {guest.state.label} cannot move: start it, or shut it off.")
+
+
+def _cpu_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationOptions) -> Check:
+    cpu = guest.xml.find("./cpu")
+    mode = cpu.get("mode", "custom") if cpu is not None else ""
+    if cpu is None or (mode == "custom" and cpu.find("model") is None):
+        return _ok("cpu", "The machine asks for the hypervisor's default CPU model.")
+    if mode == "host-passthrough":
+        return _unknown("cpu", "The machine passes the source's CPU through: the destination needs the same CPU "
+                               "model; libvirt checks when it migrates.")
+    os_type = guest.xml.find("./os/type")
+    try:
+        result = dest.compareHypervisorCPU(
+            _text(guest.xml.find("./devices/emulator")) or None,
+            os_type.get("arch") if os_type is not None else None,
+            os_type.get("machine") if os_type is not None else None,
+            guest.xml.get("type"),
+            ET.tostring(cpu, encoding="unicode"), 0,
+        )
+    except libvirt.libvirtError as error:
+        if error.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+            return _unknown("cpu", "The destination's driver cannot compare CPUs; libvirt checks when it migrates.")
+        if error.get_error_code() == libvirt.VIR_ERR_CPU_INCOMPATIBLE:
+            return _failed("cpu", f"The destination cannot provide the machine's CPU: {translate(error)} Pick a "
+                                  "more common CPU model for the machine, or another host.")
+        raise
+    model = _text(cpu.find("model"), mode)
+    if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
+        return _failed("cpu", f"The destination cannot provide CPU model {model}: pick a more common CPU model "
+                              "for the machine, or another host.")
+    return _ok("cpu", f"The destination provides CPU model {model}.")
+
+
+def _emulator_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationOptions) -> Check:
+    emulator = _text(guest.xml.find("./devices/emulator")) or None
+    os_type = guest.xml.find("./os/type")
+    arch = os_type.get("arch") if os_type is not None else None
+    machine = os_type.get("machine") if os_type is not None else None
+    try:
+        caps = dest.getDomainCapabilities(emulator, arch, machine, guest.xml.get("type"), 0)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+            return _unknown("emulator", "The destination's driver does not describe its emulators; libvirt checks "
+                                        "when it migrates.")
+        return _failed("emulator", f"The destination has no {emulator or 'emulator'} for {arch or 'this'} "
+                                   f"machine type {machine or '(default)'}: install it there, or pick another host.")
+    found = ET.fromstring(caps)  # noqa: S314
+    return _ok("emulator", f"{_text(found.find('path'), emulator or '')} runs machine type "
+                           f"{_text(found.find('machine'), machine or '')} on the destination.")
+
+
+def _disk_sources(guest: _Guest) -> list[tuple[str, str]]:
+    """(target, path) of every disk with a local source: files and block devices."""
+    disks = []
+    for disk in guest.xml.iterfind("./devices/disk"):
+        source = disk.find("source")
+        path = source.get("file") or source.get("dev") or "" if source is not None else ""
+        target = disk.find("target")
+        if path and disk.get("device", "disk") in ("disk", "cdrom", "floppy", "lun"):
+            disks.append((target.get("dev", "?") if target is not None else "?", path))
+    return disks
+
+
+def _disk_checks(dest: libvirt.virConnect, guest: _Guest, options: MigrationOptions) -> list[Check]:
+    checks = []
+    for target, path in _disk_sources(guest):
+        try:
+            dest.storageVolLookupByPath(path)
+            present = True
+        except libvirt.libvirtError as error:
+            if error.get_error_code() not in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_SUPPORT):
+                raise
+            present = False
+        name = f"disk {target}"
+        if present and options.copy_storage:
+            checks.append(_failed(name, f"{path} is already on the destination (shared storage): copying would "
+                                        "overwrite the disk the machine uses; untick 'copy storage'."))
+        elif present:
+            checks.append(_ok(name, f"{path} is on the destination's storage (shared)."))
+        elif options.copy_storage:
+            checks.append(_ok(name, f"{path} is not on the destination: it will be copied."))
+        else:
+            checks.append(_failed(name, f"{path} is not in any storage pool of the destination: put it on shared "
+                                        "storage, or tick 'copy storage'."))
+    return checks or [_ok("disks", "The machine has no local disks.")]
+
+
+def _network_checks(dest: libvirt.virConnect, guest: _Guest, options: MigrationOptions) -> list[Check]:
+    checks = []
+    for nic in guest.xml.iterfind("./devices/interface"):
+        kind = nic.get("type", "")
+        source = nic.find("source")
+        if kind == "network":
+            network = source.get("network", "") if source is not None else ""
+            try:
+                active = bool(dest.networkLookupByName(network).isActive())
+            except libvirt.libvirtError as error:
+                if error.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
+                    raise
+                checks.append(_failed(f"network {network}", f"The destination has no network '{network}': define "
+                                                            "and start it there, or pick another host."))
+                continue
+            if active:
+                checks.append(_ok(f"network {network}", f"Network '{network}' is active on the destination."))
+            else:
+                checks.append(_failed(f"network {network}", f"Network '{network}' is defined on the destination "
+                                                            "but not active: start it there."))
+        elif kind == "bridge":
+            bridge = source.get("bridge", "") if source is not None else ""
+            checks.append(_bridge_check(dest, bridge))
+        elif kind == "user":
+            checks.append(_ok("network user", "User-mode networking needs nothing on the destination."))
+        else:
+            checks.append(_unknown(f"network {kind}", f"An interface of type {kind} is not checked; libvirt checks "
+                                                      "when it migrates."))
+    return checks or [_ok("networks", "The machine has no network interfaces.")]
+
+
+def _bridge_check(dest: libvirt.virConnect, bridge: str) -> Check:
+    name = f"bridge {bridge}"
+    try:
+        names = {iface.name() for iface in dest.listAllInterfaces(0)}
+    except libvirt.libvirtError as error:
+        if error.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+            raise
+        return _unknown(name, "The destination does not list its interfaces; libvirt checks when it migrates.")
+    if bridge in names:
+        return _ok(name, f"Bridge {bridge} exists on the destination.")
+    return _failed(name, f"The destination has no bridge {bridge}: create it there, or pick another host.")
+
+
+def _identity_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationOptions) -> Check:
+    for lookup, what in ((dest.lookupByUUIDString, guest.uuid), (dest.lookupByName, guest.name)):
+        try:
+            lookup(what)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+            continue
+        kind = "UUID" if what == guest.uuid else "name"
+        return _failed("name", f"The destination already has a machine with this {kind}: remove or rename it there "
+                               "first.")
+    return _ok("name", f"No machine named {guest.name} or with its UUID on the destination.")
+
+
+def _memory_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationOptions) -> Check:
+    need = guest.max_memory_kib * 1024
+    try:
+        free = int(dest.getFreeMemory())
+    except libvirt.libvirtError as error:
+        if error.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+            raise
+        return _unknown("memory", "The destination does not report its free memory.")
+    figures = f"{need // 2**20} MiB needed, {free // 2**20} MiB free"
+    if free >= need:
+        return _ok("memory", f"Enough free memory on the destination ({figures}).")
+    if not options.live:
+        return _unknown("memory", f"Not enough free memory on the destination to start it there now ({figures}).")
+    return _failed("memory", f"Not enough free memory on the destination ({figures}): free some there, or pick "
+                             "another host.")
+
+
+# --- The migration. ---
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One look at the migration job; byte counts and rates as libvirt reports them."""
+
+    reported_at: float  # time.time() when libvirt answered
+    elapsed_ms: int = 0
+    data_total: int = 0
+    data_processed: int = 0
+    data_remaining: int = 0
+    memory_bps: int = 0
+    dirty_rate: int = 0  # pages per second
+    page_size: int = 4096
+    iteration: int = 0
+    expected_downtime_ms: int | None = None
+    downtime_ms: int | None = None  # final, once completed
+    disk_total: int = 0
+    disk_processed: int = 0
+    postcopy: bool = False
+    completed: bool = False
+
+    @property
+    def percent(self) -> int:
+        if self.completed:
+            return 100
+        if not self.data_total:
+            return 0
+        return min(99, int(100 * self.data_processed / self.data_total))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Progress:
+        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
+
+    @classmethod
+    def from_stats(cls, stats: Mapping[str, Any], *, completed: bool = False, postcopy: bool = False) -> Progress:
+        downtime = stats.get("downtime")
+        return cls(
+            reported_at=time.time(),
+            elapsed_ms=int(stats.get("time_elapsed", 0)),
+            data_total=int(stats.get("data_total", 0)),
+            data_processed=int(stats.get("data_processed", 0)),
+            data_remaining=int(stats.get("data_remaining", 0)),
+            memory_bps=int(stats.get("memory_bps", 0)),
+            dirty_rate=int(stats.get("memory_dirty_rate", 0)),
+            page_size=int(stats.get("memory_page_size", 4096) or 4096),
+            iteration=int(stats.get("memory_iteration", 0)),
+            expected_downtime_ms=None if completed or downtime is None else int(downtime),
+            downtime_ms=int(downtime) if completed and downtime is not None else None,
+            disk_total=int(stats.get("disk_total", 0)),
+            disk_processed=int(stats.get("disk_processed", 0)),
+            postcopy=postcopy,
+            completed=completed,
+        )
+
+
+@dataclass
+class Outcome:
+    final: Progress | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+_URI = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
+
+
+def _failure(error: libvirt.libvirtError) -> MigrationFailed:
+    if error.get_error_code() == libvirt.VIR_ERR_OPERATION_ABORTED:
+        return MigrationCancelled(detail=str(error))
+    translated = translate(error)
+    words = (error.get_error_message() or "").strip() or str(translated)
+    words = _URI.sub("(the destination)", words)
+    return MigrationFailed(f"The migration failed: {words}", detail=str(error))
+
+
+def migrate(
+    source_uri: str,
+    dest_uri: str,
+    uuid: str,
+    options: MigrationOptions,
+    on_progress: Callable[[Progress], None],
+    *,
+    on_tick: Callable[[], None] | None = None,
+    poll_seconds: float = 0.5,
+) -> Outcome:
+    """Migrate and report progress until libvirt is done; raises MigrationFailed (MigrationCancelled)."""
+    outcome = Outcome()
+    with connection(source_uri) as conn:
+        dom = conn.lookupByUUIDString(uuid)
+        wake = threading.Event()
+        completed: list[dict[str, Any]] = []
+
+        def on_iteration(_conn: libvirt.virConnect, _dom: libvirt.virDomain, _iteration: int, _opaque: object) -> None:
+            wake.set()
+
+        def on_completed(_conn: libvirt.virConnect, _dom: libvirt.virDomain, stats: dict[str, Any],
+                         _opaque: object) -> None:
+            completed.append(stats)
+            wake.set()
+
+        callbacks = []
+        if options.live:
+            with contextlib.suppress(libvirt.libvirtError):  # drivers without events still migrate
+                callbacks.append(conn.domainEventRegisterAny(
+                    dom, libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, on_iteration, None))
+                callbacks.append(conn.domainEventRegisterAny(
+                    dom, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, on_completed, None))
+        try:
+            _run_and_watch(conn, dom, dest_uri, options, on_progress, on_tick, outcome, wake, poll_seconds)
+        finally:
+            for callback in callbacks:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.domainEventDeregisterAny(callback)
+    if options.live:
+        outcome.final = _final_figures(completed, dest_uri, uuid)
+    return outcome
+
+
+def _run_and_watch(conn: libvirt.virConnect, dom: libvirt.virDomain, dest_uri: str, options: MigrationOptions,
+                   on_progress: Callable[[Progress], None], on_tick: Callable[[], None] | None, outcome: Outcome,
+                   wake: threading.Event, poll_seconds: float) -> None:
+    failure: list[libvirt.libvirtError] = []
+    done = threading.Event()
+
+    def call() -> None:
+        try:
+            if options.peer_to_peer:
+                dom.migrateToURI3(dest_uri, options.params(), options.flags())
+            else:
+                dom.migrate3(pool.get(dest_uri), options.params(), options.flags())
+        except libvirt.libvirtError as error:
+            failure.append(error)
+        except VirtError as error:  # the destination connection (managed mode)
+            failure.append(libvirt.libvirtError(str(error)))
+        finally:
+            done.set()
+            wake.set()
+
+    thread = threading.Thread(target=call, name=f"migrate-{dom.name()}", daemon=True)
+    thread.start()
+    downtime_pending = options.live and options.max_downtime_ms is not None
+    postcopy = False
+    while not done.is_set():
+        wake.wait(poll_seconds)
+        wake.clear()
+        if on_tick is not None:
+            on_tick()
+        if done.is_set() or not options.live:
+            continue
+        try:
+            stats = dom.jobStats(0)
+        except libvirt.libvirtError:
+            continue  # the domain may be finishing on the destination; the call's answer says how it ended
+        if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+            continue
+        if downtime_pending and options.max_downtime_ms is not None:
+            try:
+                dom.migrateSetMaxDowntime(options.max_downtime_ms, 0)
+                downtime_pending = False
+            except libvirt.libvirtError as error:
+                if error.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # not started yet: next time
+                    outcome.warnings.append(f"The maximum downtime was not set: {translate(error)}")
+                    downtime_pending = False
+        state, reason = _state(dom)
+        postcopy = postcopy or (state is DomainState.PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY)
+        on_progress(Progress.from_stats(stats, postcopy=postcopy))
+    thread.join()
+    if failure:
+        raise _failure(failure[0])
+
+
+def _state(dom: libvirt.virDomain) -> tuple[DomainState, int]:
+    try:
+        state, reason = dom.state()
+    except libvirt.libvirtError:
+        return DomainState.NOSTATE, 0
+    return state_from_number(state), reason
+
+
+def _final_figures(completed: list[dict[str, Any]], dest_uri: str, uuid: str) -> Progress | None:
+    if completed:
+        return Progress.from_stats(completed[-1], completed=True)
+    try:
+        with connection(dest_uri) as dest:
+            stats = dest.lookupByUUIDString(uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    except VirtError:
+        return None
+    return Progress.from_stats(stats, completed=True) if stats.get("type") else None
+
+
+def abort(source_uri: str, uuid: str) -> None:
+    """Abort the domain's migration job on the source; it keeps running there."""
+    with connection(source_uri) as conn:
+        dom = conn.lookupByUUIDString(uuid)
+        try:
+            dom.abortJob()
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+                raise OperationInvalid("No migration of this machine is running any more.") from error
+            raise
+
+
+def switch_to_postcopy(source_uri: str, uuid: str) -> None:
+    with connection(source_uri) as conn:
+        dom = conn.lookupByUUIDString(uuid)
+        try:
+            dom.migrateStartPostCopy(0)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
+                raise OperationInvalid("Post-copy is possible only while a migration started with post-copy allowed "
+                                       "is running.") from error
+            raise
+
+
+# --- Where a domain is: for reconciling a job after a restart. ---
+
+
+@dataclass(frozen=True)
+class Presence:
+    defined: bool  # the host knows the domain at all
+    state: DomainState = DomainState.NOSTATE
+    reason: int = 0
+    persistent: bool = False
+    migrating_out: bool = False
+    migrating_in: bool = False
+
+    @property
+    def active(self) -> bool:
+        return self.defined and self.state not in (DomainState.SHUTOFF, DomainState.NOSTATE)
+
+
+def presence(uri: str, uuid: str) -> Presence:
+    """Raises HostUnreachable when the host does not answer: 'absent' is only what a host says."""
+    with connection(uri) as conn:
+        try:
+            dom = conn.lookupByUUIDString(uuid)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return Presence(defined=False)
+            raise
+        try:
+            state, reason = dom.state()
+            stats = dom.jobStats(0) if dom.isActive() else {}
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return Presence(defined=False)
+            if error.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
+                stats = {}
+            else:
+                raise
+        operation = stats.get("operation") if stats.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE else None
+        return Presence(
+            defined=True, state=state_from_number(state), reason=reason, persistent=bool(dom.isPersistent()),
+            migrating_out=operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT,
+            migrating_in=operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN,
+        )
+
+
+def job_progress(uri: str, uuid: str) -> Progress | None:
+    """The running job of a domain as a Progress, None when it has none (for following an adopted job)."""
+    with connection(uri) as conn:
+        try:
+            stats = conn.lookupByUUIDString(uuid).jobStats(0)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+                return None
+            raise
+    if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+        return None
+    return Progress.from_stats(stats)
+
+
+def completed_figures(uri: str, uuid: str) -> Progress | None:
+    """The last completed job of a domain on a host (libvirt keeps it until the next job)."""
+    try:
+        with connection(uri) as conn:
+            stats = conn.lookupByUUIDString(uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
+    except VirtError:
+        return None
+    return Progress.from_stats(stats, completed=True) if stats.get("type") else None
+
+
+def undefine_inactive(uri: str, uuid: str) -> None:
+    """Remove a shut-off leftover definition (after a move whose source undefine did not happen)."""
+    with connection(uri) as conn:
+        dom = conn.lookupByUUIDString(uuid)
+        if dom.isActive():
+            raise OperationInvalid("The machine runs on this host; it is not a leftover.")
+        dom.undefineFlags(0)
+
+
+__all__ = [
+    "Check",
+    "CheckStatus",
+    "CopyStorage",
+    "MigrationCancelled",
+    "MigrationFailed",
+    "MigrationOptions",
+    "Outcome",
+    "Presence",
+    "Progress",
+    "abort",
+    "completed_figures",
+    "job_progress",
+    "migrate",
+    "precheck",
+    "presence",
+    "switch_to_postcopy",
+    "undefine_inactive",
+]

@@ -1,0 +1,203 @@
+"""Migration without a second hypervisor: the form, its refusals, the job's ending and reconciliation.
+
+test:///default cannot migrate; the real moves are in tests/integration/test_migration_lab.py. Here the
+job's ending is decided from where libvirt says the VM is, which these tests state through
+`virt.migration.presence`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from accounts.models import User
+from domains import moves
+from domains.models import AuditEntry, Grant, Host, MigrationJob
+from domains.virt import migration as vmig
+from domains.virt.states import DomainState
+from tests.conftest import TEST_DOMAIN_UUID, client_for
+from tests.unit.test_live_consumers import open_socket
+
+MIGRATE = f"/domains/embedded/{TEST_DOMAIN_UUID}/migrate/"
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def hosts(embedded_host: Host, xml_host, closed_loopback_uri: str) -> dict[str, Host]:
+    other = xml_host("other", [])
+    dead = Host.objects.create(name="dead", uri=closed_loopback_uri)
+    return {"embedded": embedded_host, "other": other, "dead": dead}
+
+
+def test_options_refuse_removing_the_source_without_keeping_the_destination():
+    problems = vmig.MigrationOptions(persist_dest=False, undefine_source=True).problems()
+    assert problems and "keep it defined on the destination" in problems[0]
+    assert vmig.MigrationOptions().problems() == []
+    assert vmig.MigrationOptions(live=False, copy_storage=vmig.CopyStorage.ALL).problems()
+    assert vmig.MigrationOptions(tunnelled=True, peer_to_peer=False).problems()
+
+
+def test_the_picker_offers_other_hosts_only_and_disables_unreachable_ones(admin_user: User, hosts):
+    page = client_for(admin_user).get(MIGRATE).content.decode()
+    assert 'value="other"' in page
+    assert 'value="embedded"' not in page, "the current host is not a destination"
+    dead = page[page.index('value="dead"') - 80: page.index('value="dead"') + 80]
+    assert "disabled" in dead
+    assert "Pick a destination to see its pre-checks." in page
+    assert "Migrate live" in page  # the "test" VM runs
+
+
+def test_a_failing_pre_check_says_what_to_change_and_blocks_the_submit(admin_user: User, hosts):
+    page = client_for(admin_user).get(MIGRATE, {"destination": "other"}).content.decode()
+    # The "test" VM's disk is not in any storage pool of the other host.
+    assert "/guest/diskimage1 is not in any storage pool of the destination: put it on shared storage, or tick " \
+           "&#x27;copy storage&#x27;." in page
+    assert 'id="migrate-submit" disabled' in page
+    response = client_for(admin_user).post(MIGRATE, {"destination": "other", "persist_dest": "on",
+                                                     "undefine_source": "on", "peer_to_peer": "on"})
+    assert response.status_code == 400
+    assert not MigrationJob.objects.exists()
+    [entry] = AuditEntry.objects.filter(action="domain.migrate")
+    assert entry.result == AuditEntry.Result.FAILED and "copy storage" in entry.message
+
+
+@pytest.mark.parametrize("destination", ["embedded", "dead", "qemu+tcp://127.0.0.1/system", ""])
+def test_the_destination_is_a_registered_reachable_other_host(admin_user: User, hosts, destination: str):
+    response = client_for(admin_user).post(MIGRATE, {"destination": destination, "persist_dest": "on"})
+    assert response.status_code == 400
+    assert not MigrationJob.objects.exists()
+
+
+def test_removing_from_the_source_without_keeping_it_on_the_destination_is_refused(admin_user: User, hosts):
+    response = client_for(admin_user).post(MIGRATE, {"destination": "other", "undefine_source": "on",
+                                                     "copy_storage": "all", "peer_to_peer": "on"})
+    assert response.status_code == 400
+    assert "Removing it from the source needs" in response.content.decode()
+    assert not MigrationJob.objects.exists()
+
+
+def test_a_tenant_never_sees_the_form_even_with_every_right(tenant_user: User, tenant_grant: Grant):
+    client = client_for(tenant_user)
+    assert client.get(MIGRATE).status_code == 404
+    assert client.post(MIGRATE, {"destination": "embedded"}).status_code == 404
+    page = client.get(f"/domains/embedded/{TEST_DOMAIN_UUID}/").content.decode()
+    assert "Migrate" not in page
+    [entry] = AuditEntry.objects.filter(actor=tenant_user)
+    assert (entry.action, entry.result) == ("domain.migrate", AuditEntry.Result.DENIED)
+
+
+def _job(source: Host, destination: Host, admin: User, **changes) -> MigrationJob:
+    fields = dict(actor=admin, actor_name=admin.username, domain_uuid=TEST_DOMAIN_UUID, domain_name="test",
+                  source=source, source_name=source.name, destination=destination,
+                  destination_name=destination.name, live=True, state=MigrationJob.State.RUNNING,
+                  heartbeat_at=timezone.now())
+    fields.update(changes)
+    return MigrationJob.objects.create(**fields)
+
+
+def _where(monkeypatch, placement: dict[str, vmig.Presence]) -> None:
+    by_uri = {Host.objects.get(name=name).uri: presence for name, presence in placement.items()}
+    monkeypatch.setattr(vmig, "presence", lambda uri, uuid: by_uri[uri])
+
+
+RUNNING = vmig.Presence(defined=True, state=DomainState.RUNNING, persistent=True)
+ABSENT = vmig.Presence(defined=False)
+
+
+def test_a_finished_move_takes_the_grants_to_the_new_host_and_is_audited(monkeypatch, admin_user, hosts,
+                                                                         tenant_grant: Grant):
+    job = _job(hosts["embedded"], hosts["other"], admin_user)
+    _where(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
+    moves.conclude(job)
+    job.refresh_from_db()
+    assert job.state == MigrationJob.State.SUCCEEDED and job.finished_at is not None
+    tenant_grant.refresh_from_db()
+    assert tenant_grant.host == hosts["other"]
+    [entry] = AuditEntry.objects.filter(action="domain.migrated")
+    assert (entry.result, entry.host_name) == (AuditEntry.Result.SUCCEEDED, "other")
+
+
+def test_a_failed_move_says_where_the_machine_is_and_leaves_the_grants(monkeypatch, admin_user, hosts,
+                                                                       tenant_grant: Grant):
+    job = _job(hosts["embedded"], hosts["other"], admin_user)
+    _where(monkeypatch, {"embedded": RUNNING, "other": ABSENT})
+    moves.conclude(job, error="The migration failed: the destination's QEMU went away.")
+    job.refresh_from_db()
+    assert job.state == MigrationJob.State.FAILED
+    assert job.error == ("The migration failed: the destination's QEMU went away. The machine is running on "
+                         "embedded, not on other.")
+    tenant_grant.refresh_from_db()
+    assert tenant_grant.host == hosts["embedded"]
+
+
+def test_an_error_after_the_switch_over_is_still_a_move(monkeypatch, admin_user, hosts):
+    """What decides is where the VM runs, not what the migrate call answered."""
+    job = _job(hosts["embedded"], hosts["other"], admin_user)
+    _where(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
+    moves.conclude(job, error="The migration failed: confirm phase lost the connection.")
+    assert MigrationJob.objects.get(pk=job.pk).state == MigrationJob.State.SUCCEEDED
+
+
+@pytest.mark.parametrize(("placement", "state"), [
+    ({"embedded": ABSENT, "other": RUNNING}, MigrationJob.State.SUCCEEDED),
+    ({"embedded": RUNNING, "other": ABSENT}, MigrationJob.State.FAILED),
+])
+def test_after_a_restart_a_job_without_a_runner_is_settled_from_where_the_machine_runs(
+        monkeypatch, admin_user, hosts, placement, state):
+    job = _job(hosts["embedded"], hosts["other"], admin_user,
+               heartbeat_at=timezone.now() - timedelta(seconds=moves.STALE_SECONDS + 5))
+    fresh = _job(hosts["embedded"], hosts["other"], admin_user, domain_uuid="11111111-2222-4333-8444-555555555555")
+    _where(monkeypatch, placement)
+    client_for(admin_user).get(f"/migrations/{job.pk}/")
+    job.refresh_from_db()
+    assert job.state == state
+    assert job.note == "Settled after a dashboard restart."
+    if state == MigrationJob.State.FAILED:
+        assert "The dashboard restarted during the migration" in job.error
+    fresh.refresh_from_db()
+    assert fresh.state == MigrationJob.State.RUNNING, "a job with a live heartbeat is left to its runner"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_after_a_restart_a_migration_libvirt_still_runs_is_followed_to_its_end(monkeypatch, admin_user, hosts):
+    job = _job(hosts["embedded"], hosts["other"], admin_user,
+               heartbeat_at=timezone.now() - timedelta(seconds=moves.STALE_SECONDS + 5))
+    reports = [vmig.Progress(reported_at=1.0, data_total=100, data_processed=50)]
+    monkeypatch.setattr(vmig, "job_progress", lambda uri, uuid: reports.pop() if reports else None)
+    monkeypatch.setattr(vmig, "completed_figures", lambda uri, uuid: None)
+    monkeypatch.setattr(moves, "FOLLOW_POLL_SECONDS", 0.01)
+    _where(monkeypatch, {"embedded": vmig.Presence(defined=True, state=DomainState.PAUSED, migrating_out=True),
+                         "other": RUNNING})
+    [adopted] = moves.reconcile(job_id=job.pk)
+    assert adopted.note == "Followed again after a dashboard restart."
+    _where(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
+    assert moves.wait(job.pk, timeout=10)
+    job.refresh_from_db()
+    assert job.state == MigrationJob.State.SUCCEEDED
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_progress_reaches_admins_with_the_vm_open_and_no_one_else(settings, admin_user, operator_user):
+    settings.LIVE_EMBEDDED_WATCHERS = False
+    await database_sync_to_async(Host.objects.create)(name="embedded", uri="test:///default")
+    path = f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/"
+    admin, ok_admin, _ = await open_socket(path, admin_user)
+    operator, ok_operator, _ = await open_socket(path, operator_user)
+    assert ok_admin and ok_operator
+    await get_channel_layer().group_send(f"domain.{TEST_DOMAIN_UUID}", {
+        "type": "live.migration", "job_id": 7, "uuid": TEST_DOMAIN_UUID, "state": "running",
+        "html": "<section id='migration-7'></section>", "reported_at": 1.5})
+    message = json.loads(await admin.receive_from(2))
+    assert (message["type"], message["id"], message["reported_at"]) == ("migration", "migration-7", 1.5)
+    assert await operator.receive_nothing(0.3)
+    await admin.disconnect()
+    await operator.disconnect()
