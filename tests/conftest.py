@@ -17,6 +17,26 @@ from domains.models import Grant, Host
 PASSWORD = "correct horse battery staple"
 
 
+def _layer(item: pytest.Item) -> int:
+    """Unit, then integration, then browser tests, then those that stop the lab.
+
+    Browser tests go after the rest: Playwright's sync API leaves an event loop running in the main
+    thread for the session, and under it Django refuses sync ORM calls and pytest-asyncio cannot
+    start its own loop.
+    """
+    if item.get_closest_marker("lab_down"):
+        return 3
+    if item.get_closest_marker("e2e"):
+        return 2
+    return 1 if item.get_closest_marker("integration") else 0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # trylast: after pytest-django's own reordering, which this keeps within each layer.
+    items.sort(key=_layer)
+
+
 @pytest.fixture(autouse=True)
 def fresh_hypervisor_connections() -> Iterator[None]:
     """test:///default keeps its state while any connection to it is open: close them all."""

@@ -1,7 +1,7 @@
 """The real lab for integration tests: two libvirtd hosts with the demo guests, up once per session.
 
 The lab is stopped at the end of the session unless VMPORTAL_LAB_KEEP=1. Tests marked lab_down
-stop it themselves; they run last, and any test after them gets the lab back.
+stop it themselves; tests/conftest.py runs them last, and any test after them gets the lab back.
 """
 
 from __future__ import annotations
@@ -15,14 +15,6 @@ import lab
 
 KEEP_LAB = os.environ.get("VMPORTAL_LAB_KEEP") == "1"
 LAB_HOSTS = 2
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "lab_down: stops the lab; runs after every other test")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.get_closest_marker("lab_down") is not None)
 
 
 @pytest.fixture(scope="session")
