@@ -1,0 +1,207 @@
+"""Migration between the two lab hosts, through the dashboard's form, job runner and services.
+
+Every guest here is a throwaway `it-mig-*` defined for the test (the demo VMs stay where other tests
+expect them); leftovers of an interrupted run are removed first, on both hosts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import uuid as uuidlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import lab
+from accounts.models import User
+from consoles import services as consoles
+from domains import moves
+from domains.models import AuditEntry, Grant, Host, MigrationJob
+from tests.conftest import client_for
+from tests.integration.helpers import agent_answers, domains, virsh, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
+
+NETWORK = "it-mig-net"  # exists on lab1 only
+LAB_RUN = Path("/run/vmportal-lab/hosts")
+
+
+def remove_leftovers(lab_host: lab.LabHost) -> None:
+    for name in domains(lab_host):
+        if name.startswith("it-mig-"):
+            if name in domains(lab_host, active_only=True):
+                virsh(lab_host, "destroy", name)
+            virsh(lab_host, "undefine", name)
+    if NETWORK in virsh(lab_host, "net-list", "--all", "--name").split():
+        with contextlib.suppress(AssertionError):
+            virsh(lab_host, "net-destroy", NETWORK)
+        virsh(lab_host, "net-undefine", NETWORK)
+
+
+@pytest.fixture
+def lab_pair(lab_hosts: list[lab.LabHost]) -> Iterator[tuple[lab.LabHost, lab.LabHost]]:
+    for lab_host in lab_hosts:
+        remove_leftovers(lab_host)
+        Host.objects.create(name=lab_host.name, uri=lab_host.uri)
+    yield lab_hosts[0], lab_hosts[1]
+    for lab_host in lab_hosts:
+        remove_leftovers(lab_host)
+
+
+def guest_xml(name: str, *, network: str = "") -> str:
+    images = lab.ensure_guest_images()
+    nic = (f"<interface type='network'><source network='{network}'/><model type='virtio'/></interface>" if network
+           else "<interface type='user'><model type='virtio'/></interface>")
+    return f"""<domain type='qemu'>
+  <name>{name}</name><uuid>{uuidlib.uuid4()}</uuid>
+  <memory unit='MiB'>128</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><kernel>{images.kernel}</kernel><initrd>{images.initrd}</initrd>
+    <cmdline>console=tty0 vmportal.hostname={name}</cmdline></os>
+  <features><acpi/></features>
+  <cpu mode='custom' match='exact' check='none'><model fallback='forbid'>qemu64</model></cpu>
+  <devices>
+    {nic}
+    <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
+    <graphics type='vnc' autoport='yes' listen='127.0.0.1'/>
+    <video><model type='vga'/></video>
+  </devices>
+</domain>"""
+
+
+def define(lab_host: lab.LabHost, name: str, *, start: bool, network: str = "") -> str:
+    path = Path(f"/tmp/{name}.xml")
+    path.write_text(guest_xml(name, network=network))
+    try:
+        virsh(lab_host, "define", str(path))
+    finally:
+        path.unlink()
+    if start:
+        virsh(lab_host, "start", name)
+    return virsh(lab_host, "domuuid", name)
+
+
+def start_migration(admin: User, source: str, uuid: str, destination: str, **options: str) -> MigrationJob:
+    form = {"destination": destination, "persist_dest": "on", "undefine_source": "on", "peer_to_peer": "on",
+            **options}
+    response = client_for(admin).post(f"/domains/{source}/{uuid}/migrate/", form)
+    assert response.status_code == 302, response.content.decode()[-3000:]
+    job = MigrationJob.objects.get(domain_uuid=uuid, state__in=MigrationJob.ACTIVE_STATES)
+    assert response["Location"] == f"/migrations/{job.pk}/"
+    return job
+
+
+def finished(job: MigrationJob, timeout: float = 120) -> MigrationJob:
+    assert moves.wait(job.pk, timeout), "the job's runner did not end"
+    job.refresh_from_db()
+    return job
+
+
+def running_on(lab_host: lab.LabHost, name: str) -> bool:
+    return name in domains(lab_host, active_only=True)
+
+
+def test_a_running_guest_moves_live_and_its_agent_grants_and_console_follow(lab_pair, admin_user, tenant_user):
+    lab1, lab2 = lab_pair
+    uuid = define(lab1, "it-mig-live", start=True)
+    wait_until(lambda: agent_answers(lab1, "it-mig-live"), timeout=120, what="the agent answers on lab1")
+    Grant.objects.create(host=Host.objects.get(name="lab1"), domain_uuid=uuid, user=tenant_user, can_operate=True,
+                         can_console=True)
+    old_ticket = consoles.console_tickets_issue(actor=tenant_user, host_name="lab1", uuid=uuid).tokens[0]
+
+    job = finished(start_migration(admin_user, "lab1", uuid, "lab2"))
+
+    assert job.state == MigrationJob.State.SUCCEEDED, job.error
+    assert running_on(lab2, "it-mig-live") and "it-mig-live" not in domains(lab1)
+    assert virsh(lab2, "dominfo", "it-mig-live").count("Persistent:     yes") == 1
+    wait_until(lambda: agent_answers(lab2, "it-mig-live"), timeout=60, what="the agent answers on lab2")
+    assert job.progress["completed"] and job.progress["downtime_ms"] is not None
+    assert Grant.objects.get(domain_uuid=uuid, user=tenant_user).host.name == "lab2"
+    tenant = client_for(tenant_user)
+    assert tenant.get(f"/domains/lab2/{uuid}/").status_code == 200
+    assert tenant.get(f"/domains/lab1/{uuid}/").status_code == 404
+    with pytest.raises(consoles.TicketRefused):
+        consoles.console_ticket_check(token=old_ticket)
+    new_ticket = consoles.console_tickets_issue(actor=tenant_user, host_name="lab2", uuid=uuid).tokens[0]
+    pending = consoles.console_ticket_check(token=new_ticket)
+    assert pending.ticket.host.name == "lab2" and pending.endpoint.port is not None
+    entries = dict(AuditEntry.objects.filter(domain_uuid=uuid).values_list("action", "result"))
+    assert entries["domain.migrate"] == entries["domain.migrated"] == AuditEntry.Result.SUCCEEDED
+
+
+def test_a_shut_off_vm_moves_offline(lab_pair, admin_user):
+    lab1, lab2 = lab_pair
+    uuid = define(lab1, "it-mig-off", start=False)
+    page = client_for(admin_user).get(f"/domains/lab1/{uuid}/migrate/", {"destination": "lab2"}).content.decode()
+    assert "Migrate offline to lab2" in page and 'id="migrate-submit" disabled' not in page
+
+    job = finished(start_migration(admin_user, "lab1", uuid, "lab2"))
+
+    assert job.state == MigrationJob.State.SUCCEEDED, job.error
+    assert not job.live
+    assert "it-mig-off" not in domains(lab1)
+    assert virsh(lab2, "domstate", "it-mig-off") == "shut off"
+
+
+def test_cancelling_a_slowed_migration_leaves_the_guest_running_on_the_source(lab_pair, admin_user):
+    lab1, lab2 = lab_pair
+    uuid = define(lab1, "it-mig-cancel", start=True)
+    wait_until(lambda: agent_answers(lab1, "it-mig-cancel"), timeout=120, what="the agent answers on lab1")
+    job = start_migration(admin_user, "lab1", uuid, "lab2", bandwidth_mib="1")
+    wait_until(lambda: MigrationJob.objects.get(pk=job.pk).progress.get("data_processed", 0) > 0, timeout=60,
+               what="the migration moves data")
+
+    response = client_for(admin_user).post(f"/migrations/{job.pk}/action/", {"action": "cancel"}, follow=True)
+    assert "Cancelling: the machine stays on lab1." in response.content.decode()
+
+    job = finished(job)
+    assert job.state == MigrationJob.State.CANCELLED
+    assert running_on(lab1, "it-mig-cancel") and "it-mig-cancel" not in domains(lab2)
+    assert agent_answers(lab1, "it-mig-cancel")
+    assert "running on lab1, not on lab2" in job.error
+
+
+def test_a_network_missing_on_the_destination_blocks_the_form(lab_pair, admin_user):
+    lab1, _lab2 = lab_pair
+    path = Path(f"/tmp/{NETWORK}.xml")
+    path.write_text(f"<network><name>{NETWORK}</name><bridge name='itmigbr0' stp='off'/></network>")
+    try:
+        virsh(lab1, "net-define", str(path))
+    finally:
+        path.unlink()
+    virsh(lab1, "net-start", NETWORK)
+    uuid = define(lab1, "it-mig-net", start=False, network=NETWORK)
+    client = client_for(admin_user)
+
+    page = client.get(f"/domains/lab1/{uuid}/migrate/", {"destination": "lab2"}).content.decode()
+    assert f"The destination has no network &#x27;{NETWORK}&#x27;: define and start it there, or pick another " \
+           "host." in page
+    assert 'id="migrate-submit" disabled' in page
+
+    refused = client.post(f"/domains/lab1/{uuid}/migrate/", {"destination": "lab2", "persist_dest": "on",
+                                                             "undefine_source": "on", "peer_to_peer": "on"})
+    assert refused.status_code == 400
+    assert not MigrationJob.objects.filter(domain_uuid=uuid).exists()
+    assert "it-mig-net" in domains(lab1)
+
+
+def test_a_destination_that_dies_mid_way_leaves_the_guest_running_on_the_source(lab_pair, admin_user):
+    lab1, lab2 = lab_pair
+    uuid = define(lab1, "it-mig-fail", start=True)
+    wait_until(lambda: agent_answers(lab1, "it-mig-fail"), timeout=120, what="the agent answers on lab1")
+    job = start_migration(admin_user, "lab1", uuid, "lab2", bandwidth_mib="1")
+    wait_until(lambda: MigrationJob.objects.get(pk=job.pk).progress.get("data_processed", 0) > 0, timeout=60,
+               what="the migration moves data")
+    pid_file = LAB_RUN / lab2.name / "libvirt/qemu/it-mig-fail.pid"
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the destination's QEMU, started by this migration
+
+    job = finished(job)
+    assert job.state == MigrationJob.State.FAILED
+    assert job.error.startswith("The migration failed: ")
+    assert "running on lab1, not on lab2" in job.error
+    assert "qemu+unix" not in job.error
+    assert running_on(lab1, "it-mig-fail") and "it-mig-fail" not in domains(lab2)
+    assert "Persistent:     yes" in virsh(lab1, "dominfo", "it-mig-fail")
+    assert agent_answers(lab1, "it-mig-fail")
