@@ -178,8 +178,12 @@ class DomainListConsumer(_LiveConsumer):
         if self.shown.get(key) is False:
             return
         self.shown[key] = False
-        await self.send_json({"type": "refresh"} if not self.query.table else {"type": "remove",
-                                                                               "id": f"domain-{key[1]}"})
+        # A migrating VM is listed by both hosts for a while, under one element id: the page re-fetches
+        # the list rather than remove the element the other host's row may have replaced.
+        elsewhere = any(shown and uuid == key[1] and host_id != key[0]
+                        for (host_id, uuid), shown in self.shown.items())
+        await self.send_json({"type": "refresh"} if not self.query.table or elsewhere else {"type": "remove",
+                                                                                            "id": f"domain-{key[1]}"})
 
 
 class DomainPageConsumer(_LiveConsumer):

@@ -1,0 +1,77 @@
+"""Migrating from the browser: the form, a progress bar that moves, and the row that changes host."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Page, expect
+
+import lab
+from tests.e2e.conftest import LiveApp, login
+from tests.integration.helpers import domains, virsh
+from tests.integration.test_migration_lab import define, remove_leftovers
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+NAME = "it-mig-e2e"
+
+
+@pytest.fixture(scope="module")
+def lab_pair(live_app: LiveApp) -> Iterator[tuple[lab.LabHost, lab.LabHost]]:
+    """The two lab hosts, registered as mig-a and mig-b for this module and removed afterwards."""
+    usable, reason = lab.available()
+    if not usable:
+        pytest.skip(f"the lab cannot run here: {reason}")
+    hosts = lab.up(hosts=2)
+    for lab_host in hosts:
+        remove_leftovers(lab_host)
+    live_app.manage("hosts", "add", "mig-a", hosts[0].uri)
+    live_app.manage("hosts", "add", "mig-b", hosts[1].uri)
+    yield hosts[0], hosts[1]
+    live_app.manage("hosts", "remove", "mig-a")
+    live_app.manage("hosts", "remove", "mig-b")
+    for lab_host in hosts:
+        remove_leftovers(lab_host)
+
+
+def test_the_form_starts_a_migration_whose_progress_and_new_host_appear_live(
+        page: Page, live_app: LiveApp, lab_pair: tuple[lab.LabHost, lab.LabHost]) -> None:
+    lab1, lab2 = lab_pair
+    uuid = define(lab1, NAME, start=True)
+    login(page, "admin", live_app.admin_password)
+    listing = page.context.new_page()
+    listing.goto("/domains/?all&host=")
+    row = listing.locator(f"#domain-{uuid}")
+    expect(row).to_have_attribute("data-host", "mig-a")
+    expect(listing.locator("#live-indicator")).to_have_attribute("data-live", "on")
+
+    page.goto(f"/domains/mig-a/{uuid}/")
+    page.locator('a[data-action="migrate"]').click()
+    page.locator('input[name="bandwidth_mib"]').fill("16")  # about six seconds for the guest's memory
+    page.locator('input[name="destination"][value="mig-b"]').check()  # the pre-checks come in for mig-b
+    expect(page.locator('#checks li[data-check="memory"]')).to_have_class("check check-ok")
+    submit = page.locator("#migrate-submit")
+    expect(submit).to_be_enabled()
+    submit.click()
+    page.wait_for_url("**/migrations/*/")
+    expect(page.locator("#live-indicator")).to_have_attribute("data-live", "on")
+
+    seen: set[int] = set()
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        state = page.locator("section.migration").get_attribute("data-state")
+        value = page.locator("section.migration progress").get_attribute("value")
+        if value is not None:
+            seen.add(int(value))
+        if state not in ("queued", "running"):
+            break
+        time.sleep(0.1)
+    expect(page.locator("section.migration")).to_have_attribute("data-state", "succeeded")
+    assert len({value for value in seen if 0 < value < 100}) >= 2, f"the bar did not move: {sorted(seen)}"
+    expect(page.locator("section.migration .migration-downtime")).to_contain_text(" ms")
+
+    expect(listing.locator(f"#domain-{uuid}")).to_have_attribute("data-host", "mig-b", timeout=20_000)
+    assert NAME in domains(lab2, active_only=True) and NAME not in domains(lab1)
+    assert virsh(lab2, "domstate", NAME) == "running"
