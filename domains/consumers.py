@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import QueryDict
@@ -42,6 +43,18 @@ REJECTED = 4403  # the close code for "not allowed"; the handshake is refused be
 class _LiveConsumer(AsyncJsonWebsocketConsumer):
     user: User
     granted: Granted
+
+    # Channels closes stale database connections before every handler, a thread hop each time. These
+    # handlers never touch the database (those that do go through database_sync_to_async, which
+    # closes them itself), and they run once per open page for every event.
+    DATABASE_FREE = frozenset({"live.domain", "live.removed", "live.host", "live.migration"})
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, get_handler_name(message), None) if message["type"] in self.DATABASE_FREE else None
+        if handler is None:
+            await super().dispatch(message)
+        else:
+            await handler(message)
 
     async def connect(self) -> None:
         user = self.scope.get("user")
