@@ -9,17 +9,21 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import uuid as uuidlib
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 import lab
 from accounts.models import User
 from consoles import services as consoles
 from domains import moves
 from domains.models import AuditEntry, Grant, Host, MigrationJob
+from domains.virt import migration as vmig
 from tests.conftest import client_for
 from tests.integration.helpers import agent_answers, domains, virsh, wait_until
 
@@ -205,3 +209,30 @@ def test_a_destination_that_dies_mid_way_leaves_the_guest_running_on_the_source(
     assert running_on(lab1, "it-mig-fail") and "it-mig-fail" not in domains(lab2)
     assert "Persistent:     yes" in virsh(lab1, "dominfo", "it-mig-fail")
     assert agent_answers(lab1, "it-mig-fail")
+
+
+def test_after_a_restart_a_migration_libvirt_still_runs_is_followed_and_settled(lab_pair, admin_user):
+    """The runner's thread is gone (as after a restart) while libvirt goes on migrating: the job is adopted."""
+    lab1, lab2 = lab_pair
+    uuid = define(lab1, "it-mig-adopt", start=True)
+    source, destination = Host.objects.get(name="lab1"), Host.objects.get(name="lab2")
+    job = MigrationJob.objects.create(
+        actor=admin_user, actor_name=admin_user.username, domain_uuid=uuid, domain_name="it-mig-adopt",
+        source=source, source_name="lab1", destination=destination, destination_name="lab2", live=True,
+        state=MigrationJob.State.RUNNING, heartbeat_at=timezone.now() - timedelta(minutes=5))
+    # The migration a vanished runner had started: libvirt's own, driven by the source daemon.
+    def migrate_without_a_job() -> None:
+        with contextlib.suppress(vmig.MigrationFailed):
+            vmig.migrate(lab1.uri, lab2.uri, uuid, vmig.MigrationOptions(bandwidth_mib=16), lambda _progress: None)
+
+    orphan = threading.Thread(target=migrate_without_a_job, daemon=True)
+    orphan.start()
+    wait_until(lambda: vmig.presence(lab1.uri, uuid).migrating_out, timeout=60, what="libvirt migrates")
+
+    page = client_for(admin_user).get(f"/migrations/{job.pk}/").content.decode()
+    assert "Followed again after a dashboard restart." in page
+    job = finished(job)
+    orphan.join(60)
+    assert job.state == MigrationJob.State.SUCCEEDED, job.error
+    assert running_on(lab2, "it-mig-adopt") and "it-mig-adopt" not in domains(lab1)
+    assert job.progress["completed"]
