@@ -20,9 +20,8 @@ from django_htmx.http import HttpResponseClientRedirect
 from . import moves, selectors, services, virt
 from .audit import refuse
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
-from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, SnapshotForm
+from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, MigrationForm, SnapshotForm
 from .models import Host
-from .move_form import MigrationForm
 from .permissions import Right
 
 if TYPE_CHECKING:
