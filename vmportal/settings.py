@@ -128,6 +128,17 @@ STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 
+# Consoles: where browsers reach the proxy (a path on the page's origin behind the reverse proxy,
+# ":PORT/PATH" for another port of the page's host, or a ws:// or wss:// URL); where
+# `manage.py consoleproxy` listens; how long a ticket may wait to be opened (SECURITY.md: under 60 s);
+# how often an open console re-checks its user's session and right; which peers' X-Forwarded-For
+# names the client.
+CONSOLE_URL = os.environ.get("VMPORTAL_CONSOLE_URL", "/websockify")
+CONSOLE_PROXY_BIND = os.environ.get("VMPORTAL_CONSOLE_PROXY_BIND", "127.0.0.1:6080")
+CONSOLE_TICKET_SECONDS = max(1, min(59, int(os.environ.get("VMPORTAL_CONSOLE_TICKET_SECONDS", "30"))))
+CONSOLE_RECHECK_SECONDS = max(0.2, float(os.environ.get("VMPORTAL_CONSOLE_RECHECK_SECONDS", "2")))
+CONSOLE_TRUSTED_PROXIES = frozenset(_env_list("VMPORTAL_CONSOLE_TRUSTED_PROXIES", "127.0.0.1,::1"))
+
 # How long one page waits for a slow host before showing it as unreachable.
 HOST_DEADLINE_SECONDS = float(os.environ.get("VMPORTAL_HOST_DEADLINE", "3"))
 
