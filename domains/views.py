@@ -69,12 +69,13 @@ def domain_list(request: AuthedRequest) -> HttpResponse:
             "domains": [row.as_json() for row in listing.rows],
             "unreachable_hosts": [{"host": item.host.name, "error": item.message} for item in listing.unreachable],
         })
-    template = "domains/list.html#results" if request.htmx else "domains/list.html"
-    return render(request, template, {
+    if request.htmx:
+        return render(request, "domains/list.html#results", {"listing": listing, "query": query})
+    return render(request, "domains/list.html", {
         "listing": listing,
         "query": query,
-        "params": request.GET,
         "list_options": LIST_OPTIONS,
+        "may_define": bool(selectors.define_hosts(user=request.user)),
     })
 
 

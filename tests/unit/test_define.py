@@ -128,3 +128,10 @@ def test_display_of_a_running_vm_is_refused_in_words(admin_user, embedded_host):
     url = f"/domains/embedded/{TEST_DOMAIN_UUID}/display/"
     response = client_for(admin_user).post(url, {"video_model": "vga", "graphics": "vnc", "listen": "127.0.0.1"})
     assert "only while the machine is shut off" in response.content.decode()
+
+
+def test_new_vm_is_offered_only_to_those_who_may_define(admin_user, tenant_user, embedded_host):
+    assert "New VM" in client_for(admin_user).get("/domains/").content.decode()
+    assert "New VM" not in client_for(tenant_user).get("/domains/").content.decode()
+    DefineAllowance.objects.create(user=tenant_user)
+    assert "New VM" in client_for(tenant_user).get("/domains/").content.decode()
