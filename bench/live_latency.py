@@ -23,7 +23,6 @@ import json
 import os
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -37,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from consoles.testing import free_port, stop_process  # noqa: E402
+
 PYTHON = sys.executable
 TEST_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # the "test" VM of test:///default
 POLL_SECONDS = 3.0
@@ -46,12 +47,6 @@ TARGET_P99_MS = 100.0
 def raise_file_limit() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 30) -> None:
@@ -193,13 +188,7 @@ class Process:
         self.popen.stdin.flush()
 
     def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
+        stop_process(self.popen)
 
 
 def prepare(var_dir: Path, env: dict[str, str]) -> str:

@@ -18,7 +18,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,18 +35,13 @@ import django  # noqa: E402
 django.setup()
 
 import lab  # noqa: E402
+from consoles.testing import free_port  # noqa: E402
 from tests.integration.test_migration_lab import define, remove_leftovers  # noqa: E402
 
 NAME = "it-mig-bench"
 REPORT_INTERVAL_MS = 500.0
 PYTHON = str(Path(sys.executable))
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def manage(env: dict[str, str], *args: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,8 @@ from xml.etree import ElementTree
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
+
+from consoles.testing import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -47,12 +48,6 @@ TIMEOUT_MS = 10_000
 
 # Variables of the developer's shell that would point the server elsewhere than its own var dir.
 _INHERITED_SETTINGS = re.compile(r"^(VMPORTAL_|DJANGO_|DATABASE_URL$|REDIS_URL$)")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _answers(port: int) -> bool:
@@ -149,7 +144,7 @@ def _server_env(var_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     var_dir = tmp_path_factory.mktemp("vmportal-var")
-    port = _free_port()
+    port = free_port()
     app = LiveApp(url=f"http://127.0.0.1:{port}", env=_server_env(var_dir), var_dir=var_dir,
                   log_path=var_dir / "daphne.log")
     serving = False
@@ -178,12 +173,7 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     finally:
         died = app.process is not None and app.process.poll() is not None
         if app.process is not None and not died:
-            app.process.send_signal(signal.SIGTERM)
-            try:
-                app.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                app.process.kill()
-                app.process.wait()
+            stop_process(app.process)
     if serving and died:
         pytest.fail(f"daphne died during the session (exit {app.process.returncode}); its log:\n{app.log()}")
 

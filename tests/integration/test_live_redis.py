@@ -13,7 +13,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 import pytest
 
 import lab
+from consoles.testing import free_port, stop_process
 from tests.integration.helpers import virsh
 
 pytestmark = pytest.mark.integration
@@ -34,12 +34,6 @@ REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(Path(sys.executable))
 DAPHNE = str(Path(sys.executable).parent / "daphne")
 STARTUP_SECONDS = 30
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -54,16 +48,6 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path) -> Non
             if time.monotonic() > deadline:
                 pytest.fail(f"nothing answers on port {port}:\n{log.read_text(errors='replace')}")
             time.sleep(0.05)
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.fixture
@@ -82,7 +66,7 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
         wait_for_port(port, server, log)
         yield f"redis://127.0.0.1:{port}/0"
     finally:
-        stop(server)
+        stop_process(server)
 
 
 @dataclass
@@ -148,7 +132,7 @@ def stack(redis_url: str, tmp_path: Path, lab_hosts: list[lab.LabHost]) -> Itera
         yield stack
     finally:
         for process in processes:
-            stop(process)
+            stop_process(process)
 
 
 # --- A websocket client as small as a browser's side of the protocol (RFC 6455, text frames). ---
