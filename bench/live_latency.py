@@ -127,7 +127,7 @@ async def open_socket(port: int, cookie: str) -> tuple[asyncio.StreamReader, asy
 
 
 async def listen(reader: asyncio.StreamReader, arrivals: list[tuple[float, str]], stop: asyncio.Event) -> None:
-    marker = f'id=\\"domain-{TEST_UUID}\\"'.encode()
+    marker = f'id=\\"domain-embedded-{TEST_UUID}\\"'.encode()
     while not stop.is_set():
         first, second = await reader.readexactly(2)
         length = second & 0x7F

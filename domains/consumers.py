@@ -5,8 +5,8 @@ domains.live). Every recipient is filtered through domains.permissions, like the
 the user may not see is never mentioned, not even to remove it.
 
 Messages to the browser (static/vmportal/live.js):
-    {"type": "row", "id": "domain-<uuid>", "html": "<tr ...>"}   insert or replace, in sorted place
-    {"type": "remove", "id": "domain-<uuid>"}
+    {"type": "row", "id": "domain-<host>-<uuid>", "html": "<tr ...>"}   insert or replace, in sorted place
+    {"type": "remove", "id": "domain-<host>-<uuid>"}
     {"type": "host", "host": "<name>", "reachable": bool, "message": "..."}
     {"type": "refresh"}                                   re-fetch the list (views without table rows)
     {"type": "summary", "html": "<section id=summary ...>", "details": bool}       the VM page
@@ -29,6 +29,7 @@ from . import live, virt
 from .filters import ListQuery, ListQueryError, parse_list_query
 from .models import Host
 from .permissions import DomainKey, Right, granted_domains, rights_from
+from .selectors import row_element_id
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -188,15 +189,12 @@ class DomainListConsumer(_LiveConsumer):
         await self.send(text_data=live.row_message(host_id, host_name, record, rights, unreachable))
 
     async def _hide(self, key: DomainKey) -> None:
-        if self.shown.get(key) is False:
+        host_name = self.hosts.get(key[0])
+        if host_name is None or self.shown.get(key) is False:
             return
         self.shown[key] = False
-        # A migrating VM is listed by both hosts for a while, under one element id: the page re-fetches
-        # the list rather than remove the element the other host's row may have replaced.
-        elsewhere = any(shown and uuid == key[1] and host_id != key[0]
-                        for (host_id, uuid), shown in self.shown.items())
-        await self.send_json({"type": "refresh"} if not self.query.table or elsewhere else {"type": "remove",
-                                                                                            "id": f"domain-{key[1]}"})
+        await self.send_json({"type": "remove", "id": row_element_id(host_name, key[1])} if self.query.table
+                             else {"type": "refresh"})
 
 
 class DomainPageConsumer(_LiveConsumer):

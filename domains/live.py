@@ -37,7 +37,7 @@ from . import virt
 from .filters import ListQuery
 from .models import Host
 from .permissions import Right
-from .selectors import DomainRow
+from .selectors import DomainRow, row_element_id
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -117,7 +117,7 @@ def row_html(host_id: int, host_name: str, record: virt.DomainRecord, rights: fr
 def row_message(host_id: int, host_name: str, record: virt.DomainRecord, rights: frozenset[Right],
                 unreachable: bool) -> str:
     """The websocket text that carries a row: encoded once for every recipient with the same rights."""
-    return json.dumps({"type": "row", "id": f"domain-{record.uuid}",
+    return json.dumps({"type": "row", "id": row_element_id(host_name, record.uuid),
                        "html": row_html(host_id, host_name, record, rights, unreachable=unreachable)})
 
 

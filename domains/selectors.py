@@ -21,6 +21,12 @@ if TYPE_CHECKING:
     from accounts.models import User
 
 
+def row_element_id(host_name: str, uuid: str) -> str:
+    """The list row's element id. Per host: a migrating VM, or a hypervisor registered under two names,
+    is listed by two hosts at once, and each row is updated and removed on its own."""
+    return f"domain-{host_name}-{uuid}"
+
+
 @dataclass(frozen=True)
 class DomainRow:
     """One VM as a user sees it: where it runs, what libvirt says, what the user may do."""
@@ -35,7 +41,7 @@ class DomainRow:
 
     @property
     def dom_id(self) -> str:
-        return f"domain-{self.record.uuid}"
+        return row_element_id(self.host.name, self.record.uuid)
 
     @property
     def actions(self) -> tuple[virt.Action, ...]:

@@ -34,11 +34,11 @@ def menu_host(live_app: LiveApp, tmp_path_factory: pytest.TempPathFactory) -> It
 
 
 def choose(page: Page, action: str, expected_state: str) -> None:
-    row = page.locator(f"#domain-{VM_UUID}")
+    row = page.locator(f"#domain-menu-xml-{VM_UUID}")
     row.locator("summary", has_text="Actions").click()
     row.locator(f'button[data-action="{action}"]').click()
     # The row is swapped for a fresh one: wait on the fresh row's state, as a person watches the page.
-    expect(page.locator(f"#domain-{VM_UUID}")).to_have_attribute("data-state", expected_state)
+    expect(page.locator(f"#domain-menu-xml-{VM_UUID}")).to_have_attribute("data-state", expected_state)
 
 
 def test_start_pause_resume_force_off_from_the_row_menu(page: Page, live_app: LiveApp, menu_host: str) -> None:
@@ -54,7 +54,7 @@ def test_start_pause_resume_force_off_from_the_row_menu(page: Page, live_app: Li
     choose(page, "force-off", "shut off")
     expect(page.locator("#messages")).to_contain_text("menu-01 forced off.")
 
-    row = page.locator(f"#domain-{VM_UUID}")
+    row = page.locator(f"#domain-menu-xml-{VM_UUID}")
     row.locator("summary", has_text="Actions").click()
     offered = row.locator("button[data-action]").evaluate_all("buttons => buttons.map(b => b.dataset.action)")
     assert offered == ["start", "autostart-on"]

@@ -75,7 +75,7 @@ def test_checkboxes_filter_the_list_in_place(
     assert row_names(page) == after_first
     check_option(page, second)
     assert row_names(page) == after_second
-    assert row_ids(page) == [f"domain-{lab_host.uuids[name]}" for name in after_second]
+    assert row_ids(page) == [f"domain-{lab_host.name}-{lab_host.uuids[name]}" for name in after_second]
 
     assert page.evaluate("window.__marker") == 1, "the page was reloaded instead of swapped by htmx"
     assert urlsplit(page.url).path == "/domains/"
@@ -106,4 +106,4 @@ def test_tenant_with_one_grant_sees_exactly_that_vm(page: Page, lab_host: LabHos
     assert row_names(page) == ["db-01"]
     check_option(page, "all")
     assert row_names(page) == ["db-01"]
-    assert row_ids(page) == [f"domain-{lab_host.uuids['db-01']}"]
+    assert row_ids(page) == [f"domain-{lab_host.name}-{lab_host.uuids['db-01']}"]

@@ -40,10 +40,12 @@ def lab1() -> lab.LabHost:
 
 
 @pytest.fixture(scope="module")
-def live_host(live_app: LiveApp, lab1: lab.LabHost) -> str:
+def live_host(live_app: LiveApp, lab1: lab.LabHost) -> Iterator[str]:
+    """lab1 registered for this module, removed afterwards so other modules' lists never see it."""
     name = "live-lab1"
     live_app.manage("hosts", "add", name, lab1.uri)
-    return name
+    yield name
+    live_app.manage("hosts", "remove", name)
 
 
 @pytest.fixture
@@ -67,7 +69,7 @@ def test_virsh_suspend_shows_paused_in_the_open_list_without_reload(
     name, domain_uuid = guest
     login(page, live_app.create_user(f"olga-live-{secrets.token_hex(2)}", role="operator"))
     page.goto(f"/domains/?all&host={live_host}")
-    row = page.locator(f"#domain-{domain_uuid}")
+    row = page.locator(f"#domain-{live_host}-{domain_uuid}")
     expect(row.locator(".state")).to_have_text("running")
     expect(page.locator("#live-indicator")).to_have_attribute("data-live", "on")
     page.evaluate("window.__marker = 1")
@@ -92,14 +94,15 @@ def test_a_filtered_list_gains_and_loses_vms_in_sorted_place(
     page.goto(f"/domains/?state-paused&host={live_host}")
     expect(page.locator("#live-indicator")).to_have_attribute("data-live", "on")
     rows = page.locator("#results tbody tr[data-name]")
-    expect(page.locator(f"#domain-{domain_uuid}")).to_have_count(0)
+    row = page.locator(f"#domain-{live_host}-{domain_uuid}")
+    expect(row).to_have_count(0)
     page.evaluate("window.__marker = 1")
 
     virsh(lab1, "suspend", name)
-    expect(page.locator(f"#domain-{domain_uuid}")).to_have_count(1, timeout=LIVE_MS)
+    expect(row).to_have_count(1, timeout=LIVE_MS)
     names = rows.evaluate_all("rows => rows.map(row => row.dataset.name)")
     assert names == sorted(names) and name in names
 
     virsh(lab1, "resume", name)  # no longer paused: it leaves this view
-    expect(page.locator(f"#domain-{domain_uuid}")).to_have_count(0, timeout=LIVE_MS)
+    expect(row).to_have_count(0, timeout=LIVE_MS)
     assert page.evaluate("window.__marker") == 1, "the page was reloaded"

@@ -43,9 +43,11 @@ def test_the_form_starts_a_migration_whose_progress_and_new_host_appear_live(
     login(page, "admin", live_app.admin_password)
     listing = page.context.new_page()
     listing.goto("/domains/?all&host=")
-    row = listing.locator(f"#domain-{uuid}")
-    expect(row).to_have_attribute("data-host", "mig-a")
+    source_row, destination_row = listing.locator(f"#domain-mig-a-{uuid}"), listing.locator(f"#domain-mig-b-{uuid}")
+    expect(source_row).to_have_attribute("data-state", "running")
+    expect(destination_row).to_have_count(0)
     expect(listing.locator("#live-indicator")).to_have_attribute("data-live", "on")
+    listing.evaluate("window.__marker = 1")
 
     page.goto(f"/domains/mig-a/{uuid}/")
     page.locator('a[data-action="migrate"]').click()
@@ -72,6 +74,9 @@ def test_the_form_starts_a_migration_whose_progress_and_new_host_appear_live(
     assert len({value for value in seen if 0 < value < 100}) >= 2, f"the bar did not move: {sorted(seen)}"
     expect(page.locator("section.migration .migration-downtime")).to_contain_text(" ms")
 
-    expect(listing.locator(f"#domain-{uuid}")).to_have_attribute("data-host", "mig-b", timeout=20_000)
+    # The open list, never reloaded, moved the VM: the row on mig-a left, one on mig-b runs.
+    expect(destination_row).to_have_attribute("data-state", "running", timeout=20_000)
+    expect(source_row).to_have_count(0, timeout=20_000)
+    assert listing.evaluate("window.__marker") == 1, "the list was reloaded"
     assert NAME in domains(lab2, active_only=True) and NAME not in domains(lab1)
     assert virsh(lab2, "domstate", NAME) == "running"

@@ -181,9 +181,9 @@ class WebSocket:
                 if message["type"] == "row" and f'data-name="{name}"' in html and f'data-state="{state}"' in html:
                     return time.monotonic() - started
 
-    async def wait_for_removal(self, uuid: str, timeout: float = 10) -> None:
+    async def wait_for_removal(self, host_name: str, uuid: str, timeout: float = 10) -> None:
         async with asyncio.timeout(timeout):
-            while (await self.receive()) != {"type": "remove", "id": f"domain-{uuid}"}:
+            while (await self.receive()) != {"type": "remove", "id": f"domain-{host_name}-{uuid}"}:
                 pass
 
     def close(self) -> None:
@@ -218,7 +218,7 @@ async def test_an_event_reaches_the_clients_of_both_daphne_processes(
         finally:
             virsh(lab1, "destroy", name)
         # A transient guest that stops is gone: it leaves every list.
-        await asyncio.gather(*(client.wait_for_removal(domain_uuid) for client in clients))
+        await asyncio.gather(*(client.wait_for_removal(lab1.name, domain_uuid) for client in clients))
     except (TimeoutError, ConnectionError) as error:
         pytest.fail(f"{error!r}; the servers' logs:\n{stack.log_text()}")
     finally:

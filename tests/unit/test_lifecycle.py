@@ -10,7 +10,7 @@ from domains.locks import domain_action_lock
 from domains.models import AuditEntry, Grant, Host
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 
-ROW_TARGET = f"domain-{TEST_DOMAIN_UUID}"
+ROW_TARGET = f"domain-embedded-{TEST_DOMAIN_UUID}"
 URL = f"/domains/embedded/{TEST_DOMAIN_UUID}/"
 
 

@@ -151,9 +151,9 @@ async def test_each_recipient_receives_only_the_vms_it_may_see(
     await publish(embedded_host, changed(SEQ + 1, record(state=virt.DomainState.PAUSED, reason="user")))
 
     first, second = await admin.receive(), await admin.receive()
-    assert (first["id"], second["id"]) == (f"domain-{OTHER_UUID}", f"domain-{TEST_DOMAIN_UUID}")
+    assert (first["id"], second["id"]) == (f"domain-embedded-{OTHER_UUID}", f"domain-embedded-{TEST_DOMAIN_UUID}")
     row = await tenant.receive()
-    assert row["type"] == "row" and row["id"] == f"domain-{TEST_DOMAIN_UUID}"
+    assert row["type"] == "row" and row["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}"
     assert 'data-state="paused"' in row["html"] and ">paused</span>" in row["html"]
     assert 'data-action="resume"' in row["html"]  # the tenant may operate it: the same actions as the page
     assert await tenant.silent()
@@ -168,7 +168,7 @@ async def test_a_pushed_row_is_the_row_the_page_renders(admin_user: User, embedd
 
     client = await database_sync_to_async(_logged_in)(admin_user)
     page = (await database_sync_to_async(client.get)("/domains/", {"all": ""})).content.decode()
-    start = page.index(f'<tr id="domain-{TEST_DOMAIN_UUID}"')
+    start = page.index(f'<tr id="domain-embedded-{TEST_DOMAIN_UUID}"')
     rendered = page[start:page.index("</tr>", start) + 5]
     # The same partial, byte for byte, but for the page's per-request CSRF input (htmx sends the header).
     assert re.sub(r'<input type="hidden" name="csrfmiddlewaretoken"[^>]*>', "", rendered) == pushed.strip()
@@ -193,7 +193,7 @@ async def test_a_filtered_list_stays_true_to_its_filter(admin_user: User, embedd
     await publish(embedded_host, changed(SEQ, record()))
     assert (await running.receive())["type"] == "row"
     await publish(embedded_host, changed(SEQ + 1, record(state=virt.DomainState.PAUSED, reason="user")))
-    assert await running.receive() == {"type": "remove", "id": f"domain-{TEST_DOMAIN_UUID}"}
+    assert await running.receive() == {"type": "remove", "id": f"domain-embedded-{TEST_DOMAIN_UUID}"}
     await publish(embedded_host, changed(SEQ + 2, record(state=virt.DomainState.PAUSED, reason="user", vcpus=2)))
     assert await running.silent()  # still not in the view: nothing more to say
     await publish(embedded_host, changed(SEQ + 3, record()))
@@ -210,10 +210,27 @@ async def test_the_text_and_host_filters_apply_too(admin_user: User, embedded_ho
     await publish(other_host, changed(SEQ + 2, record("33333333-2222-4333-8444-555555555555", "web-2")))
 
     assert (await only_web.receive())["type"] == "remove"  # db-1 does not match "WEB"
-    assert (await only_web.receive())["id"] == f"domain-{OTHER_UUID}"
-    assert (await only_web.receive())["id"] == "domain-33333333-2222-4333-8444-555555555555"
-    assert (await only_other.receive())["id"] == "domain-33333333-2222-4333-8444-555555555555"
+    assert (await only_web.receive())["id"] == f"domain-embedded-{OTHER_UUID}"
+    assert (await only_web.receive())["id"] == "domain-other-33333333-2222-4333-8444-555555555555"
+    assert (await only_other.receive())["id"] == "domain-other-33333333-2222-4333-8444-555555555555"
     assert await only_other.silent()
+
+
+async def test_a_vm_on_two_hosts_has_a_row_per_host_and_leaves_one_alone(
+    admin_user: User, embedded_host: Host, xml_host, sockets
+) -> None:
+    """A live migration lists the VM on both hosts for a while; the source's removal spares the other row."""
+    destination = await database_sync_to_async(xml_host)("other", [])
+    admin = await connect(sockets, "/ws/domains/?all", admin_user)
+
+    await publish(embedded_host, changed(SEQ, record()))
+    await publish(destination, changed(SEQ + 1, record(state=virt.DomainState.PAUSED, reason="migration")))
+    await publish(embedded_host, virt.DomainRemoved(SEQ + 2, TEST_DOMAIN_UUID, record()))
+
+    rows = [await admin.receive(), await admin.receive()]
+    assert [row["id"] for row in rows] == [f"domain-embedded-{TEST_DOMAIN_UUID}", f"domain-other-{TEST_DOMAIN_UUID}"]
+    assert await admin.receive() == {"type": "remove", "id": f"domain-embedded-{TEST_DOMAIN_UUID}"}
+    assert await admin.silent()
 
 
 async def test_an_older_listing_never_overwrites_a_newer_event(admin_user: User, embedded_host: Host, sockets) -> None:
@@ -253,7 +270,7 @@ async def test_a_removed_vm_leaves_the_list_and_its_page(admin_user: User, embed
     admin = await connect(sockets, "/ws/domains/?all", admin_user)
     page = await connect(sockets, f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", admin_user)
     await publish(embedded_host, virt.DomainRemoved(SEQ, TEST_DOMAIN_UUID, record()))
-    assert await admin.receive() == {"type": "remove", "id": f"domain-{TEST_DOMAIN_UUID}"}
+    assert await admin.receive() == {"type": "remove", "id": f"domain-embedded-{TEST_DOMAIN_UUID}"}
     assert await page.receive() == {"type": "gone"}
 
 
@@ -270,7 +287,7 @@ async def test_a_revoked_grant_removes_the_vm_from_the_open_list(
 
     await database_sync_to_async(services.grant_revoke)(actor=admin_user, grant=tenant_grant)
 
-    assert await tenant.receive() == {"type": "remove", "id": f"domain-{TEST_DOMAIN_UUID}"}
+    assert await tenant.receive() == {"type": "remove", "id": f"domain-embedded-{TEST_DOMAIN_UUID}"}
     assert await page.receive() == {"type": "gone"}
     assert (await page_communicator.receive_output(2))["type"] == "websocket.close"
     await publish(embedded_host, changed(SEQ, record(state=virt.DomainState.PAUSED)))
@@ -285,7 +302,7 @@ async def test_a_new_grant_makes_the_list_fetch_itself_again(
     await database_sync_to_async(services.grant_save)(actor=admin_user, grant=grant)
     assert await tenant.receive() == {"type": "refresh"}
     await publish(embedded_host, changed(SEQ, record()))
-    assert (await tenant.receive())["id"] == f"domain-{TEST_DOMAIN_UUID}"  # it follows the new host
+    assert (await tenant.receive())["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}"  # it follows the new host
 
 
 async def test_logging_out_closes_that_sessions_sockets(admin_user: User, embedded_host: Host) -> None:
@@ -330,7 +347,7 @@ async def test_an_action_from_the_dashboard_nudges_changes_libvirt_has_no_event_
         await database_sync_to_async(services.domain_act)(
             actor=operator_user, host_name="embedded", uuid=TEST_DOMAIN_UUID, action=virt.Action.AUTOSTART_ON)
         row = await asyncio.wait_for(operator.receive_type("row"), 3)
-        assert row["id"] == f"domain-{TEST_DOMAIN_UUID}"
+        assert row["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}"
         assert "<td>yes</td>" in row["html"]
     finally:
         await live.stop_embedded_supervisor()
