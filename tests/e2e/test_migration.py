@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -10,7 +9,7 @@ from playwright.sync_api import Page, expect
 
 import lab
 from tests.e2e.conftest import LiveApp, login
-from tests.integration.helpers import domains, virsh
+from tests.integration.helpers import agent_answers, domains, virsh, wait_until
 from tests.integration.test_migration_lab import define, remove_leftovers
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -56,22 +55,25 @@ def test_the_form_starts_a_migration_whose_progress_and_new_host_appear_live(
     expect(page.locator('#checks li[data-check="memory"]')).to_have_class("check check-ok")
     submit = page.locator("#migrate-submit")
     expect(submit).to_be_enabled()
+    # A booted guest has a known amount of memory in use, so the move lasts long enough to watch.
+    wait_until(lambda: agent_answers(lab1, NAME), timeout=120, what="the guest's agent")
     submit.click()
     page.wait_for_url("**/migrations/*/")
     expect(page.locator("#live-indicator")).to_have_attribute("data-live", "on")
+    # Every value the bar takes, as the page receives it (polling from here could miss some).
+    page.evaluate("""() => {
+        window.__progress = new Set();
+        const note = () => {
+            const bar = document.querySelector("section.migration progress");
+            if (bar && bar.hasAttribute("value")) window.__progress.add(Number(bar.getAttribute("value")));
+        };
+        note();
+        new MutationObserver(note).observe(document.body, {subtree: true, childList: true, attributes: true});
+    }""")
 
-    seen: set[int] = set()
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        state = page.locator("section.migration").get_attribute("data-state")
-        value = page.locator("section.migration progress").get_attribute("value")
-        if value is not None:
-            seen.add(int(value))
-        if state not in ("queued", "running"):
-            break
-        time.sleep(0.1)
-    expect(page.locator("section.migration")).to_have_attribute("data-state", "succeeded")
-    assert len({value for value in seen if 0 < value < 100}) >= 2, f"the bar did not move: {sorted(seen)}"
+    expect(page.locator("section.migration")).to_have_attribute("data-state", "succeeded", timeout=120_000)
+    seen = sorted(page.evaluate("[...window.__progress]"))
+    assert len([value for value in seen if 0 < value < 100]) >= 2, f"the bar did not move: {seen}"
     expect(page.locator("section.migration .migration-downtime")).to_contain_text(" ms")
 
     # The open list, never reloaded, moved the VM: the row on mig-a left, one on mig-b runs.
