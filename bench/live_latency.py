@@ -18,12 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import json
-import os
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from consoles.testing import free_port, stop_process  # noqa: E402
+from vmportal.testing import LiveSocket, free_port, portal_env, stop_process, wait_for_port  # noqa: E402
 
 PYTHON = sys.executable
 TEST_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # the "test" VM of test:///default
@@ -47,18 +44,6 @@ TARGET_P99_MS = 100.0
 def raise_file_limit() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def wait_for_port(port: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 # --- The server process: daphne in this process, the watcher, and the changes. ---
@@ -78,10 +63,14 @@ def serve(port: int, layer: str) -> None:
 
     loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
 
+    paused = False  # across measurements: an odd count leaves the VM paused for the next one
+
     async def changes(count: int, interval: float) -> None:
+        nonlocal paused
         times = []
-        for number in range(count):
-            action = virt.Action.PAUSE if number % 2 == 0 else virt.Action.RESUME
+        for _ in range(count):
+            action = virt.Action.RESUME if paused else virt.Action.PAUSE
+            paused = not paused
             started = time.time()
             virt.run_action("test:///default", TEST_UUID, action)
             times.append([started, "paused" if action is virt.Action.PAUSE else "running"])
@@ -112,54 +101,35 @@ def serve(port: int, layer: str) -> None:
 # --- The client process: N websockets, each noting when each row arrives. ---
 
 
-async def open_socket(port: int, cookie: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    key = base64.b64encode(os.urandom(16)).decode()
-    writer.write((
-        f"GET /ws/domains/?all HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-        f"Origin: http://127.0.0.1:{port}\r\nCookie: sessionid={cookie}\r\n\r\n"
-    ).encode())
-    head = await reader.readuntil(b"\r\n\r\n")
-    if not head.startswith(b"HTTP/1.1 101"):
-        raise ConnectionRefusedError(head[:60])
-    return reader, writer
-
-
-async def listen(reader: asyncio.StreamReader, arrivals: list[tuple[float, str]], stop: asyncio.Event) -> None:
+async def listen(client: LiveSocket, arrivals: list[tuple[float, str]], stop: asyncio.Event) -> None:
     marker = f'id=\\"domain-embedded-{TEST_UUID}\\"'.encode()
     while not stop.is_set():
-        first, second = await reader.readexactly(2)
-        length = second & 0x7F
-        if length == 126:
-            length = int.from_bytes(await reader.readexactly(2), "big")
-        elif length == 127:
-            length = int.from_bytes(await reader.readexactly(8), "big")
-        payload = await reader.readexactly(length)
+        payload = await client.receive_text()
         now = time.time()
-        if first & 0x0F == 0x1 and b'"type": "row"' in payload and marker in payload:
+        if b'"type": "row"' in payload and marker in payload:
             for state in ("paused", "running"):
                 if f'data-state=\\"{state}\\"'.encode() in payload:
                     arrivals.append((now, state))
 
 
-async def clients(port: int, count: int, cookie: str, seconds: float) -> None:
+async def clients(port: int, count: int, session_key: str, seconds: float) -> None:
     raise_file_limit()
-    connections = []
+    connections: list[LiveSocket] = []
     for start in range(0, count, 50):  # a page load at a time would be slower still; 50 at once is polite
-        connections += await asyncio.gather(*(open_socket(port, cookie) for _ in range(start, min(count, start + 50))))
+        connections += await asyncio.gather(*(LiveSocket.open(port, "/ws/domains/?all", session_key=session_key)
+                                              for _ in range(start, min(count, start + 50))))
     arrivals: list[list[tuple[float, str]]] = [[] for _ in connections]
     stop = asyncio.Event()
-    tasks = [asyncio.create_task(listen(reader, into, stop)) for (reader, _w), into in zip(connections, arrivals,
-                                                                                         strict=True)]
+    tasks = [asyncio.create_task(listen(client, into, stop))
+             for client, into in zip(connections, arrivals, strict=True)]
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "done": the changes are over
     await asyncio.sleep(seconds)
     stop.set()
     for task in tasks:
         task.cancel()
-    for _reader, writer in connections:
-        writer.close()
+    for client in connections:
+        client.close()
     print(json.dumps({"arrivals": arrivals}), flush=True)
 
 
@@ -258,11 +228,7 @@ def run_layer(layer: str, client_counts: list[int], changes: int) -> dict[int, t
     with tempfile.TemporaryDirectory(prefix=f"live-bench-{layer}-") as tmp:
         var_dir = Path(tmp)
         (var_dir / "static").mkdir()
-        env = {name: value for name, value in os.environ.items()
-               if not name.startswith(("VMPORTAL_", "DJANGO_")) and name not in ("REDIS_URL", "DATABASE_URL")}
-        env.update({"VMPORTAL_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "vmportal.settings",
-                    "VMPORTAL_ALLOWED_HOSTS": "127.0.0.1,localhost", "VMPORTAL_LOG_LEVEL": "WARNING",
-                    "PYTHONUNBUFFERED": "1"})
+        env = portal_env(var_dir, VMPORTAL_LOG_LEVEL="WARNING")
         redis = None
         if layer == "redis":
             redis_port = free_port()

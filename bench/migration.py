@@ -35,8 +35,8 @@ import django  # noqa: E402
 django.setup()
 
 import lab  # noqa: E402
-from consoles.testing import free_port  # noqa: E402
 from tests.integration.test_migration_lab import define, remove_leftovers  # noqa: E402
+from vmportal.testing import free_port, portal_env  # noqa: E402
 
 NAME = "it-mig-bench"
 REPORT_INTERVAL_MS = 500.0
@@ -69,10 +69,7 @@ def main() -> None:
     for host in hosts:
         remove_leftovers(host)
     var_dir = Path(tempfile.mkdtemp(prefix="vmportal-bench-"))
-    env = {name: value for name, value in os.environ.items()
-           if not re.match(r"^(VMPORTAL_|DJANGO_|DATABASE_URL$|REDIS_URL$)", name)}
-    env.update({"VMPORTAL_VAR_DIR": str(var_dir), "VMPORTAL_ALLOWED_HOSTS": "127.0.0.1",
-                "DJANGO_SETTINGS_MODULE": "vmportal.settings", "PYTHONUNBUFFERED": "1"})
+    env = portal_env(var_dir)
     manage(env, "migrate", "--noinput", "-v", "0")
     manage(env, "collectstatic", "--noinput", "-v", "0")
     manage(env, "bootstrap", "--no-default-host")

@@ -1,4 +1,4 @@
-"""Helpers for the console tests and the benchmark: a blocking websocket client and a tiny RFB viewer.
+"""Helpers for the console tests and benchmark: a blocking websocket client, a tiny RFB viewer, a portal.
 
 Not used by the running portal. The client is websockify's own WebSocket class, taught to send a
 query string and extra headers (Origin, Cookie), which its `connect()` leaves out.
@@ -7,9 +7,6 @@ query string and extra headers (Origin, Cookie), which its `connect()` leaves ou
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
 import socket
 import ssl
 import struct
@@ -22,6 +19,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from websockify.websocket import WebSocket, WebSocketWantReadError
+
+from vmportal.testing import free_port, portal_env, stop_process, wait_for_port
 
 
 class ClientWebSocket(WebSocket):
@@ -167,37 +166,6 @@ def wait_for(predicate: object, timeout: float, message: str, interval: float = 
 # --- a whole portal in a throw-away var dir: manage.py, the console proxy, daphne ---------------------
 
 REPO = Path(__file__).resolve().parent.parent
-_INHERITED_SETTINGS = re.compile(r"^(VMPORTAL_|DJANGO_|DATABASE_URL$|REDIS_URL$)")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def stop_process(process: subprocess.Popen[Any]) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{process.args!r} did not listen on {port}:\n{log.read_text(errors='replace')}")
-        time.sleep(0.05)
 
 
 @dataclass
@@ -210,11 +178,7 @@ class ConsoleStack:
 
     @property
     def env(self) -> dict[str, str]:
-        env = {name: value for name, value in os.environ.items() if not _INHERITED_SETTINGS.match(name)}
-        env.update({"VMPORTAL_VAR_DIR": str(self.var_dir), "DJANGO_SETTINGS_MODULE": "vmportal.settings",
-                    "VMPORTAL_ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1"})
-        env.update(self.settings)
-        return env
+        return portal_env(self.var_dir, **self.settings)
 
     def manage(self, *args: str) -> str:
         result = subprocess.run([sys.executable, str(REPO / "manage.py"), *args], cwd=REPO, env=self.env,

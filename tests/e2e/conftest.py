@@ -10,12 +10,9 @@ loop, and pytest-asyncio (asyncio_mode=auto) only gives a loop to `async def` te
 
 from __future__ import annotations
 
-import os
 import re
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -26,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from consoles.testing import free_port, stop_process
+from vmportal.testing import free_port, portal_env, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -45,17 +42,6 @@ RESULTS_DIR = REPO / "test-results"
 PASSWORD = "correct horse battery staple"
 STARTUP_SECONDS = 30
 TIMEOUT_MS = 10_000
-
-# Variables of the developer's shell that would point the server elsewhere than its own var dir.
-_INHERITED_SETTINGS = re.compile(r"^(VMPORTAL_|DJANGO_|DATABASE_URL$|REDIS_URL$)")
-
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -130,22 +116,11 @@ class LiveApp:
             pytest.fail(f"daphne died (exit {self.process.returncode}); its log:\n{self.log()}")
 
 
-def _server_env(var_dir: Path) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not _INHERITED_SETTINGS.match(name)}
-    env.update({
-        "VMPORTAL_VAR_DIR": str(var_dir),
-        "VMPORTAL_ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "DJANGO_SETTINGS_MODULE": "vmportal.settings",
-        "PYTHONUNBUFFERED": "1",
-    })
-    return env
-
-
 @pytest.fixture(scope="session")
 def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     var_dir = tmp_path_factory.mktemp("vmportal-var")
     port = free_port()
-    app = LiveApp(url=f"http://127.0.0.1:{port}", env=_server_env(var_dir), var_dir=var_dir,
+    app = LiveApp(url=f"http://127.0.0.1:{port}", env=portal_env(var_dir), var_dir=var_dir,
                   log_path=var_dir / "daphne.log")
     serving = False
     try:
@@ -162,12 +137,10 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
                 cwd=REPO, env=app.env, stdout=log, stderr=subprocess.STDOUT,
             )
         app.finish(bootstrap)
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not _answers(port):
-            app.check_alive()
-            if time.monotonic() > deadline:
-                pytest.fail(f"daphne did not answer on port {port} within {STARTUP_SECONDS}s; its log:\n{app.log()}")
-            time.sleep(0.05)
+        try:
+            wait_for_port(port, app.process, app.log_path, timeout=STARTUP_SECONDS)
+        except RuntimeError as error:
+            pytest.fail(f"daphne did not start: {error}")
         serving = True
         yield app
     finally:

@@ -17,9 +17,10 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 import lab
-from consoles.testing import ConsoleStack, free_port, wait_for
+from consoles.testing import ConsoleStack, wait_for
 from tests.e2e.conftest import login
 from tests.integration.helpers import virsh
+from vmportal.testing import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 

@@ -20,13 +20,12 @@ from consoles.testing import (
     ClientWebSocket,
     ConsoleStack,
     Stream,
-    free_port,
     rfb_handshake,
     wait_for,
-    wait_for_port,
 )
 from tests.e2e.conftest import PASSWORD
 from tests.integration.helpers import virsh
+from vmportal.testing import free_port, wait_for_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 

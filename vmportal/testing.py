@@ -1,0 +1,110 @@
+"""Helpers shared by the tests and the benchmarks; the running portal never imports this module.
+
+What they share: a free loopback port, a server process waited for and stopped, the environment of a
+portal in its own var dir, and the browser's side of a live-state websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+# Settings a developer's shell may carry: a portal started by a test or benchmark gets its own instead.
+_INHERITED_SETTINGS = re.compile(r"^(VMPORTAL_|DJANGO_|DATABASE_URL$|REDIS_URL$)")
+
+
+def portal_env(var_dir: Path, **settings: str) -> dict[str, str]:
+    """The environment of a portal whose database, sessions and static files live in var_dir."""
+    env = {name: value for name, value in os.environ.items() if not _INHERITED_SETTINGS.match(name)}
+    env.update({"VMPORTAL_VAR_DIR": str(var_dir), "DJANGO_SETTINGS_MODULE": "vmportal.settings",
+                "VMPORTAL_ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1"})
+    env.update(settings)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, process: subprocess.Popen[Any] | None = None, log: Path | None = None,
+                  timeout: float = 30) -> None:
+    """Returns once something listens on the loopback port; fails early if `process` exits first."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            pass
+        exited = process is not None and process.poll() is not None
+        if exited or time.monotonic() > deadline:
+            what = f"{process.args!r} exited {process.returncode}" if exited and process else "nothing answers"
+            output = log.read_text(errors="replace") if log is not None and log.exists() else ""
+            raise RuntimeError(f"{what} on port {port}:\n{output}")
+        time.sleep(0.05)
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within 10 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class LiveSocket:
+    """The browser's side of a live-state websocket (RFC 6455, text frames), small enough to open by the thousand."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int, path: str, *, session_key: str, origin: str | None = None) -> LiveSocket:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+            f"Origin: {origin or f'http://127.0.0.1:{port}'}\r\nCookie: sessionid={session_key}\r\n\r\n"
+        ).encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise ConnectionRefusedError(head.split(b"\r\n", 1)[0].decode())
+        return cls(reader, writer)
+
+    async def receive_text(self) -> bytes:
+        """The next text frame's payload, undecoded (a benchmark reading thousands looks for bytes in it)."""
+        while True:
+            first, second = await self.reader.readexactly(2)
+            length = second & 0x7F
+            if length == 126:
+                length = int.from_bytes(await self.reader.readexactly(2), "big")
+            elif length == 127:
+                length = int.from_bytes(await self.reader.readexactly(8), "big")
+            payload = await self.reader.readexactly(length)
+            opcode = first & 0x0F
+            if opcode == 0x8:
+                raise ConnectionResetError("closed by the server")
+            if opcode == 0x1:
+                return payload
+
+    async def receive(self) -> dict[str, Any]:
+        message: dict[str, Any] = json.loads(await self.receive_text())
+        return message
+
+    def close(self) -> None:
+        self.writer.close()
