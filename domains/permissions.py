@@ -13,11 +13,17 @@ from typing import TYPE_CHECKING
 from django.db.models import Q
 
 from .models import DefineAllowance, Grant, Host
+from .virt import BootKind
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
 
     from accounts.models import User
+
+    from .virt import DomainSpec
+
+# Consoles of VMs users without the every-VM view define listen here; the console proxy reaches them.
+LOOPBACK_LISTEN = ("127.0.0.1", "::1", "localhost")
 
 
 class Right(StrEnum):
@@ -76,6 +82,23 @@ class DefineLimits:
     @property
     def unlimited(self) -> bool:
         return self.max_vms is None
+
+    def problems(self, spec: DomainSpec) -> list[str]:
+        """Why these limits do not allow defining `spec`; empty when they do."""
+        if self.unlimited:
+            return []
+        problems = []
+        if spec.boot.kind is BootKind.KERNEL:
+            problems.append("Direct kernel boot reads files on the host; ask an admin.")
+        if spec.graphics is not None and spec.graphics.listen not in LOOPBACK_LISTEN:
+            problems.append("Consoles listen on the host's loopback only; the dashboard's console proxy reaches them.")
+        if self.max_vms is not None and self.owned_vms >= self.max_vms:
+            problems.append(f"You already have {self.owned_vms} of your {self.max_vms} machines.")
+        if self.max_vcpus is not None and spec.vcpus > self.max_vcpus:
+            problems.append(f"At most {self.max_vcpus} vCPUs per machine.")
+        if self.max_memory_mib is not None and spec.memory_mib > self.max_memory_mib:
+            problems.append(f"At most {self.max_memory_mib} MiB of memory per machine.")
+        return problems
 
 
 def define_limits(user: User | AnonymousUser, host: Host) -> DefineLimits | None:

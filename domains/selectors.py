@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -188,6 +189,13 @@ def define_context(*, user: User, host_name: str) -> DefineContext:
     if host is None or limits is None:
         raise Http404("No such host.")
     return DefineContext(host, virt.define_choices(host.uri), limits)
+
+
+def define_preview(*, context: DefineContext, spec: virt.DomainSpec) -> str:
+    """The XML that defining `spec` would give, refused (ValidationError) as defining it would be."""
+    if problems := context.limits.problems(spec):
+        raise ValidationError(problems)
+    return virt.preview_domain_xml(context.host.uri, spec)
 
 
 # --- Migration: admins only; every other user gets the same 404 as for a VM that does not exist. ---

@@ -14,9 +14,9 @@ from . import live, moves, selectors, virt
 from .audit import audited
 from .locks import domain_action_lock
 from .models import Grant, Host, MigrationJob
-from .permissions import Right, define_limits
+from .permissions import LOOPBACK_LISTEN, Right, define_limits
 from .selectors import DomainRow
-from .virt import Action, BootKind, DomainSpec, GraphicsSpec, PowerMode
+from .virt import Action, DomainSpec, GraphicsSpec, PowerMode
 from .virt import migration as vmig
 from .virt.migration import MigrationOptions
 
@@ -198,39 +198,17 @@ def snapshot_delete(*, actor: User, host_name: str, uuid: str, name: str, client
                     client_addr=client_addr)
 
 
-def _check_define_allowed(actor: User, host: Host, spec: DomainSpec) -> None:
-    limits = define_limits(actor, host)
-    if limits is None:
-        raise Http404("No such host.")
-    if limits.unlimited:
-        return
-    problems = []
-    if spec.boot.kind is BootKind.KERNEL:
-        problems.append("Direct kernel boot reads files on the host; ask an admin.")
-    if spec.graphics is not None and spec.graphics.listen not in LOOPBACK_LISTEN:
-        problems.append("Consoles listen on the host's loopback only; the dashboard's console proxy reaches them.")
-    if limits.max_vms is not None and limits.owned_vms >= limits.max_vms:
-        problems.append(f"You already have {limits.owned_vms} of your {limits.max_vms} machines.")
-    if limits.max_vcpus is not None and spec.vcpus > limits.max_vcpus:
-        problems.append(f"At most {limits.max_vcpus} vCPUs per machine.")
-    if limits.max_memory_mib is not None and spec.memory_mib > limits.max_memory_mib:
-        problems.append(f"At most {limits.max_memory_mib} MiB of memory per machine.")
-    if problems:
-        raise ValidationError(problems)
-
-
-LOOPBACK_LISTEN = ("127.0.0.1", "::1", "localhost")
-
-
 def domain_define(*, actor: User, host_name: str, spec: DomainSpec, autostart: bool = False,
                   client_addr: str | None = None) -> str:
     """Defines a VM from the form's spec; a tenant's own VM is granted to it. Returns the UUID."""
     host = selectors.enabled_hosts().filter(name=host_name).first()
     with audited(actor=actor, action="domain.define", host=host, domain_name=spec.name,
                  client_addr=client_addr) as entry:
-        if host is None:
+        limits = define_limits(actor, host) if host is not None else None
+        if host is None or limits is None:
             raise Http404("No such host.")
-        _check_define_allowed(actor, host, spec)
+        if problems := limits.problems(spec):
+            raise ValidationError(problems)
         uuid = virt.define_domain(host.uri, spec, autostart=autostart)
         entry.domain_uuid = uuid
         entry.save(update_fields=["domain_uuid"])

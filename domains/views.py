@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.forms import BaseForm
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
     class AuthedRequest(HttpRequest):
         user: User
         htmx: HtmxDetails
+
+
+T = TypeVar("T")
 
 
 def client_addr(request: HttpRequest) -> str | None:
@@ -123,6 +127,17 @@ def _run(request: AuthedRequest, call: Callable[[], str]) -> None:
         messages.success(request, call())
     except virt.VirtError as error:
         messages.error(request, str(error))
+
+
+def _on_form(form: BaseForm, call: Callable[[], T]) -> T | None:
+    """Runs a service for a valid form; a refusal or libvirt's error goes on the form, the input stays."""
+    try:
+        return call()
+    except ValidationError as error:
+        form.add_error(None, error)
+    except virt.VirtError as error:
+        form.add_error(None, str(error))
+    return None
 
 
 @login_required
@@ -268,19 +283,13 @@ def domain_new(request: AuthedRequest) -> HttpResponse:
     preview = ""
     if request.method == "POST" and form.is_valid():
         spec = form.domain_spec()
-        try:
-            if "preview" in request.POST:
-                preview = virt.preview_domain_xml(context.host.uri, spec)
-            else:
-                uuid = services.domain_define(actor=request.user, host_name=host_name, spec=spec,
-                                              autostart=form.cleaned_data["autostart"],
-                                              client_addr=client_addr(request))
-                messages.success(request, f"{spec.name} defined on {host_name}.")
-                return redirect("domains:detail", host_name, uuid)
-        except ValidationError as error:
-            form.add_error(None, error)
-        except virt.VirtError as error:
-            form.add_error(None, str(error))
+        if "preview" in request.POST:
+            preview = _on_form(form, lambda: selectors.define_preview(context=context, spec=spec)) or ""
+        elif uuid := _on_form(form, lambda: services.domain_define(
+                actor=request.user, host_name=host_name, spec=spec, autostart=form.cleaned_data["autostart"],
+                client_addr=client_addr(request))):
+            messages.success(request, f"{spec.name} defined on {host_name}.")
+            return redirect("domains:detail", host_name, uuid)
     return render(request, "domains/new.html", {"context": context, "form": form, "preview": preview},
                   status=400 if form.errors else 200)
 
@@ -328,16 +337,10 @@ def domain_display(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
     }
     form = DisplayForm(_posted(request), initial=initial, may_choose_listen=request.user.sees_every_domain)
     if request.method == "POST" and form.is_valid():
-        try:
-            message = services.domain_update_display(
-                actor=request.user, host_name=host_name, uuid=str(uuid),
-                video_model=form.cleaned_data["video_model"], graphics=form.graphics_spec(),
-                client_addr=client_addr(request))
-        except ValidationError as error:
-            form.add_error(None, error)
-        except virt.VirtError as error:
-            form.add_error(None, str(error))
-        else:
+        message = _on_form(form, lambda: services.domain_update_display(
+            actor=request.user, host_name=host_name, uuid=str(uuid), video_model=form.cleaned_data["video_model"],
+            graphics=form.graphics_spec(), client_addr=client_addr(request)))
+        if message is not None:
             messages.success(request, message)
             return redirect("domains:detail", host_name, uuid)
     return render(request, "domains/display.html", {"row": page.row, "form": form, "current": current},
@@ -362,15 +365,10 @@ def domain_migrate(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
                    else request.GET.get("destination", ""))
     status = 200
     if request.method == "POST" and form.is_valid() and options is not None:
-        try:
-            job = services.migration_start(actor=request.user, host_name=host_name, uuid=str(uuid),
-                                           destination_name=destination, options=options,
-                                           client_addr=client_addr(request))
-        except ValidationError as error:
-            form.add_error(None, error)
-        except virt.VirtError as error:
-            form.add_error(None, str(error))
-        else:
+        job = _on_form(form, lambda: services.migration_start(
+            actor=request.user, host_name=host_name, uuid=str(uuid), destination_name=destination,
+            options=options, client_addr=client_addr(request)))
+        if job is not None:
             return redirect("domains:migration", job.pk)
     if form.errors:
         status = 400

@@ -89,6 +89,9 @@ def test_a_tenant_with_an_allowance_defines_within_limits_and_owns_the_vm(tenant
     assert 'name="kernel"' not in form and "You have 0 of your 1 machines" in form
     too_big = client.post("/domains/new/", {**FORM, "vcpus": "4", "define": ""}).content.decode()
     assert "At most 2 vCPUs per machine." in too_big
+    preview = client.post("/domains/new/", {**FORM, "vcpus": "4", "preview": ""})  # refused the same way
+    assert preview.status_code == 400 and "At most 2 vCPUs per machine." in preview.content.decode()
+    assert "&lt;vcpu" not in preview.content.decode()
     assert client.post("/domains/new/", {**FORM, "define": ""}).status_code == 302
     grant = Grant.objects.get(user=tenant_user)
     assert grant.owner and grant.can_operate and grant.can_console
