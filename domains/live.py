@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from asgiref.sync import async_to_sync, sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.contrib.auth.signals import user_logged_out
@@ -47,6 +48,7 @@ logger = logging.getLogger(__name__)
 WATCHERS_GROUP = "live.watchers"  # whoever runs the watchers: nudges
 GRANTS_GROUP = "live.grants"  # every live consumer: grants changed, re-check what you may see
 HOST_REFRESH_SECONDS = 10.0  # how often the supervisor re-reads the host table
+MIGRATION_SETTLE_SECONDS = 15.0  # how often it looks for migration jobs no runner follows (moves.STALE_SECONDS)
 
 
 def host_group(host_id: int) -> str:
@@ -201,9 +203,11 @@ class Supervisor:
     """Runs a HostWatcher per enabled host and publishes what they see; lives on one asyncio loop."""
 
     def __init__(self, *, watcher_options: dict[str, Any] | None = None,
-                 refresh_seconds: float = HOST_REFRESH_SECONDS) -> None:
+                 refresh_seconds: float = HOST_REFRESH_SECONDS,
+                 settle_seconds: float = MIGRATION_SETTLE_SECONDS) -> None:
         self._watcher_options = watcher_options or {}
         self._refresh_seconds = refresh_seconds
+        self._settle_seconds = settle_seconds
         self._watchers: dict[int, tuple[Host, virt.HostWatcher]] = {}
         self._outbox: asyncio.Queue[tuple[Host, virt.HostEvent]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -218,11 +222,13 @@ class Supervisor:
         return entry[1] if entry else None
 
     async def start(self) -> None:
-        """Start a watcher per enabled host, and the tasks that publish, take nudges and follow the hosts."""
+        """Start a watcher per enabled host, and the tasks that publish, take nudges, follow the hosts and
+        settle migrations a restart left behind."""
         self._loop = asyncio.get_running_loop()
         await self._refresh_hosts()
         self._tasks = [asyncio.create_task(coroutine) for coroutine in
-                       (self._publish_forever(), self._listen_for_nudges(), self._refresh_forever())]
+                       (self._publish_forever(), self._listen_for_nudges(), self._refresh_forever(),
+                        self._settle_migrations_forever())]
 
     async def run(self) -> None:
         """start(), then run until cancelled; the watchers stop with it."""
@@ -259,6 +265,19 @@ class Supervisor:
                 await self._refresh_hosts()
             except Exception:
                 logger.exception("re-reading the hosts to watch failed")
+
+    async def _settle_migrations_forever(self) -> None:
+        """A migration whose runner died with its process is followed again or settled here, from the
+        start on, without waiting for someone to open its page."""
+        from . import moves  # moves publishes its progress through this module
+
+        while True:
+            try:
+                # Off the shared sync thread: asking an unreachable host may take the host deadline.
+                await database_sync_to_async(moves.reconcile, thread_sensitive=False)()
+            except Exception:
+                logger.exception("settling migration jobs failed")
+            await asyncio.sleep(self._settle_seconds)
 
     def _sink(self, host: Host) -> virt.Sink:
         loop = self._loop

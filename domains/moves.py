@@ -10,9 +10,10 @@
 Why a thread in the web process: libvirt's migrate call blocks for the whole migration, and with
 peer-to-peer (the default) the source daemon drives it, so the thread only waits and reads figures.
 The job row is the truth, not the thread: a dashboard that restarts loses the thread, and
-`reconcile()` (run when a migration page or the VM's form is opened, and by `manage.py
-migrationjobs reconcile`) finds jobs whose heartbeat stopped, then either follows a migration libvirt
-is still running (adopts it) or settles the job from where the VM is now.
+`reconcile()` (run by the live supervisor from its start and every 15 s, when a migration page or
+the VM's form is opened, and by `manage.py migrationjobs reconcile`) finds jobs whose heartbeat
+stopped, then either follows a migration libvirt is still running (adopts it) or settles the job
+from where the VM is now.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ job's ending is decided from where libvirt says the VM is, which these tests sta
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import timedelta
 
@@ -16,7 +17,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from accounts.models import User
-from domains import moves
+from domains import live, moves
 from domains.models import AuditEntry, Grant, Host, MigrationJob
 from domains.virt import migration as vmig
 from domains.virt.states import DomainState
@@ -201,3 +202,20 @@ async def test_progress_reaches_admins_with_the_vm_open_and_no_one_else(settings
     assert await operator.receive_nothing(0.3)
     await admin.disconnect()
     await operator.disconnect()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_watchers_settle_a_job_a_restart_left_before_anyone_opens_it(monkeypatch, admin_user, hosts):
+    stale = timezone.now() - timedelta(seconds=moves.STALE_SECONDS + 5)
+    job = await database_sync_to_async(_job)(hosts["embedded"], hosts["other"], admin_user, heartbeat_at=stale)
+    await database_sync_to_async(_where)(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
+    supervisor = live.Supervisor(settle_seconds=0.05)
+    await supervisor.start()
+    try:
+        async with asyncio.timeout(10):
+            while job.active:
+                await asyncio.sleep(0.05)
+                await database_sync_to_async(job.refresh_from_db)()
+    finally:
+        await supervisor.stop()
+    assert (job.state, job.note) == (MigrationJob.State.SUCCEEDED, "Settled after a dashboard restart.")
