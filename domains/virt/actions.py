@@ -157,16 +157,18 @@ def delete_domain(
     remove_nvram: bool,
     volume_paths: Sequence[str] = (),
 ) -> list[str]:
-    """Stops the domain if it runs, undefines it with the chosen extras, deletes the chosen volumes.
+    """Undefines the domain with the chosen extras, stops it if it runs, deletes the chosen volumes.
 
+    Undefining first, as virsh allows, leaves a running guest untouched when libvirt refuses to
+    undefine; once undefined it is transient, and stopping it removes it.
     Returns the volume paths that were deleted; a path that is not a storage volume is skipped.
     """
     with connection(uri) as conn:
         dom = conn.lookupByUUIDString(uuid)
-        if dom.isActive():
-            dom.destroy()
         if dom.isPersistent():
             dom.undefineFlags(_undefine_flags(dom, remove_managed_save, remove_snapshot_metadata, remove_nvram))
+        if dom.isActive():
+            dom.destroy()
         deleted = []
         for path in volume_paths:
             try:

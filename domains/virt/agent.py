@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import libvirt
 
-from .addresses import remember_addresses
+from .addresses import GuestAddress, known_addresses, read_agent_addresses, remember_addresses
 from .connections import connection
 from .details import parse_agent_channel
 from .errors import AgentUnavailable
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,13 +24,6 @@ class GuestFileSystem:
     fstype: str
     used_bytes: int | None
     total_bytes: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class GuestAddress:
-    interface: str
-    address: str
-    prefix: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,13 +52,7 @@ def guest_info(uri: str, uuid: str) -> GuestInfo:
         if state != "connected":
             raise AgentUnavailable()
         info = dom.guestInfo(0, 0)
-        interfaces = dom.interfaceAddresses(libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT, 0)
-    addresses = tuple(
-        GuestAddress(interface=name, address=entry["addr"], prefix=entry["prefix"])
-        for name, interface in sorted(interfaces.items())
-        if name != "lo"
-        for entry in interface.get("addrs") or ()
-    )
+        addresses = read_agent_addresses(dom)
     remember_addresses(uri, uuid, tuple(a.address for a in addresses))
     return GuestInfo(
         hostname=str(info.get("hostname", "")),
@@ -79,3 +72,112 @@ def guest_info(uri: str, uuid: str) -> GuestInfo:
         ),
         addresses=addresses,
     )
+
+
+class AddressReader:
+    """Asks the agents of one host's guests for their addresses, again and again, on its own thread.
+
+    A host's watcher hands over the guests whose agent is connected: an agent can take seconds to
+    answer (a busy or hung guest), and events must never wait on one. When a guest's addresses
+    change, `changed(uuid)` tells the watcher, which re-reads the guest so its row carries them.
+
+    A guest is asked every `settle` seconds while it has no address yet (DHCP comes a little after the
+    agent), for at most `settle_for` seconds, then every `refresh` seconds (leases change).
+    """
+
+    def __init__(self, uri: str, *, name: str, connection: Callable[[], libvirt.virConnect | None],
+                 changed: Callable[[str], None], refresh: float = 30.0, settle: float = 2.0,
+                 settle_for: float = 120.0) -> None:
+        self.uri = uri
+        self._connection = connection
+        self._changed = changed
+        self._refresh, self._settle, self._settle_for = refresh, settle, settle_for
+        self._due: dict[str, float] = {}  # uuid: when to ask next (monotonic)
+        self._since: dict[str, float] = {}  # uuid: when it was handed over
+        self._unconfirmed: set[str] = set()  # handed over from a listing: is its agent connected at all?
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=f"addresses-{name}", daemon=True)
+
+    def start(self) -> AddressReader:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def follow(self, uuid: str, *, unconfirmed: bool = False) -> None:
+        """Ask this guest's agent now and from now on; `unconfirmed`: only if its channel says connected."""
+        with self._wake:
+            if uuid in self._due and unconfirmed:
+                return
+            self._due[uuid] = time.monotonic()
+            self._since[uuid] = time.monotonic()
+            if unconfirmed:
+                self._unconfirmed.add(uuid)
+            else:
+                self._unconfirmed.discard(uuid)
+            self._wake.notify()
+
+    def forget(self, uuid: str) -> None:
+        """The agent went away (or the guest stopped): its addresses are no longer known."""
+        with self._wake:
+            self._due.pop(uuid, None)
+            self._since.pop(uuid, None)
+            self._unconfirmed.discard(uuid)
+        remember_addresses(self.uri, uuid, ())
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._stopping:
+                    now = time.monotonic()
+                    due = [uuid for uuid, at in self._due.items() if at <= now]
+                    if due:
+                        break
+                    self._wake.wait(min(self._due.values(), default=now + 3600) - now)
+                if self._stopping:
+                    return
+            for uuid in due:
+                self._ask(uuid)
+
+    def _ask(self, uuid: str) -> None:
+        conn = self._connection()
+        addresses: tuple[str, ...] | None = None
+        done = False  # the guest stopped, went away, or has no connected agent: stop asking
+        if conn is not None:  # else the watcher is reconnecting: ask again later
+            try:
+                addresses = self._read(conn, uuid)
+                done = addresses is None
+            except libvirt.libvirtError as error:  # an agent that does not answer now may answer later
+                done = error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+                logger.debug("addresses of %s: %s", uuid, error)
+        with self._wake:
+            if uuid not in self._due:  # forgotten meanwhile
+                return
+            if done:
+                self._due.pop(uuid, None)
+                self._since.pop(uuid, None)
+                self._unconfirmed.discard(uuid)
+                return
+            settling = not addresses and time.monotonic() - self._since[uuid] < self._settle_for
+            self._due[uuid] = time.monotonic() + (self._settle if settling else self._refresh)
+        if addresses is not None and addresses != known_addresses(self.uri, uuid):
+            remember_addresses(self.uri, uuid, addresses)
+            self._changed(uuid)
+
+    def _read(self, conn: libvirt.virConnect, uuid: str) -> tuple[str, ...] | None:
+        """The agent's addresses; None when the guest no longer runs or has no connected agent."""
+        dom = conn.lookupByUUIDString(uuid)
+        if not dom.isActive():
+            return None
+        if uuid in self._unconfirmed:
+            if parse_agent_channel(dom.XMLDesc(0)) != "connected":
+                return None
+            with self._wake:
+                self._unconfirmed.discard(uuid)
+        return tuple(address.address for address in read_agent_addresses(dom))

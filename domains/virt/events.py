@@ -9,7 +9,9 @@ a close callback, reconnection with backoff and a full resync after every (re)co
 only queue the UUID with a sequence number taken from a per-host counter; the watcher's thread
 re-reads the domains (in bulk, as the list does) and hands plain events to a sink. Everything a
 sink receives carries that sequence: a reader keeps, per VM, the highest one it has applied, so a
-resync listing taken before an event can never overwrite what that event showed.
+resync listing taken before an event can never overwrite what that event showed. Guests with a
+connected agent are handed to an AddressReader, whose news about their addresses comes back as
+re-reads.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import dataclass
 
 import libvirt
 
+from .agent import AddressReader
 from .connections import pool, translate
 from .errors import HostUnreachable
 from .inventory import DomainRecord, records_for
@@ -124,6 +127,7 @@ class _Reread:
     uuid: str
     seq: int
     details: bool
+    agent: bool | None = None  # the agent (dis)connected, or no news of it
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,16 +177,20 @@ class HostWatcher:
         self._reachable: bool | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"watch-{self.name}", daemon=True)
+        self._addresses = AddressReader(uri, name=self.name, connection=lambda: self._conn,
+                                        changed=lambda uuid: self.nudge(uuid))
 
     # --- Used from other threads. ---
 
     def start(self) -> HostWatcher:
+        self._addresses.start()
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
         self._queue.put(_Stop())
+        self._addresses.stop(timeout)
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -250,11 +258,12 @@ class HostWatcher:
             self._resync(full=False)
             return
         rereads: dict[str, _Reread] = {}
-        for item in work:
+        for item in work:  # in the order queued: the latest news of the agent wins
             if isinstance(item, _Reread):
                 seen = rereads.get(item.uuid)
                 rereads[item.uuid] = _Reread(
-                    item.uuid, max(item.seq, seen.seq if seen else 0), item.details or bool(seen and seen.details)
+                    item.uuid, max(item.seq, seen.seq if seen else 0), item.details or bool(seen and seen.details),
+                    item.agent if item.agent is not None else seen.agent if seen else None,
                 )
         if rereads:
             self._reread(list(rereads.values()))
@@ -271,7 +280,9 @@ class HostWatcher:
                 raise
         conn.registerCloseCallback(self._on_close, self._generation)
         for event_id, details in _DOMAIN_EVENTS.items():
-            self._callback_ids.append(conn.domainEventRegisterAny(None, event_id, self._callback(details), None))
+            callback = self._on_agent if event_id == libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE else \
+                self._callback(details)
+            self._callback_ids.append(conn.domainEventRegisterAny(None, event_id, callback, None))
         logger.info("watching %s", self.name)
 
     def _disconnect(self) -> None:
@@ -303,6 +314,11 @@ class HostWatcher:
 
         return queue_reread
 
+    def _on_agent(self, _conn: libvirt.virConnect, dom: libvirt.virDomain, state: int, _reason: int,
+                  _opaque: object) -> None:
+        connected = state == libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED
+        self._queue.put(_Reread(dom.UUIDString().lower(), next(self._seq), True, connected))
+
     def _on_close(self, _conn: libvirt.virConnect, reason: int, generation: int) -> None:
         self._queue.put(_Closed(generation, reason))
 
@@ -331,6 +347,10 @@ class HostWatcher:
                 if seen is None or seen[1] != record:
                     changed.append(record)
             removed = [(uuid, record) for uuid, (_seq, record) in previous.items() if uuid not in self._records]
+        if full:  # guests that were running before we looked may have an agent to ask
+            for record in listed:
+                if record.id is not None and record.id >= 0:
+                    self._addresses.follow(record.uuid, unconfirmed=True)
         if full or was_reachable is not True:
             if was_reachable is False:
                 logger.info("%s answers again", self.name)
@@ -344,6 +364,11 @@ class HostWatcher:
 
     def _reread(self, rereads: list[_Reread]) -> None:
         conn = self._connection()
+        for item in rereads:
+            if item.agent:
+                self._addresses.follow(item.uuid)
+            elif item.agent is False:
+                self._addresses.forget(item.uuid)
         found: dict[str, libvirt.virDomain] = {}
         gone: list[_Reread] = []
         for item in rereads:
@@ -359,8 +384,11 @@ class HostWatcher:
             if uuid not in records:
                 gone.append(by_uuid[uuid])
         for uuid, record in records.items():
+            if record.id is None or record.id < 0:  # stopped: what its agent said no longer holds
+                self._addresses.forget(uuid)
             self._apply(by_uuid[uuid], record)
         for item in gone:
+            self._addresses.forget(item.uuid)
             self._apply(item, None)
 
     def _records_of(self, domains: list[libvirt.virDomain]) -> list[DomainRecord]:

@@ -1,8 +1,9 @@
 """Live state in Chromium: what virsh does on a real lab host shows in the open list, without a reload.
 
 The server is the session's daphne (tests/e2e/conftest.py), in its default mode: the in-memory
-layer, the watchers started by the first live page. The guest is this test's own transient one,
-with nothing to boot, so no other test's VM changes under it.
+layer, the watchers started by the first live page. The guests are the tests' own transient ones,
+so no other test's VM changes under them: one with nothing to boot, and the lab's own guest where
+the agent's addresses matter.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from playwright.sync_api import Page, expect
 
 import lab
 from tests.e2e.conftest import LiveApp, login
+from tests.integration.test_migration_lab import guest_xml
 
 pytestmark = pytest.mark.e2e
 
@@ -106,3 +108,25 @@ def test_a_filtered_list_gains_and_loses_vms_in_sorted_place(
     virsh(lab1, "resume", name)  # no longer paused: it leaves this view
     expect(row).to_have_count(0, timeout=LIVE_MS)
     assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+
+
+def test_a_guest_s_address_appears_in_the_open_list_once_its_agent_reports_it(
+    page: Page, live_app: LiveApp, lab1: lab.LabHost, live_host: str, tmp_path: Path
+) -> None:
+    """Nobody opens the agent panel: the watcher asks the agent that connected, and pushes the row."""
+    name = f"live-addr-{secrets.token_hex(3)}"
+    xml = tmp_path / "guest.xml"
+    xml.write_text(guest_xml(name))  # the lab's guest: a kernel, an agent, DHCP on user networking
+    login(page, live_app.create_user(f"olga-addr-{secrets.token_hex(2)}", role="operator"))
+    page.goto(f"/domains/?all&host={live_host}")
+    expect(page.locator("#live-indicator")).to_have_attribute("data-live", "on")
+    page.evaluate("window.__marker = 1")
+    virsh(lab1, "create", str(xml))
+    try:
+        row = page.locator(f"#results tr[data-name='{name}']")
+        expect(row).to_have_attribute("data-state", "running", timeout=LIVE_MS)
+        expect(row.locator(".addresses")).to_contain_text("10.0.2.15", timeout=120_000)
+        assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+    finally:
+        subprocess.run(["virsh", "--connect", lab1.uri, "destroy", name], capture_output=True, timeout=60, check=False)
+    expect(row).to_have_count(0, timeout=LIVE_MS)

@@ -167,6 +167,11 @@ def test_a_snapshot_of_a_running_guest_freezes_its_file_systems(lab1, admin_user
         assert "it-1" in virsh(lab_host, "snapshot-list", "it-snap", "--name")
         page = client.post(url + "snapshots/it-1/", {"action": "revert"}, follow=True)
         assert "it-snap reverted to snapshot it-1." in page.content.decode()
+        # Deleting the VM but keeping the snapshot's metadata: libvirt refuses, and the guest runs on.
+        page = client.post(url + "delete/", {}, follow=True)
+        assert 'class="message error"' in page.content.decode() and "snapshot" in page.content.decode()
+        assert virsh(lab_host, "domstate", "it-snap").strip() == "running"
+        assert agent_answers(lab_host, "it-snap")
         client.post(url + "snapshots/it-1/", {"action": "delete"})
         assert "it-1" not in virsh(lab_host, "snapshot-list", "it-snap", "--name")
     finally:
