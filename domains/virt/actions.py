@@ -9,6 +9,7 @@ from enum import StrEnum
 import libvirt
 
 from .connections import connection
+from .errors import OperationInvalid
 from .inventory import DomainRecord
 from .states import DomainState
 
@@ -165,10 +166,20 @@ def delete_domain(
     """
     with connection(uri) as conn:
         dom = conn.lookupByUUIDString(uuid)
+        snapshots = dom.snapshotNum(0)
+        if snapshots and not remove_snapshot_metadata:
+            # libvirt refuses this for a stopped VM only; a running one would lose the metadata when stopped.
+            raise OperationInvalid(f"{dom.name()} has {snapshots} snapshot{'s' if snapshots > 1 else ''}: "
+                                   "delete them first, or let their metadata go with the machine.")
+        active = dom.isActive()  # asked first: a stopped VM is gone once undefined
         if dom.isPersistent():
             dom.undefineFlags(_undefine_flags(dom, remove_managed_save, remove_snapshot_metadata, remove_nvram))
-        if dom.isActive():
-            dom.destroy()
+        if active:
+            try:
+                dom.destroy()
+            except libvirt.libvirtError as error:  # it stopped meanwhile, and went with its definition
+                if error.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+                    raise
         deleted = []
         for path in volume_paths:
             try:

@@ -157,6 +157,15 @@ def test_delete_undefines_and_removes_grants(admin_user, tenant_grant):
     assert client.get(URL).status_code == 404
 
 
+def test_deleting_a_vm_but_keeping_its_snapshots_metadata_is_refused_and_changes_nothing(admin_user, embedded_host):
+    client = client_for(admin_user)
+    client.post(URL + "snapshots/", {"name": "keep-me"})
+    page = client.post(URL + "delete/", {"remove_managed_save": "on"}, follow=True).content.decode()
+    assert "test has 1 snapshot: delete them first, or let their metadata go with the machine." in page
+    assert state_of(admin_user) == "running"
+    assert AuditEntry.objects.get(action="domain.delete").result == AuditEntry.Result.FAILED
+
+
 def test_the_vm_page_shows_devices_and_says_the_agent_is_absent(admin_user, embedded_host):
     client = client_for(admin_user)
     page = client.get(URL).content.decode()
