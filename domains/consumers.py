@@ -48,7 +48,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
     # Channels closes stale database connections before every handler, a thread hop each time. These
     # handlers never touch the database (those that do go through database_sync_to_async, which
     # closes them itself), and they run once per open page for every event.
-    DATABASE_FREE = frozenset({"live.domain", "live.removed", "live.host", "live.migration"})
+    DATABASE_FREE = frozenset({"live.domain", "live.removed", "live.host", "live.migration", "live.replayed"})
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, get_handler_name(message), None) if message["type"] in self.DATABASE_FREE else None
@@ -64,6 +64,10 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user = user
         self.granted = await database_sync_to_async(granted_domains)(user)
+        # The page's query, and `since`: when the page's data was read (live.rendered_at), added by live.js.
+        self.params = QueryDict(self.scope.get("query_string", b"").decode(), mutable=True)
+        since = self.params.pop("since", [""])[-1]
+        self.since = int(since) if since.isdigit() else None
         self.seen: dict[DomainKey, int] = {}  # the highest sequence applied, per VM
         self._groups: set[str] = set()
         if not await self.subscribe():
@@ -74,9 +78,14 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         await self._join(live.GRANTS_GROUP, *([live.session_group(session_key)] if session_key else []))
         await self.accept()
         await live.ensure_embedded_supervisor()
+        if self.since is not None:  # what changed between the page's render and now, told to this socket only
+            await self.ask_replay(self.since)
         self._recheck = asyncio.create_task(self._recheck_forever())
 
     async def subscribe(self) -> bool:
+        raise NotImplementedError
+
+    async def ask_replay(self, since: int) -> None:
         raise NotImplementedError
 
     async def disconnect(self, code: int) -> None:
@@ -118,7 +127,7 @@ class DomainListConsumer(_LiveConsumer):
 
     async def subscribe(self) -> bool:
         try:
-            self.query = parse_list_query(QueryDict(self.scope.get("query_string", b"").decode()))
+            self.query = parse_list_query(self.params)
         except ListQueryError:
             return False
         self.hosts: dict[int, str] = {}
@@ -139,6 +148,21 @@ class DomainListConsumer(_LiveConsumer):
         key = (event["host_id"], event["uuid"])
         if event["host_id"] in self.hosts and self._fresh(key, event["seq"]) and rights_from(self.granted, key):
             await self._hide(key)
+
+    async def ask_replay(self, since: int) -> None:
+        await live.ask_replay(self.channel_name, self.hosts, since)
+
+    async def live_replayed(self, event: dict[str, Any]) -> None:
+        host_id = event["host_id"]
+        if host_id not in self.hosts:
+            return
+        if event["lost"]:
+            await self.send_json({"type": "host", "host": event["host_name"], "reachable": False,
+                                  "message": event["lost"][1]})
+        for seq, data in event["changed"]:
+            await self._show(host_id, live.record_from_wire(data), seq, unreachable=bool(event["lost"]))
+        for seq, uuid in event["removed"]:
+            await self.live_removed({"host_id": host_id, "uuid": uuid, "seq": seq})
 
     async def live_host(self, event: dict[str, Any]) -> None:
         host_id = event["host_id"]
@@ -213,6 +237,16 @@ class DomainPageConsumer(_LiveConsumer):
             return False
         await self._join(live.domain_group(self.uuid))
         return True
+
+    async def ask_replay(self, since: int) -> None:
+        await live.ask_replay(self.channel_name, [self.host_id], since, uuid=self.uuid)
+
+    async def live_replayed(self, event: dict[str, Any]) -> None:
+        for seq, data in event["changed"]:
+            await self.live_domain({"host_id": event["host_id"], "seq": seq, "record": data, "details": False,
+                                    "unreachable": bool(event["lost"])})
+        for seq, _uuid in event["removed"]:
+            await self.live_removed({"host_id": event["host_id"], "seq": seq})
 
     async def live_domain(self, event: dict[str, Any]) -> None:
         if event["host_id"] != self.host_id or not self._fresh(self.key, event["seq"]):

@@ -22,6 +22,7 @@ import functools
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -180,6 +181,18 @@ def _log_failure(group: str) -> Any:
     return check
 
 
+async def ask_replay(channel_name: str, host_ids: Iterable[int], since: int, uuid: str | None = None) -> None:
+    """Ask whoever runs the watchers for what changed since a page was rendered, sent to its socket."""
+    await get_channel_layer().group_send(WATCHERS_GROUP, {
+        "type": "live.replay", "host_ids": list(host_ids), "since": since, "uuid": uuid, "reply_to": channel_name})
+
+
+def rendered_at() -> int:
+    """The time a page's data can be trusted from, in the watchers' sequence (microseconds): its own
+    render time, less the longest a listing can take, as what changed meanwhile is replayed to it."""
+    return time.time_ns() // 1000 - int((2 * settings.HOST_DEADLINE_SECONDS + 1) * 1_000_000)
+
+
 def nudge(*, host_id: int, uuid: str | None = None) -> None:
     """Ask the watcher of a host to re-read one VM (or the whole host): for changes without an event."""
     _send(WATCHERS_GROUP, {"type": "live.nudge", "host_id": host_id, "uuid": uuid})
@@ -303,6 +316,7 @@ class Supervisor:
                 logger.exception("publishing %s of %s failed", type(event).__name__, host.name)
 
     async def _listen_for_nudges(self) -> None:
+        """Nudges (re-read a VM or a host) and replays (tell one page what changed since it was rendered)."""
         layer = get_channel_layer()
         channel = await layer.new_channel()
         while True:
@@ -311,11 +325,30 @@ class Supervisor:
                 message = await asyncio.wait_for(layer.receive(channel), timeout=3600)
             except TimeoutError:
                 continue
-            if message.get("type") != "live.nudge":
+            try:
+                if message.get("type") == "live.nudge":
+                    watcher = self.watcher(int(message["host_id"]))
+                    if watcher is not None:
+                        watcher.nudge(message.get("uuid"))
+                elif message.get("type") == "live.replay":
+                    await self._replay(layer, message)
+            except Exception:
+                logger.exception("handling %s failed", message.get("type"))
+
+    async def _replay(self, layer: Any, request: dict[str, Any]) -> None:
+        uuid = request.get("uuid")
+        for host_id in request["host_ids"]:
+            entry = self._watchers.get(int(host_id))
+            if entry is None:
                 continue
-            watcher = self.watcher(int(message["host_id"]))
-            if watcher is not None:
-                watcher.nudge(message.get("uuid"))
+            host, watcher = entry
+            news = watcher.changes_since(int(request["since"]))
+            changed = [[seq, record_to_wire(record)] for seq, record in news.changed if uuid in (None, record.uuid)]
+            removed = [[seq, gone] for seq, gone in news.removed if uuid in (None, gone)]
+            if changed or removed or news.lost:
+                await layer.send(request["reply_to"], {
+                    "type": "live.replayed", "host_id": host.pk, "host_name": host.name, "changed": changed,
+                    "removed": removed, "lost": list(news.lost) if news.lost else None})
 
 
 def _enabled_hosts() -> list[Host]:

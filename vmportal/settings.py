@@ -80,6 +80,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "domains.context_processors.live_since",
             ],
         },
     },
@@ -91,6 +92,10 @@ DATABASES = {
         conn_max_age=0 if "DATABASE_URL" not in os.environ else 60,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Tests in a file, as the server runs: threads (migration runners) then wait for each other's locks
+    # instead of failing at once, as they do on the shared in-memory database Django would use.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

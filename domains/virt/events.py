@@ -17,7 +17,6 @@ re-reads.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import queue
 import threading
@@ -101,6 +100,15 @@ class HostSynced:
 
 
 HostEvent = DomainChanged | DomainRemoved | HostLost | HostSynced
+
+
+@dataclass(frozen=True, slots=True)
+class Changes:
+    """A watcher's news since a given time: (seq, record) changed, (seq, uuid) removed, (seq, message) lost."""
+
+    changed: tuple[tuple[int, DomainRecord], ...]
+    removed: tuple[tuple[int, str], ...]
+    lost: tuple[int, str] | None
 Sink = Callable[[HostEvent], None]
 
 # Event ids and whether they change only what the VM page shows (agent, devices).
@@ -147,6 +155,26 @@ class _Stop:
 _Work = _Reread | _Closed | _Resync | _Stop
 
 
+GONE_MEMORY_SECONDS = 600.0
+
+
+class _Clock:
+    """Sequence numbers that are also times: microseconds since the epoch, each one greater than the last.
+
+    So a restarted watcher continues above its predecessor, and a page can ask what changed since it
+    was rendered (HostWatcher.changes_since).
+    """
+
+    def __init__(self) -> None:
+        self._last = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> int:
+        with self._lock:
+            self._last = max(self._last + 1, time.time_ns() // 1000)
+            return self._last
+
+
 class HostWatcher:
     """Watches one host on its own connection and thread; `sink` is called on that thread."""
 
@@ -166,14 +194,15 @@ class HostWatcher:
         self._keepalive = keepalive
         self._resync_seconds = resync_seconds
         self._backoff = backoff
-        # Microseconds since the epoch to start with: a restarted watcher continues above its predecessor.
-        self._seq = itertools.count(time.time_ns() // 1000)
+        self._seq = _Clock()
         self._queue: queue.Queue[_Work] = queue.Queue()
         self._stopping = threading.Event()
         self._conn: libvirt.virConnect | None = None
         self._generation = 0
         self._callback_ids: list[int] = []
-        self._records: dict[str, tuple[int, DomainRecord]] = {}
+        self._records: dict[str, tuple[int, DomainRecord]] = {}  # uuid: (seq of its last change, record)
+        self._gone: dict[str, int] = {}  # uuid: seq of its removal, for GONE_MEMORY_SECONDS
+        self._lost_at: tuple[int, str] | None = None  # when and why the host was last found unreachable
         self._reachable: bool | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"watch-{self.name}", daemon=True)
@@ -196,7 +225,7 @@ class HostWatcher:
 
     def nudge(self, uuid: str | None = None) -> None:
         """Re-read one domain (a change libvirt has no event for), or the whole host."""
-        self._queue.put(_Resync() if uuid is None else _Reread(uuid.lower(), next(self._seq), False))
+        self._queue.put(_Resync() if uuid is None else _Reread(uuid.lower(), self._seq(), False))
 
     @property
     def reachable(self) -> bool | None:
@@ -205,6 +234,14 @@ class HostWatcher:
     def records(self) -> list[DomainRecord]:
         with self._lock:
             return [record for _seq, record in self._records.values()]
+
+    def changes_since(self, seq: int) -> Changes:
+        """What happened after `seq`, a time in microseconds (a page rendered then asks)."""
+        with self._lock:
+            changed = tuple((seen, record) for seen, record in self._records.values() if seen > seq)
+            removed = tuple((seen, uuid) for uuid, seen in self._gone.items() if seen > seq)
+        lost = self._lost_at if self._reachable is False and self._lost_at and self._lost_at[0] > seq else None
+        return Changes(changed, removed, lost)
 
     # --- The watcher's thread. ---
 
@@ -310,14 +347,14 @@ class HostWatcher:
 
     def _callback(self, details: bool) -> Callable[..., None]:
         def queue_reread(_conn: libvirt.virConnect, dom: libvirt.virDomain, *_args: object) -> None:
-            self._queue.put(_Reread(dom.UUIDString().lower(), next(self._seq), details))
+            self._queue.put(_Reread(dom.UUIDString().lower(), self._seq(), details))
 
         return queue_reread
 
     def _on_agent(self, _conn: libvirt.virConnect, dom: libvirt.virDomain, state: int, _reason: int,
                   _opaque: object) -> None:
         connected = state == libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED
-        self._queue.put(_Reread(dom.UUIDString().lower(), next(self._seq), True, connected))
+        self._queue.put(_Reread(dom.UUIDString().lower(), self._seq(), True, connected))
 
     def _on_close(self, _conn: libvirt.virConnect, reason: int, generation: int) -> None:
         self._queue.put(_Closed(generation, reason))
@@ -331,7 +368,7 @@ class HostWatcher:
 
     def _resync(self, *, full: bool) -> None:
         conn = self._connection()
-        seq = next(self._seq)
+        seq = self._seq()
         listed = records_for(self.uri, conn, conn.listAllDomains(0))
         was_reachable, self._reachable = self._reachable, True
         changed: list[DomainRecord] = []
@@ -340,13 +377,15 @@ class HostWatcher:
             self._records = {}
             for record in listed:
                 seen = previous.get(record.uuid)
-                if seen is not None and seen[0] > seq:  # an event newer than this listing already told
+                # Kept as it was when an event newer than this listing already told, or nothing changed.
+                if seen is not None and (seen[0] > seq or seen[1] == record):
                     self._records[record.uuid] = seen
                     continue
                 self._records[record.uuid] = (seq, record)
-                if seen is None or seen[1] != record:
-                    changed.append(record)
+                self._gone.pop(record.uuid, None)
+                changed.append(record)
             removed = [(uuid, record) for uuid, (_seq, record) in previous.items() if uuid not in self._records]
+            self._note_gone([uuid for uuid, _record in removed], seq)
         if full:  # guests that were running before we looked may have an agent to ask
             for record in listed:
                 if record.id is not None and record.id >= 0:
@@ -408,14 +447,24 @@ class HostWatcher:
             if seen is not None and seen[0] > item.seq:
                 return
             if record is None:
-                self._records.pop(item.uuid, None)
+                if self._records.pop(item.uuid, None) is not None:
+                    self._note_gone([item.uuid], item.seq)
             else:
                 self._records[item.uuid] = (item.seq, record)
+                self._gone.pop(item.uuid, None)
         if record is None:
             if seen is not None:
                 self._emit(DomainRemoved(item.seq, item.uuid, seen[1]))
         elif seen is None or seen[1] != record or item.details:
             self._emit(DomainChanged(item.seq, record, details=item.details))
+
+    def _note_gone(self, uuids: list[str], seq: int) -> None:
+        """Under the lock: remember removals for a while, for pages that ask what changed since."""
+        for uuid in uuids:
+            self._gone[uuid] = seq
+        oldest = seq - int(GONE_MEMORY_SECONDS * 1_000_000)
+        for uuid in [uuid for uuid, seen in self._gone.items() if seen < oldest]:
+            del self._gone[uuid]
 
     def _lost(self, error: libvirt.libvirtError | None) -> None:
         if error is not None:
@@ -424,7 +473,8 @@ class HostWatcher:
             return
         self._reachable = False
         message = str(translate(error)) if error is not None else HostUnreachable.default_message
-        self._emit(HostLost(next(self._seq), message, tuple(self.records())))
+        self._lost_at = (self._seq(), message)
+        self._emit(HostLost(self._lost_at[0], message, tuple(self.records())))
 
     def _emit(self, event: HostEvent) -> None:
         try:

@@ -31,10 +31,15 @@
       : "Not connected: this page may be out of date. Reconnecting…";
   }
 
+  // The socket is told what changed after the shown data was read: the list's results carry that time
+  // (an htmx swap brings a new one), a VM page's hook its own.
   function socketUrl(element) {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-    const query = element.dataset.liveKind === "list" ? location.search : "";
-    return scheme + "//" + location.host + element.dataset.livePath + query;
+    const query = new URLSearchParams(element.dataset.liveKind === "list" ? location.search : "");
+    const stamp = document.querySelector("#results[data-live-since]") || element;
+    if (stamp.dataset.liveSince) query.set("since", stamp.dataset.liveSince);
+    const search = query.toString();
+    return scheme + "//" + location.host + element.dataset.livePath + (search ? "?" + search : "");
   }
 
   function connect() {

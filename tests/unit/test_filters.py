@@ -164,7 +164,7 @@ def test_htmx_gets_only_the_results_partial(admin_user: User, embedded_host: Hos
     response = client_for(admin_user).get("/domains/", {"all": ""}, HTTP_HX_REQUEST="true")
     assert response.status_code == 200
     body = response.content.decode().strip()
-    assert body.startswith('<div id="results">')
+    assert body.startswith('<div id="results" data-live-since="')  # when its data was read, for the socket
     assert "<html" not in body and 'id="filters"' not in body
     assert 'data-name="test"' in body
 
@@ -173,7 +173,7 @@ def test_a_normal_request_gets_the_whole_page(admin_user: User, embedded_host: H
     body = client_for(admin_user).get("/domains/", {"all": ""}).content.decode()
     assert "<html" in body
     assert 'id="filters"' in body
-    assert '<div id="results">' in body
+    assert '<div id="results" data-live-since="' in body
     assert 'data-name="test"' in body
     assert 'name="all" checked' in body  # the form shows the options in force
 

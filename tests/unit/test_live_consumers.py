@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
@@ -349,5 +350,29 @@ async def test_an_action_from_the_dashboard_nudges_changes_libvirt_has_no_event_
         row = await asyncio.wait_for(operator.receive_type("row"), 3)
         assert row["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}"
         assert "<td>yes</td>" in row["html"]
+    finally:
+        await live.stop_embedded_supervisor()
+
+
+async def test_a_page_is_told_what_changed_between_its_render_and_its_socket(
+    settings, operator_user: User, embedded_host: Host, sockets
+) -> None:
+    settings.LIVE_EMBEDDED_WATCHERS = True
+    try:
+        watching = await connect(sockets, "/ws/domains/?all", operator_user)
+        await watching.receive_type("host")  # the watchers run and have listed the host
+        rendered = time.time_ns() // 1000  # a page renders: the VM runs
+        await database_sync_to_async(virt.run_action)("test:///default", TEST_DOMAIN_UUID, virt.Action.PAUSE)
+        while 'data-state="paused"' not in (await watching.receive_type("row"))["html"]:
+            pass  # the change happened before the page's socket opened
+
+        late = await connect(sockets, f"/ws/domains/?all&since={rendered}", operator_user)
+        row = await late.receive_type("row")
+        assert row["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}" and 'data-state="paused"' in row["html"]
+        page = await connect(sockets, f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/?since={rendered}", operator_user)
+        assert 'data-state="paused"' in (await page.receive_type("summary"))["html"]
+
+        current = await connect(sockets, f"/ws/domains/?all&since={time.time_ns() // 1000}", operator_user)
+        assert await current.silent(0.5)  # rendered after the change: nothing to replay
     finally:
         await live.stop_embedded_supervisor()
