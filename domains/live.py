@@ -225,6 +225,7 @@ class Supervisor:
         self._outbox: asyncio.Queue[tuple[Host, virt.HostEvent]] = asyncio.Queue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._refreshing = asyncio.Lock()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -259,6 +260,10 @@ class Supervisor:
         await sync_to_async(_stop_all, thread_sensitive=False)(watchers)
 
     async def _refresh_hosts(self) -> None:
+        async with self._refreshing:  # from the timer and from pages' requests: one at a time
+            await self._refresh_hosts_now()
+
+    async def _refresh_hosts_now(self) -> None:
         hosts = {host.pk: host for host in await sync_to_async(_enabled_hosts)()}
         stale = [pk for pk, (host, _w) in self._watchers.items() if pk not in hosts or hosts[pk].uri != host.uri]
         stopping = [self._watchers.pop(pk)[1] for pk in stale]
@@ -337,6 +342,10 @@ class Supervisor:
 
     async def _replay(self, layer: Any, request: dict[str, Any]) -> None:
         uuid = request.get("uuid")
+        if any(int(host_id) not in self._watchers for host_id in request["host_ids"]):
+            # A host added since the last look (from another process, say): watch it now. Its first
+            # listing goes to the host's group, which the asking page has joined.
+            await self._refresh_hosts()
         for host_id in request["host_ids"]:
             entry = self._watchers.get(int(host_id))
             if entry is None:

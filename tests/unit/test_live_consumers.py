@@ -376,3 +376,20 @@ async def test_a_page_is_told_what_changed_between_its_render_and_its_socket(
         assert await current.silent(0.5)  # rendered after the change: nothing to replay
     finally:
         await live.stop_embedded_supervisor()
+
+
+async def test_a_page_of_a_host_added_meanwhile_gets_it_watched_at_once(
+    settings, admin_user: User, embedded_host: Host, xml_host, sockets
+) -> None:
+    settings.LIVE_EMBEDDED_WATCHERS = True
+    try:
+        first = await connect(sockets, "/ws/domains/?all", admin_user)
+        await first.receive_type("host")  # the watchers run
+        await database_sync_to_async(xml_host)("other", [{"name": "web-2", "uuid": OTHER_UUID}])
+        page = await connect(sockets, f"/ws/domains/?all&host=other&since={time.time_ns() // 1000}", admin_user)
+        # Well before the supervisor's next look at the hosts table (HOST_REFRESH_SECONDS).
+        host = await page.receive_type("host", timeout=live.HOST_REFRESH_SECONDS / 4)
+        assert (host["host"], host["reachable"]) == ("other", True)
+        assert (await page.receive_type("row"))["id"] == f"domain-other-{OTHER_UUID}"
+    finally:
+        await live.stop_embedded_supervisor()
