@@ -88,6 +88,14 @@ async def sockets() -> AsyncIterator[list[WebsocketCommunicator]]:
         await communicator.disconnect()
 
 
+@pytest.fixture
+async def embedded_watchers(settings) -> AsyncIterator[None]:
+    """This process runs the watchers, as the default deployment does; they stop after the test."""
+    settings.LIVE_EMBEDDED_WATCHERS = True
+    yield
+    await live.stop_embedded_supervisor()
+
+
 async def connect(sockets: list[WebsocketCommunicator], path: str, user: User) -> Socket:
     communicator, connected, code = await open_socket(path, user)
     assert connected, f"refused with {code}"
@@ -324,72 +332,57 @@ async def test_logging_out_closes_that_sessions_sockets(admin_user: User, embedd
 # --- The embedded watchers: real libvirt events on test:///default, pushed to the page. ---
 
 
-async def test_embedded_watchers_push_a_real_state_change(settings, operator_user: User, embedded_host: Host,
-                                                          sockets) -> None:
-    settings.LIVE_EMBEDDED_WATCHERS = True
-    try:
-        operator = await connect(sockets, "/ws/domains/?all", operator_user)
-        await operator.receive_type("host")  # the first listing of the freshly started watcher
-        await database_sync_to_async(virt.run_action)("test:///default", TEST_DOMAIN_UUID, virt.Action.PAUSE)
-        while 'data-state="paused"' not in (row := await operator.receive_type("row"))["html"]:
-            pass
-        assert ">user</small>" in row["html"]
-    finally:
-        await live.stop_embedded_supervisor()
+async def test_embedded_watchers_push_a_real_state_change(
+    embedded_watchers, operator_user: User, embedded_host: Host, sockets
+) -> None:
+    operator = await connect(sockets, "/ws/domains/?all", operator_user)
+    await operator.receive_type("host")  # the first listing of the freshly started watcher
+    await database_sync_to_async(virt.run_action)("test:///default", TEST_DOMAIN_UUID, virt.Action.PAUSE)
+    while 'data-state="paused"' not in (row := await operator.receive_type("row"))["html"]:
+        pass
+    assert ">user</small>" in row["html"]
 
 
 async def test_an_action_from_the_dashboard_nudges_changes_libvirt_has_no_event_for(
-    settings, operator_user: User, embedded_host: Host, sockets
+    embedded_watchers, operator_user: User, embedded_host: Host, sockets
 ) -> None:
-    settings.LIVE_EMBEDDED_WATCHERS = True
-    try:
-        operator = await connect(sockets, "/ws/domains/?all&autostart", operator_user)
-        await operator.receive_type("host")
-        await database_sync_to_async(services.domain_act)(
-            actor=operator_user, host_name="embedded", uuid=TEST_DOMAIN_UUID, action=virt.Action.AUTOSTART_ON)
-        row = await asyncio.wait_for(operator.receive_type("row"), 3)
-        assert row["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}"
-        assert "<td>yes</td>" in row["html"]
-    finally:
-        await live.stop_embedded_supervisor()
+    operator = await connect(sockets, "/ws/domains/?all&autostart", operator_user)
+    await operator.receive_type("host")
+    await database_sync_to_async(services.domain_act)(
+        actor=operator_user, host_name="embedded", uuid=TEST_DOMAIN_UUID, action=virt.Action.AUTOSTART_ON)
+    row = await asyncio.wait_for(operator.receive_type("row"), 3)
+    assert row["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}"
+    assert "<td>yes</td>" in row["html"]
 
 
 async def test_a_page_is_told_what_changed_between_its_render_and_its_socket(
-    settings, operator_user: User, embedded_host: Host, sockets
+    embedded_watchers, operator_user: User, embedded_host: Host, sockets
 ) -> None:
-    settings.LIVE_EMBEDDED_WATCHERS = True
-    try:
-        watching = await connect(sockets, "/ws/domains/?all", operator_user)
-        await watching.receive_type("host")  # the watchers run and have listed the host
-        rendered = time.time_ns() // 1000  # a page renders: the VM runs
-        await database_sync_to_async(virt.run_action)("test:///default", TEST_DOMAIN_UUID, virt.Action.PAUSE)
-        while 'data-state="paused"' not in (await watching.receive_type("row"))["html"]:
-            pass  # the change happened before the page's socket opened
+    watching = await connect(sockets, "/ws/domains/?all", operator_user)
+    await watching.receive_type("host")  # the watchers run and have listed the host
+    rendered = time.time_ns() // 1000  # a page renders: the VM runs
+    await database_sync_to_async(virt.run_action)("test:///default", TEST_DOMAIN_UUID, virt.Action.PAUSE)
+    while 'data-state="paused"' not in (await watching.receive_type("row"))["html"]:
+        pass  # the change happened before the page's socket opened
 
-        late = await connect(sockets, f"/ws/domains/?all&since={rendered}", operator_user)
-        row = await late.receive_type("row")
-        assert row["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}" and 'data-state="paused"' in row["html"]
-        page = await connect(sockets, f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/?since={rendered}", operator_user)
-        assert 'data-state="paused"' in (await page.receive_type("summary"))["html"]
+    late = await connect(sockets, f"/ws/domains/?all&since={rendered}", operator_user)
+    row = await late.receive_type("row")
+    assert row["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}" and 'data-state="paused"' in row["html"]
+    page = await connect(sockets, f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/?since={rendered}", operator_user)
+    assert 'data-state="paused"' in (await page.receive_type("summary"))["html"]
 
-        current = await connect(sockets, f"/ws/domains/?all&since={time.time_ns() // 1000}", operator_user)
-        assert await current.silent(0.5)  # rendered after the change: nothing to replay
-    finally:
-        await live.stop_embedded_supervisor()
+    current = await connect(sockets, f"/ws/domains/?all&since={time.time_ns() // 1000}", operator_user)
+    assert await current.silent(0.5)  # rendered after the change: nothing to replay
 
 
 async def test_a_page_of_a_host_added_meanwhile_gets_it_watched_at_once(
-    settings, admin_user: User, embedded_host: Host, xml_host, sockets
+    embedded_watchers, admin_user: User, embedded_host: Host, xml_host, sockets
 ) -> None:
-    settings.LIVE_EMBEDDED_WATCHERS = True
-    try:
-        first = await connect(sockets, "/ws/domains/?all", admin_user)
-        await first.receive_type("host")  # the watchers run
-        await database_sync_to_async(xml_host)("other", [{"name": "web-2", "uuid": OTHER_UUID}])
-        page = await connect(sockets, f"/ws/domains/?all&host=other&since={time.time_ns() // 1000}", admin_user)
-        # Well before the supervisor's next look at the hosts table (HOST_REFRESH_SECONDS).
-        host = await page.receive_type("host", timeout=live.HOST_REFRESH_SECONDS / 4)
-        assert (host["host"], host["reachable"]) == ("other", True)
-        assert (await page.receive_type("row"))["id"] == f"domain-other-{OTHER_UUID}"
-    finally:
-        await live.stop_embedded_supervisor()
+    first = await connect(sockets, "/ws/domains/?all", admin_user)
+    await first.receive_type("host")  # the watchers run
+    await database_sync_to_async(xml_host)("other", [{"name": "web-2", "uuid": OTHER_UUID}])
+    page = await connect(sockets, f"/ws/domains/?all&host=other&since={time.time_ns() // 1000}", admin_user)
+    # Well before the supervisor's next look at the hosts table (HOST_REFRESH_SECONDS).
+    host = await page.receive_type("host", timeout=live.HOST_REFRESH_SECONDS / 4)
+    assert (host["host"], host["reachable"]) == ("other", True)
+    assert (await page.receive_type("row"))["id"] == f"domain-other-{OTHER_UUID}"
