@@ -35,7 +35,7 @@ from django.contrib.auth.signals import user_logged_out
 from django.dispatch import receiver
 from django.template.loader import render_to_string
 
-from . import virt
+from . import guest_addresses, virt
 from .filters import ListQuery
 from .models import Host
 from .permissions import Right
@@ -226,6 +226,7 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._refreshing = asyncio.Lock()
+        self._shared: dict[guest_addresses.Key, tuple[str, ...]] = {}  # what _share_addresses last wrote
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -315,10 +316,27 @@ class Supervisor:
             current = self._watchers.get(host.pk)
             host = current[0] if current else host
             try:
+                await self._share_addresses(host, event)
                 for group, message in messages_for(host, event):
                     await layer.group_send(group, message)
             except Exception:
                 logger.exception("publishing %s of %s failed", type(event).__name__, host.name)
+
+    async def _share_addresses(self, host: Host, event: virt.HostEvent) -> None:
+        """Write the guest addresses that changed to the shared cache, for lists other processes render."""
+        if isinstance(event, virt.DomainRemoved):
+            self._shared.pop((host.pk, event.uuid), None)
+            return
+        records = (event.record,) if isinstance(event, virt.DomainChanged) else \
+            event.records if isinstance(event, virt.HostSynced) else ()
+        news = {}
+        for record in records:
+            addresses = record.addresses if guest_addresses.running(record) else ()
+            if self._shared.get((host.pk, record.uuid), ()) != addresses:
+                news[(host.pk, record.uuid)] = addresses
+        if news:
+            await sync_to_async(guest_addresses.share, thread_sensitive=False)(news)
+            self._shared.update(news)
 
     async def _listen_for_nudges(self) -> None:
         """Nudges (re-read a VM or a host) and replays (tell one page what changed since it was rendered)."""

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import Http404
 
-from . import virt
+from . import guest_addresses, virt
 from .filters import ListQuery
 from .models import AuditEntry, Host, MigrationJob
 from .permissions import DefineLimits, Right, define_limits, granted_domains, rights_from
@@ -64,6 +64,7 @@ class DomainRow:
             "vcpus": record.vcpus,
             "memory_kib": record.memory_kib,
             "title": record.title,
+            "addresses": list(record.addresses),
         }
 
 
@@ -104,7 +105,7 @@ def domain_list(*, user: User | AnonymousUser, query: ListQuery) -> DomainListin
         if isinstance(result, virt.VirtError):
             unreachable.append(UnreachableHost(host, str(result)))
             continue
-        for record in result:
+        for record in guest_addresses.with_shared(host.pk, result):
             rights = rights_from(granted, (host.pk, record.uuid))
             if not rights:
                 continue
@@ -134,7 +135,7 @@ def domain_get(
         record = virt.get_domain(host.uri, uuid)
     except virt.DomainNotFound as error:
         raise Http404("No such virtual machine.") from error
-    return DomainRow(host, record, rights)
+    return DomainRow(host, guest_addresses.with_shared(host.pk, [record])[0], rights)
 
 
 @dataclass(frozen=True)

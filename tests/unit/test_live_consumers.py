@@ -23,6 +23,7 @@ from django.test import Client
 from accounts.models import User
 from domains import live, services, virt
 from domains.models import Grant, Host
+from domains.virt.addresses import remember_addresses
 from tests.conftest import TEST_DOMAIN_UUID
 from vmportal.asgi import application
 
@@ -386,3 +387,20 @@ async def test_a_page_of_a_host_added_meanwhile_gets_it_watched_at_once(
     host = await page.receive_type("host", timeout=live.HOST_REFRESH_SECONDS / 4)
     assert (host["host"], host["reachable"]) == ("other", True)
     assert (await page.receive_type("row"))["id"] == f"domain-other-{OTHER_UUID}"
+
+
+async def test_addresses_the_watchers_learn_reach_lists_that_other_processes_render(
+    embedded_watchers, admin_user: User, embedded_host: Host, sockets
+) -> None:
+    page = await connect(sockets, "/ws/domains/?all", admin_user)
+    await page.receive_type("host")
+    # What the watchers' AddressReader does once the agent answers (test:///default has no agent) ...
+    remember_addresses("test:///default", TEST_DOMAIN_UUID, ("192.0.2.10",))
+    await database_sync_to_async(live.nudge)(host_id=embedded_host.pk, uuid=TEST_DOMAIN_UUID)
+    while "192.0.2.10" not in (await page.receive_type("row"))["html"]:
+        pass
+    # ... and a process that never asked an agent itself (a second daphne, with Redis) still lists them.
+    remember_addresses("test:///default", TEST_DOMAIN_UUID, ())
+    client = await database_sync_to_async(_logged_in)(admin_user)
+    listing = await database_sync_to_async(client.get)("/domains/", {"format": "json"})
+    assert listing.json()["domains"][0]["addresses"] == ["192.0.2.10"]
