@@ -27,15 +27,11 @@ def share(addresses: Mapping[Key, tuple[str, ...]]) -> None:
     cache.set_many({_cache_key(key): list(value) for key, value in addresses.items()}, TIMEOUT_SECONDS)
 
 
-def running(record: virt.DomainRecord) -> bool:
-    return record.id is not None and record.id >= 0
-
-
 def with_shared(host_id: int, records: Iterable[virt.DomainRecord]) -> list[virt.DomainRecord]:
     """The records, running ones without addresses given those the watchers shared."""
     records = list(records)
     wanted = {_cache_key((host_id, record.uuid)): record for record in records
-              if running(record) and not record.addresses}
+              if record.active and not record.addresses}
     if not wanted:
         return records
     found = cache.get_many(list(wanted))

@@ -331,7 +331,7 @@ class Supervisor:
             event.records if isinstance(event, virt.HostSynced) else ()
         news = {}
         for record in records:
-            addresses = record.addresses if guest_addresses.running(record) else ()
+            addresses = record.addresses if record.active else ()
             if self._shared.get((host.pk, record.uuid), ()) != addresses:
                 news[(host.pk, record.uuid)] = addresses
         if news:

@@ -100,6 +100,7 @@ class HostSynced:
 
 
 HostEvent = DomainChanged | DomainRemoved | HostLost | HostSynced
+Sink = Callable[[HostEvent], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +110,6 @@ class Changes:
     changed: tuple[tuple[int, DomainRecord], ...]
     removed: tuple[tuple[int, str], ...]
     lost: tuple[int, str] | None
-Sink = Callable[[HostEvent], None]
 
 # Event ids and whether they change only what the VM page shows (agent, devices).
 _DOMAIN_EVENTS: dict[int, bool] = {
@@ -388,7 +388,7 @@ class HostWatcher:
             self._note_gone([uuid for uuid, _record in removed], seq)
         if full:  # guests that were running before we looked may have an agent to ask
             for record in listed:
-                if record.id is not None and record.id >= 0:
+                if record.active:
                     self._addresses.follow(record.uuid, unconfirmed=True)
         if full or was_reachable is not True:
             if was_reachable is False:
@@ -423,7 +423,7 @@ class HostWatcher:
             if uuid not in records:
                 gone.append(by_uuid[uuid])
         for uuid, record in records.items():
-            if record.id is None or record.id < 0:  # stopped: what its agent said no longer holds
+            if not record.active:  # stopped: what its agent said no longer holds
                 self._addresses.forget(uuid)
             self._apply(by_uuid[uuid], record)
         for item in gone:

@@ -85,7 +85,7 @@ def record_matches(record: DomainRecord, options: Collection[str]) -> bool:
     return (
         in_state
         # libvirt's "active" is "has an id", which a crashed domain of some drivers keeps.
-        and _either(flags, _ACTIVE, _INACTIVE, record.id is not None)
+        and _either(flags, _ACTIVE, _INACTIVE, record.active)
         and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT,
                     libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT, record.persistent)
         and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE,
@@ -118,6 +118,11 @@ class DomainRecord:
     memory_kib: int
     id: int | None
     addresses: tuple[str, ...] = ()  # as the guest agent last reported them, when known
+
+    @property
+    def active(self) -> bool:
+        """Running or paused: only an active domain has an id, as in `virsh list`."""
+        return self.id is not None
 
     @property
     def state_label(self) -> str:
