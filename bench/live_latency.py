@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from vmportal.testing import LiveSocket, free_port, portal_env, stop_process, wait_for_port  # noqa: E402
+from vmportal.testing import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port  # noqa: E402
 
 PYTHON = sys.executable
 TEST_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # the "test" VM of test:///default
@@ -169,18 +169,11 @@ def prepare(var_dir: Path, env: dict[str, str]) -> str:
 
     manage("migrate", "--noinput", "-v", "0")
     return manage("shell", "--no-imports", "-c", (
-        "from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY\n"
-        "from django.contrib.sessions.backends.db import SessionStore\n"
         "from accounts.models import User\n"
         "from domains.models import Host\n"
         "Host.objects.create(name='embedded', uri='test:///default')\n"
-        "user = User.objects.create_user('bench-operator', role='operator')\n"
-        "session = SessionStore()\n"
-        "session[SESSION_KEY] = str(user.pk)\n"
-        "session[BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'\n"
-        "session[HASH_SESSION_KEY] = user.get_session_auth_hash()\n"
-        "session.create()\n"
-        "print(session.session_key)\n"
+        "User.objects.create_user('bench-operator', role='operator')\n"
+        + session_code("bench-operator") + "print(session_key)\n"
     )).strip()
 
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from websockify.websocket import WebSocket, WebSocketWantReadError
 
-from vmportal.testing import free_port, portal_env, stop_process, wait_for_port
+from vmportal.testing import free_port, portal_env, session_code, stop_process, wait_for_port
 
 
 class ClientWebSocket(WebSocket):
@@ -211,10 +211,7 @@ class ConsoleStack:
 
     def login(self, username: str) -> str:
         """A session key for the user, as a login would create it."""
-        return str(self.shell(
-            "from django.test import Client\nfrom accounts.models import User\n"
-            f"client = Client()\nclient.force_login(User.objects.get(username={username!r}))\n"
-            "result = client.cookies['sessionid'].value\n"))
+        return str(self.shell(session_code(username) + "result = session_key\n"))
 
     def tickets(self, username: str, host: str, uuid: str) -> list[str]:
         return list(self.shell(

@@ -1,7 +1,13 @@
-"""Fixtures shared by every layer: users of each role, hosts, and a fresh hypervisor per test."""
+"""Fixtures shared by every layer: users of each role, hosts, a fresh hypervisor per test, the lab.
+
+The real lab (two libvirtd hosts with the demo guests) comes up once per session for the integration
+and browser tests, and is stopped at the end unless VMPORTAL_LAB_KEEP=1. Tests marked lab_down stop
+it themselves; they run last, and any test after them gets the lab back.
+"""
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -10,11 +16,14 @@ from xml.sax.saxutils import escape
 import pytest
 from django.test import Client
 
+import lab
 from accounts.models import User
 from domains import virt
 from domains.models import Grant, Host
 
 PASSWORD = "correct horse battery staple"
+KEEP_LAB = os.environ.get("VMPORTAL_LAB_KEEP") == "1"
+LAB_HOSTS = 2
 
 
 def _layer(item: pytest.Item) -> int:
@@ -35,6 +44,22 @@ def _layer(item: pytest.Item) -> int:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # trylast: after pytest-django's own reordering, which this keeps within each layer.
     items.sort(key=_layer)
+
+
+@pytest.fixture(scope="session")
+def lab_session() -> Iterator[None]:
+    usable, reason = lab.available()
+    if not usable:
+        pytest.skip(f"the lab cannot run here: {reason}")
+    yield
+    if not KEEP_LAB:
+        lab.down()
+
+
+@pytest.fixture
+def lab_hosts(lab_session: None) -> list[lab.LabHost]:
+    """The lab's hosts, up with the demo inventory; fast when it already is (the usual case)."""
+    return lab.up(hosts=LAB_HOSTS)
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,8 @@
 """Helpers shared by the tests and the benchmarks; the running portal never imports this module.
 
 What they share: a free loopback port, a server process waited for and stopped, the environment of a
-portal in its own var dir, and the browser's side of a live-state websocket.
+portal in its own var dir, a login session made from a shell, and the browser's side of a live-state
+websocket.
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ def portal_env(var_dir: Path, **settings: str) -> dict[str, str]:
                 "VMPORTAL_ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1"})
     env.update(settings)
     return env
+
+
+def session_code(username: str) -> str:
+    """`manage.py shell` code that leaves in `session_key` a session of the user, as a login creates one."""
+    return ("from django.test import Client\nfrom accounts.models import User\n"
+            f"client = Client()\nclient.force_login(User.objects.get(username={username!r}))\n"
+            "session_key = client.cookies['sessionid'].value\n")
 
 
 def free_port() -> int:

@@ -18,8 +18,9 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 import lab
 from consoles.testing import ConsoleStack, wait_for
+from tests.conftest import LAB_HOSTS
 from tests.e2e.conftest import login
-from tests.integration.helpers import virsh
+from tests.integration.helpers import host_of, virsh
 from vmportal.testing import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
@@ -28,19 +29,9 @@ USER = "tina"
 CONNECT_MS = 30_000
 
 
-def host_of(hosts: list[lab.LabHost], domain: str) -> lab.LabHost:
-    for host in hosts:
-        if domain in virsh(host, "list", "--name").split():
-            return host
-    raise AssertionError(f"{domain} runs on no lab host")
-
-
 @pytest.fixture(scope="module")
-def hosts() -> list[lab.LabHost]:
-    usable, reason = lab.available()
-    if not usable:
-        pytest.skip(f"the lab cannot run here: {reason}")
-    return lab.up(hosts=2)
+def hosts(lab_session: None) -> list[lab.LabHost]:
+    return lab.up(hosts=LAB_HOSTS)
 
 
 @pytest.fixture(scope="module")

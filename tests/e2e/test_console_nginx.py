@@ -23,21 +23,15 @@ from consoles.testing import (
     rfb_handshake,
     wait_for,
 )
+from tests.conftest import LAB_HOSTS
 from tests.e2e.conftest import PASSWORD
-from tests.integration.helpers import virsh
+from tests.integration.helpers import host_of, virsh
 from vmportal.testing import free_port, wait_for_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 USER = "tina"
 NGINX_CONF = REPO / "deploy" / "nginx" / "vmportal.conf"
-
-
-def host_of(hosts: list[lab.LabHost], domain: str) -> lab.LabHost:
-    for host in hosts:
-        if domain in virsh(host, "list", "--name").split():
-            return host
-    raise AssertionError(f"{domain} runs on no lab host")
 
 
 def site_config(*, directory: Path, https_port: int, http_port: int, app_port: int, console_port: int) -> str:
@@ -61,11 +55,8 @@ def site_config(*, directory: Path, https_port: int, http_port: int, app_port: i
 
 
 @pytest.fixture(scope="module")
-def hosts() -> list[lab.LabHost]:
-    usable, reason = lab.available()
-    if not usable:
-        pytest.skip(f"the lab cannot run here: {reason}")
-    return lab.up(hosts=2)
+def hosts(lab_session: None) -> list[lab.LabHost]:
+    return lab.up(hosts=LAB_HOSTS)
 
 
 @pytest.fixture(scope="module")

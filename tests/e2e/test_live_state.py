@@ -18,7 +18,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 import lab
+from tests.conftest import LAB_HOSTS
 from tests.e2e.conftest import LiveApp, login
+from tests.integration.helpers import virsh
 from tests.integration.test_migration_lab import guest_xml
 
 pytestmark = pytest.mark.e2e
@@ -26,19 +28,9 @@ pytestmark = pytest.mark.e2e
 LIVE_MS = 5_000  # the page must show a change within this, without reload (it takes milliseconds)
 
 
-def virsh(host: lab.LabHost, *args: str) -> str:
-    done = subprocess.run(["virsh", "--quiet", "--connect", host.uri, *args], capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 0, f"virsh {' '.join(args)}: {done.stderr}"
-    return done.stdout
-
-
 @pytest.fixture(scope="module")
-def lab1() -> lab.LabHost:
-    usable, reason = lab.available()
-    if not usable:
-        pytest.skip(f"the lab cannot run here: {reason}")
-    return lab.up(hosts=2)[0]
+def lab1(lab_session: None) -> lab.LabHost:
+    return lab.up(hosts=LAB_HOSTS)[0]
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 import lab
+from tests.conftest import LAB_HOSTS
 from tests.e2e.conftest import LiveApp, login
 from tests.integration.helpers import agent_answers, domains, virsh, wait_until
 from tests.integration.test_migration_lab import define, remove_leftovers
@@ -18,12 +19,9 @@ NAME = "it-mig-e2e"
 
 
 @pytest.fixture(scope="module")
-def lab_pair(live_app: LiveApp) -> Iterator[tuple[lab.LabHost, lab.LabHost]]:
+def lab_pair(live_app: LiveApp, lab_session: None) -> Iterator[tuple[lab.LabHost, lab.LabHost]]:
     """The two lab hosts, registered as mig-a and mig-b for this module and removed afterwards."""
-    usable, reason = lab.available()
-    if not usable:
-        pytest.skip(f"the lab cannot run here: {reason}")
-    hosts = lab.up(hosts=2)
+    hosts = lab.up(hosts=LAB_HOSTS)
     for lab_host in hosts:
         remove_leftovers(lab_host)
     live_app.manage("hosts", "add", "mig-a", hosts[0].uri)

@@ -50,3 +50,12 @@ def domains(host: lab.LabHost, *, active_only: bool = False) -> set[str]:
 
 def domain_state(host: lab.LabHost, domain: str) -> str:
     return virsh(host, "domstate", domain)
+
+
+def host_of(hosts: list[lab.LabHost], domain: str) -> lab.LabHost:
+    """The host where domain is active (it may have migrated), or defined."""
+    for active_only in (True, False):
+        for host in hosts:
+            if domain in domains(host, active_only=active_only):
+                return host
+    raise AssertionError(f"{domain} is on no lab host")

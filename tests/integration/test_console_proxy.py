@@ -26,7 +26,8 @@ from consoles.testing import (
     rfb_handshake,
     wait_for,
 )
-from tests.integration.helpers import virsh
+from tests.conftest import LAB_HOSTS
+from tests.integration.helpers import host_of, virsh
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +35,9 @@ ORIGIN = "http://127.0.0.1:8000"
 USER = "tina"
 
 
-def host_of(hosts: list[lab.LabHost], domain: str) -> lab.LabHost:
-    for host in hosts:
-        if domain in virsh(host, "list", "--name").split():
-            return host
-    raise AssertionError(f"{domain} runs on no lab host")
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, lab_session: None) -> Iterator[ConsoleStack]:
-    hosts = lab.up(hosts=2)
+    hosts = lab.up(hosts=LAB_HOSTS)
     stack = ConsoleStack(tmp_path_factory.mktemp("console-proxy"),
                          settings={"VMPORTAL_CONSOLE_RECHECK_SECONDS": "0.5"})
     stack.setup({host.name: host.uri for host in hosts})
@@ -58,7 +52,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, lab_session: None) -> Iterat
 
 @pytest.fixture
 def hosts(stack: ConsoleStack) -> list[lab.LabHost]:
-    return lab.up(hosts=2)
+    return lab.up(hosts=LAB_HOSTS)
 
 
 def proxy_url(stack: ConsoleStack, token: str) -> str:

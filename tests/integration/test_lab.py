@@ -10,22 +10,13 @@ from pathlib import Path
 import pytest
 
 import lab
-from tests.integration.conftest import KEEP_LAB
-from tests.integration.helpers import agent, agent_answers, domain_state, domains, virsh, wait_until
+from tests.conftest import KEEP_LAB
+from tests.integration.helpers import agent, agent_answers, domain_state, domains, host_of, virsh, wait_until
 
 pytestmark = pytest.mark.integration
 
 BOOT_TIMEOUT = 180  # seconds; every guest boots at once under TCG on a small machine
 RUNNING_DEMO_VMS = {"demo-vga", "demo-cirrus", "demo-vmvga", "demo-spice", "demo-transient"}
-
-
-def host_of(hosts: list[lab.LabHost], domain: str) -> lab.LabHost:
-    """The host where domain is active (it may have migrated), or defined."""
-    for active_only in (True, False):
-        for host in hosts:
-            if domain in domains(host, active_only=active_only):
-                return host
-    raise AssertionError(f"{domain} is on no lab host")
 
 
 def test_each_host_is_its_own_libvirtd(lab_hosts: list[lab.LabHost]) -> None:

@@ -21,7 +21,7 @@ import pytest
 
 import lab
 from tests.integration.helpers import virsh
-from vmportal.testing import LiveSocket, free_port, portal_env, stop_process, wait_for_port
+from vmportal.testing import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port
 
 pytestmark = pytest.mark.integration
 
@@ -75,18 +75,11 @@ def stack(redis_url: str, tmp_path: Path, lab_hosts: list[lab.LabHost]) -> Itera
     stack.manage("migrate", "--noinput", "-v", "0")
     lab1 = lab_hosts[0]
     stack.session_key = stack.manage("shell", "--no-imports", "-c", (
-        "from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY\n"
-        "from django.contrib.sessions.backends.db import SessionStore\n"
         "from accounts.models import User\n"
         "from domains.models import Host\n"
         f"Host.objects.create(name={lab1.name!r}, uri={lab1.uri!r})\n"
-        f"user = User.objects.create_user('olga-operator', password={secrets.token_hex(16)!r}, role='operator')\n"
-        "session = SessionStore()\n"
-        "session[SESSION_KEY] = str(user.pk)\n"
-        "session[BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'\n"
-        "session[HASH_SESSION_KEY] = user.get_session_auth_hash()\n"
-        "session.create()\n"
-        "print(session.session_key)\n"
+        f"User.objects.create_user('olga-operator', password={secrets.token_hex(16)!r}, role='operator')\n"
+        + session_code("olga-operator") + "print(session_key)\n"
     )).strip()
 
     processes: list[subprocess.Popen[bytes]] = []
