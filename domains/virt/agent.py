@@ -126,10 +126,14 @@ class AddressReader:
     def forget(self, uuid: str) -> None:
         """The agent went away (or the guest stopped): its addresses are no longer known."""
         with self._wake:
-            self._due.pop(uuid, None)
-            self._since.pop(uuid, None)
-            self._unconfirmed.discard(uuid)
+            self._unfollow(uuid)
         remember_addresses(self.uri, uuid, ())
+
+    def _unfollow(self, uuid: str) -> None:
+        """Under the lock: stop asking about this guest."""
+        self._due.pop(uuid, None)
+        self._since.pop(uuid, None)
+        self._unconfirmed.discard(uuid)
 
     def _run(self) -> None:
         while True:
@@ -160,9 +164,7 @@ class AddressReader:
             if uuid not in self._due:  # forgotten meanwhile
                 return
             if done:
-                self._due.pop(uuid, None)
-                self._since.pop(uuid, None)
-                self._unconfirmed.discard(uuid)
+                self._unfollow(uuid)
                 return
             settling = not addresses and time.monotonic() - self._since[uuid] < self._settle_for
             self._due[uuid] = time.monotonic() + (self._settle if settling else self._refresh)
