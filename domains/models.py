@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.contrib.auth.models import Group
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -29,20 +30,28 @@ class Grant(models.Model):
 
     host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="grants")
     domain_uuid = models.UUIDField("VM UUID")
+    # Copied when the grant is saved, so lists name the VM without asking its host.
+    domain_name = models.CharField("VM name", max_length=255, blank=True, editable=False)
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="grants"
     )
     group = models.ForeignKey(Group, null=True, blank=True, on_delete=models.CASCADE, related_name="grants")
-    can_operate = models.BooleanField("may operate", default=False)
-    can_console = models.BooleanField("may open the console", default=False)
-    # The tenant defined this VM itself; it counts against its define allowance.
-    owner = models.BooleanField(default=False)
+    can_operate = models.BooleanField(
+        "may operate", default=False,
+        help_text="Start, shut down, reboot, pause, save, snapshot and change its display; not delete it.")
+    can_console = models.BooleanField(
+        "may open the console", default=False, help_text="Open its screen and keyboard in a browser tab.")
+    owner = models.BooleanField(
+        "owns it", default=False,
+        help_text="May delete it and its own disks; counts against the tenant's define allowance. "
+        "Set for VMs a tenant defined itself.")
 
     class Meta:
         constraints = [
             models.CheckConstraint(
                 condition=Q(user__isnull=False, group__isnull=True) | Q(user__isnull=True, group__isnull=False),
                 name="grant_to_user_or_group",
+                violation_error_message="Give the grant to a user or to a group, not both and not neither.",
             ),
             models.UniqueConstraint(fields=["host", "domain_uuid", "user"], name="one_grant_per_user"),
             models.UniqueConstraint(fields=["host", "domain_uuid", "group"], name="one_grant_per_group"),
@@ -50,7 +59,37 @@ class Grant(models.Model):
         indexes = [models.Index(fields=["host", "domain_uuid"])]
 
     def __str__(self) -> str:
-        return f"{self.user or self.group} on {self.host}/{self.domain_uuid}"
+        return f"{self.user or self.group} on {self.host}/{self.domain_name or self.domain_uuid}"
+
+    def clean(self) -> None:
+        _user_or_group(self)
+
+
+def _user_or_group(holder: Grant | DefineAllowance) -> None:
+    """The "user or group" rule as field errors in words (the database constraint only says it was broken)."""
+    if holder.user_id is None and holder.group_id is None:
+        message = "Choose a user or a group."
+        raise ValidationError({"user": message, "group": message})
+    if holder.user_id is not None and holder.group_id is not None:
+        raise ValidationError({"group": "Choose a user or a group, not both."})
+
+
+class StoragePool(models.Model):
+    """A libvirt storage pool an admin has given a role for tenants: where their new volumes may go
+    (through a define allowance), or shared install images they may attach read-only."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="storage_pools")
+    name = models.CharField("pool name", max_length=255, help_text="The libvirt pool's name on this host.")
+    shared_images = models.BooleanField(
+        "shared images", default=False,
+        help_text="Tenants who may define VMs may boot any of its volumes as a read-only install image (ISO).")
+
+    class Meta:
+        ordering = ["host__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["host", "name"], name="one_pool_per_host_and_name")]
+
+    def __str__(self) -> str:
+        return f"{self.host}/{self.name}"
 
 
 class DefineAllowance(models.Model):
@@ -65,17 +104,49 @@ class DefineAllowance(models.Model):
     max_vms = models.PositiveIntegerField("most VMs", default=2)
     max_vcpus = models.PositiveIntegerField("most vCPUs per VM", default=2)
     max_memory_mib = models.PositiveIntegerField("most memory per VM (MiB)", default=2048)
+    pools = models.ManyToManyField(
+        StoragePool, blank=True, related_name="allowances",
+        help_text="Where the tenant's new volumes go. None: it may not create volumes.")
+    max_storage_gib = models.PositiveIntegerField(
+        "most storage (GiB)", default=20, help_text="The total size of the volumes it creates, on every host.")
 
     class Meta:
         constraints = [
             models.CheckConstraint(
                 condition=Q(user__isnull=False, group__isnull=True) | Q(user__isnull=True, group__isnull=False),
                 name="allowance_to_user_or_group",
+                violation_error_message="Give the allowance to a user or to a group, not both and not neither.",
             ),
         ]
 
     def __str__(self) -> str:
         return f"{self.user or self.group}: {self.max_vms} VMs"
+
+    def clean(self) -> None:
+        _user_or_group(self)
+
+
+class OwnedVolume(models.Model):
+    """A storage volume created through the dashboard, and who created it: the only volumes a tenant
+    may boot (besides shared images), and what counts against its storage allowance."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="owned_volumes")
+    pool = models.CharField(max_length=255)
+    name = models.CharField(max_length=255)
+    path = models.CharField(max_length=4096)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="volumes")
+    capacity_bytes = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "pool", "name"], name="one_owner_per_volume")]
+
+    def __str__(self) -> str:
+        return f"{self.pool}/{self.name} on {self.host} ({self.owner})"
+
+    @property
+    def key(self) -> str:
+        return f"{self.pool}/{self.name}"
 
 
 class AuditEntry(models.Model):

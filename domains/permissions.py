@@ -6,13 +6,14 @@ Views, consumers and console tickets all ask here, so a VM a user may not see is
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
-from django.db.models import Q
+from django.db.models import Q, QuerySet, Sum
 
-from .models import DefineAllowance, Grant, Host
+from .models import DefineAllowance, Grant, Host, OwnedVolume, StoragePool
 from .virt import BootKind
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
     from accounts.models import User
 
-    from .virt import DomainSpec
+    from .virt import DiskVolume, DomainSpec, VolumeInfo
 
 # Consoles of VMs users without the every-VM view define listen here; the console proxy reaches them.
 LOOPBACK_LISTEN = ("127.0.0.1", "::1", "localhost")
@@ -30,6 +31,7 @@ class Right(StrEnum):
     VIEW = "view"
     OPERATE = "operate"
     CONSOLE = "console"
+    DELETE = "delete"  # the owner's right (Grant.owner): operating a VM does not include deleting it
 
 
 ALL_RIGHTS = frozenset(Right)
@@ -44,6 +46,8 @@ def _rights_of(grant: Grant) -> set[Right]:
         rights.add(Right.OPERATE)
     if grant.can_console:
         rights.add(Right.CONSOLE)
+    if grant.owner:
+        rights.add(Right.DELETE)
     return rights
 
 
@@ -70,6 +74,73 @@ def domain_rights(user: User | AnonymousUser, *, host_id: int, uuid: str) -> fro
     return rights_from(granted_domains(user), (host_id, uuid))
 
 
+GIB = 1024**3
+
+
+@dataclass(frozen=True)
+class StorageScope:
+    """Which volumes of one host a user may create, boot and delete; `unlimited` for admins and operators.
+
+    Tenants boot only volumes they created through the dashboard (recorded as OwnedVolume) and attach
+    read-only images from the pools an admin marked as shared; their new volumes go only to the pools
+    their define allowance names, within its total size.
+    """
+
+    unlimited: bool
+    new_volume_pools: frozenset[str] = frozenset()
+    shared_image_pools: frozenset[str] = frozenset()
+    owned_volumes: frozenset[str] = frozenset()  # "pool/name" keys owned by the user on this host
+    foreign_volumes: frozenset[str] = frozenset()  # keys recorded as somebody else's
+    max_storage_gib: int | None = None
+    used_storage_bytes: int = 0
+
+    def may_boot(self, volume_key: str) -> bool:
+        return self.unlimited or volume_key in self.owned_volumes
+
+    def may_attach_image(self, volume_key: str) -> bool:
+        """Read-only, as install media: the user's own volumes and the shared image pools'."""
+        return self.may_boot(volume_key) or volume_key.partition("/")[0] in self.shared_image_pools
+
+    def usable_volumes(self, volumes: Iterable[VolumeInfo]) -> tuple[VolumeInfo, ...]:
+        """The volumes a define form may offer this user."""
+        return tuple(volume for volume in volumes if self.may_attach_image(volume.key))
+
+    def usable_pools(self, pools: Iterable[str]) -> tuple[str, ...]:
+        return tuple(pool for pool in pools if self.unlimited or pool in self.new_volume_pools)
+
+    def new_volume_problems(self, pool: str, size_gib: int) -> list[str]:
+        if self.unlimited:
+            return []
+        if not self.new_volume_pools:
+            return ["Your allowance names no pool for new volumes; ask an admin."]
+        problems = []
+        if pool not in self.new_volume_pools:
+            problems.append(f"New volumes go to {', '.join(sorted(self.new_volume_pools))}.")
+        if self.max_storage_gib is not None and self.used_storage_bytes + size_gib * GIB > self.max_storage_gib * GIB:
+            used = self.used_storage_bytes / GIB
+            problems.append(f"Your volumes take {used:.0f} of your {self.max_storage_gib} GiB; "
+                            f"{size_gib} GiB more is too much.")
+        return problems
+
+    def deletion_problem(self, disk: DiskVolume) -> str | None:
+        """Why `disk` of a VM may not be deleted with it, or None. Checked for every user: a volume
+        another machine uses, or that is not this machine's own, is never deleted from the VM's page."""
+        if disk.device != "disk" or disk.readonly or disk.shareable:
+            return f"{disk.target} is a shared or read-only {disk.device}, not this machine's own disk."
+        if disk.volume is None:
+            return f"{disk.target} is not a storage volume; delete its file on the host if it must go."
+        if disk.used_elsewhere:
+            return f"{disk.target} is also used by another machine."
+        if self.unlimited:
+            return None
+        key = disk.volume.key
+        if disk.volume.pool in self.shared_image_pools:
+            return f"{disk.target} is a shared image."
+        if key in self.foreign_volumes:
+            return f"{disk.target} was created by someone else."
+        return None
+
+
 @dataclass(frozen=True)
 class DefineLimits:
     """How far a user may go defining VMs on one host; None means no limit."""
@@ -78,6 +149,7 @@ class DefineLimits:
     max_vcpus: int | None
     max_memory_mib: int | None
     owned_vms: int
+    storage: StorageScope
 
     @property
     def unlimited(self) -> bool:
@@ -88,8 +160,15 @@ class DefineLimits:
         if self.unlimited:
             return []
         problems = []
-        if spec.boot.kind is BootKind.KERNEL:
+        boot = spec.boot
+        if boot.kind is BootKind.KERNEL:
             problems.append("Direct kernel boot reads files on the host; ask an admin.")
+        if boot.kind is BootKind.VOLUME and not self.storage.may_boot(boot.volume):
+            problems.append("You may boot only volumes you created here.")
+        if boot.kind is BootKind.ISO and not self.storage.may_attach_image(boot.volume):
+            problems.append("Install images come from the shared image pools or your own volumes.")
+        if boot.creates_volume:
+            problems += self.storage.new_volume_problems(boot.pool, boot.size_gib)
         if spec.graphics is not None and spec.graphics.listen not in LOOPBACK_LISTEN:
             problems.append("Consoles listen on the host's loopback only; the dashboard's console proxy reaches them.")
         if self.max_vms is not None and self.owned_vms >= self.max_vms:
@@ -101,17 +180,37 @@ class DefineLimits:
         return problems
 
 
+def _allowances(user: User) -> QuerySet[DefineAllowance]:
+    return DefineAllowance.objects.filter(Q(user=user) | Q(group__in=user.groups.all())).distinct()
+
+
+def storage_scope(user: User | AnonymousUser, host: Host) -> StorageScope:
+    if user.is_authenticated and user.sees_every_domain:
+        return StorageScope(unlimited=True)
+    owned = OwnedVolume.objects.filter(host=host)
+    mine = {v.key for v in owned if v.owner_id == user.pk}
+    allowances = list(_allowances(user).filter(Q(hosts=None) | Q(hosts=host))) if user.is_authenticated else []
+    return StorageScope(
+        unlimited=False,
+        new_volume_pools=frozenset(StoragePool.objects.filter(host=host, allowances__in=allowances)
+                                   .values_list("name", flat=True)),
+        shared_image_pools=frozenset(StoragePool.objects.filter(host=host, shared_images=True)
+                                     .values_list("name", flat=True)),
+        owned_volumes=frozenset(mine),
+        foreign_volumes=frozenset(v.key for v in owned if v.owner_id != user.pk),
+        max_storage_gib=max((a.max_storage_gib for a in allowances), default=0),
+        used_storage_bytes=OwnedVolume.objects.filter(owner_id=user.pk).aggregate(
+            total=Sum("capacity_bytes"))["total"] or 0,
+    )
+
+
 def define_limits(user: User | AnonymousUser, host: Host) -> DefineLimits | None:
     """None when the user may not define VMs on this host at all."""
     if not user.is_authenticated or not user.is_active:
         return None
     if user.sees_every_domain:
-        return DefineLimits(None, None, None, 0)
-    allowances = list(
-        DefineAllowance.objects.filter(Q(user=user) | Q(group__in=user.groups.all()))
-        .filter(Q(hosts=None) | Q(hosts=host))
-        .distinct()
-    )
+        return DefineLimits(None, None, None, 0, StorageScope(unlimited=True))
+    allowances = list(_allowances(user).filter(Q(hosts=None) | Q(hosts=host)))
     if not allowances:
         return None
     # Several allowances (own and groups') combine to the most generous of each limit.
@@ -120,4 +219,5 @@ def define_limits(user: User | AnonymousUser, host: Host) -> DefineLimits | None
         max_vcpus=max(a.max_vcpus for a in allowances),
         max_memory_mib=max(a.max_memory_mib for a in allowances),
         owned_vms=Grant.objects.filter(user=user, owner=True).count(),
+        storage=storage_scope(user, host),
     )

@@ -189,7 +189,11 @@ def define_context(*, user: User, host_name: str) -> DefineContext:
     limits = define_limits(user, host) if host is not None else None
     if host is None or limits is None:
         raise Http404("No such host.")
-    return DefineContext(host, virt.define_choices(host.uri), limits)
+    # The form offers only what the user may use; the service checks the spec again.
+    choices = virt.define_choices(host.uri)
+    choices = dataclasses.replace(choices, volumes=limits.storage.usable_volumes(choices.volumes),
+                                  pools=limits.storage.usable_pools(choices.pools))
+    return DefineContext(host, choices, limits)
 
 
 def define_preview(*, context: DefineContext, spec: virt.DomainSpec) -> str:

@@ -13,8 +13,8 @@ from django.http import Http404
 from . import live, moves, selectors, virt
 from .audit import audited
 from .locks import domain_action_lock
-from .models import Grant, Host, MigrationJob
-from .permissions import LOOPBACK_LISTEN, Right, define_limits
+from .models import Grant, Host, MigrationJob, OwnedVolume
+from .permissions import LOOPBACK_LISTEN, Right, define_limits, storage_scope
 from .selectors import DomainRow
 from .virt import Action, DomainSpec, GraphicsSpec, PowerMode
 from .virt import migration as vmig
@@ -72,15 +72,30 @@ def host_test_connection(*, actor: User, host: Host, client_addr: str | None = N
     return facts
 
 
+def grant_check(grant: Grant) -> None:
+    """Refuses (ValidationError, by field) a grant for a VM its host does not have; names the VM on it."""
+    try:
+        record = virt.get_domain(grant.host.uri, str(grant.domain_uuid))
+    except virt.DomainNotFound as error:
+        raise ValidationError({"domain_uuid": f"Host {grant.host} has no VM with this UUID."}) from error
+    except virt.VirtError as error:
+        raise ValidationError({"host": f"Host {grant.host} could not be asked about this VM: {error}"}) from error
+    grant.domain_name = record.name
+
+
 def grant_save(*, actor: User, grant: Grant, client_addr: str | None = None) -> Grant:
     with audited(actor=actor, action="grant.save", host=grant.host, domain_uuid=str(grant.domain_uuid),
                  client_addr=client_addr) as entry:
         _require_admin(actor)
         grant.full_clean()
+        grant_check(grant)
+        entry.domain_name = grant.domain_name
+        entry.save(update_fields=["domain_name"])
         grant.save()
         transaction.on_commit(live.grants_changed)  # open pages re-check what they may show
         entry.message = f"to {grant.user or grant.group}: view" + (
-            ", operate" if grant.can_operate else "") + (", console" if grant.can_console else "")
+            ", operate" if grant.can_operate else "") + (", console" if grant.can_console else "") + (
+            ", owner" if grant.owner else "")
     return grant
 
 
@@ -93,6 +108,12 @@ def grant_revoke(*, actor: User, grant: Grant, client_addr: str | None = None) -
         transaction.on_commit(live.grants_changed)  # open pages drop the VM
 
 
+_REFUSALS = {
+    Right.OPERATE: "You may view this machine but not act on it.",
+    Right.DELETE: "Only its owner, an operator or an admin may delete this machine.",
+}
+
+
 def _operate(
     *,
     actor: User,
@@ -101,6 +122,7 @@ def _operate(
     action: str,
     act: Callable[[DomainRow], str],
     client_addr: str | None,
+    right: Right = Right.OPERATE,
 ) -> str:
     """Audits, resolves the VM through the permission gate, holds the VM's action lock, acts.
 
@@ -111,8 +133,8 @@ def _operate(
         row = selectors.domain_get(user=actor, host_name=host_name, uuid=uuid)
         entry.domain_name = row.record.name
         entry.save(update_fields=["domain_name"])
-        if Right.OPERATE not in row.rights:
-            raise PermissionDenied("You may view this machine but not act on it.")
+        if right not in row.rights:
+            raise PermissionDenied(_REFUSALS[right])
         with domain_action_lock(row.host.pk, row.uuid):
             try:
                 entry.message = act(row)
@@ -152,21 +174,47 @@ def domain_delete(
     remove_managed_save: bool = True,
     remove_snapshot_metadata: bool = True,
     remove_nvram: bool = False,
-    volume_paths: Sequence[str] = (),
+    disk_targets: Sequence[str] = (),
     client_addr: str | None = None,
 ) -> str:
+    """Deletes the VM and those of its own disks named by target (vda), resolved from its definition.
+
+    Every named disk is checked before anything is deleted: one the user may not delete refuses the
+    whole request, so nothing is lost to a half-done delete.
+    """
     def act(row: DomainRow) -> str:
+        volumes = _disks_to_delete(actor, row, disk_targets)
         deleted = virt.delete_domain(
             row.host.uri, row.uuid, remove_managed_save=remove_managed_save,
-            remove_snapshot_metadata=remove_snapshot_metadata, remove_nvram=remove_nvram,
-            volume_paths=volume_paths,
+            remove_snapshot_metadata=remove_snapshot_metadata, remove_nvram=remove_nvram, volumes=volumes,
         )
         Grant.objects.filter(host=row.host, domain_uuid=row.uuid).delete()
-        volumes = f" and {len(deleted)} volume{'s' if len(deleted) != 1 else ''}" if deleted else ""
-        return f"{row.record.name}{volumes} deleted."
+        for key in deleted:
+            pool, _, name = key.partition("/")
+            OwnedVolume.objects.filter(host=row.host, pool=pool, name=name).delete()
+        kept = f" and {len(deleted)} volume{'s' if len(deleted) != 1 else ''}" if deleted else ""
+        return f"{row.record.name}{kept} deleted."
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.delete", act=act,
-                    client_addr=client_addr)
+                    client_addr=client_addr, right=Right.DELETE)
+
+
+def _disks_to_delete(actor: User, row: DomainRow, targets: Sequence[str]) -> list[virt.VolumeInfo]:
+    if not targets:
+        return []
+    disks = {disk.target: disk for disk in virt.domain_disks(row.host.uri, row.uuid)}
+    scope = storage_scope(actor, row.host)
+    problems, volumes = [], []
+    for target in dict.fromkeys(targets):
+        disk = disks.get(target)
+        problem = f"{row.record.name} has no disk {target}." if disk is None else scope.deletion_problem(disk)
+        if problem is not None:
+            problems.append(problem)
+        elif disk is not None and disk.volume is not None:
+            volumes.append(disk.volume)
+    if problems:
+        raise ValidationError([*problems, "Nothing was deleted."])
+    return volumes
 
 
 def snapshot_create(*, actor: User, host_name: str, uuid: str, name: str, description: str = "",
@@ -209,13 +257,16 @@ def domain_define(*, actor: User, host_name: str, spec: DomainSpec, autostart: b
             raise Http404("No such host.")
         if problems := limits.problems(spec):
             raise ValidationError(problems)
-        uuid = virt.define_domain(host.uri, spec, autostart=autostart)
-        entry.domain_uuid = uuid
+        defined = virt.define_domain(host.uri, spec, autostart=autostart)
+        entry.domain_uuid = defined.uuid
         entry.save(update_fields=["domain_uuid"])
+        if (volume := defined.created_volume) is not None:
+            OwnedVolume.objects.create(host=host, pool=volume.pool, name=volume.name, path=volume.path,
+                                       owner=actor, capacity_bytes=volume.capacity_bytes)
         if not actor.sees_every_domain:
-            Grant.objects.create(host=host, domain_uuid=uuid, user=actor, can_operate=True, can_console=True,
-                                 owner=True)
-    return uuid
+            Grant.objects.create(host=host, domain_uuid=defined.uuid, domain_name=spec.name, user=actor,
+                                 can_operate=True, can_console=True, owner=True)
+    return defined.uuid
 
 
 def domain_define_xml(*, actor: User, host_name: str, xml: str, client_addr: str | None = None) -> str:

@@ -127,6 +127,8 @@ def _run(request: AuthedRequest, call: Callable[[], str]) -> None:
         messages.success(request, call())
     except virt.VirtError as error:
         messages.error(request, str(error))
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
 
 
 def _on_form(form: BaseForm, call: Callable[[], T]) -> T | None:
@@ -162,7 +164,7 @@ def domain_delete(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRes
         remove_managed_save="remove_managed_save" in request.POST,
         remove_snapshot_metadata="remove_snapshot_metadata" in request.POST,
         remove_nvram="remove_nvram" in request.POST,
-        volume_paths=request.POST.getlist("volume"),
+        disk_targets=request.POST.getlist("disk"),
         client_addr=client_addr(request)))
     if request.htmx:
         return HttpResponseClientRedirect(reverse("domains:list") + "?all")

@@ -12,6 +12,7 @@ from .definition import (
     BootKind,
     BootSpec,
     DefineChoices,
+    DefinedDomain,
     DomainSpec,
     GraphicsSpec,
     define_choices,
@@ -46,6 +47,7 @@ from .inventory import (
 )
 from .snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from .states import DomainState
+from .storage import DiskVolume, VolumeInfo, domain_disks
 
 __all__ = [
     "migration",
@@ -61,6 +63,10 @@ __all__ = [
     "BootKind",
     "BootSpec",
     "DefineChoices",
+    "DefinedDomain",
+    "DiskVolume",
+    "VolumeInfo",
+    "domain_disks",
     "DomainSpec",
     "GraphicsSpec",
     "define_choices",

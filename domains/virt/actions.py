@@ -12,6 +12,7 @@ from .connections import connection
 from .errors import OperationInvalid
 from .inventory import DomainRecord
 from .states import DomainState
+from .storage import VolumeInfo, delete_volumes
 
 
 class Action(StrEnum):
@@ -156,13 +157,14 @@ def delete_domain(
     remove_managed_save: bool,
     remove_snapshot_metadata: bool,
     remove_nvram: bool,
-    volume_paths: Sequence[str] = (),
+    volumes: Sequence[VolumeInfo] = (),
 ) -> list[str]:
     """Undefines the domain with the chosen extras, stops it if it runs, deletes the chosen volumes.
 
     Undefining first, as virsh allows, leaves a running guest untouched when libvirt refuses to
     undefine; once undefined it is transient, and stopping it removes it.
-    Returns the volume paths that were deleted; a path that is not a storage volume is skipped.
+    `volumes` come from `domain_disks`, read before: once undefined, a stopped domain's XML is gone.
+    Returns the keys of the volumes deleted; one already gone is skipped.
     """
     with connection(uri) as conn:
         dom = conn.lookupByUUIDString(uuid)
@@ -180,14 +182,4 @@ def delete_domain(
             except libvirt.libvirtError as error:  # it stopped meanwhile, and went with its definition
                 if error.get_error_code() not in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
                     raise
-        deleted = []
-        for path in volume_paths:
-            try:
-                volume = conn.storageVolLookupByPath(path)
-            except libvirt.libvirtError as error:
-                if error.get_error_code() != libvirt.VIR_ERR_NO_STORAGE_VOL:
-                    raise
-                continue
-            volume.delete(0)
-            deleted.append(path)
-        return deleted
+        return delete_volumes(conn, list(volumes))

@@ -13,6 +13,7 @@ import libvirt
 
 from .connections import connection
 from .errors import InvalidDefinition
+from .storage import VolumeInfo
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
 VIDEO_MODELS = ("cirrus", "vga", "vmvga", "qxl", "virtio", "bochs")
@@ -64,18 +65,6 @@ class DomainSpec:
     video_model: str = "vga"
     graphics: GraphicsSpec | None = field(default_factory=lambda: GraphicsSpec("vnc"))
     guest_agent: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class VolumeInfo:
-    pool: str
-    name: str
-    path: str
-    capacity_bytes: int
-
-    @property
-    def key(self) -> str:
-        return f"{self.pool}/{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +214,14 @@ def preview_domain_xml(uri: str, spec: DomainSpec) -> str:
     return build_domain_xml(spec, disk_path=disk_path, disk_format=disk_format, iso_path=iso_path)
 
 
-def define_domain(uri: str, spec: DomainSpec, *, autostart: bool = False) -> str:
-    """Creates the new volume the spec asks for, defines the domain, returns its UUID.
+@dataclass(frozen=True, slots=True)
+class DefinedDomain:
+    uuid: str
+    created_volume: VolumeInfo | None  # the new empty volume the spec asked for
+
+
+def define_domain(uri: str, spec: DomainSpec, *, autostart: bool = False) -> DefinedDomain:
+    """Creates the new volume the spec asks for, defines the domain, returns its UUID and the volume.
 
     A volume created here is deleted again when libvirt rejects the definition.
     """
@@ -245,7 +240,10 @@ def define_domain(uri: str, spec: DomainSpec, *, autostart: bool = False) -> str
             raise
         if autostart:
             dom.setAutostart(1)
-        return str(dom.UUIDString())
+        volume = None
+        if created is not None:
+            volume = VolumeInfo(spec.boot.pool, created.name(), created.path(), created.info()[1])
+        return DefinedDomain(str(dom.UUIDString()), volume)
 
 
 def _refuse_taken_names(conn: libvirt.virConnect, spec: DomainSpec) -> None:

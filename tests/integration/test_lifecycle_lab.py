@@ -175,6 +175,5 @@ def test_a_snapshot_of_a_running_guest_freezes_its_file_systems(lab1, admin_user
         client.post(url + "snapshots/it-1/", {"action": "delete"})
         assert "it-1" not in virsh(lab_host, "snapshot-list", "it-snap", "--name")
     finally:
-        path = virsh(lab_host, "vol-path", "it-snap.qcow2", "--pool", LAB_POOL)
-        services.domain_delete(actor=admin_user, host_name="lab1", uuid=uuid, volume_paths=[path])
+        services.domain_delete(actor=admin_user, host_name="lab1", uuid=uuid, disk_targets=["vda"])
     assert "it-snap.qcow2" not in virsh(lab_host, "vol-list", LAB_POOL)

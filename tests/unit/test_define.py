@@ -6,7 +6,7 @@ import libvirt
 import pytest
 
 from accounts.models import User
-from domains.models import AuditEntry, DefineAllowance, Grant
+from domains.models import AuditEntry, DefineAllowance, Grant, Host, StoragePool
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 
 FORM = {
@@ -82,8 +82,15 @@ def test_a_tenant_without_an_allowance_may_not_define(tenant_user, embedded_host
     assert "web1" not in names(User.objects.create_user("root-admin", role=User.Role.ADMIN))
 
 
+def allowance(user: User, host: Host, **limits: int) -> DefineAllowance:
+    """An allowance whose new volumes go to test:///default's default-pool."""
+    granted = DefineAllowance.objects.create(user=user, **limits)
+    granted.pools.add(StoragePool.objects.get_or_create(host=host, name="default-pool")[0])
+    return granted
+
+
 def test_a_tenant_with_an_allowance_defines_within_limits_and_owns_the_vm(tenant_user, embedded_host):
-    DefineAllowance.objects.create(user=tenant_user, max_vms=1, max_vcpus=2, max_memory_mib=512)
+    allowance(tenant_user, embedded_host, max_vms=1, max_vcpus=2, max_memory_mib=512)
     client = client_for(tenant_user)
     form = client.get("/domains/new/", {"host": "embedded"}).content.decode()
     assert 'name="kernel"' not in form and "You have 0 of your 1 machines" in form
@@ -101,7 +108,7 @@ def test_a_tenant_with_an_allowance_defines_within_limits_and_owns_the_vm(tenant
 
 
 def test_a_tenant_cannot_move_the_console_off_loopback(tenant_user, embedded_host):
-    DefineAllowance.objects.create(user=tenant_user)
+    allowance(tenant_user, embedded_host)
     client_for(tenant_user).post("/domains/new/", {**FORM, "listen": "0.0.0.0", "define": ""})  # noqa: S104
     assert "address='127.0.0.1'" in domain_xml("web1")
 
