@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+import libvirt
 import pytest
 from django.contrib.auth.models import Group
 from django.core.cache import cache
@@ -351,3 +352,64 @@ def test_every_refused_post_leaves_a_denied_audit_row(role: str, path: str, data
     user: User = request.getfixturevalue(USER_FIXTURES[role])
     assert client_for(user).post(path, data).status_code == 404
     assert list(AuditEntry.objects.filter(actor=user).values_list("result", flat=True)) == ["denied"]
+
+
+# --- Objects a request names inside a VM or a define: volumes and pools (SECURITY.md, "Actions"). ---
+# Each row: what the request names, the data it posts, and the volume that must survive it. The
+# owning tenant owns tina.qcow2 and the VM "tinas-vm" booting it; the other tenant owns otto.qcow2.
+
+FOREIGN_STORAGE = {
+    "delete: another tenant's volume attached to the VM": ("delete", {"disk": "vdb"}, "otto.qcow2"),
+    "delete: another VM's volume attached to the VM": ("delete", {"disk": "vdc"}, "admins.qcow2"),
+    "delete: a shared image attached to the VM": ("delete", {"disk": "sda"}, "debian.iso"),
+    "delete: a volume by its path": ("delete", {"volume": "/default-pool/otto.qcow2"}, "otto.qcow2"),
+    "define: boot another tenant's volume": ("define", {"boot_kind": "volume", "volume": "default-pool/otto.qcow2"},
+                                             "otto.qcow2"),
+    "define: boot a volume nobody recorded": ("define", {"boot_kind": "volume", "volume": "default-pool/admins.qcow2"},
+                                              "admins.qcow2"),
+    "define: install from another tenant's volume": ("define", {"boot_kind": "iso",
+                                                                "volume": "default-pool/otto.qcow2"}, "otto.qcow2"),
+    "define: a new volume in a pool not allowed": ("define", {"boot_kind": "new-volume", "pool": "images",
+                                                              "size_gib": "1"}, "debian.iso"),
+}
+
+
+@pytest.mark.parametrize("role", [TENANT, OTHER])
+@pytest.mark.parametrize("case", list(FOREIGN_STORAGE))
+def test_a_request_naming_storage_that_is_not_the_users_is_refused(case: str, role: str, storage: None,
+                                                                   hypervisor: libvirt.virConnect,
+                                                                   embedded_host: Host, request: pytest.FixtureRequest):
+    user: User = request.getfixturevalue(USER_FIXTURES[TENANT])
+    devices = "".join(
+        f"<disk type='file' device='{device}'><source file='{path}'/><target dev='{target}'/>{extra}</disk>"
+        for target, device, path, extra in (("vda", "disk", "/default-pool/tina.qcow2", ""),
+                                            ("vdb", "disk", "/default-pool/otto.qcow2", ""),
+                                            ("vdc", "disk", "/default-pool/admins.qcow2", ""),
+                                            ("sda", "cdrom", "/images/debian.iso", "<readonly/>")))
+    uuid = hypervisor.defineXML(f"<domain type='test'><name>tinas-vm</name><memory>65536</memory><os><type>hvm</type>"
+                                f"</os><devices>{devices}</devices></domain>").UUIDString()
+    hypervisor.defineXML("<domain type='test'><name>admins-vm</name><memory>65536</memory><os><type>hvm</type></os>"
+                         "<devices><disk type='file' device='disk'><source file='/default-pool/admins.qcow2'/>"
+                         "<target dev='vda'/></disk></devices></domain>")
+    Grant.objects.create(host=embedded_host, domain_uuid=uuid, domain_name="tinas-vm", user=user, can_operate=True,
+                         owner=True)
+    actor: User = request.getfixturevalue(USER_FIXTURES[role])
+    kind, data, survivor = FOREIGN_STORAGE[case]
+    if kind == "define" and role == OTHER:  # for the other tenant, the foreign volume is tina's
+        data = {key: value.replace("otto", "tina") for key, value in data.items()}
+        survivor = survivor.replace("otto", "tina")
+    if kind == "delete":
+        response = client_for(actor).post(f"/domains/embedded/{uuid}/delete/", data)
+    else:
+        response = client_for(actor).post("/domains/new/", {
+            "host": "embedded", "name": "grab", "vcpus": "1", "memory_mib": "256", "accelerator": "test",
+            "network": "user", "video_model": "vga", "graphics": "none", "listen": "127.0.0.1", "define": "", **data})
+    pool = "images" if survivor == "debian.iso" else "default-pool"
+    assert survivor in hypervisor.storagePoolLookupByName(pool).listVolumes()
+    names = {dom.name() for dom in hypervisor.listAllDomains(0)}
+    assert "grab" not in names
+    if kind == "delete" and role == OTHER:
+        assert response.status_code == 404  # another tenant's VM does not exist for this user
+    if kind == "delete" and "path" not in case:
+        assert "tinas-vm" in names  # one refused disk deletes nothing, not even the VM
+    assert not Grant.objects.filter(user=actor, domain_name="grab").exists()
