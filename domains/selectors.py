@@ -238,11 +238,8 @@ def _admin_or_404(user: User | AnonymousUser) -> None:
 def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, destination_name: str = "",
                    options: virt.migration.MigrationOptions | None = None) -> MigrationPage:
     """The host picker for one VM: every other enabled host, whether it answers, and the pre-checks of one."""
-    from . import moves  # the runner imports selectors' neighbours; imported late to keep selectors light
-
     _admin_or_404(user)
     row = domain_get(user=user, host_name=host_name, uuid=uuid)
-    moves.reconcile(uuid=row.uuid)
     others = list(enabled_hosts().exclude(pk=row.host.pk))
     answers = virt.fan_out.run({host: host.uri for host in others}, virt.host_facts, settings.HOST_DEADLINE_SECONDS)
     destinations = [
@@ -263,10 +260,8 @@ def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, des
 
 
 def migration_job_get(*, user: User | AnonymousUser, job_id: int) -> MigrationJob:
-    from . import moves
-
+    """The job as it stands: a stale one stays as it is until the supervisor settles it (reads never write)."""
     _admin_or_404(user)
-    moves.reconcile(job_id=job_id)
     job = MigrationJob.objects.select_related("source", "destination").filter(pk=job_id).first()
     if job is None:
         raise Http404("No such migration.")
