@@ -216,6 +216,7 @@ class MigrationPage:
     chosen: Host | None
     checks: list[virt.migration.Check]
     jobs: list[MigrationJob]
+    silent_seconds: int | None = None  # the active job's runner stopped answering this long ago
 
     @property
     def live(self) -> bool:
@@ -237,7 +238,11 @@ def _admin_or_404(user: User | AnonymousUser) -> None:
 
 def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, destination_name: str = "",
                    options: virt.migration.MigrationOptions | None = None) -> MigrationPage:
-    """The host picker for one VM: every other enabled host, whether it answers, and the pre-checks of one."""
+    """The host picker for one VM: every other enabled host, whether it answers, and the pre-checks of one.
+
+    A job a restart left behind shows as stale; the supervisor settles it (a read never writes)."""
+    from . import moves  # the runner imports selectors' neighbours; imported late to keep selectors light
+
     _admin_or_404(user)
     row = domain_get(user=user, host_name=host_name, uuid=uuid)
     others = list(enabled_hosts().exclude(pk=row.host.pk))
@@ -256,7 +261,9 @@ def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, des
                   for problem in options.problems()]
         checks += virt.migration.precheck(row.host.uri, chosen.uri, row.uuid, options)
     jobs = list(MigrationJob.objects.filter(domain_uuid=row.uuid)[:10])
-    return MigrationPage(row, destinations, chosen, checks, jobs)
+    active = next((job for job in jobs if job.active), None)
+    return MigrationPage(row, destinations, chosen, checks, jobs,
+                         moves.silent_seconds(active) if active is not None else None)
 
 
 def migration_job_get(*, user: User | AnonymousUser, job_id: int) -> MigrationJob:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -177,6 +178,27 @@ def test_after_a_restart_a_job_without_a_runner_is_settled_from_where_the_machin
     assert "stopped answering" not in page
     fresh.refresh_from_db()
     assert fresh.state == MigrationJob.State.RUNNING, "a job with a live heartbeat is left to its runner"
+
+
+def test_opening_the_pages_of_a_stale_job_settles_nothing_and_says_why_it_is_still_running(
+        monkeypatch, admin_user, hosts, tenant_grant: Grant):
+    """Reading never writes: the supervisor settles the job, not whoever looks at it."""
+    job = _job(hosts["embedded"], hosts["other"], admin_user, heartbeat_at=timezone.now() - STALE)
+    _where(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
+    jobs_before, audit_before = list(MigrationJob.objects.values()), AuditEntry.objects.count()
+    client = client_for(admin_user)
+
+    job_page = client.get(f"/migrations/{job.pk}/").content.decode()
+    form_page = client.get(MIGRATE).content.decode()
+
+    for page in (job_page, form_page):
+        assert re.search(r"The runner of this migration stopped answering 2\d s ago; the dashboard settles it "
+                         r"shortly, from where the machine runs\.", page), page
+    assert '<dd class="migration-state">Running</dd>' in job_page
+    assert list(MigrationJob.objects.values()) == jobs_before
+    assert AuditEntry.objects.count() == audit_before
+    tenant_grant.refresh_from_db()
+    assert tenant_grant.host == hosts["embedded"]
 
 
 @pytest.mark.django_db(transaction=True)
