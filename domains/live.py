@@ -287,13 +287,14 @@ class Supervisor:
 
     async def _settle_migrations_forever(self) -> None:
         """A migration whose runner died with its process is followed again or settled here, from the
-        start on, without waiting for someone to open its page."""
-        from . import moves  # moves publishes its progress through this module
+        start on; pages only show it as stale. Other processes may settle the same job: the service
+        concludes it once."""
+        from . import services  # services publish through this module
 
         while True:
             try:
                 # Off the shared sync thread: asking an unreachable host may take the host deadline.
-                await database_sync_to_async(moves.reconcile, thread_sensitive=False)()
+                await database_sync_to_async(services.migrations_settle_stale, thread_sensitive=False)()
             except Exception:
                 logger.exception("settling migration jobs failed")
             await asyncio.sleep(self._settle_seconds)

@@ -10,10 +10,14 @@
 Why a thread in the web process: libvirt's migrate call blocks for the whole migration, and with
 peer-to-peer (the default) the source daemon drives it, so the thread only waits and reads figures.
 The job row is the truth, not the thread: a dashboard that restarts loses the thread, and
-`reconcile()` (run by the live supervisor from its start and every 15 s, when a migration page or
-the VM's form is opened, and by `manage.py migrationjobs reconcile`) finds jobs whose heartbeat
-stopped, then either follows a migration libvirt is still running (adopts it) or settles the job
-from where the VM is now.
+`settle()` (through services.migrations_settle_stale, run by the live supervisor from its start and
+every 15 s, by `manage.py migrationjobs reconcile`, and before a new migration of the same VM) takes
+a job whose heartbeat stopped, then either follows a migration libvirt is still running (adopts it)
+or concludes the job from where the VM is now. Pages only read: they show such a job as stale.
+
+Every end goes through `conclude()`, a compare-and-set on the job's active state: when the runner,
+a cancel and one or more settlers end the same job at once, exactly one of them moves the grants and
+writes the `domain.migrated` row.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Q
+from django.db.models import Case, Q, QuerySet, Value, When
 from django.template.loader import render_to_string
 from django.utils import timezone
 
@@ -101,8 +105,10 @@ def _run(job_id: int) -> None:
         conclude(job, error="A host of this migration was removed from the dashboard.")
         return
     now = timezone.now()
+    if not MigrationJob.objects.filter(pk=job.pk, state=State.QUEUED).update(state=State.RUNNING, started_at=now,
+                                                                              heartbeat_at=now):
+        return  # cancelled or settled between reading it and starting: a migration nobody follows never starts
     job.state, job.started_at, job.heartbeat_at = State.RUNNING, now, now
-    job.save(update_fields=["state", "started_at", "heartbeat_at"])
     publish(job)
     options = vmig.MigrationOptions.from_dict(job.options)
     beat = _Heartbeat(job)
@@ -112,8 +118,7 @@ def _run(job_id: int) -> None:
     except vmig.MigrationCancelled as cancelled:
         conclude(job, error=str(cancelled), cancelled=True)
     except virt.VirtError as error:
-        job.refresh_from_db(fields=["state"])
-        conclude(job, error=str(error), cancelled=job.state == State.CANCELLING)
+        conclude(job, error=str(error))  # a failure after a cancel ends as cancelled: conclude reads the row
     else:
         conclude(job, final=outcome.final, note=" ".join(outcome.warnings))
 
@@ -129,14 +134,16 @@ class _Heartbeat:
         self.job.progress = progress.as_dict()
         self.job.heartbeat_at = timezone.now()
         self.last_beat = time.monotonic()
-        MigrationJob.objects.filter(pk=self.job.pk).update(progress=self.job.progress,
-                                                           heartbeat_at=self.job.heartbeat_at)
-        publish(self.job)
+        # Only while active: a runner that was only slow never writes into a job a settler concluded.
+        if MigrationJob.objects.filter(pk=self.job.pk, state__in=MigrationJob.ACTIVE_STATES).update(
+                progress=self.job.progress, heartbeat_at=self.job.heartbeat_at):
+            publish(self.job)
 
     def tick(self) -> None:
         if time.monotonic() - self.last_beat >= HEARTBEAT_SECONDS:
             self.last_beat = time.monotonic()
-            MigrationJob.objects.filter(pk=self.job.pk).update(heartbeat_at=timezone.now())
+            MigrationJob.objects.filter(pk=self.job.pk, state__in=MigrationJob.ACTIVE_STATES).update(
+                heartbeat_at=timezone.now())
 
 
 # --- The end of a job: decided by where the VM is, not by what the call said. ---
@@ -144,7 +151,15 @@ class _Heartbeat:
 
 def conclude(job: MigrationJob, *, error: str = "", cancelled: bool = False, final: vmig.Progress | None = None,
              note: str = "") -> MigrationJob:
-    """Settle the job from where the VM runs (or is defined) now; move grants; audit; publish."""
+    """End the job from where the VM runs (or is defined) now; move grants; audit; publish. Returns the job
+    as it ended.
+
+    Once only: the end is written by a compare-and-set on the job's active state, and only the caller
+    whose update changed the row moves the grants and writes the audit row, in the same transaction (a
+    concluded job always has its grants). Any other caller (a runner ending after a settler took its
+    job, a second settler) gets the job as the first one ended it. A failure while the row says
+    cancelling ends as cancelled, whoever concludes it.
+    """
     source = job.source
     destination = job.destination
     uuid = str(job.domain_uuid)
@@ -161,29 +176,33 @@ def conclude(job: MigrationJob, *, error: str = "", cancelled: bool = False, fin
             where = _where(job, at_source, at_destination)
     if moved is None:
         moved = not error
+    ending: dict[str, Any] = {"finished_at": timezone.now(),
+                              "note": " ".join(part for part in (job.note, note) if part)}
     if moved:
-        job.state, job.error = State.SUCCEEDED, ""
+        ending.update(state=State.SUCCEEDED, error="")
     else:
-        job.state = State.CANCELLED if cancelled else State.FAILED
-        job.error = (error or "The migration did not complete.") + where
+        ending["error"] = (error or "The migration did not complete.") + where
+        ending["state"] = Value(State.CANCELLED) if cancelled else Case(
+            When(state=State.CANCELLING, then=Value(State.CANCELLED)), default=Value(State.FAILED))
     if final is not None:
-        job.progress = final.as_dict()
+        ending["progress"] = final.as_dict()
     elif moved and source is not None and destination is not None and job.live:
         figures = vmig.completed_figures(destination.uri, uuid)
         if figures is not None:
-            job.progress = figures.as_dict()
-    job.note = " ".join(part for part in (job.note, note) if part)
-    job.finished_at = timezone.now()
+            ending["progress"] = figures.as_dict()
     with transaction.atomic():
-        job.save()
-        if moved and source is not None and destination is not None:
-            _move_grants(job)
-            transaction.on_commit(live.grants_changed)
-        _audit(job)
-    for host in (source, destination):
-        if host is not None:
-            live.nudge(host_id=host.pk, uuid=uuid)
-    publish(job)
+        won = MigrationJob.objects.filter(pk=job.pk, state__in=MigrationJob.ACTIVE_STATES).update(**ending) == 1
+        job.refresh_from_db(fields=["state", "error", "note", "progress", "finished_at"])
+        if won:
+            if job.state == State.SUCCEEDED and source is not None and destination is not None:
+                _move_grants(job)
+                transaction.on_commit(live.grants_changed)
+            _audit(job)
+    if won:
+        for host in (source, destination):
+            if host is not None:
+                live.nudge(host_id=host.pk, uuid=uuid)
+        publish(job)
     return job
 
 
@@ -230,49 +249,55 @@ def _audit(job: MigrationJob) -> None:
     )
 
 
-# --- After a restart. ---
+# --- After a restart: services.migration_settle and migrations_settle_stale run these. ---
 
 
-def reconcile(*, uuid: str | None = None, job_id: int | None = None) -> list[MigrationJob]:
-    """Settle or adopt active jobs that no runner follows any more; returns those it touched."""
+def stale_jobs() -> QuerySet[MigrationJob]:
+    """Active jobs whose runner gave no sign of life for STALE_SECONDS (or that never started)."""
     stale_before = timezone.now() - timedelta(seconds=STALE_SECONDS)
-    jobs = MigrationJob.objects.select_related("source", "destination").filter(state__in=MigrationJob.ACTIVE_STATES)
-    if uuid is not None:
-        jobs = jobs.filter(domain_uuid=uuid)
-    if job_id is not None:
-        jobs = jobs.filter(pk=job_id)
-    jobs = jobs.filter(Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True, created_at__lt=stale_before))
-    touched = []
-    for job in jobs:
-        if runs_here(job.pk):
-            continue
-        touched.append(_reconcile_one(job))
-    return touched
+    return MigrationJob.objects.select_related("source", "destination").filter(
+        Q(heartbeat_at__lt=stale_before) | Q(heartbeat_at__isnull=True, created_at__lt=stale_before),
+        state__in=MigrationJob.ACTIVE_STATES)
 
 
-def _reconcile_one(job: MigrationJob) -> MigrationJob:
+def silent_seconds(job: MigrationJob) -> int | None:
+    """For pages: how long the runner of a stale job has been silent; None while the job is fine or over."""
+    if not job.active:
+        return None
+    silent = (timezone.now() - (job.heartbeat_at or job.created_at)).total_seconds()
+    return int(silent) if silent > STALE_SECONDS else None
+
+
+def settle(job: MigrationJob) -> MigrationJob | None:
+    """Follow a stale job's migration again, or conclude the job; None when left as it is (this process
+    runs it, its source does not answer yet, or another settler adopted it first)."""
+    if runs_here(job.pk):
+        return None
     if job.source is None or job.destination is None:
         return conclude(job, error="A host of this migration was removed from the dashboard.")
     uuid = str(job.domain_uuid)
     try:
         at_source = vmig.presence(job.source.uri, uuid)
     except virt.VirtError:
-        return job  # cannot tell yet: left active, tried again next time
+        return None  # cannot tell yet: left active, tried again next time
     if at_source.migrating_out:
-        job.note = "Followed again after a dashboard restart."
-        job.heartbeat_at = timezone.now()
-        job.save(update_fields=["note", "heartbeat_at"])
+        # Adopted by whoever renews the heartbeat it read as stale: one follower, however many settle.
+        note, now = "Followed again after a dashboard restart.", timezone.now()
+        if not MigrationJob.objects.filter(pk=job.pk, state__in=MigrationJob.ACTIVE_STATES,
+                                           heartbeat_at=job.heartbeat_at).update(note=note, heartbeat_at=now):
+            return None
+        job.note, job.heartbeat_at = note, now
         _spawn(job.pk, _follow)
         return job
     return conclude(job, error="The dashboard restarted during the migration; libvirt no longer runs it.",
-                    cancelled=job.state == State.CANCELLING, note="Settled after a dashboard restart.")
+                    note="Settled after a dashboard restart.")
 
 
 def _follow(job_id: int) -> None:
     """Follow a migration libvirt runs without us (adopted after a restart) until it ends."""
     close_old_connections()
     job = MigrationJob.objects.select_related("source", "destination").get(pk=job_id)
-    assert job.source is not None  # noqa: S101 - checked by _reconcile_one
+    assert job.source is not None  # noqa: S101 - checked by settle
     beat = _Heartbeat(job)
     while True:
         progress = vmig.job_progress(job.source.uri, str(job.domain_uuid))
@@ -280,9 +305,8 @@ def _follow(job_id: int) -> None:
             break
         beat.progress(progress)
         time.sleep(FOLLOW_POLL_SECONDS)
-    job.refresh_from_db(fields=["state"])
     conclude(job, error="The migration ended while the dashboard was not following it, and the machine did not "
-                        "move.", cancelled=job.state == State.CANCELLING)
+                        "move.")
 
 
 # --- Live progress. ---

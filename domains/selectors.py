@@ -220,6 +220,7 @@ class MigrationPage:
     chosen: Host | None
     checks: list[virt.migration.Check]
     jobs: list[MigrationJob]
+    silent_seconds: int | None = None  # the active job's runner stopped answering this long ago
 
     @property
     def live(self) -> bool:
@@ -241,12 +242,13 @@ def _admin_or_404(user: User | AnonymousUser) -> None:
 
 def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, destination_name: str = "",
                    options: virt.migration.MigrationOptions | None = None) -> MigrationPage:
-    """The host picker for one VM: every other enabled host, whether it answers, and the pre-checks of one."""
+    """The host picker for one VM: every other enabled host, whether it answers, and the pre-checks of one.
+
+    A job a restart left behind shows as stale; the supervisor settles it (a read never writes)."""
     from . import moves  # the runner imports selectors' neighbours; imported late to keep selectors light
 
     _admin_or_404(user)
     row = domain_get(user=user, host_name=host_name, uuid=uuid)
-    moves.reconcile(uuid=row.uuid)
     others = list(enabled_hosts().exclude(pk=row.host.pk))
     answers = virt.fan_out.run({host: host.uri for host in others}, virt.host_facts, settings.HOST_DEADLINE_SECONDS)
     destinations = [
@@ -263,14 +265,14 @@ def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, des
                   for problem in options.problems()]
         checks += virt.migration.precheck(row.host.uri, chosen.uri, row.uuid, options)
     jobs = list(MigrationJob.objects.filter(domain_uuid=row.uuid)[:10])
-    return MigrationPage(row, destinations, chosen, checks, jobs)
+    active = next((job for job in jobs if job.active), None)
+    return MigrationPage(row, destinations, chosen, checks, jobs,
+                         moves.silent_seconds(active) if active is not None else None)
 
 
 def migration_job_get(*, user: User | AnonymousUser, job_id: int) -> MigrationJob:
-    from . import moves
-
+    """The job as it stands: a stale one stays as it is until the supervisor settles it (reads never write)."""
     _admin_or_404(user)
-    moves.reconcile(job_id=job_id)
     job = MigrationJob.objects.select_related("source", "destination").filter(pk=job_id).first()
     if job is None:
         raise Http404("No such migration.")

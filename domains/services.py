@@ -319,7 +319,7 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
         if problems:
             raise ValidationError(problems)
         with domain_action_lock(row.host.pk, row.uuid):
-            moves.reconcile(uuid=row.uuid)
+            migrations_settle_stale(uuid=row.uuid)  # a job a restart left behind does not block a new one
             if MigrationJob.objects.filter(domain_uuid=row.uuid, state__in=MigrationJob.ACTIVE_STATES).exists():
                 raise virt.OperationInProgress("This machine is already being migrated.")
             failed = [check.message for check in vmig.precheck(row.host.uri, destination.uri, row.uuid, options)
@@ -358,10 +358,13 @@ def migration_cancel(*, actor: User, job_id: int, client_addr: str | None = None
             moves.conclude(job, error="Cancelled before it started.", cancelled=True)
             entry.message = f"job {job.pk} cancelled before it started"
             return entry.message
-        if job.state != MigrationJob.State.RUNNING or job.source is None:
+        # Only a running job becomes cancelling: never one that ended meanwhile (it would be active again,
+        # and concluded, audited and its grants moved a second time).
+        if job.source is None or not MigrationJob.objects.filter(pk=job.pk, state=MigrationJob.State.RUNNING).update(
+                state=MigrationJob.State.CANCELLING):
+            job.refresh_from_db(fields=["state"])
             raise virt.OperationInvalid(f"The migration is {job.get_state_display().lower()}; there is nothing "
                                         "to cancel.")
-        MigrationJob.objects.filter(pk=job.pk).update(state=MigrationJob.State.CANCELLING)
         vmig.abort(job.source.uri, str(job.domain_uuid))
         entry.message = f"job {job.pk}: asked libvirt to abort the migration"
     return "Cancelling: the machine stays on " + job.source_name + "."
@@ -379,3 +382,24 @@ def migration_postcopy(*, actor: User, job_id: int, client_addr: str | None = No
         vmig.switch_to_postcopy(job.source.uri, str(job.domain_uuid))
         entry.message = f"job {job.pk}: switched to post-copy"
     return "Switched to post-copy: the machine now runs on " + job.destination_name + "."
+
+
+def migration_settle(*, job_id: int) -> MigrationJob | None:
+    """Settle one job whose runner stopped answering (a restart took it): follow the migration libvirt
+    still runs, or conclude the job from where the VM is now. None when the job is over, a runner still
+    follows it, or it cannot be told yet.
+
+    Safe to run anywhere and at once (every process's supervisor, `manage.py migrationjobs`): the end is
+    a compare-and-set, so one `domain.migrated` row is written and grants move once. Pages never call it.
+    """
+    job = moves.stale_jobs().filter(pk=job_id).first()
+    return moves.settle(job) if job is not None else None
+
+
+def migrations_settle_stale(*, uuid: str | None = None) -> list[MigrationJob]:
+    """migration_settle for every stale job (of one VM when `uuid` is given); returns those it settled or
+    adopted."""
+    jobs = moves.stale_jobs()
+    if uuid is not None:
+        jobs = jobs.filter(domain_uuid=uuid)
+    return [settled for job in jobs if (settled := moves.settle(job)) is not None]

@@ -388,7 +388,8 @@ def domain_migrate(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
 @require_GET
 def migration_detail(request: AuthedRequest, job_id: int) -> HttpResponse:
     job = selectors.migration_job_get(user=request.user, job_id=job_id)
-    return render(request, "domains/migrate_job.html", {"job": job, "progress": moves.progress_of(job)})
+    return render(request, "domains/migrate_job.html", {"job": job, "progress": moves.progress_of(job),
+                                                        "silent_seconds": moves.silent_seconds(job)})
 
 
 @login_required
@@ -402,5 +403,6 @@ def migration_action(request: AuthedRequest, job_id: int) -> HttpResponse:
     if request.htmx:
         job = selectors.migration_job_get(user=request.user, job_id=job_id)
         return render_with_messages(request, "domains/migrate_job.html#progress",
-                                    {"job": job, "progress": moves.progress_of(job)})
+                                    {"job": job, "progress": moves.progress_of(job),
+                                     "silent_seconds": moves.silent_seconds(job)})
     return redirect("domains:migration", job_id)

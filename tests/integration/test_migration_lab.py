@@ -21,7 +21,7 @@ from django.utils import timezone
 import lab
 from accounts.models import User
 from consoles import services as consoles
-from domains import moves
+from domains import moves, services
 from domains.models import AuditEntry, Grant, Host, MigrationJob
 from domains.virt import migration as vmig
 from tests.conftest import client_for
@@ -229,8 +229,13 @@ def test_after_a_restart_a_migration_libvirt_still_runs_is_followed_and_settled(
     orphan.start()
     wait_until(lambda: vmig.presence(lab1.uri, uuid).migrating_out, timeout=60, what="libvirt migrates")
 
-    page = client_for(admin_user).get(f"/migrations/{job.pk}/").content.decode()
-    assert "Followed again after a dashboard restart." in page
+    client = client_for(admin_user)
+    assert "stopped answering" in client.get(f"/migrations/{job.pk}/").content.decode()
+    assert MigrationJob.objects.get(pk=job.pk).note == "", "opening the page settles nothing"
+
+    assert services.migration_settle(job_id=job.pk) is not None  # what the supervisor runs every 15 s
+    page = client.get(f"/migrations/{job.pk}/").content.decode()
+    assert "Followed again after a dashboard restart." in page and "stopped answering" not in page
     job = finished(job)
     orphan.join(60)
     assert job.state == MigrationJob.State.SUCCEEDED, job.error

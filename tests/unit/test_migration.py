@@ -8,16 +8,23 @@ job's ending is decided from where libvirt says the VM is, which these tests sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
+import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
-from domains import live, moves
+from domains import live, moves, services
 from domains.models import AuditEntry, Grant, Host, MigrationJob
 from domains.virt import migration as vmig
 from domains.virt.states import DomainState
@@ -148,24 +155,116 @@ def test_an_error_after_the_switch_over_is_still_a_move(monkeypatch, admin_user,
     assert MigrationJob.objects.get(pk=job.pk).state == MigrationJob.State.SUCCEEDED
 
 
+STALE = timedelta(seconds=moves.STALE_SECONDS + 5)
+
+
 @pytest.mark.parametrize(("placement", "state"), [
     ({"embedded": ABSENT, "other": RUNNING}, MigrationJob.State.SUCCEEDED),
     ({"embedded": RUNNING, "other": ABSENT}, MigrationJob.State.FAILED),
 ])
 def test_after_a_restart_a_job_without_a_runner_is_settled_from_where_the_machine_runs(
         monkeypatch, admin_user, hosts, placement, state):
-    job = _job(hosts["embedded"], hosts["other"], admin_user,
-               heartbeat_at=timezone.now() - timedelta(seconds=moves.STALE_SECONDS + 5))
+    job = _job(hosts["embedded"], hosts["other"], admin_user, heartbeat_at=timezone.now() - STALE)
     fresh = _job(hosts["embedded"], hosts["other"], admin_user, domain_uuid="11111111-2222-4333-8444-555555555555")
     _where(monkeypatch, placement)
-    client_for(admin_user).get(f"/migrations/{job.pk}/")
+    services.migrations_settle_stale()
     job.refresh_from_db()
     assert job.state == state
     assert job.note == "Settled after a dashboard restart."
     if state == MigrationJob.State.FAILED:
         assert "The dashboard restarted during the migration" in job.error
+    page = client_for(admin_user).get(f"/migrations/{job.pk}/").content.decode()
+    assert f"<dd class=\"migration-state\">{job.get_state_display()}</dd>" in page
+    assert "stopped answering" not in page
     fresh.refresh_from_db()
     assert fresh.state == MigrationJob.State.RUNNING, "a job with a live heartbeat is left to its runner"
+
+
+def test_opening_the_pages_of_a_stale_job_settles_nothing_and_says_why_it_is_still_running(
+        monkeypatch, admin_user, hosts, tenant_grant: Grant):
+    """Reading never writes: the supervisor settles the job, not whoever looks at it."""
+    job = _job(hosts["embedded"], hosts["other"], admin_user, heartbeat_at=timezone.now() - STALE)
+    _where(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
+    jobs_before, audit_before = list(MigrationJob.objects.values()), AuditEntry.objects.count()
+    client = client_for(admin_user)
+
+    job_page = client.get(f"/migrations/{job.pk}/").content.decode()
+    form_page = client.get(MIGRATE).content.decode()
+
+    for page in (job_page, form_page):
+        assert re.search(r"The runner of this migration stopped answering 2\d s ago; the dashboard settles it "
+                         r"shortly, from where the machine runs\.", page), page
+    assert '<dd class="migration-state">Running</dd>' in job_page
+    assert list(MigrationJob.objects.values()) == jobs_before
+    assert AuditEntry.objects.count() == audit_before
+    tenant_grant.refresh_from_db()
+    assert tenant_grant.host == hosts["embedded"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_settles_of_one_stale_job_conclude_it_once(monkeypatch, admin_user, hosts,
+                                                                   tenant_grant: Grant):
+    """Two supervisors (two daphne processes, or one and `manage.py migrationjobs`) find the same stale job."""
+    job = _job(hosts["embedded"], hosts["other"], admin_user, heartbeat_at=timezone.now() - STALE)
+    Grant.objects.create(host=hosts["embedded"], domain_uuid=TEST_DOMAIN_UUID, user=admin_user)
+    held_there = Grant.objects.create(host=hosts["other"], domain_uuid=TEST_DOMAIN_UUID, user=admin_user)
+    placement = {hosts["embedded"].uri: ABSENT, hosts["other"].uri: RUNNING}
+    both_looked = threading.Barrier(2, timeout=5)
+
+    def presence(uri: str, uuid: str) -> vmig.Presence:
+        if uri == hosts["embedded"].uri:  # each settle asks the source first: both have read the job by now
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both_looked.wait()
+        return placement[uri]
+
+    monkeypatch.setattr(vmig, "presence", presence)
+    monkeypatch.setattr(vmig, "completed_figures", lambda uri, uuid: None)
+
+    def settle() -> None:
+        try:
+            services.migration_settle(job_id=job.pk)
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(2) as pool:
+        for future in [pool.submit(settle) for _ in range(2)]:
+            future.result(timeout=30)
+
+    job.refresh_from_db()
+    assert job.state == MigrationJob.State.SUCCEEDED
+    [entry] = AuditEntry.objects.filter(action="domain.migrated")
+    assert (entry.result, entry.host_name) == (AuditEntry.Result.SUCCEEDED, "other")
+    assert entry.message == f"live migration embedded → other (job {job.pk}): Succeeded"
+    grants = {grant.pk: (grant.user_id, grant.host.name) for grant in Grant.objects.all()}
+    assert grants == {tenant_grant.pk: (tenant_grant.user_id, "other"), held_there.pk: (admin_user.pk, "other")}, \
+        "the tenant's grant moved; the admin's on the source gave way to the one already on the destination"
+
+
+def test_a_runner_that_ends_after_its_job_was_settled_changes_nothing(monkeypatch, admin_user, hosts):
+    """The runner was only slow (its heartbeat aged), and reports a failure after the supervisor settled the job."""
+    job = _job(hosts["embedded"], hosts["other"], admin_user, heartbeat_at=timezone.now() - STALE)
+    runners_copy = MigrationJob.objects.get(pk=job.pk)
+    _where(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
+    services.migrations_settle_stale()
+    settled = MigrationJob.objects.get(pk=job.pk)
+
+    _where(monkeypatch, {"embedded": RUNNING, "other": ABSENT})
+    moves.conclude(runners_copy, error="The migration failed: the connection was lost.")
+
+    job.refresh_from_db()
+    assert (job.state, job.error, job.finished_at) == (MigrationJob.State.SUCCEEDED, "", settled.finished_at)
+    assert AuditEntry.objects.filter(action="domain.migrated").count() == 1
+
+
+def test_the_command_settles_stale_jobs_and_says_how(monkeypatch, admin_user, hosts):
+    job = _job(hosts["embedded"], hosts["other"], admin_user, heartbeat_at=timezone.now() - STALE)
+    _where(monkeypatch, {"embedded": RUNNING, "other": ABSENT})
+    out = io.StringIO()
+    call_command("migrationjobs", "reconcile", stdout=out)
+    assert out.getvalue().startswith(f"{job.pk}\ttest: embedded → other (failed)\tThe dashboard restarted during "
+                                     "the migration; libvirt no longer runs it.")
+    [entry] = AuditEntry.objects.filter(action="domain.migrated")
+    assert entry.result == AuditEntry.Result.FAILED
 
 
 @pytest.mark.django_db(transaction=True)
@@ -178,8 +277,8 @@ def test_after_a_restart_a_migration_libvirt_still_runs_is_followed_to_its_end(m
     monkeypatch.setattr(moves, "FOLLOW_POLL_SECONDS", 0.01)
     _where(monkeypatch, {"embedded": vmig.Presence(defined=True, state=DomainState.PAUSED, migrating_out=True),
                          "other": RUNNING})
-    [adopted] = moves.reconcile(job_id=job.pk)
-    assert adopted.note == "Followed again after a dashboard restart."
+    adopted = services.migration_settle(job_id=job.pk)
+    assert adopted is not None and adopted.note == "Followed again after a dashboard restart."
     _where(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
     assert moves.wait(job.pk, timeout=10)
     job.refresh_from_db()

@@ -1,7 +1,8 @@
 """`manage.py migrationjobs list` and `migrationjobs reconcile`: migration jobs from a shell.
 
 `reconcile` settles jobs whose runner is gone (a restarted dashboard): it follows a migration libvirt
-still runs, or decides the result from where the VM now runs. Migration pages do the same when opened.
+still runs, or decides the result from where the VM now runs. The live supervisor does the same every
+15 s; both may run at once, and a job is still concluded once (services.migration_settle).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from domains import moves
+from domains import moves, services
 from domains.models import MigrationJob
 
 
@@ -29,7 +30,7 @@ class Command(BaseCommand):
             for job in MigrationJob.objects.all()[:50]:
                 self.stdout.write(f"{job.pk}\t{job.created_at:%Y-%m-%d %H:%M:%S}\t{job}\t{job.error}")
             return
-        for job in moves.reconcile():
+        for job in services.migrations_settle_stale():
             if options["wait"] and job.active:
                 moves.wait(job.pk, options["wait"])
                 job.refresh_from_db()
