@@ -68,8 +68,21 @@ class DefineAllowanceAdmin(admin.ModelAdmin[DefineAllowance]):
     filter_horizontal = ("hosts", "pools")
 
 
+class StoragePoolForm(forms.ModelForm[StoragePool]):
+    class Meta:
+        model = StoragePool
+        fields = ["host", "name", "shared_images"]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("host") and cleaned.get("name"):
+            services.storage_pool_check(host=cleaned["host"], name=cleaned["name"])
+        return cleaned
+
+
 @admin.register(StoragePool)
 class StoragePoolAdmin(admin.ModelAdmin[StoragePool]):
+    form = StoragePoolForm
     list_display = ("name", "host", "shared_images")
     list_filter = ("host", "shared_images")
 

@@ -83,6 +83,16 @@ def grant_check(grant: Grant) -> None:
     grant.domain_name = record.name
 
 
+def storage_pool_check(*, host: Host, name: str) -> None:
+    """Refuses (ValidationError, by field) registering a pool its host does not define."""
+    try:
+        names = virt.pool_names(host.uri)
+    except virt.VirtError as error:
+        raise ValidationError({"host": f"Host {host} could not be asked for its pools: {error}"}) from error
+    if name not in names:
+        raise ValidationError({"name": f"Host {host} has no pool {name}; it has {', '.join(names) or 'none'}."})
+
+
 def grant_save(*, actor: User, grant: Grant, client_addr: str | None = None) -> Grant:
     with audited(actor=actor, action="grant.save", host=grant.host, domain_uuid=str(grant.domain_uuid),
                  client_addr=client_addr) as entry:

@@ -47,7 +47,7 @@ from .inventory import (
 )
 from .snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from .states import DomainState
-from .storage import DiskVolume, VolumeInfo, domain_disks
+from .storage import DiskVolume, VolumeInfo, domain_disks, pool_names
 
 __all__ = [
     "migration",
@@ -67,6 +67,7 @@ __all__ = [
     "DiskVolume",
     "VolumeInfo",
     "domain_disks",
+    "pool_names",
     "DomainSpec",
     "GraphicsSpec",
     "define_choices",

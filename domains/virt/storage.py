@@ -38,6 +38,12 @@ class DiskVolume:
     used_elsewhere: bool  # another domain of the host has the same volume
 
 
+def pool_names(uri: str) -> tuple[str, ...]:
+    """Every storage pool the host defines, started or not."""
+    with connection(uri) as conn:
+        return tuple(sorted(pool.name() for pool in conn.listAllStoragePools(0)))
+
+
 def _sources(xml: str) -> list[tuple[ET.Element, str]]:
     """(disk element, source key) for every disk with a source: a path, or "pool/volume"."""
     found = []

@@ -13,7 +13,7 @@ from django.utils.html import escape
 
 from accounts.models import User
 from domains import services
-from domains.models import AuditEntry, DefineAllowance, Grant, Host, OwnedVolume
+from domains.models import AuditEntry, DefineAllowance, Grant, Host, OwnedVolume, StoragePool
 from domains.virt import BootKind, BootSpec, DomainSpec
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 from tests.unit.conftest import GIB, volumes_in
@@ -230,3 +230,13 @@ def test_grant_lists_name_the_vm_and_each_right_is_explained(admin_user, embedde
     assert Grant.objects.get().domain_name == "test"
     listing = client.get("/admin/domains/grant/").content.decode()
     assert ">test</" in listing
+
+
+def test_an_admin_registers_only_a_pool_the_host_has(admin_user, embedded_host):
+    client = client_for(admin_user)
+    missing = client.post("/admin/domains/storagepool/add/", {"host": str(embedded_host.pk), "name": "nosuch"})
+    assert "Host embedded has no pool nosuch; it has default-pool." in missing.content.decode()
+    shared = client.post("/admin/domains/storagepool/add/", {"host": str(embedded_host.pk), "name": "default-pool",
+                                                             "shared_images": "on"})
+    assert shared.status_code == 302
+    assert StoragePool.objects.get().shared_images
