@@ -290,10 +290,6 @@ class HostWatcher:
             self._disconnect()
             self._lost(None)
             return
-        if any(isinstance(item, _Resync) for item in work):
-            # A listing taken now is newer than every event queued so far.
-            self._resync(full=False)
-            return
         rereads: dict[str, _Reread] = {}
         for item in work:  # in the order queued: the latest news of the agent wins
             if isinstance(item, _Reread):
@@ -302,6 +298,12 @@ class HostWatcher:
                     item.uuid, max(item.seq, seen.seq if seen else 0), item.details or bool(seen and seen.details),
                     item.agent if item.agent is not None else seen.agent if seen else None,
                 )
+        if any(isinstance(item, _Resync) for item in work):
+            # A listing taken now is newer than every event queued so far; what a listing cannot tell (an
+            # agent that came or went, devices that changed) is still read after it, as news newer than it.
+            self._resync(full=False)
+            rereads = {uuid: _Reread(uuid, self._seq(), item.details, item.agent)
+                       for uuid, item in rereads.items() if item.details or item.agent is not None}
         if rereads:
             self._reread(list(rereads.values()))
 

@@ -157,3 +157,39 @@ def test_an_inventory_file_host_is_watched_on_the_dashboards_own_copy(events: Ev
     finally:
         watcher.stop()
     assert virt.get_domain(host.uri, domain_uuid).state is virt.DomainState.PAUSED  # the pool's copy, still open
+
+
+class FollowedGuests:
+    """Stands in for the watcher's AddressReader: records which guests' agents it is told to ask."""
+
+    def __init__(self) -> None:
+        self.followed: list[str] = []
+
+    def follow(self, uuid: str, *, unconfirmed: bool = False) -> None:
+        self.followed.append(uuid)
+
+    def forget(self, uuid: str) -> None:
+        self.followed = [followed for followed in self.followed if followed != uuid]
+
+
+def test_news_a_listing_cannot_tell_survives_a_resync_in_the_same_batch(events: Events) -> None:
+    """A resync queued with "agent connected" and "device added" once dropped both: the guest's addresses
+    were never read and its page kept showing the old devices."""
+    from domains.virt.events import _Reread, _Resync
+
+    virt.pool.get(URI)
+    watcher = HostWatcher(URI, events, name="embedded", resync_seconds=3600)
+    followed = FollowedGuests()
+    watcher._addresses = followed  # type: ignore[assignment]
+    watcher._connect()
+    try:
+        watcher._resync(full=False)
+        events.wait_for(lambda event: isinstance(event, HostSynced))
+        followed.followed.clear()
+        agent_connected = _Reread(TEST_DOMAIN_UUID, watcher._seq(), True, True)
+        watcher._handle([agent_connected, _Resync()])
+        assert followed.followed == [TEST_DOMAIN_UUID]
+        refreshed = events.wait_for(is_change(TEST_DOMAIN_UUID))
+        assert isinstance(refreshed, DomainChanged) and refreshed.details
+    finally:
+        watcher._disconnect()
