@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 import time
 import uuid
@@ -58,6 +59,11 @@ def available() -> tuple[bool, str]:
     missing = [program for program in REQUIRED_PROGRAMS if shutil.which(program) is None]
     if missing:
         return False, f"missing programs: {', '.join(missing)} (see lab/DEBIAN_PACKAGES)"
+    # Root in a container may still be refused new namespaces: try the ones a lab host is started in.
+    probe = subprocess.run(["unshare", "--mount", "--uts", "--propagation", "private", "true"],  # noqa: S607
+                           capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        return False, f"new mount and UTS namespaces are refused here: {probe.stderr.strip() or probe.returncode}"
     return True, ""
 
 

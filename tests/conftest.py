@@ -46,10 +46,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_layer)
 
 
+# Set by .ci/run: there, a lab that cannot start fails the run instead of skipping its tests.
+REQUIRE_LAB = os.environ.get("VMPORTAL_REQUIRE_LAB") == "1"
+
+
 @pytest.fixture(scope="session")
 def lab_session() -> Iterator[None]:
     usable, reason = lab.available()
     if not usable:
+        if REQUIRE_LAB:
+            pytest.fail(f"the lab cannot run here, and VMPORTAL_REQUIRE_LAB=1 requires it: {reason}")
         pytest.skip(f"the lab cannot run here: {reason}")
     yield
     if not KEEP_LAB:
