@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from typing import Any
 
@@ -31,8 +32,10 @@ class Command(BaseCommand):
             password = secrets.token_urlsafe(12)
             admin = User.objects.create_superuser(username=username, email="", password=password)
             settings.VAR_DIR.mkdir(parents=True, exist_ok=True)
-            password_file.write_text(password + "\n")
-            password_file.chmod(0o600)
+            # Created 0600: a chmod after writing would leave the password readable for a moment.
+            descriptor = os.open(password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as file:
+                file.write(password + "\n")
         if not no_default_host and not Host.objects.exists():
             services.host_register(actor=admin, name=DEFAULT_HOST_NAME, uri=DEFAULT_HOST_URI)
         password = password_file.read_text().strip() if password_file.exists() else "(set by you)"
