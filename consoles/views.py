@@ -13,6 +13,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
 from domains import virt
+from domains.errors import error_message
 from domains.views import client_addr
 
 from . import selectors, services
@@ -34,7 +35,8 @@ def console_page(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResp
     try:
         page = selectors.console_page(user=request.user, host_name=host_name, uuid=str(uuid))
     except virt.VirtError as error:  # the host is unreachable: say so, as the VM page does
-        return _private(render(request, "consoles/console.html", {"error": str(error), "host_name": host_name},
+        return _private(render(request, "consoles/console.html",
+                               {"error": error_message(user=request.user, error=error), "host_name": host_name},
                                status=503))
     config = {
         "kind": page.kind,
@@ -54,7 +56,7 @@ def console_tickets(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpR
         issued = services.console_tickets_issue(actor=request.user, host_name=host_name, uuid=str(uuid),
                                                 client_addr=client_addr(request))
     except virt.VirtError as error:
-        return _private(JsonResponse({"error": str(error)}, status=409))
+        return _private(JsonResponse({"error": error_message(user=request.user, error=error)}, status=409))
     return _private(JsonResponse({
         "kind": issued.kind,
         "url": issued.websocket_url,

@@ -27,7 +27,11 @@ def audited(
     domain_name: str = "",
     client_addr: str | None = None,
 ) -> Iterator[AuditEntry]:
-    """Records `action`; a 404 from the permission gate ends it as denied, a VirtError as failed."""
+    """Records `action`; a 404 from the permission gate ends it as denied, a VirtError as failed.
+
+    A failure keeps libvirt's message in full; `domains.errors.error_message` redacts it for a reader
+    who may not see host details.
+    """
     entry = AuditEntry.objects.create(
         actor=actor,
         actor_name=actor.get_username(),
@@ -47,7 +51,7 @@ def audited(
         _finish(entry, AuditEntry.Result.DENIED, "Not permitted for this user.")
         raise
     except VirtError as error:
-        _finish(entry, AuditEntry.Result.FAILED, str(error))
+        _finish(entry, AuditEntry.Result.FAILED, error.full_message)
         raise
     except ValidationError as error:
         _finish(entry, AuditEntry.Result.FAILED, "; ".join(error.messages))

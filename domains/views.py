@@ -20,6 +20,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from . import moves, selectors, services, virt
 from .audit import refuse
+from .errors import error_message
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
 from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, MigrationForm, SnapshotForm
 from .models import Host
@@ -86,10 +87,8 @@ def domain_list(request: AuthedRequest) -> HttpResponse:
 @login_required
 @require_GET
 def domain_detail(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
-    try:
-        page = selectors.domain_page(user=request.user, host_name=host_name, uuid=str(uuid))
-    except virt.HostUnreachable as error:
-        return render(request, "domains/detail.html", {"error": str(error), "host_name": host_name}, status=503)
+    # An unreachable host (or any libvirt error) is answered by vmportal.errors.VirtErrorMiddleware.
+    page = selectors.domain_page(user=request.user, host_name=host_name, uuid=str(uuid))
     return render(request, "domains/detail.html", {"page": page, "row": page.row})
 
 
@@ -99,7 +98,7 @@ def domain_agent(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResp
     try:
         info, error = selectors.domain_guest_info(user=request.user, host_name=host_name, uuid=str(uuid)), ""
     except virt.VirtError as failure:
-        info, error = None, str(failure)
+        info, error = None, error_message(user=request.user, error=failure)
     return render(request, "domains/detail.html#agent", {"info": info, "agent_error": error})
 
 
@@ -126,19 +125,19 @@ def _run(request: AuthedRequest, call: Callable[[], str]) -> None:
     try:
         messages.success(request, call())
     except virt.VirtError as error:
-        messages.error(request, str(error))
+        messages.error(request, error_message(user=request.user, error=error))
     except ValidationError as error:
         messages.error(request, " ".join(error.messages))
 
 
-def _on_form(form: BaseForm, call: Callable[[], T]) -> T | None:
+def _on_form(form: BaseForm, call: Callable[[], T], *, user: User) -> T | None:
     """Runs a service for a valid form; a refusal or libvirt's error goes on the form, the input stays."""
     try:
         return call()
     except ValidationError as error:
         form.add_error(None, error)
     except virt.VirtError as error:
-        form.add_error(None, str(error))
+        form.add_error(None, error_message(user=user, error=error))
     return None
 
 
@@ -254,7 +253,7 @@ def host_test(request: AuthedRequest, host_name: str) -> HttpResponse:
         facts, error = services.host_test_connection(
             actor=request.user, host=host, client_addr=client_addr(request)), ""
     except virt.VirtError as failure:
-        facts, error = None, str(failure)
+        facts, error = None, error_message(user=request.user, error=failure)
     template = "hosts/list.html#test-result" if request.htmx else "hosts/test.html"
     return render(request, template, {"host": host, "facts": facts, "error": error})
 
@@ -286,10 +285,11 @@ def domain_new(request: AuthedRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         spec = form.domain_spec()
         if "preview" in request.POST:
-            preview = _on_form(form, lambda: selectors.define_preview(context=context, spec=spec)) or ""
+            preview = _on_form(form, lambda: selectors.define_preview(context=context, spec=spec),
+                               user=request.user) or ""
         elif uuid := _on_form(form, lambda: services.domain_define(
                 actor=request.user, host_name=host_name, spec=spec, autostart=form.cleaned_data["autostart"],
-                client_addr=client_addr(request))):
+                client_addr=client_addr(request)), user=request.user):
             messages.success(request, f"{spec.name} defined on {host_name}.")
             return redirect("domains:detail", host_name, uuid)
     return render(request, "domains/new.html", {"context": context, "form": form, "preview": preview},
@@ -341,7 +341,7 @@ def domain_display(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
     if request.method == "POST" and form.is_valid():
         message = _on_form(form, lambda: services.domain_update_display(
             actor=request.user, host_name=host_name, uuid=str(uuid), video_model=form.cleaned_data["video_model"],
-            graphics=form.graphics_spec(), client_addr=client_addr(request)))
+            graphics=form.graphics_spec(), client_addr=client_addr(request)), user=request.user)
         if message is not None:
             messages.success(request, message)
             return redirect("domains:detail", host_name, uuid)
@@ -369,7 +369,7 @@ def domain_migrate(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
     if request.method == "POST" and form.is_valid() and options is not None:
         job = _on_form(form, lambda: services.migration_start(
             actor=request.user, host_name=host_name, uuid=str(uuid), destination_name=destination,
-            options=options, client_addr=client_addr(request)))
+            options=options, client_addr=client_addr(request)), user=request.user)
         if job is not None:
             return redirect("domains:migration", job.pk)
     if form.errors:

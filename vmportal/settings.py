@@ -65,6 +65,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, so it sees the user and request.htmx: a libvirt error no view caught becomes a page.
+    "vmportal.errors.VirtErrorMiddleware",
 ]
 
 ROOT_URLCONF = "vmportal.urls"

@@ -9,3 +9,8 @@ urlpatterns = [
     path("", include("consoles.urls")),
     path("admin/", admin.site.urls),
 ]
+
+# Inside the site's layout, with its navigation (vmportal/errors.py); used when DEBUG is off.
+handler403 = "vmportal.errors.permission_denied"
+handler404 = "vmportal.errors.page_not_found"
+handler500 = "vmportal.errors.server_error"

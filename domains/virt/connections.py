@@ -24,6 +24,7 @@ from .errors import (
     OperationUnsupported,
     SnapshotNotFound,
     VirtError,
+    redact,
 )
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,6 @@ def _ignore_libvirt_stderr(_ctx: object, _error: object) -> None:
 libvirt.registerErrorHandler(_ignore_libvirt_stderr, None)
 
 _CONNECTION_LOST = {
-    libvirt.VIR_ERR_SYSTEM_ERROR,
     libvirt.VIR_ERR_NO_CONNECT,
     libvirt.VIR_ERR_RPC,
     libvirt.VIR_ERR_AUTH_FAILED,
@@ -44,10 +44,18 @@ _CONNECTION_LOST = {
     libvirt.VIR_ERR_AUTH_UNAVAILABLE,
     libvirt.VIR_ERR_INVALID_CONN,
 }
+# A system or internal error means the connection broke only when the transport raised it ("Cannot
+# recv data", "client socket is closed"); from the storage or QEMU driver it is about the machine
+# ("Cannot access storage file …") and the host answered it.
+_TRANSPORT = {libvirt.VIR_FROM_RPC, libvirt.VIR_FROM_REMOTE, libvirt.VIR_FROM_SSH, libvirt.VIR_FROM_LIBSSH}
 
 
 def translate(error: libvirt.libvirtError) -> VirtError:
-    """Map a libvirtError to the project's error whose message a tenant may read."""
+    """Map a libvirtError to the project's error whose message a tenant may read.
+
+    The summary says what kind of failure it was; libvirt's own words stay in `detail`, for the
+    reader who may see them (`VirtError.full_message`) and, redacted, for everybody else.
+    """
     code = error.get_error_code()
     detail = str(error)
     if code == libvirt.VIR_ERR_NO_DOMAIN:
@@ -55,13 +63,13 @@ def translate(error: libvirt.libvirtError) -> VirtError:
     if code == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
         return SnapshotNotFound(detail=detail)
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
-        # libvirt words these for people ("domain is already running") and names no host or URI.
+        # libvirt words these for people ("domain is already running"); redacted all the same.
         message = (error.get_str2() or "").strip() or None
-        return OperationInvalid(_sentence(message) if message else None, detail=detail)
+        return OperationInvalid(_sentence(redact(message)) if message else None, detail=detail)
     if code == libvirt.VIR_ERR_OPERATION_FAILED and error.get_str2():
         # "domain 'x' already exists …", "storage vol already exists": worded for people, but
         # another tenant's VM UUID is not ours to tell.
-        return VirtError(_sentence(_UUID_CLAUSE.sub("", error.get_str2())), detail=detail)
+        return VirtError(_sentence(redact(_UUID_CLAUSE.sub("", error.get_str2()))), detail=detail)
     if code in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
         return OperationUnsupported(detail=detail)
     if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
@@ -71,8 +79,11 @@ def translate(error: libvirt.libvirtError) -> VirtError:
     if code in (libvirt.VIR_ERR_XML_ERROR, libvirt.VIR_ERR_XML_DETAIL,
                 libvirt.VIR_ERR_CONFIG_UNSUPPORTED, libvirt.VIR_ERR_DOM_EXIST,
                 libvirt.VIR_ERR_STORAGE_VOL_EXIST):
-        return InvalidDefinition(_sentence(error.get_error_message()), detail=detail)
-    if code in _CONNECTION_LOST:
+        return InvalidDefinition(_sentence(redact(error.get_error_message())), detail=detail)
+    if code in _CONNECTION_LOST or (
+        code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_INTERNAL_ERROR)
+        and error.get_error_domain() in _TRANSPORT
+    ):
         return HostUnreachable(detail=detail)
     return VirtError(detail=detail)
 
@@ -160,6 +171,17 @@ def connection(uri: str) -> Iterator[libvirt.virConnect]:
     except libvirt.libvirtError as error:
         translated = translate(error)
         if isinstance(translated, HostUnreachable):
-            pool.discard(uri)
+            if _alive(conn):
+                # The host answered: what it could not reach was a peer (a migration's destination).
+                translated = VirtError(detail=translated.detail)
+            else:
+                pool.discard(uri)
         logger.info("libvirt error on %s: %s", uri, translated.detail)
         raise translated from error
+
+
+def _alive(conn: libvirt.virConnect) -> bool:
+    try:
+        return bool(conn.isAlive())
+    except libvirt.libvirtError:
+        return False

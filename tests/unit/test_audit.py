@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import libvirt
 import pytest
 from django.utils.html import escape
 
 from accounts.models import User
 from domains import services
 from domains.models import AuditEntry, Grant, Host
+from domains.virt.connections import translate
 from tests.conftest import TEST_DOMAIN_UUID, client_for
+from tests.unit.test_virt_errors import KERNEL, libvirt_error
 
 SCRIPT = "<script>alert(1)</script>"
 EVIL_NAME = "evil\"><img src=x onerror=alert(2)>"  # breaks out of an attribute; libvirt refuses only "/"
@@ -125,3 +128,45 @@ def test_stored_audit_text_is_escaped(admin_user: User):
     body = client_for(admin_user).get("/audit/").content.decode()
     assert SCRIPT not in body
     assert body.count(escape(SCRIPT)) == 3
+
+
+# --- A failed action: the row keeps libvirt's message; the page shows it as its reader may read it ---
+
+KERNEL_PATH = "/var/lib/vmportal-lab/shared/vmlinuz-gone"
+
+
+@pytest.fixture
+def kernel_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Acting fails as QEMU does when a direct-boot kernel is gone (the message measured on the lab)."""
+    def fail(*_: object) -> None:
+        raise translate(libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_QEMU, KERNEL))
+
+    monkeypatch.setattr("domains.services.virt.run_action", fail)
+
+
+def test_a_failed_action_keeps_libvirts_message_and_only_admins_read_its_paths(
+        admin_user: User, tenant_user: User, tenant_grant: Grant, kernel_missing: None):
+    page = client_for(tenant_user).post(f"/domains/embedded/{TEST_DOMAIN_UUID}/action/", {"action": "pause"},
+                                        follow=True)
+    [told] = [str(message) for message in page.context["messages"]]
+    assert "could not open kernel file [host path]: No such file or directory" in told
+    assert KERNEL_PATH not in told
+
+    entry = AuditEntry.objects.get(action="domain.pause")
+    assert entry.result == AuditEntry.Result.FAILED
+    assert entry.message == f"The hypervisor could not complete the request. libvirt: {KERNEL}"
+
+    [tenant_row] = audit_rows(tenant_user)
+    assert tenant_row[6] == escape(told)
+    [admin_row] = audit_rows(admin_user)
+    assert admin_row[6] == escape(entry.message)
+    assert KERNEL_PATH in admin_row[6]
+
+
+def test_an_operator_reads_its_own_failures_without_host_paths(operator_user: User, embedded_host: Host,
+                                                               kernel_missing: None):
+    client_for(operator_user).post(f"/domains/embedded/{TEST_DOMAIN_UUID}/action/", {"action": "pause"})
+    [row] = audit_rows(operator_user)
+    assert row[5] == "Failed"
+    assert "could not open kernel file [host path]" in row[6]
+    assert KERNEL_PATH not in row[6]

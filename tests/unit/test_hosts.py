@@ -180,18 +180,20 @@ def test_test_connection_without_htmx_is_a_whole_page(admin_user: User, embedded
     assert f"libvirt {version}" in body
 
 
-def test_test_connection_to_an_unreachable_host_explains_without_the_uri(admin_user: User,
-                                                                        closed_loopback_uri: str):
+def test_test_connection_to_an_unreachable_host_gives_the_admin_libvirts_reason(admin_user: User,
+                                                                               closed_loopback_uri: str):
     Host.objects.create(name="down", uri=closed_loopback_uri)
     response = client_for(admin_user).post("/hosts/down/test/", headers=HTMX)
     assert response.status_code == 200
     body = response.content.decode()
     assert "The host cannot be reached right now." in body
+    # Admins run the hosts: they read why, as libvirt says it (the address, not the URI).
     port = str(urlsplit(closed_loopback_uri).port)
-    assert "127.0.0.1" not in body and port not in body and "qemu+tcp" not in body
+    assert escape(f"unable to connect to server at '127.0.0.1:{port}': Connection refused") in body
+    assert "qemu+tcp" not in body
     entry = AuditEntry.objects.get(action="host.test")
     assert entry.result == AuditEntry.Result.FAILED
-    assert port not in entry.message
+    assert f"'127.0.0.1:{port}': Connection refused" in entry.message  # the audit row keeps it in full
 
 
 # --- An unreachable host next to a working one ---
@@ -239,13 +241,19 @@ def test_a_tenant_is_not_told_about_hosts_it_has_no_vm_on(tenant_user: User, ten
     assert [row["uuid"] for row in listing["domains"]] == [TEST_DOMAIN_UUID]
 
 
-def test_the_vm_page_of_an_unreachable_host_says_so_without_the_uri(admin_user: User, closed_loopback_uri: str):
-    Host.objects.create(name="down", uri=closed_loopback_uri)
-    response = client_for(admin_user).get(f"/domains/down/{TEST_DOMAIN_UUID}/")
-    assert response.status_code == 503
-    body = response.content.decode()
-    assert "Host down: The host cannot be reached right now." in body
-    assert "127.0.0.1" not in body
+def test_the_vm_page_of_an_unreachable_host_says_so_and_why_to_an_admin_only(admin_user: User, tenant_user: User,
+                                                                            closed_loopback_uri: str):
+    down = Host.objects.create(name="down", uri=closed_loopback_uri)
+    Grant.objects.create(host=down, domain_uuid=TEST_DOMAIN_UUID, user=tenant_user, can_operate=True)
+    port = str(urlsplit(closed_loopback_uri).port)
+    for user, why_shown in ((admin_user, True), (tenant_user, False)):
+        response = client_for(user).get(f"/domains/down/{TEST_DOMAIN_UUID}/")
+        assert response.status_code == 503
+        body = response.content.decode()
+        assert "Host down: The host cannot be reached right now." in body
+        assert ("Connection refused" in body) is why_shown
+        assert (f"127.0.0.1:{port}" in body) is why_shown
+        assert "qemu+tcp" not in body
 
 
 # --- manage.py hosts ---

@@ -9,7 +9,9 @@ import libvirt
 import pytest
 
 from domains import virt
+from domains.errors import error_message
 from domains.virt.connections import connection, translate
+from domains.virt.errors import redact
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 
 MISSING_UUID = "00000000-0000-4000-8000-00000000dead"
@@ -172,3 +174,121 @@ def test_a_host_that_never_answers_is_unreachable_within_the_deadline(silent_loo
     working = results["ok"]
     assert not isinstance(working, virt.VirtError)
     assert [record.name for record in working] == ["test"]
+
+
+# --- Failures libvirt reports for the machine, not the connection (messages measured on the lab:
+# --- libvirt 9.0.0, QEMU 7.2, TCG), and who reads them how ---
+
+MEMORY = ("internal error: process exited while connecting to monitor: 2026-12-01T04:20:49.121374Z "
+          "qemu-system-x86_64: cannot set up guest memory 'pc.ram': Cannot allocate memory")
+KERNEL = ("internal error: process exited while connecting to monitor: qemu: could not open kernel file "
+          "'/var/lib/vmportal-lab/shared/vmlinuz-gone': No such file or directory")
+VNC_PORT = ("internal error: process exited while connecting to monitor: 2026-12-01T04:20:49.250374Z "
+            "qemu-system-x86_64: -vnc 127.0.0.1:77,audiodev=audio1: Failed to find an available port: "
+            "Address already in use")
+DISK = ("Cannot access storage file '/var/lib/vmportal-lab/shared/nonexistent.qcow2' (as uid:0, gid:0): "
+        "No such file or directory")
+PEER_REFUSED = "unable to connect to server at '127.0.0.1:16509': Connection refused"
+CLOSED = "internal error: client socket is closed"
+
+
+def libvirt_error(code: int, domain: int, message: str, str2: str | None = None) -> libvirt.libvirtError:
+    """A libvirtError as libvirt raises it (code, domain, message, level, str1..3, int1..2)."""
+    error = libvirt.libvirtError.__new__(libvirt.libvirtError)
+    Exception.__init__(error, message)
+    error.err = (code, domain, message, libvirt.VIR_ERR_ERROR, "%s", str2 or message, None, -1, -1)
+    return error
+
+
+@pytest.mark.parametrize(("message", "reason"), [
+    (MEMORY, "cannot set up guest memory 'pc.ram': Cannot allocate memory"),
+    (KERNEL, "could not open kernel file [host path]: No such file or directory"),
+    (VNC_PORT, "-vnc [address],audiodev=audio1: Failed to find an available port: Address already in use"),
+])
+def test_a_start_qemu_refused_says_why_and_the_redacted_reason_keeps_it(message: str, reason: str):
+    translated = translate(libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_QEMU, message))
+    assert type(translated) is virt.VirtError
+    assert translated.full_message == f"The hypervisor could not complete the request. libvirt: {message}"
+    assert reason in translated.redacted_message
+    assert translated.redacted_message.startswith("The hypervisor could not complete the request. libvirt: ")
+    assert_safe(translated, "/var/lib", "127.0.0.1", "2026-12-01")
+    for secret in ("/var/lib", "127.0.0.1", "2026-12-01"):
+        assert secret not in translated.redacted_message
+
+
+def test_a_missing_storage_file_is_about_the_machine_not_an_unreachable_host():
+    # VIR_ERR_SYSTEM_ERROR, as a refused connection is: the error domain tells them apart.
+    error = libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_STORAGE, DISK)
+    translated = translate(error)
+    assert type(translated) is virt.VirtError
+    assert "Cannot access storage file [host path] (as uid:0, gid:0): No such file or directory" in \
+        translated.redacted_message
+    assert "/var/lib/vmportal-lab/shared/nonexistent.qcow2" in translated.full_message
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    (libvirt.VIR_ERR_SYSTEM_ERROR, PEER_REFUSED),
+    (libvirt.VIR_ERR_SYSTEM_ERROR, "Cannot write data: Broken pipe"),
+    (libvirt.VIR_ERR_INTERNAL_ERROR, CLOSED),  # the call after a connection broke
+])
+def test_the_transport_failing_is_host_unreachable(code: int, message: str):
+    translated = translate(libvirt_error(code, libvirt.VIR_FROM_RPC, message))
+    assert type(translated) is virt.HostUnreachable
+    assert translated.redacted_message == "The host cannot be reached right now."  # nothing but the host to tell
+    assert translated.full_message == f"The host cannot be reached right now. libvirt: {message}"
+
+
+def test_a_peer_the_host_could_not_reach_is_not_this_host_being_unreachable():
+    """A peer-to-peer migration's destination refusing comes back over a connection that still works."""
+    with pytest.raises(virt.VirtError) as caught, connection("test:///default") as pooled:
+        raise libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, PEER_REFUSED)
+    assert type(caught.value) is virt.VirtError
+    assert "unable to connect to server at [address]: Connection refused" in caught.value.redacted_message
+    assert virt.pool.get("test:///default") is pooled  # the working connection is kept
+
+
+def test_libvirts_own_words_in_a_summary_are_redacted_too():
+    uri = "qemu+ssh://root@kvm7.example.net/system?keyfile=/root/.ssh/id_lab"
+    message = f"operation failed: Failed to connect to remote libvirt URI {uri}: Cannot recv data"
+    translated = translate(libvirt_error(libvirt.VIR_ERR_OPERATION_FAILED, libvirt.VIR_FROM_QEMU, message,
+                                         f"Failed to connect to remote libvirt URI {uri}: Cannot recv data"))
+    assert str(translated) == "Failed to connect to remote libvirt URI [URI]: Cannot recv data."
+    assert translated.redacted_message == str(translated)
+    assert uri in translated.full_message
+
+
+@pytest.mark.parametrize(("message", "redacted"), [
+    (DISK, "Cannot access storage file [host path] (as uid:0, gid:0): No such file or directory"),
+    (PEER_REFUSED, "unable to connect to server at [address]: Connection refused"),
+    ("unable to connect to server at 'kvm7.example.net:16509': Connection refused",
+     "unable to connect to server at [address]: Connection refused"),
+    ("unable to connect to server at '[::1]:16509': Connection refused",
+     "unable to connect to server at [address]: Connection refused"),
+    ("Failed to connect socket to '/run/vmportal-lab/sockets/lab2/libvirt-sock': No such file or directory",
+     "Failed to connect socket to [host path]: No such file or directory"),
+    ("Unable to connect to monitor socket /var/lib/libvirt/qemu/domain-3-x/monitor.sock: Connection refused",
+     "Unable to connect to monitor socket [host path]: Connection refused"),
+    ("Cannot recv data: ssh: connect to host 10.0.0.7 port 22: Connection refused",
+     "Cannot recv data: ssh: connect to host [address] port 22: Connection refused"),
+    ("Cannot recv data: ssh: Could not resolve hostname kvm7.example.net: Name or service not known",
+     "Cannot recv data: ssh: Could not resolve hostname [address]: Name or service not known"),
+    ("qemu-system-x86_64: -drive file=/srv/a.qcow2,format=qcow2: Could not open '/srv/a.qcow2': Permission denied",
+     "qemu-system-x86_64: -drive file=[host path],format=qcow2: Could not open [host path]: Permission denied"),
+    ("domain 'web' already exists with uuid 6695eb01-f6a4-8304-79aa-97f2502e193f",
+     "domain 'web' already exists with uuid [UUID]"),
+    # Nothing to take out: words that merely contain a slash, and libvirt's own names, stay.
+    ("Cannot write data: Input/output error", "Cannot write data: Input/output error"),
+    ("requested operation is not valid: domain is not running",
+     "requested operation is not valid: domain is not running"),
+])
+def test_redaction_removes_paths_uris_sockets_and_addresses(message: str, redacted: str):
+    assert redact(message) == redacted
+
+
+def test_admins_read_libvirts_message_and_everybody_else_the_redacted_one(admin_user, operator_user, tenant_user):
+    error = translate(libvirt_error(libvirt.VIR_ERR_INTERNAL_ERROR, libvirt.VIR_FROM_QEMU, KERNEL))
+    assert error_message(user=admin_user, error=error) == error.full_message
+    assert "/var/lib/vmportal-lab/shared/vmlinuz-gone" in error_message(user=admin_user, error=error)
+    for user in (operator_user, tenant_user):
+        assert error_message(user=user, error=error) == error.redacted_message
+        assert error_message(user=user, error=error.full_message) == error.redacted_message  # as in the audit log

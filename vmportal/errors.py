@@ -1,0 +1,99 @@
+"""Error pages inside the site's layout: a libvirt error no view caught, and the 403/404/500 handlers.
+
+Every page keeps the navigation and offers a way back, so a failure never strands a user on a bare
+server page; an htmx request gets the message out of band instead of a page swapped into a fragment.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from django.contrib import messages
+from django.http import HttpResponse, HttpResponseServerError
+from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.utils.http import url_has_allowed_host_and_scheme
+
+from domains import virt
+from domains.errors import error_message
+
+if TYPE_CHECKING:
+    from django.http import HttpRequest
+
+logger = logging.getLogger(__name__)
+
+# HTTP status and page title per kind of hypervisor failure; anything else is the hypervisor's (502).
+_KINDS: tuple[tuple[type[virt.VirtError], int, str], ...] = (
+    (virt.HostUnreachable, 503, "Host unreachable"),
+    (virt.DomainNotFound, 404, "Virtual machine not found"),
+    (virt.SnapshotNotFound, 404, "Snapshot not found"),
+    (virt.OperationInvalid, 409, "Not possible right now"),
+    (virt.OperationInProgress, 409, "Not possible right now"),
+)
+
+
+class VirtErrorMiddleware:
+    """Turns a VirtError escaping any view into a page that says why (the reader's message) with a way back."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, virt.VirtError):
+            return None
+        logger.warning("%s %s: %s", request.method, request.path, exception.full_message)
+        status, title = next(((status, title) for kind, status, title in _KINDS if isinstance(exception, kind)),
+                             (502, "The hypervisor could not do that"))
+        message = error_message(user=request.user, error=exception)
+        host_name = request.resolver_match.kwargs.get("host_name") if request.resolver_match else None
+        if host_name:
+            message = f"Host {host_name}: {message}"
+        if getattr(request, "htmx", False):
+            # htmx swaps nothing on an error status: answer 200, swap nothing, show the message.
+            messages.error(request, message)
+            response = HttpResponse(render_to_string("base.html#messages", {"oob": True}, request))
+            response["HX-Reswap"] = "none"
+            return response
+        return error_page(request, status=status, title=title, message=message)
+
+
+def error_page(request: HttpRequest, *, status: int, title: str, message: str) -> HttpResponse:
+    return render(request, "errors/error.html",
+                  {"status": status, "title": title, "message": message, "back": _back(request)}, status=status)
+
+
+def _back(request: HttpRequest) -> str:
+    """Where the user came from, when that is a page of this site other than the one that failed."""
+    referer = request.headers.get("referer", "")
+    if not referer or referer == request.build_absolute_uri():
+        return ""
+    same_site = url_has_allowed_host_and_scheme(referer, allowed_hosts={request.get_host()},
+                                                require_https=request.is_secure())
+    return referer if same_site else ""
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    # The project raises PermissionDenied with words meant for the user ("You may view this machine…").
+    return error_page(request, status=403, title="Not allowed", message=str(exception or "") or "You may not do that.")
+
+
+def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    # The same words for a page that does not exist and one this user may not see (SECURITY.md).
+    return error_page(request, status=404, title="Not found",
+                      message="There is nothing here, or nothing you may see.")
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """The layout rendered without the request: whatever broke (the database?) would break its user menu too."""
+    context = {"status": 500, "title": "Something went wrong",
+               "message": "The dashboard could not answer this request; it has been logged."}
+    try:
+        return HttpResponseServerError(render_to_string("errors/error.html", context))
+    except Exception:
+        logger.exception("rendering the error page failed")
+        return HttpResponseServerError("<h1>Something went wrong</h1><p><a href=\"/\">Back to the dashboard</a></p>")
