@@ -30,6 +30,7 @@ from vmportal.asgi import application
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://localhost")
+HOST = (b"host", b"localhost")  # the page's own: http://localhost
 OTHER_UUID = "11111111-2222-4333-8444-555555555555"
 SEQ = 1_000
 
@@ -72,11 +73,14 @@ class Socket:
                 return message
 
 
-async def open_socket(path: str, user: User | None, origin: tuple[bytes, bytes] = ORIGIN):
-    headers = [origin]
+async def open_socket(path: str, user: User | None, origin: tuple[bytes, bytes] = ORIGIN, *,
+                      host: bytes = b"localhost", scheme: str = "ws"):
+    """A browser's handshake: the page at `origin` opens `scheme`://`host``path` (Host as browsers send it)."""
+    headers = [origin, (b"host", host)]
     if user is not None:
         headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
     communicator = WebsocketCommunicator(application, path, headers=headers)
+    communicator.scope["scheme"] = scheme
     connected, code = await communicator.connect(timeout=5)
     return communicator, connected, code
 
@@ -127,6 +131,60 @@ async def test_a_page_of_an_allowed_origin_connects(admin_user: User, embedded_h
 async def test_a_foreign_origin_is_refused(admin_user: User, embedded_host: Host, origin: bytes) -> None:
     _communicator, connected, _code = await open_socket("/ws/domains/?all", admin_user, (b"origin", origin))
     assert not connected
+
+
+@pytest.mark.parametrize(("origin", "host", "scheme"), [
+    (b"http://localhost:9000", b"localhost", "ws"),  # another app on another port of the same host
+    (b"http://localhost", b"localhost:8000", "ws"),  # the page's host, but its default port
+    (b"https://localhost", b"localhost", "ws"),  # another scheme: a TLS page, a plain-text socket
+    (b"http://localhost", b"localhost", "wss"),  # a plain-text page, a TLS socket
+    (b"http://evil.example", b"evil.example", "ws"),  # same origin, but a host not in ALLOWED_HOSTS
+])
+async def test_only_the_pages_own_origin_connects(
+    admin_user: User, embedded_host: Host, origin: bytes, host: bytes, scheme: str
+) -> None:
+    _communicator, connected, _code = await open_socket("/ws/domains/?all", admin_user, (b"origin", origin),
+                                                        host=host, scheme=scheme)
+    assert not connected
+
+
+@pytest.mark.parametrize(("origin", "host", "scheme"), [
+    (b"http://localhost:8000", b"localhost:8000", "ws"),
+    (b"https://127.0.0.1:8443", b"127.0.0.1:8443", "wss"),
+    (b"http://[::1]", b"[::1]:80", "ws"),  # the same origin, port spelt out or not
+])
+async def test_the_pages_own_origin_connects(
+    admin_user: User, embedded_host: Host, origin: bytes, host: bytes, scheme: str
+) -> None:
+    communicator, connected, code = await open_socket("/ws/domains/?all", admin_user, (b"origin", origin),
+                                                      host=host, scheme=scheme)
+    assert connected, code
+    await communicator.disconnect()
+
+
+async def test_a_trusted_origin_connects(admin_user: User, embedded_host: Host, settings) -> None:
+    settings.CSRF_TRUSTED_ORIGINS = ["https://portal.example.org"]
+    communicator, connected, _code = await open_socket(
+        "/ws/domains/?all", admin_user, (b"origin", b"https://portal.example.org"), host=b"localhost:8000")
+    assert connected
+    await communicator.disconnect()
+    _communicator, connected, _code = await open_socket(
+        "/ws/domains/?all", admin_user, (b"origin", b"http://portal.example.org"), host=b"localhost:8000")
+    assert not connected  # trusted with https only
+
+
+async def test_tls_ended_by_the_reverse_proxy_is_the_pages_scheme(admin_user: User, embedded_host: Host,
+                                                                   settings) -> None:
+    """Behind the nginx recipe the socket arrives as ws with X-Forwarded-Proto: https, as Django reads it."""
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    headers = [(b"origin", b"https://localhost"), (b"host", b"localhost"), (b"x-forwarded-proto", b"https"),
+               (b"cookie", await database_sync_to_async(session_cookie)(admin_user))]
+    communicator = WebsocketCommunicator(application, "/ws/domains/?all", headers=headers)
+    assert (await communicator.connect())[0]
+    await communicator.disconnect()
+    plain = WebsocketCommunicator(application, "/ws/domains/?all", headers=[(b"origin", b"http://localhost"),
+                                                                           *headers[1:]])
+    assert not (await plain.connect())[0]  # the page was https: an http page is another origin
 
 
 async def test_anonymous_is_refused(embedded_host: Host) -> None:
@@ -318,7 +376,7 @@ async def test_a_new_grant_makes_the_list_fetch_itself_again(
 async def test_logging_out_closes_that_sessions_sockets(admin_user: User, embedded_host: Host) -> None:
     client = await database_sync_to_async(_logged_in)(admin_user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    communicator = WebsocketCommunicator(application, "/ws/domains/?all", headers=[ORIGIN, (b"cookie", cookie)])
+    communicator = WebsocketCommunicator(application, "/ws/domains/?all", headers=[ORIGIN, HOST, (b"cookie", cookie)])
     assert (await communicator.connect())[0]
     other_session, connected, _code = await open_socket("/ws/domains/?all", admin_user)
     assert connected
