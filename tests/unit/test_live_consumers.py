@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
@@ -185,6 +186,14 @@ async def test_tls_ended_by_the_reverse_proxy_is_the_pages_scheme(admin_user: Us
     plain = WebsocketCommunicator(application, "/ws/domains/?all", headers=[(b"origin", b"http://localhost"),
                                                                            *headers[1:]])
     assert not (await plain.connect())[0]  # the page was https: an http page is another origin
+
+
+@pytest.mark.parametrize("path", ["/ws/nope/", "/ws/domains/embedded/not-a-uuid/", "/"])
+async def test_an_unknown_path_is_refused_with_a_close_code(admin_user: User, embedded_host: Host, path: str,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    _communicator, connected, code = await open_socket(path, admin_user)
+    assert (connected, code) == (False, 4404)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 async def test_anonymous_is_refused(embedded_host: Host) -> None:
