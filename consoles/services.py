@@ -23,17 +23,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from http.cookies import CookieError, SimpleCookie
-from importlib import import_module
 from typing import TYPE_CHECKING
 from urllib.parse import urlparse
 
 from channels.security.websocket import OriginValidator
 from django.conf import settings
-from django.contrib import auth
 from django.db.models import Q
-from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts.sessions import session_user
 from domains import selectors, virt
 from domains.audit import audited
 from domains.models import AuditEntry
@@ -293,15 +291,3 @@ def _session_key(cookie_header: str | None) -> str | None:
     except CookieError:
         return None
     return morsel.value if morsel is not None else None
-
-
-def session_user(session_key: str | None) -> User | None:
-    """The active user logged in with this session key, verified as Django verifies it on a request."""
-    if not session_key:
-        return None
-    request = HttpRequest()
-    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    user = auth.get_user(request)
-    if not user.is_authenticated or not user.is_active:
-        return None
-    return user

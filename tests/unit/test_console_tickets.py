@@ -19,6 +19,7 @@ from django.utils import timezone
 from websockify.auth_plugins import AuthenticationError
 
 from accounts.models import User
+from accounts.sessions import session_user
 from consoles import services
 from consoles.models import ConsoleTicket
 from consoles.proxy import ConsoleAuthPlugin, ConsoleTokenPlugin, MaskTickets
@@ -314,10 +315,10 @@ def test_logout_and_revocation_end_an_open_console(tenant_client: Client, tenant
 
 def test_a_password_change_ends_the_session_for_consoles(tenant_client: Client, tenant: User) -> None:
     key = tenant_client.cookies["sessionid"].value
-    assert services.session_user(key) == tenant
+    assert session_user(key) == tenant
     tenant.set_password("another correct horse battery")
     tenant.save()
-    assert services.session_user(key) is None
+    assert session_user(key) is None
 
 
 def test_logs_show_tickets_masked(caplog: pytest.LogCaptureFixture) -> None:

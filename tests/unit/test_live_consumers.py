@@ -13,13 +13,16 @@ import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.models import Session
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import User
 from domains import live, services, virt
@@ -392,9 +395,95 @@ async def test_logging_out_closes_that_sessions_sockets(admin_user: User, embedd
 
     await database_sync_to_async(client.post)("/accounts/logout/")
 
-    assert (await communicator.receive_output(2))["type"] == "websocket.close"
+    assert (await communicator.receive_output(2)) == {"type": "websocket.close", "code": SESSION_ENDED}
     assert await other_session.receive_nothing(0.2)  # the user's other login stays live
     await other_session.disconnect()
+
+
+# --- Sessions that end, users that change, with no broadcast to say so: the re-check finds them. ---
+
+RECHECK = 0.2  # VMPORTAL_LIVE_RECHECK_SECONDS in these tests; each waits a few intervals, far below the default
+SESSION_ENDED = 4401  # the close code after which live.js stops reconnecting
+
+
+@pytest.fixture
+def quick_recheck(settings) -> None:
+    settings.LIVE_RECHECK_SECONDS = RECHECK
+
+
+async def closed_with(communicator: WebsocketCommunicator) -> int:
+    """The close code the server sends within a few re-check intervals (messages before it are skipped)."""
+    deadline = time.monotonic() + 10 * RECHECK
+    while (output := await communicator.receive_output(max(0.01, deadline - time.monotonic())))["type"] != \
+            "websocket.close":
+        pass
+    return int(output["code"])
+
+
+def _end_session(how: str, user: User) -> None:
+    if how == "deleted":
+        Session.objects.all().delete()
+    elif how == "expired":
+        Session.objects.update(expire_date=timezone.now() - timedelta(seconds=1))
+    elif how == "password changed":
+        user.set_password("a new correct horse battery staple")
+        user.save()
+    elif how == "deactivated":
+        user.is_active = False
+        user.save()
+
+
+@pytest.mark.parametrize("how", ["deleted", "expired", "password changed", "deactivated"])
+async def test_a_session_that_ends_closes_its_sockets_within_the_interval(
+    quick_recheck, tenant_user: User, tenant_grant: Grant, embedded_host: Host, how: str
+) -> None:
+    cookie = (b"cookie", await database_sync_to_async(session_cookie)(tenant_user))
+    opened = []
+    for path in ("/ws/domains/?all", f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/"):
+        communicator = WebsocketCommunicator(application, path, headers=[ORIGIN, HOST, cookie])
+        assert (await communicator.connect())[0]
+        opened.append(communicator)
+    await database_sync_to_async(_end_session)(how, tenant_user)
+    for communicator in opened:
+        assert await closed_with(communicator) == SESSION_ENDED
+    again = WebsocketCommunicator(application, "/ws/domains/?all", headers=[ORIGIN, HOST, cookie])
+    assert not (await again.connect())[0]  # and the page cannot reconnect with it
+
+
+async def test_a_live_session_stays_open_across_rechecks(quick_recheck, tenant_user: User, tenant_grant: Grant,
+                                                        embedded_host: Host, sockets) -> None:
+    tenant = await connect(sockets, "/ws/domains/?all", tenant_user)
+    assert await tenant.silent(5 * RECHECK)
+    await publish(embedded_host, changed(SEQ, record()))
+    assert (await tenant.receive())["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}"
+
+
+async def test_a_demoted_admin_no_longer_receives_what_it_may_not_see(
+    quick_recheck, admin_user: User, embedded_host: Host, sockets
+) -> None:
+    admin = await connect(sockets, "/ws/domains/?all", admin_user)
+    await publish(embedded_host, changed(SEQ, record(OTHER_UUID, "secret")))
+    assert (await admin.receive())["id"] == f"domain-embedded-{OTHER_UUID}"
+
+    admin_user.role = User.Role.TENANT  # granted nothing
+    await database_sync_to_async(admin_user.save)()
+
+    assert await admin.receive(10 * RECHECK) == {"type": "remove", "id": f"domain-embedded-{OTHER_UUID}"}
+    assert await admin.receive() == {"type": "refresh"}  # rows it rendered but never pushed: re-fetched, scoped
+    await publish(embedded_host, changed(SEQ + 1, record(OTHER_UUID, "secret", title="still secret")))
+    await publish(embedded_host, changed(SEQ + 2, record(state=virt.DomainState.PAUSED)))
+    assert await admin.silent(3 * RECHECK)
+
+
+async def test_a_demoted_operator_loses_the_vm_page_it_may_no_longer_see(
+    quick_recheck, operator_user: User, embedded_host: Host
+) -> None:
+    communicator, connected, _code = await open_socket(f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", operator_user)
+    assert connected
+    operator_user.role = User.Role.TENANT
+    await database_sync_to_async(operator_user.save)()
+    assert json.loads(await communicator.receive_from(10 * RECHECK)) == {"type": "gone"}
+    assert (await communicator.receive_output(1))["type"] == "websocket.close"
 
 
 # --- The embedded watchers: real libvirt events on test:///default, pushed to the page. ---
