@@ -142,15 +142,19 @@ def _check_limits(*, actor: User, host: Host | None, uuid: str, client_addr: str
             retry = max(1, math.ceil((min(recent) + RATE_WINDOW - now).total_seconds()))
             _audit_limit(actor=actor, limit=f"console connections per minute ({per_minute})", host=host, uuid=uuid,
                          client_addr=client_addr, now=now)
-            raise ConsoleLimitReached(f"You opened {len(recent)} console connections in the last minute, the most "
-                                      f"allowed; try again in {retry} s.", retry_after=retry)
+            raise ConsoleLimitReached(f"You opened {_plural(len(recent), 'console connection')} in the last minute, "
+                                      f"the most allowed; try again in {retry} s.", retry_after=retry)
     if open_limit:
         count = _open_consoles(actor.pk, now, waiting=True)
         if count >= open_limit:
             _audit_limit(actor=actor, limit=f"consoles open at once ({open_limit})", host=host, uuid=uuid,
                          client_addr=client_addr, now=now)
-            raise ConsoleLimitReached(f"You have {count} consoles open, the most allowed at once; close one to "
-                                      "open another.")
+            raise ConsoleLimitReached(f"You have {_plural(count, 'console')} open, the most allowed at once; close "
+                                      "one to open another.")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def _open_consoles(user_id: int, now: datetime, *, waiting: bool) -> int:
