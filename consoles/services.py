@@ -201,9 +201,11 @@ def _uuid_or_none(value: str) -> uuidlib.UUID | None:
 
 
 def _purge_old_tickets(now: datetime) -> None:
-    """Tickets never opened, and consoles closed, are kept a day (the audit log keeps the history)."""
+    """Tickets never opened, consoles closed, and consoles whose proxy process stopped reporting (killed
+    before it could close them) are kept a day (the audit log keeps the history)."""
+    day_ago = now - timedelta(days=1)
     ConsoleTicket.objects.filter(
-        Q(used_at__isnull=True) | Q(closed_at__isnull=False), expires_at__lt=now - timedelta(days=1)
+        Q(used_at__isnull=True) | Q(closed_at__isnull=False) | Q(seen_at__lt=day_ago), expires_at__lt=day_ago
     ).delete()
 
 

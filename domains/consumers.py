@@ -50,6 +50,7 @@ RECHECK_FAILURES = 3  # re-checks failing in a row (the database is away) before
 class _LiveConsumer(AsyncJsonWebsocketConsumer):
     user: User
     granted: Granted
+    ended = False  # its session ended: closing, nothing more to re-check
 
     # Channels closes stale database connections before every handler, a thread hop each time. These
     # handlers never touch the database (those that do go through database_sync_to_async, which
@@ -121,7 +122,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         """Sessions expire, passwords change, users are deactivated or demoted (the admin site), and grants
         reach a user's groups, with no broadcast to say so: every LIVE_RECHECK_SECONDS, look again."""
         failures = 0
-        while True:
+        while not self.ended:
             await asyncio.sleep(float(settings.LIVE_RECHECK_SECONDS))
             try:
                 await self.live_grants({})
@@ -137,12 +138,14 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         """Reads the user through its session as Django does on a request; closes the socket once it ended."""
         user = await database_sync_to_async(session_user)(self.session_key)
         if user is None or user.pk != self.user.pk:
+            self.ended = True
             await self.close(code=SESSION_ENDED)
             return False
         self.user = user  # with its role as it is now
         return True
 
     async def live_logout(self, event: dict[str, Any]) -> None:
+        self.ended = True
         await self.close(code=SESSION_ENDED)
 
     async def live_grants(self, event: dict[str, Any]) -> None:

@@ -512,3 +512,14 @@ def test_the_proxy_refuses_a_console_past_the_limit_whatever_was_issued(
     open_console(first, cookie=session_cookie(tenant_client))
     assert "consoles open already" in refused(lambda: open_console(second, cookie=session_cookie(tenant_client)))
     assert ConsoleTicket.objects.get(token_hash=services.hash_token(second)).closed_at is not None
+
+
+def test_a_console_whose_proxy_died_is_purged_after_a_day_and_an_open_one_is_kept(tenant_client: Client) -> None:
+    dead, alive = open_ticket(tenant_client).console, open_ticket(tenant_client).console
+    assert dead is not None and alive is not None
+    two_days_ago = timezone.now() - timedelta(days=2)
+    ConsoleTicket.objects.update(issued_at=two_days_ago, expires_at=two_days_ago)  # both opened long ago
+    ConsoleTicket.objects.filter(pk=dead.ticket.pk).update(seen_at=two_days_ago)  # its process stopped reporting
+    issue(tenant_client)
+    assert not ConsoleTicket.objects.filter(pk=dead.ticket.pk).exists()
+    assert ConsoleTicket.objects.filter(pk=alive.ticket.pk, closed_at__isnull=True).exists()
