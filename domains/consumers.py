@@ -13,6 +13,8 @@ Messages to the browser (static/vmportal/live.js):
     {"type": "gone"}                                      the VM page's VM is gone or no longer visible
     {"type": "migration", "id": "migration-<job>", "html": "...", "state": "...", "reported_at": float|null}
                                                           a migration job's progress, to admins only
+Close codes: 4403 not allowed (the handshake is refused); 4401 the session ended (logout, expiry,
+password change, deactivation), after which live.js stops reconnecting; 1011 re-checks kept failing.
 """
 
 from __future__ import annotations
