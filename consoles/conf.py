@@ -23,5 +23,15 @@ def recheck_seconds() -> float:
     return float(settings.CONSOLE_RECHECK_SECONDS)
 
 
+def tickets_per_minute() -> int:
+    """Console connections (ticket requests) one user may make per minute; 0: no limit."""
+    return max(0, int(settings.CONSOLE_TICKETS_PER_MINUTE))
+
+
+def open_limit() -> int:
+    """Consoles one user may have open at once, across every proxy process; 0: no limit."""
+    return max(0, int(settings.CONSOLE_OPEN_LIMIT))
+
+
 def trusted_proxies() -> frozenset[str]:
     return frozenset(settings.CONSOLE_TRUSTED_PROXIES)

@@ -32,9 +32,18 @@ class ConsoleTicket(models.Model):
     client_addr = models.GenericIPAddressField(null=True, blank=True)  # where the console was opened from
     closed_at = models.DateTimeField(null=True, blank=True)
     close_reason = models.CharField(max_length=255, blank=True)
+    # The origin of the portal page that asked for it: only a websocket from that page (or a trusted
+    # origin) may open it (vmportal.origins).
+    origin = models.CharField(max_length=255, blank=True)
+    # The tickets of one request share it: one console (a SPICE console opens a websocket per channel).
+    batch = models.UUIDField(null=True, blank=True)
+    # While open, the proxy says it still relays it every few seconds: a console whose proxy process died
+    # without closing it stops counting towards its user's open consoles.
+    seen_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-issued_at"]
+        indexes = [models.Index(fields=["user", "issued_at"])]
 
     def __str__(self) -> str:
         return f"{self.kind} console of {self.domain_name} for {self.user_id}"

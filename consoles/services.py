@@ -9,35 +9,36 @@ SECURITY.md, "Console tickets", point by point:
 4. rights are checked when issuing and again when opening (and every few seconds while open), and
    the proxy re-reads the live endpoint from libvirt and refuses a ticket issued for another one;
 5. the target is what libvirt says now, never anything from the client;
-9. issue, open (allowed or refused) and close leave audit rows with the ticket's hash.
+9. issue, open (allowed or refused) and close leave audit rows with the ticket's hash;
+11. per-user limits on tickets per minute and consoles open at once (ConsoleLimitReached, a 429);
+Websockets: a ticket opens only from the origin of the portal page that asked for it (or a trusted one).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import secrets
+import uuid as uuidlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from http.cookies import CookieError, SimpleCookie
-from importlib import import_module
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
-from channels.security.websocket import OriginValidator
 from django.conf import settings
-from django.contrib import auth
 from django.db.models import Q
-from django.http import HttpRequest
 from django.utils import timezone
 
+from accounts.sessions import session_user
 from domains import selectors, virt
 from domains.audit import audited
-from domains.models import AuditEntry
+from domains.models import AuditEntry, Host
 from domains.permissions import Right, domain_rights
+from vmportal.origins import origin_allowed
 
 from . import conf
 from .models import ConsoleTicket
@@ -53,6 +54,14 @@ _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 class TicketRefused(Exception):
     """The proxy must not open this console; the message is for the log and the audit, never the ticket."""
+
+
+class ConsoleLimitReached(Exception):
+    """A per-user console limit refuses this request (HTTP 429); the message says which, for the user."""
+
+    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after  # seconds until a new request can succeed, when that is known
 
 
 def hash_token(token: str) -> str:
@@ -78,12 +87,17 @@ class IssuedTickets:
     domain_name: str
 
 
-def console_tickets_issue(*, actor: User, host_name: str, uuid: str, client_addr: str | None = None) -> IssuedTickets:
+def console_tickets_issue(*, actor: User, host_name: str, uuid: str, origin: str = "",
+                          client_addr: str | None = None) -> IssuedTickets:
     """Fresh single-use tickets for the console of a running VM the actor may open consoles on.
 
-    One for a VNC display, one per channel for a SPICE display (TICKETS_PER_KIND).
+    One for a VNC display, one per channel for a SPICE display (TICKETS_PER_KIND), all bound to
+    `origin`, the origin of the portal page asking (vmportal.origins.request_origin): the proxy accepts
+    their websockets from that origin only, or from a trusted one. Raises ConsoleLimitReached when the
+    actor asked for too many this minute or has too many consoles open.
     """
     host = selectors.enabled_hosts().filter(name=host_name).first()
+    _check_limits(actor=actor, host=host, uuid=uuid, client_addr=client_addr)
     with audited(actor=actor, action="console.ticket", host=host, domain_uuid=uuid, client_addr=client_addr) as entry:
         row = selectors.domain_get(user=actor, host_name=host_name, uuid=uuid, right=Right.CONSOLE)
         entry.domain_name = row.record.name
@@ -92,12 +106,13 @@ def console_tickets_issue(*, actor: User, host_name: str, uuid: str, client_addr
             raise virt.ConsoleUnavailable("This machine's SPICE display has a password; the browser console "
                                           "cannot answer it without handing it to the browser.")
         tokens = tuple(secrets.token_urlsafe(TOKEN_BYTES) for _ in range(TICKETS_PER_KIND[endpoint.kind]))
-        now = timezone.now()
+        now, batch = timezone.now(), uuidlib.uuid4()
         tickets = ConsoleTicket.objects.bulk_create(
             ConsoleTicket(
                 token_hash=hash_token(token), user=actor, host=row.host, domain_uuid=row.uuid,
                 domain_name=row.record.name, kind=endpoint.kind, endpoint=endpoint.key,
                 issued_at=now, expires_at=now + timedelta(seconds=conf.ticket_seconds()),
+                origin=origin[:255], batch=batch,
             )
             for token in tokens
         )
@@ -108,10 +123,89 @@ def console_tickets_issue(*, actor: User, host_name: str, uuid: str, client_addr
                          websocket_url=conf.websocket_url(), domain_name=row.record.name)
 
 
+# --- Per-user limits (SECURITY.md rule 11), counted in the database: every daphne and proxy process sees them.
+
+RATE_WINDOW = timedelta(minutes=1)
+BURST_GAP = timedelta(minutes=1)  # refusals this close together are one burst: one audit row, counted
+HEARTBEAT_SECONDS = 15.0  # how often an open console's proxy process writes that it still relays it
+_OPEN_STALE = timedelta(seconds=60)  # an open console not seen for this long is counted no more
+_BURST_COUNT = re.compile(r"; (\d+) requests? refused$")
+
+
+def _check_limits(*, actor: User, host: Host | None, uuid: str, client_addr: str | None) -> None:
+    now = timezone.now()
+    per_minute, open_limit = conf.tickets_per_minute(), conf.open_limit()
+    if per_minute:
+        recent = [issued for _batch, issued in ConsoleTicket.objects.filter(
+            user=actor, issued_at__gt=now - RATE_WINDOW).values_list("batch", "issued_at").distinct()]
+        if len(recent) >= per_minute:
+            retry = max(1, math.ceil((min(recent) + RATE_WINDOW - now).total_seconds()))
+            _audit_limit(actor=actor, limit=f"console connections per minute ({per_minute})", host=host, uuid=uuid,
+                         client_addr=client_addr, now=now)
+            raise ConsoleLimitReached(f"You opened {_plural(len(recent), 'console connection')} in the last minute, "
+                                      f"the most allowed; try again in {retry} s.", retry_after=retry)
+    if open_limit:
+        count = _open_consoles(actor.pk, now, waiting=True)
+        if count >= open_limit:
+            _audit_limit(actor=actor, limit=f"consoles open at once ({open_limit})", host=host, uuid=uuid,
+                         client_addr=client_addr, now=now)
+            raise ConsoleLimitReached(f"You have {_plural(count, 'console')} open, the most allowed at once; close "
+                                      "one to open another.")
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _open_consoles(user_id: int, now: datetime, *, waiting: bool) -> int:
+    """The user's consoles a proxy relays now (a batch of tickets is one console), and with `waiting` those
+    asked for and not opened yet, counted across every proxy process by what they wrote."""
+    mine = ConsoleTicket.objects.filter(user_id=user_id, closed_at__isnull=True)
+    stale = max(_OPEN_STALE, timedelta(seconds=3 * conf.recheck_seconds()))
+    consoles = set(mine.filter(used_at__isnull=False, seen_at__gt=now - stale).values_list("batch", flat=True))
+    if waiting:
+        unopened = set(mine.filter(used_at__isnull=True, expires_at__gt=now).values_list("batch", flat=True))
+        # A batch some of whose tickets were opened is open (counted above) or closed, not waiting.
+        unopened -= set(ConsoleTicket.objects.filter(batch__in=unopened, used_at__isnull=False)
+                        .values_list("batch", flat=True))
+        consoles |= unopened
+    return len(consoles)
+
+
+def _audit_limit(*, actor: User, limit: str, host: Host | None, uuid: str, client_addr: str | None,
+                 now: datetime) -> None:
+    """One audit row per burst of refusals: the first writes it, each later one counts itself on it."""
+    prefix = f"refused: limit of {limit}"
+    burst = (AuditEntry.objects.filter(actor=actor, action="console.ticket", result=AuditEntry.Result.DENIED,
+                                       message__startswith=prefix, finished_at__gte=now - BURST_GAP)
+             .order_by("-finished_at").first())
+    if burst is None:
+        AuditEntry.objects.create(
+            actor=actor, actor_name=actor.get_username(), action="console.ticket", host=host,
+            host_name=host.name if host else "", domain_uuid=_uuid_or_none(uuid), client_addr=client_addr or None,
+            result=AuditEntry.Result.DENIED, finished_at=now, message=f"{prefix}; 1 request refused",
+        )
+        logger.warning("console tickets refused for %s: limit of %s", actor.get_username(), limit)
+        return
+    counted = _BURST_COUNT.search(burst.message)
+    count = int(counted.group(1)) + 1 if counted else 2
+    burst.message, burst.finished_at = f"{prefix}; {count} requests refused", now
+    burst.save(update_fields=["message", "finished_at"])
+
+
+def _uuid_or_none(value: str) -> uuidlib.UUID | None:
+    try:
+        return uuidlib.UUID(value)
+    except ValueError:
+        return None
+
+
 def _purge_old_tickets(now: datetime) -> None:
-    """Tickets never opened, and consoles closed, are kept a day (the audit log keeps the history)."""
+    """Tickets never opened, consoles closed, and consoles whose proxy process stopped reporting (killed
+    before it could close them) are kept a day (the audit log keeps the history)."""
+    day_ago = now - timedelta(days=1)
     ConsoleTicket.objects.filter(
-        Q(used_at__isnull=True) | Q(closed_at__isnull=False), expires_at__lt=now - timedelta(days=1)
+        Q(used_at__isnull=True) | Q(closed_at__isnull=False) | Q(seen_at__lt=day_ago), expires_at__lt=day_ago
     ).delete()
 
 
@@ -163,8 +257,9 @@ def console_open(*, pending: PendingConsole, origin: str | None, cookie_header: 
     """
     ticket = pending.ticket
     with _open_audited(ticket, client_addr, f"{pending.endpoint.key}, ticket sha256:{ticket.token_hash}"):
-        if not origin_allowed(origin):
-            raise TicketRefused(f"origin {origin!r} is not an allowed host")
+        if not origin_allowed(origin, page_origin=ticket.origin):
+            raise TicketRefused(f"origin {origin!r} is not that of the page the ticket was issued to "
+                                f"({ticket.origin or 'none'})")
         session_key = _session_key(cookie_header)
         user = session_user(session_key)
         if user is None or user.pk != ticket.user_id:
@@ -175,9 +270,15 @@ def console_open(*, pending: PendingConsole, origin: str | None, cookie_header: 
         now = timezone.now()
         consumed = ConsoleTicket.objects.filter(
             pk=ticket.pk, used_at__isnull=True, expires_at__gt=now,
-        ).update(used_at=now, client_addr=client_addr)
+        ).update(used_at=now, seen_at=now, client_addr=client_addr)
         if consumed != 1:
             raise TicketRefused("ticket already used or expired")
+        ticket.used_at = ticket.seen_at = now
+        # Counted once consumed, so of two racing opens past the limit neither slips through.
+        limit = conf.open_limit()
+        if limit and _open_consoles(ticket.user_id, now, waiting=False) > limit:
+            _close(ticket, "too many open consoles")
+            raise TicketRefused(f"the user has {limit} consoles open already")
         # Between the lookup and now the VM may have restarted elsewhere: look once more.
         endpoint = _live_endpoint(ticket)
         if endpoint != pending.endpoint:
@@ -195,7 +296,18 @@ def console_recheck(console: OpenConsole) -> str | None:
     if user is None or user.pk != console.user.pk:
         return "session ended"
     console.ticket.host.refresh_from_db(fields=["enabled"])
-    return _not_allowed(console.ticket, user) or None
+    reason = _not_allowed(console.ticket, user)
+    if not reason:
+        _heartbeat(console.ticket)
+    return reason or None
+
+
+def _heartbeat(ticket: ConsoleTicket) -> None:
+    """Tells every process counting open consoles that this one is still relayed (every HEARTBEAT_SECONDS)."""
+    now = timezone.now()
+    if ticket.seen_at is None or (now - ticket.seen_at).total_seconds() >= HEARTBEAT_SECONDS:
+        ticket.seen_at = now
+        ConsoleTicket.objects.filter(pk=ticket.pk, closed_at__isnull=True).update(seen_at=now)
 
 
 def console_close(console: OpenConsole, *, reason: str) -> None:
@@ -271,20 +383,6 @@ def _open_audited(ticket: ConsoleTicket, client_addr: str | None, message: str) 
         entry.save(update_fields=["result", "message", "finished_at"])
 
 
-def origin_allowed(origin: str | None) -> bool:
-    """Exactly Channels' AllowedHostsOriginValidator, so console and live websockets agree."""
-    allowed = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not allowed:
-        allowed = ["localhost", "127.0.0.1", "[::1]"]
-    if not origin:
-        return False
-    try:
-        parsed = urlparse(origin)
-    except ValueError:
-        return False
-    return bool(OriginValidator(None, allowed).valid_origin(parsed))
-
-
 def _session_key(cookie_header: str | None) -> str | None:
     if not cookie_header:
         return None
@@ -293,15 +391,3 @@ def _session_key(cookie_header: str | None) -> str | None:
     except CookieError:
         return None
     return morsel.value if morsel is not None else None
-
-
-def session_user(session_key: str | None) -> User | None:
-    """The active user logged in with this session key, verified as Django verifies it on a request."""
-    if not session_key:
-        return None
-    request = HttpRequest()
-    request.session = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
-    user = auth.get_user(request)
-    if not user.is_authenticated or not user.is_active:
-        return None
-    return user

@@ -166,6 +166,7 @@ def wait_for(predicate: object, timeout: float, message: str, interval: float = 
 # --- a whole portal in a throw-away var dir: manage.py, the console proxy, daphne ---------------------
 
 REPO = Path(__file__).resolve().parent.parent
+PAGE_ORIGIN = "http://127.0.0.1:8000"  # the portal page tickets are issued to, unless a test says otherwise
 
 
 @dataclass
@@ -213,11 +214,12 @@ class ConsoleStack:
         """A session key for the user, as a login would create it."""
         return str(self.shell(session_code(username) + "result = session_key\n"))
 
-    def tickets(self, username: str, host: str, uuid: str) -> list[str]:
+    def tickets(self, username: str, host: str, uuid: str, *, origin: str = PAGE_ORIGIN) -> list[str]:
+        """Tickets as a console page at `origin` asks for them: they open from that origin only."""
         return list(self.shell(
             "from consoles import services\nfrom accounts.models import User\n"
             f"issued = services.console_tickets_issue(actor=User.objects.get(username={username!r}),"
-            f" host_name={host!r}, uuid={uuid!r}, client_addr='127.0.0.1')\n"
+            f" host_name={host!r}, uuid={uuid!r}, origin={origin!r}, client_addr='127.0.0.1')\n"
             "result = list(issued.tokens)\n"))
 
     def _start(self, name: str, args: list[str], port: int) -> subprocess.Popen[bytes]:

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_GET, require_POST
 from domains import virt
 from domains.errors import error_message
 from domains.views import client_addr
+from vmportal.origins import request_origin
 
 from . import selectors, services
 
@@ -51,10 +52,16 @@ def console_page(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResp
 @require_POST
 @never_cache
 def console_tickets(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
-    """Single-use tickets for one connection (JSON); a VM the user may not open is a 404."""
+    """Single-use tickets for one connection (JSON), bound to this page's origin; a VM the user may not open
+    is a 404, a per-user limit a 429 saying which."""
     try:
         issued = services.console_tickets_issue(actor=request.user, host_name=host_name, uuid=str(uuid),
-                                                client_addr=client_addr(request))
+                                                origin=request_origin(request) or "", client_addr=client_addr(request))
+    except services.ConsoleLimitReached as limited:
+        response = JsonResponse({"error": str(limited)}, status=429)
+        if limited.retry_after:
+            response["Retry-After"] = str(limited.retry_after)
+        return _private(response)
     except virt.VirtError as error:
         return _private(JsonResponse({"error": error_message(user=request.user, error=error)}, status=409))
     return _private(JsonResponse({

@@ -13,17 +13,23 @@ Messages to the browser (static/vmportal/live.js):
     {"type": "gone"}                                      the VM page's VM is gone or no longer visible
     {"type": "migration", "id": "migration-<job>", "html": "...", "state": "...", "reported_at": float|null}
                                                           a migration job's progress, to admins only
+Close codes: 4403 not allowed (the handshake is refused); 4401 the session ended (logout, expiry,
+password change, deactivation), after which live.js stops reconnecting; 1011 re-checks kept failing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.http import QueryDict
+
+from accounts.sessions import session_user
 
 from . import live, virt
 from .filters import ListQuery, ListQueryError, parse_list_query
@@ -34,16 +40,19 @@ from .selectors import row_element_id
 if TYPE_CHECKING:
     from accounts.models import User
 
+logger = logging.getLogger(__name__)
+
 Granted = dict[DomainKey, frozenset[Right]] | None
 
-# Grants given to a group, a user's groups, a deactivated user: no broadcast says so. Re-check this often.
-RECHECK_SECONDS = 30.0
 REJECTED = 4403  # the close code for "not allowed"; the handshake is refused before it is accepted
+SESSION_ENDED = 4401  # the close code for "your session ended": live.js stops reconnecting
+RECHECK_FAILURES = 3  # re-checks failing in a row (the database is away) before the socket closes
 
 
 class _LiveConsumer(AsyncJsonWebsocketConsumer):
     user: User
     granted: Granted
+    ended = False  # its session ended: closing, nothing more to re-check
 
     # Channels closes stale database connections before every handler, a thread hop each time. These
     # handlers never touch the database (those that do go through database_sync_to_async, which
@@ -62,6 +71,11 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         if user is None or not user.is_authenticated or not user.is_active:
             await self.close(code=REJECTED)
             return
+        session = self.scope.get("session")
+        self.session_key: str = getattr(session, "session_key", None) or ""
+        if not self.session_key:
+            await self.close(code=REJECTED)
+            return
         self.user = user
         self.granted = await database_sync_to_async(granted_domains)(user)
         # The page's query, and `since`: when the page's data was read (live.rendered_at), added by live.js.
@@ -73,9 +87,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         if not await self.subscribe():
             await self.close(code=REJECTED)
             return
-        session = self.scope.get("session")
-        session_key = getattr(session, "session_key", None)
-        await self._join(live.GRANTS_GROUP, *([live.session_group(session_key)] if session_key else []))
+        await self._join(live.GRANTS_GROUP, live.session_group(self.session_key))
         await self.accept()
         await live.ensure_embedded_supervisor()
         if self.since is not None:  # what changed between the page's render and now, told to this socket only
@@ -109,12 +121,34 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         return True
 
     async def _recheck_forever(self) -> None:
-        while True:
-            await asyncio.sleep(RECHECK_SECONDS)
-            await self.live_grants({})
+        """Sessions expire, passwords change, users are deactivated or demoted (the admin site), and grants
+        reach a user's groups, with no broadcast to say so: every LIVE_RECHECK_SECONDS, look again."""
+        failures = 0
+        while not self.ended:
+            await asyncio.sleep(float(settings.LIVE_RECHECK_SECONDS))
+            try:
+                await self.live_grants({})
+                failures = 0
+            except Exception:
+                failures += 1
+                logger.warning("re-checking a live socket failed (%d in a row)", failures, exc_info=True)
+                if failures >= RECHECK_FAILURES:  # fail closed; live.js reconnects, and is checked anew
+                    await self.close(code=1011)
+                    return
+
+    async def _session_holds(self) -> bool:
+        """Reads the user through its session as Django does on a request; closes the socket once it ended."""
+        user = await database_sync_to_async(session_user)(self.session_key)
+        if user is None or user.pk != self.user.pk:
+            self.ended = True
+            await self.close(code=SESSION_ENDED)
+            return False
+        self.user = user  # with its role as it is now
+        return True
 
     async def live_logout(self, event: dict[str, Any]) -> None:
-        await self.close()
+        self.ended = True
+        await self.close(code=SESSION_ENDED)
 
     async def live_grants(self, event: dict[str, Any]) -> None:
         raise NotImplementedError
@@ -179,20 +213,20 @@ class DomainListConsumer(_LiveConsumer):
                 await self._hide(key)
 
     async def live_grants(self, event: dict[str, Any]) -> None:
-        if not await database_sync_to_async(_still_active)(self.user):
-            await self.close()
+        if not await self._session_holds():
             return
         before, self.granted = self.granted, await database_sync_to_async(granted_domains)(self.user)
         if before == self.granted:
             return
-        if before is not None and self.granted is not None:
-            for key in set(before) - set(self.granted):
+        # What it may no longer see leaves the page: a revoked grant, or a role demoted from every VM (whose
+        # page may show rows this socket never pushed: the refresh below re-fetches the list in its new scope).
+        for key in ({key for key, shown in self.shown.items() if shown} if before is None else set(before)):
+            if not rights_from(self.granted, key):
                 await self._hide(key)
-            if not set(self.granted) - set(before):
-                return
-        # Newly visible VMs (or a new role): their records are with the watcher, the list with the page.
-        await self._follow_hosts()
-        await self.send_json({"type": "refresh"})
+        if before is None or self.granted is None or set(self.granted) - set(before):
+            # Newly visible VMs (or a new role): their records are with the watcher, the list with the page.
+            await self._follow_hosts()
+            await self.send_json({"type": "refresh"})
 
     async def _show(self, host_id: int, record: virt.DomainRecord, seq: int, *, unreachable: bool) -> None:
         host_name = self.hosts.get(host_id)
@@ -266,8 +300,7 @@ class DomainPageConsumer(_LiveConsumer):
                               "state": event["state"], "reported_at": event["reported_at"]})
 
     async def live_grants(self, event: dict[str, Any]) -> None:
-        if not await database_sync_to_async(_still_active)(self.user):
-            await self.close()
+        if not await self._session_holds():
             return
         before, self.granted = self.granted, await database_sync_to_async(granted_domains)(self.user)
         if Right.VIEW not in rights_from(self.granted, self.key):
@@ -297,11 +330,3 @@ def _hosts_in_view(granted: Granted, query: ListQuery) -> dict[int, str]:
 
 def _enabled_host(name: str) -> Host | None:
     return Host.objects.filter(enabled=True, name=name).first()
-
-
-def _still_active(user: User) -> bool:
-    try:
-        user.refresh_from_db(fields=["is_active", "role"])
-    except type(user).DoesNotExist:
-        return False
-    return bool(user.is_active)

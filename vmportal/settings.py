@@ -149,6 +149,14 @@ CONSOLE_TRUSTED_PROXIES = frozenset(_env_list("VMPORTAL_CONSOLE_TRUSTED_PROXIES"
 # How long one page waits for a slow host before showing it as unreachable.
 HOST_DEADLINE_SECONDS = float(os.environ.get("VMPORTAL_HOST_DEADLINE", "3"))
 
+# Websockets and consoles, per user (SECURITY.md, "Websockets" and rule 11): how often an open live page
+# re-checks its session and rights (a session ended elsewhere, a password change, a deactivation or a
+# demotion reaches it within this); how many console connections one user may ask for per minute and
+# keep open at once (0: no limit).
+LIVE_RECHECK_SECONDS = max(0.1, float(os.environ.get("VMPORTAL_LIVE_RECHECK_SECONDS", "10")))
+CONSOLE_TICKETS_PER_MINUTE = max(0, int(os.environ.get("VMPORTAL_CONSOLE_TICKETS_PER_MINUTE", "20")))
+CONSOLE_OPEN_LIMIT = max(0, int(os.environ.get("VMPORTAL_CONSOLE_OPEN_LIMIT", "10")))
+
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"

@@ -10,6 +10,7 @@
 
   const RETRY_MIN_MS = 500;
   const RETRY_MAX_MS = 5000;
+  const SESSION_ENDED = 4401;  // the server's close code once this login session is over: no retry
 
   let socket = null;
   let retryMs = RETRY_MIN_MS;
@@ -25,9 +26,11 @@
     const indicator = document.getElementById("live-indicator");
     if (!indicator) return;
     indicator.hidden = false;
-    indicator.dataset.live = state;
-    indicator.textContent = state === "on" ? "live" : state === "connecting" ? "connecting…" : "offline";
+    indicator.dataset.live = state === "ended" ? "off" : state;
+    indicator.textContent = state === "on" ? "live" : state === "connecting" ? "connecting…"
+      : state === "ended" ? "logged out" : "offline";
     indicator.title = state === "on" ? "Changes appear as they happen."
+      : state === "ended" ? "Your session has ended: log in again to see changes."
       : "Not connected: this page may be out of date. Reconnecting…";
   }
 
@@ -59,9 +62,13 @@
     current.onmessage = function (message) {
       if (socket === current) apply(JSON.parse(message.data));
     };
-    current.onclose = function () {
+    current.onclose = function (event) {
       if (socket !== current) return;  // replaced on purpose
       socket = null;
+      if (event.code === SESSION_ENDED) {  // logged out, expired, password changed, deactivated
+        indicate("ended");
+        return;
+      }
       indicate("off");
       retryTimer = setTimeout(connect, retryMs);
       retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);

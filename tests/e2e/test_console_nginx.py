@@ -109,6 +109,8 @@ def test_a_console_opens_through_nginx(site: tuple[ConsoleStack, str], browser: 
         page.fill("#id_password", PASSWORD)
         page.locator("main form").get_by_role("button", name="Log in").click()
         page.wait_for_url(re.compile(r"/domains/"))
+        # The live socket (wss through nginx, ws behind it with X-Forwarded-Proto) is the page's own origin.
+        expect(page.locator("#live-indicator")).to_have_attribute("data-live", "on")
         cookies = {cookie["name"]: cookie for cookie in context.cookies()}
         assert cookies["sessionid"]["secure"] and cookies["sessionid"]["httpOnly"]
         host = host_of(hosts, "demo-vga")
@@ -139,7 +141,7 @@ def test_the_proxy_behind_nginx_checks_origin_and_tickets(site: tuple[ConsoleSta
         ws = ClientWebSocket({"Cookie": f"sessionid={session}"})
         return Stream(ws.open(url + token, origin=from_origin, tls_context=tls))
 
-    [token] = stack.tickets(USER, host.name, uuid)
+    [token] = stack.tickets(USER, host.name, uuid, origin=origin)  # as the console page at `origin` asks
     with pytest.raises(Exception, match="403"):
         connect(token, "https://evil.example")
     stream = connect(token, origin)

@@ -38,8 +38,10 @@ USER = "tina"
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, lab_session: None) -> Iterator[ConsoleStack]:
     hosts = lab.up(hosts=LAB_HOSTS)
-    stack = ConsoleStack(tmp_path_factory.mktemp("console-proxy"),
-                         settings={"VMPORTAL_CONSOLE_RECHECK_SECONDS": "0.5"})
+    # These tests ask for many tickets in a minute; test_console_limits.py is about the limits.
+    stack = ConsoleStack(tmp_path_factory.mktemp("console-proxy"), settings={
+        "VMPORTAL_CONSOLE_RECHECK_SECONDS": "0.5",
+        "VMPORTAL_CONSOLE_TICKETS_PER_MINUTE": "0", "VMPORTAL_CONSOLE_OPEN_LIMIT": "0"})
     stack.setup({host.name: host.uri for host in hosts})
     stack.user(USER, grants=tuple(
         (host_of(hosts, name).name, virsh(host_of(hosts, name), "domuuid", name))
@@ -93,12 +95,26 @@ def test_a_ticket_opens_one_websocket(stack: ConsoleStack, hosts: list[lab.LabHo
     first.ws.close()
 
 
-@pytest.mark.parametrize("origin", [None, "http://evil.example", "null"])
+@pytest.mark.parametrize("origin", [None, "http://evil.example", "null",
+                                    "http://127.0.0.1:9000",  # another app on another port of the page's host
+                                    "https://127.0.0.1:8000"])  # the page's host and port, another scheme
 def test_other_origins_are_refused(stack: ConsoleStack, hosts: list[lab.LabHost], origin: str | None) -> None:
     host = host_of(hosts, "demo-vga")
     [token] = stack.tickets(USER, host.name, virsh(host, "domuuid", "demo-vga"))
     with pytest.raises(Exception, match="403"):
         connect(stack, token, session=stack.login(USER), origin=origin)
+
+
+def test_a_ticket_opens_from_the_origin_of_the_page_it_was_issued_to(stack: ConsoleStack,
+                                                                     hosts: list[lab.LabHost]) -> None:
+    host, session = host_of(hosts, "demo-vga"), stack.login(USER)
+    page = "https://portal.example.org:8443"
+    [token] = stack.tickets(USER, host.name, virsh(host, "domuuid", "demo-vga"), origin=page)
+    with pytest.raises(Exception, match="403"):
+        connect(stack, token, session=session)  # the default page's origin, an allowed host too
+    stream = connect(stack, token, session=session, origin=page)
+    assert "demo-vga" in rfb_handshake(stream)[2]
+    stream.ws.close()
 
 
 def test_another_users_session_is_refused(stack: ConsoleStack, hosts: list[lab.LabHost]) -> None:

@@ -70,7 +70,8 @@ async def test_a_libvirtd_restart_shows_the_host_unreachable_then_resyncs(
     client = Client()
     await database_sync_to_async(client.force_login)(operator_user)
     communicator = WebsocketCommunicator(application, f"/ws/domains/?all&host={host.name}", headers=[
-        (b"origin", b"http://localhost"), (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())])
+        (b"origin", b"http://localhost"), (b"host", b"localhost"),
+        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())])
     assert (await communicator.connect(timeout=10))[0]
     try:
         first = await until(communicator, 15, lambda m: m["type"] == "host")

@@ -19,6 +19,7 @@ from django.utils import timezone
 from websockify.auth_plugins import AuthenticationError
 
 from accounts.models import User
+from accounts.sessions import session_user
 from consoles import services
 from consoles.models import ConsoleTicket
 from consoles.proxy import ConsoleAuthPlugin, ConsoleTokenPlugin, MaskTickets
@@ -30,7 +31,7 @@ VNC_UUID = "0c0a0e00-0000-4000-8000-000000000001"
 SPICE_UUID = "0c0a0e00-0000-4000-8000-000000000002"
 BARE_UUID = "0c0a0e00-0000-4000-8000-000000000003"
 OTHER_UUID = "0c0a0e00-0000-4000-8000-000000000004"
-ORIGIN = "http://127.0.0.1:8000"
+ORIGIN = "http://127.0.0.1:8000"  # the console page's, as bin/run serves it: the proxy listens on :6080
 
 
 def _domain(name: str, uuid: str, graphics: str) -> str:
@@ -75,8 +76,10 @@ def session_cookie(client: Client) -> str:
     return f"csrftoken=x; sessionid={client.cookies['sessionid'].value}"
 
 
-def issue(client: Client, uuid: str = VNC_UUID) -> list[str]:
-    response = client.post(f"/consoles/consoles/{uuid}/tickets/")
+def issue(client: Client, uuid: str = VNC_UUID, *, page: str = ORIGIN) -> list[str]:
+    """Tickets as the console page at origin `page` asks for them."""
+    scheme, host = page.split("://")
+    response = client.post(f"/consoles/consoles/{uuid}/tickets/", HTTP_HOST=host, secure=scheme == "https")
     assert response.status_code == 200, response.content
     return list(response.json()["tickets"])
 
@@ -244,25 +247,44 @@ def test_a_disabled_host_refuses_the_ticket(tenant_client: Client, console_host:
 
 
 @pytest.mark.parametrize("origin", [None, "null", "http://evil.example", "http://127.0.0.1.evil.example:8000",
-                                    "https://localhost.evil.example", "file://", "http://user@evil.example"])
+                                    "https://localhost.evil.example", "file://", "http://user@evil.example",
+                                    "http://127.0.0.1:9000",  # another app on another port of the page's host
+                                    "http://127.0.0.1:6080",  # the proxy's own port is not the page's either
+                                    "https://127.0.0.1:8000",  # another scheme
+                                    "http://localhost:8000",  # an allowed host, but not the page's
+                                    "http://127.0.0.1:8000/console"])  # not an origin at all
 def test_websockets_from_other_origins_are_refused(tenant_client: Client, origin: str | None) -> None:
     [token] = issue(tenant_client)
     assert "origin" in refused(lambda: open_console(token, cookie=session_cookie(tenant_client), origin=origin))
     assert ConsoleTicket.objects.get().used_at is None  # a cross-site attempt burns nothing
 
 
-@pytest.mark.parametrize("origin", ["http://127.0.0.1:8000", "http://localhost", "https://localhost:8443",
-                                    "http://[::1]:8000"])
-def test_websockets_from_allowed_hosts_are_accepted(tenant_client: Client, origin: str) -> None:
+@pytest.mark.parametrize("page", ["http://127.0.0.1:8000", "http://localhost", "https://localhost:8443",
+                                  "http://[::1]:8000", "https://vmportal.example.org"])
+def test_a_ticket_opens_from_the_origin_of_the_page_that_asked_for_it(
+        tenant_client: Client, page: str, settings: pytest.FixtureRequest) -> None:
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "vmportal.example.org"]  # type: ignore[attr-defined]
+    [token] = issue(tenant_client, page=page)
+    open_console(token, cookie=session_cookie(tenant_client), origin=page)
+    [token] = issue(tenant_client, page=page)
+    assert "origin" in refused(lambda: open_console(token, cookie=session_cookie(tenant_client), origin=ORIGIN
+                                                    if page != ORIGIN else "http://localhost"))
+
+
+def test_a_trusted_origin_opens_any_ticket(tenant_client: Client, settings: pytest.FixtureRequest) -> None:
+    settings.CSRF_TRUSTED_ORIGINS = ["https://portal.example.org", "https://*.consoles.example.org"]  # type: ignore[attr-defined]
+    for origin in ("https://portal.example.org", "https://eu.consoles.example.org"):
+        [token] = issue(tenant_client)
+        open_console(token, cookie=session_cookie(tenant_client), origin=origin)
     [token] = issue(tenant_client)
-    open_console(token, cookie=session_cookie(tenant_client), origin=origin)
+    assert "origin" in refused(lambda: open_console(token, cookie=session_cookie(tenant_client),
+                                                    origin="http://portal.example.org"))  # trusted with https only
 
 
-def test_origin_check_follows_allowed_hosts(settings: pytest.FixtureRequest) -> None:
-    settings.ALLOWED_HOSTS = ["vmportal.example.org"]  # type: ignore[attr-defined]
-    assert services.origin_allowed("https://vmportal.example.org")
-    assert not services.origin_allowed("https://localhost")
-    assert not services.origin_allowed("https://evil.vmportal.example.org")
+def test_a_page_on_a_host_not_allowed_gets_no_ticket(tenant_client: Client) -> None:
+    response = tenant_client.post(f"/consoles/consoles/{VNC_UUID}/tickets/", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert not ConsoleTicket.objects.exists()
 
 
 def test_open_and_close_are_audited_with_the_ticket_hash(tenant_client: Client, tenant: User) -> None:
@@ -314,10 +336,10 @@ def test_logout_and_revocation_end_an_open_console(tenant_client: Client, tenant
 
 def test_a_password_change_ends_the_session_for_consoles(tenant_client: Client, tenant: User) -> None:
     key = tenant_client.cookies["sessionid"].value
-    assert services.session_user(key) == tenant
+    assert session_user(key) == tenant
     tenant.set_password("another correct horse battery")
     tenant.save()
-    assert services.session_user(key) is None
+    assert session_user(key) is None
 
 
 def test_logs_show_tickets_masked(caplog: pytest.LogCaptureFixture) -> None:
@@ -383,3 +405,121 @@ def test_an_unreachable_host_is_said_so_without_its_uri(admin_user: User, closed
     assert "cannot be reached" in response.content.decode() and closed_loopback_uri not in response.content.decode()
     response = client.post(f"/consoles/gone/{VNC_UUID}/tickets/")
     assert response.status_code == 409 and closed_loopback_uri not in response.content.decode()
+
+
+# --- Per-user limits: tickets per minute, consoles open at once (SECURITY.md rule 11). ---
+
+
+def limit_refusals(user: User) -> list[AuditEntry]:
+    return list(AuditEntry.objects.filter(actor=user, action="console.ticket", result=AuditEntry.Result.DENIED))
+
+
+def test_tickets_per_minute_are_capped_with_a_429_and_one_audit_row_per_burst(
+        tenant_client: Client, tenant: User, other_tenant_user: User, console_host: Host,
+        settings: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.CONSOLE_TICKETS_PER_MINUTE = 3  # type: ignore[attr-defined]
+    issue(tenant_client, SPICE_UUID)  # eight tickets for one SPICE console: one request
+    issue(tenant_client)
+    issue(tenant_client)
+    for _ in range(4):
+        response = tenant_client.post(f"/consoles/consoles/{VNC_UUID}/tickets/")
+        assert response.status_code == 429
+        assert "3 console connections in the last minute" in response.json()["error"]
+        assert 1 <= int(response["Retry-After"]) <= 60
+    [row] = limit_refusals(tenant)
+    assert "console connections per minute (3)" in row.message and "4 requests refused" in row.message
+    assert ConsoleTicket.objects.filter(user=tenant).count() == 8 + 2  # the refusals issued nothing
+    # Another user is not held back, and a minute later this one is not either.
+    Grant.objects.create(host=console_host, domain_uuid=VNC_UUID, user=other_tenant_user, can_console=True)
+    issue(client_for(other_tenant_user))
+    later = timezone.now() + timedelta(seconds=61)
+    monkeypatch.setattr(services.timezone, "now", lambda: later)
+    issue(tenant_client)
+
+
+def test_a_new_burst_of_refusals_gets_its_own_audit_row(tenant_client: Client, tenant: User,
+                                                        settings: pytest.FixtureRequest,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.CONSOLE_TICKETS_PER_MINUTE = 1  # type: ignore[attr-defined]
+    start = timezone.now()
+    for minutes, status in ((0, 200), (0, 429), (2, 200), (2, 429)):  # two minutes apart: two bursts
+        at = start + timedelta(minutes=minutes)
+        monkeypatch.setattr(services.timezone, "now", lambda at=at: at)
+        assert tenant_client.post(f"/consoles/consoles/{VNC_UUID}/tickets/").status_code == status
+    rows = limit_refusals(tenant)
+    assert len(rows) == 2 and all("1 request refused" in row.message for row in rows)
+
+
+def open_ticket(client: Client, uuid: str = VNC_UUID) -> ConsoleAuthPlugin:
+    """A console opened through the plugins, as the proxy opens it; its `console` is what the handler relays."""
+    [token, *_] = issue(client, uuid)
+    tickets = ConsoleTokenPlugin()
+    auth = ConsoleAuthPlugin(tickets)
+    target = tickets.lookup(token)
+    auth.authenticate(headers={"Origin": ORIGIN, "Cookie": session_cookie(client)}, target_host=target[0],
+                      target_port=target[1])
+    return auth
+
+
+def test_consoles_open_at_once_are_capped_with_a_429(tenant_client: Client, tenant: User,
+                                                     settings: pytest.FixtureRequest) -> None:
+    settings.CONSOLE_OPEN_LIMIT = 2  # type: ignore[attr-defined]
+    first = open_ticket(tenant_client)
+    open_ticket(tenant_client, SPICE_UUID)  # one console, whatever number of channels it opens
+    for _ in range(3):
+        response = tenant_client.post(f"/consoles/consoles/{VNC_UUID}/tickets/")
+        assert response.status_code == 429
+        assert "2 consoles open" in response.json()["error"] and "close one" in response.json()["error"]
+    [row] = limit_refusals(tenant)
+    assert "consoles open at once (2)" in row.message and "3 requests refused" in row.message
+    assert first.console is not None
+    services.console_close(first.console, reason="closed by the browser")
+    issue(tenant_client)
+
+
+def test_tickets_not_opened_yet_count_until_they_expire(tenant_client: Client, settings: pytest.FixtureRequest,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.CONSOLE_OPEN_LIMIT = 1  # type: ignore[attr-defined]
+    issue(tenant_client)
+    assert tenant_client.post(f"/consoles/consoles/{VNC_UUID}/tickets/").status_code == 429
+    later = timezone.now() + timedelta(seconds=60)  # the ticket expired unopened
+    monkeypatch.setattr(services.timezone, "now", lambda: later)
+    issue(tenant_client)
+
+
+def test_a_console_whose_proxy_died_stops_counting(tenant_client: Client, settings: pytest.FixtureRequest,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    settings.CONSOLE_OPEN_LIMIT = 1  # type: ignore[attr-defined]
+    auth = open_ticket(tenant_client)
+    assert auth.console is not None
+    assert tenant_client.post(f"/consoles/consoles/{VNC_UUID}/tickets/").status_code == 429
+    # While its proxy process relays it, its re-checks say so ...
+    later = timezone.now() + timedelta(minutes=5)
+    monkeypatch.setattr(services.timezone, "now", lambda: later)
+    assert services.console_recheck(auth.console) is None
+    assert tenant_client.post(f"/consoles/consoles/{VNC_UUID}/tickets/").status_code == 429
+    # ... and once they stop (the process was killed, nothing closed the console), it is not counted.
+    much_later = later + timedelta(minutes=2)
+    monkeypatch.setattr(services.timezone, "now", lambda: much_later)
+    issue(tenant_client)
+
+
+def test_the_proxy_refuses_a_console_past_the_limit_whatever_was_issued(
+        tenant_client: Client, settings: pytest.FixtureRequest) -> None:
+    """Tickets issued before the limit was lowered (or by racing requests) still cannot exceed it."""
+    first, second = issue(tenant_client)[0], issue(tenant_client)[0]
+    settings.CONSOLE_OPEN_LIMIT = 1  # type: ignore[attr-defined]
+    open_console(first, cookie=session_cookie(tenant_client))
+    assert "consoles open already" in refused(lambda: open_console(second, cookie=session_cookie(tenant_client)))
+    assert ConsoleTicket.objects.get(token_hash=services.hash_token(second)).closed_at is not None
+
+
+def test_a_console_whose_proxy_died_is_purged_after_a_day_and_an_open_one_is_kept(tenant_client: Client) -> None:
+    dead, alive = open_ticket(tenant_client).console, open_ticket(tenant_client).console
+    assert dead is not None and alive is not None
+    two_days_ago = timezone.now() - timedelta(days=2)
+    ConsoleTicket.objects.update(issued_at=two_days_ago, expires_at=two_days_ago)  # both opened long ago
+    ConsoleTicket.objects.filter(pk=dead.ticket.pk).update(seen_at=two_days_ago)  # its process stopped reporting
+    issue(tenant_client)
+    assert not ConsoleTicket.objects.filter(pk=dead.ticket.pk).exists()
+    assert ConsoleTicket.objects.filter(pk=alive.ticket.pk, closed_at__isnull=True).exists()

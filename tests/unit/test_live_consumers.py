@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
+from django.contrib.sessions.models import Session
 from django.test import Client
+from django.utils import timezone
 
 from accounts.models import User
 from domains import live, services, virt
@@ -30,6 +34,7 @@ from vmportal.asgi import application
 pytestmark = pytest.mark.django_db(transaction=True)
 
 ORIGIN = (b"origin", b"http://localhost")
+HOST = (b"host", b"localhost")  # the page's own: http://localhost
 OTHER_UUID = "11111111-2222-4333-8444-555555555555"
 SEQ = 1_000
 
@@ -72,11 +77,14 @@ class Socket:
                 return message
 
 
-async def open_socket(path: str, user: User | None, origin: tuple[bytes, bytes] = ORIGIN):
-    headers = [origin]
+async def open_socket(path: str, user: User | None, origin: tuple[bytes, bytes] = ORIGIN, *,
+                      host: bytes = b"localhost", scheme: str = "ws"):
+    """A browser's handshake: the page at `origin` opens `scheme`://`host``path` (Host as browsers send it)."""
+    headers = [origin, (b"host", host)]
     if user is not None:
         headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
     communicator = WebsocketCommunicator(application, path, headers=headers)
+    communicator.scope["scheme"] = scheme
     connected, code = await communicator.connect(timeout=5)
     return communicator, connected, code
 
@@ -127,6 +135,68 @@ async def test_a_page_of_an_allowed_origin_connects(admin_user: User, embedded_h
 async def test_a_foreign_origin_is_refused(admin_user: User, embedded_host: Host, origin: bytes) -> None:
     _communicator, connected, _code = await open_socket("/ws/domains/?all", admin_user, (b"origin", origin))
     assert not connected
+
+
+@pytest.mark.parametrize(("origin", "host", "scheme"), [
+    (b"http://localhost:9000", b"localhost", "ws"),  # another app on another port of the same host
+    (b"http://localhost", b"localhost:8000", "ws"),  # the page's host, but its default port
+    (b"https://localhost", b"localhost", "ws"),  # another scheme: a TLS page, a plain-text socket
+    (b"http://localhost", b"localhost", "wss"),  # a plain-text page, a TLS socket
+    (b"http://evil.example", b"evil.example", "ws"),  # same origin, but a host not in ALLOWED_HOSTS
+])
+async def test_only_the_pages_own_origin_connects(
+    admin_user: User, embedded_host: Host, origin: bytes, host: bytes, scheme: str
+) -> None:
+    _communicator, connected, _code = await open_socket("/ws/domains/?all", admin_user, (b"origin", origin),
+                                                        host=host, scheme=scheme)
+    assert not connected
+
+
+@pytest.mark.parametrize(("origin", "host", "scheme"), [
+    (b"http://localhost:8000", b"localhost:8000", "ws"),
+    (b"https://127.0.0.1:8443", b"127.0.0.1:8443", "wss"),
+    (b"http://[::1]", b"[::1]:80", "ws"),  # the same origin, port spelt out or not
+])
+async def test_the_pages_own_origin_connects(
+    admin_user: User, embedded_host: Host, origin: bytes, host: bytes, scheme: str
+) -> None:
+    communicator, connected, code = await open_socket("/ws/domains/?all", admin_user, (b"origin", origin),
+                                                      host=host, scheme=scheme)
+    assert connected, code
+    await communicator.disconnect()
+
+
+async def test_a_trusted_origin_connects(admin_user: User, embedded_host: Host, settings) -> None:
+    settings.CSRF_TRUSTED_ORIGINS = ["https://portal.example.org"]
+    communicator, connected, _code = await open_socket(
+        "/ws/domains/?all", admin_user, (b"origin", b"https://portal.example.org"), host=b"localhost:8000")
+    assert connected
+    await communicator.disconnect()
+    _communicator, connected, _code = await open_socket(
+        "/ws/domains/?all", admin_user, (b"origin", b"http://portal.example.org"), host=b"localhost:8000")
+    assert not connected  # trusted with https only
+
+
+async def test_tls_ended_by_the_reverse_proxy_is_the_pages_scheme(admin_user: User, embedded_host: Host,
+                                                                   settings) -> None:
+    """Behind the nginx recipe the socket arrives as ws with X-Forwarded-Proto: https, as Django reads it."""
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    headers = [(b"origin", b"https://localhost"), (b"host", b"localhost"), (b"x-forwarded-proto", b"https"),
+               (b"cookie", await database_sync_to_async(session_cookie)(admin_user))]
+    communicator = WebsocketCommunicator(application, "/ws/domains/?all", headers=headers)
+    assert (await communicator.connect())[0]
+    await communicator.disconnect()
+    plain = WebsocketCommunicator(application, "/ws/domains/?all", headers=[(b"origin", b"http://localhost"),
+                                                                           *headers[1:]])
+    assert not (await plain.connect())[0]  # the page was https: an http page is another origin
+
+
+@pytest.mark.parametrize("path", ["/ws/nope/", "/ws/domains/embedded/not-a-uuid/", "/"])
+async def test_an_unknown_path_is_refused_with_a_close_code(admin_user: User, embedded_host: Host, path: str,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    _communicator, connected, code = await open_socket(path, admin_user)
+    assert (connected, code) == (False, 4404)
+    assert not [record for record in caplog.records if record.levelno >= logging.ERROR]
 
 
 async def test_anonymous_is_refused(embedded_host: Host) -> None:
@@ -318,16 +388,102 @@ async def test_a_new_grant_makes_the_list_fetch_itself_again(
 async def test_logging_out_closes_that_sessions_sockets(admin_user: User, embedded_host: Host) -> None:
     client = await database_sync_to_async(_logged_in)(admin_user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    communicator = WebsocketCommunicator(application, "/ws/domains/?all", headers=[ORIGIN, (b"cookie", cookie)])
+    communicator = WebsocketCommunicator(application, "/ws/domains/?all", headers=[ORIGIN, HOST, (b"cookie", cookie)])
     assert (await communicator.connect())[0]
     other_session, connected, _code = await open_socket("/ws/domains/?all", admin_user)
     assert connected
 
     await database_sync_to_async(client.post)("/accounts/logout/")
 
-    assert (await communicator.receive_output(2))["type"] == "websocket.close"
+    assert (await communicator.receive_output(2)) == {"type": "websocket.close", "code": SESSION_ENDED}
     assert await other_session.receive_nothing(0.2)  # the user's other login stays live
     await other_session.disconnect()
+
+
+# --- Sessions that end, users that change, with no broadcast to say so: the re-check finds them. ---
+
+RECHECK = 0.2  # VMPORTAL_LIVE_RECHECK_SECONDS in these tests; each waits a few intervals, far below the default
+SESSION_ENDED = 4401  # the close code after which live.js stops reconnecting
+
+
+@pytest.fixture
+def quick_recheck(settings) -> None:
+    settings.LIVE_RECHECK_SECONDS = RECHECK
+
+
+async def closed_with(communicator: WebsocketCommunicator) -> int:
+    """The close code the server sends within a few re-check intervals (messages before it are skipped)."""
+    deadline = time.monotonic() + 10 * RECHECK
+    while (output := await communicator.receive_output(max(0.01, deadline - time.monotonic())))["type"] != \
+            "websocket.close":
+        pass
+    return int(output["code"])
+
+
+def _end_session(how: str, user: User) -> None:
+    if how == "deleted":
+        Session.objects.all().delete()
+    elif how == "expired":
+        Session.objects.update(expire_date=timezone.now() - timedelta(seconds=1))
+    elif how == "password changed":
+        user.set_password("a new correct horse battery staple")
+        user.save()
+    elif how == "deactivated":
+        user.is_active = False
+        user.save()
+
+
+@pytest.mark.parametrize("how", ["deleted", "expired", "password changed", "deactivated"])
+async def test_a_session_that_ends_closes_its_sockets_within_the_interval(
+    quick_recheck, tenant_user: User, tenant_grant: Grant, embedded_host: Host, how: str
+) -> None:
+    cookie = (b"cookie", await database_sync_to_async(session_cookie)(tenant_user))
+    opened = []
+    for path in ("/ws/domains/?all", f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/"):
+        communicator = WebsocketCommunicator(application, path, headers=[ORIGIN, HOST, cookie])
+        assert (await communicator.connect())[0]
+        opened.append(communicator)
+    await database_sync_to_async(_end_session)(how, tenant_user)
+    for communicator in opened:
+        assert await closed_with(communicator) == SESSION_ENDED
+    again = WebsocketCommunicator(application, "/ws/domains/?all", headers=[ORIGIN, HOST, cookie])
+    assert not (await again.connect())[0]  # and the page cannot reconnect with it
+
+
+async def test_a_live_session_stays_open_across_rechecks(quick_recheck, tenant_user: User, tenant_grant: Grant,
+                                                        embedded_host: Host, sockets) -> None:
+    tenant = await connect(sockets, "/ws/domains/?all", tenant_user)
+    assert await tenant.silent(5 * RECHECK)
+    await publish(embedded_host, changed(SEQ, record()))
+    assert (await tenant.receive())["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}"
+
+
+async def test_a_demoted_admin_no_longer_receives_what_it_may_not_see(
+    quick_recheck, admin_user: User, embedded_host: Host, sockets
+) -> None:
+    admin = await connect(sockets, "/ws/domains/?all", admin_user)
+    await publish(embedded_host, changed(SEQ, record(OTHER_UUID, "secret")))
+    assert (await admin.receive())["id"] == f"domain-embedded-{OTHER_UUID}"
+
+    admin_user.role = User.Role.TENANT  # granted nothing
+    await database_sync_to_async(admin_user.save)()
+
+    assert await admin.receive(10 * RECHECK) == {"type": "remove", "id": f"domain-embedded-{OTHER_UUID}"}
+    assert await admin.receive() == {"type": "refresh"}  # rows it rendered but never pushed: re-fetched, scoped
+    await publish(embedded_host, changed(SEQ + 1, record(OTHER_UUID, "secret", title="still secret")))
+    await publish(embedded_host, changed(SEQ + 2, record(state=virt.DomainState.PAUSED)))
+    assert await admin.silent(3 * RECHECK)
+
+
+async def test_a_demoted_operator_loses_the_vm_page_it_may_no_longer_see(
+    quick_recheck, operator_user: User, embedded_host: Host
+) -> None:
+    communicator, connected, _code = await open_socket(f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", operator_user)
+    assert connected
+    operator_user.role = User.Role.TENANT
+    await database_sync_to_async(operator_user.save)()
+    assert json.loads(await communicator.receive_from(10 * RECHECK)) == {"type": "gone"}
+    assert (await communicator.receive_output(1))["type"] == "websocket.close"
 
 
 # --- The embedded watchers: real libvirt events on test:///default, pushed to the page. ---
