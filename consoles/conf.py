@@ -21,7 +21,3 @@ def ticket_seconds() -> int:
 
 def recheck_seconds() -> float:
     return float(settings.CONSOLE_RECHECK_SECONDS)
-
-
-def trusted_proxies() -> frozenset[str]:
-    return frozenset(settings.CONSOLE_TRUSTED_PROXIES)

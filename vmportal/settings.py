@@ -120,9 +120,16 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-# Failed logins allowed per username and per client address within the window.
+# Failed logins allowed per (username, client address) and, higher, per client address, within a window
+# that opens with the first failure (accounts/throttle.py). Neither counts per username alone: that
+# would let anyone lock any account (admin included) out from anywhere.
 LOGIN_FAILURE_LIMIT = int(os.environ.get("VMPORTAL_LOGIN_FAILURE_LIMIT", "5"))
-LOGIN_FAILURE_WINDOW_SECONDS = 15 * 60
+LOGIN_FAILURE_ADDRESS_LIMIT = int(os.environ.get("VMPORTAL_LOGIN_FAILURE_ADDRESS_LIMIT", "30"))
+LOGIN_FAILURE_WINDOW_SECONDS = int(os.environ.get("VMPORTAL_LOGIN_FAILURE_WINDOW_SECONDS", str(15 * 60)))
+# Peers (addresses or networks) whose X-Forwarded-For names the client, for the pages, the login throttle
+# and the console proxy alike (vmportal/clients.py). VMPORTAL_CONSOLE_TRUSTED_PROXIES is the old name.
+TRUSTED_PROXIES = frozenset(_env_list(
+    "VMPORTAL_TRUSTED_PROXIES", os.environ.get("VMPORTAL_CONSOLE_TRUSTED_PROXIES", "127.0.0.1,::1")))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -136,13 +143,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Consoles: where browsers reach the proxy (a path on the page's origin behind the reverse proxy,
 # ":PORT/PATH" for another port of the page's host, or a ws:// or wss:// URL); where
 # `manage.py consoleproxy` listens; how long a ticket may wait to be opened (SECURITY.md: under 60 s);
-# how often an open console re-checks its user's session and right; which peers' X-Forwarded-For
-# names the client.
+# how often an open console re-checks its user's session and right.
 CONSOLE_URL = os.environ.get("VMPORTAL_CONSOLE_URL", "/websockify")
 CONSOLE_PROXY_BIND = os.environ.get("VMPORTAL_CONSOLE_PROXY_BIND", "127.0.0.1:6080")
 CONSOLE_TICKET_SECONDS = max(1, min(59, int(os.environ.get("VMPORTAL_CONSOLE_TICKET_SECONDS", "30"))))
 CONSOLE_RECHECK_SECONDS = max(0.2, float(os.environ.get("VMPORTAL_CONSOLE_RECHECK_SECONDS", "2")))
-CONSOLE_TRUSTED_PROXIES = frozenset(_env_list("VMPORTAL_CONSOLE_TRUSTED_PROXIES", "127.0.0.1,::1"))
 
 # How long one page waits for a slow host before showing it as unreachable.
 HOST_DEADLINE_SECONDS = float(os.environ.get("VMPORTAL_HOST_DEADLINE", "3"))
