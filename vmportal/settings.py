@@ -46,7 +46,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",
+    "vmportal.apps.VmportalStaticFilesConfig",  # django.contrib.staticfiles, collecting no .html
     "channels",
     "django_htmx",
     "template_partials",
