@@ -4,31 +4,37 @@ from typing import Any
 
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
+from django.http import HttpRequest
+
+from vmportal.clients import request_client_address
 
 from . import throttle
 
 
-def client_address(request: Any) -> str:
-    return str(request.META.get("REMOTE_ADDR", "")) if request is not None else ""
+def client_address(request: HttpRequest | None) -> str:
+    """The address the throttle counts: behind a trusted proxy, the client it names, not the proxy."""
+    return request_client_address(request) or ""
 
 
 class ThrottledAuthenticationForm(AuthenticationForm):
-    """Refuses to even try a password once a username or address has failed too often."""
+    """Refuses to even try a password once this username from this address, or this address, failed too often."""
 
     error_messages = {
         **AuthenticationForm.error_messages,
-        "throttled": "Too many failed logins. Wait a few minutes and try again.",
+        "throttled": "Too many failed sign-ins from your address. %(wait)s",
     }
 
     def clean(self) -> dict[str, Any]:
         username = self.cleaned_data.get("username") or ""
         addr = client_address(self.request)
-        if throttle.login_blocked(username=username, client_addr=addr):
-            raise forms.ValidationError(self.error_messages["throttled"], code="throttled")
+        wait = throttle.login_blocked_for(username=username, client_addr=addr)
+        if wait:
+            raise forms.ValidationError(self.error_messages["throttled"], code="throttled",
+                                        params={"wait": throttle.wait_message(wait)})
         try:
             cleaned = super().clean()
         except forms.ValidationError:
             throttle.login_failed(username=username, client_addr=addr)
             raise
-        throttle.login_succeeded(username=username)
+        throttle.login_succeeded(username=username, client_addr=addr)
         return cleaned

@@ -31,7 +31,3 @@ def tickets_per_minute() -> int:
 def open_limit() -> int:
     """Consoles one user may have open at once, across every proxy process; 0: no limit."""
     return max(0, int(settings.CONSOLE_OPEN_LIMIT))
-
-
-def trusted_proxies() -> frozenset[str]:
-    return frozenset(settings.CONSOLE_TRUSTED_PROXIES)

@@ -17,7 +17,6 @@ The proxy serves no files: it is built without `web`, so any plain HTTP request 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import re
 import socket
@@ -31,6 +30,7 @@ from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 from websockify.websockifyserver import WebSockifyServer
 
 from domains import virt
+from vmportal import clients
 
 from . import conf, rfb, services
 from .services import OpenConsole, PendingConsole, TicketRefused
@@ -112,15 +112,9 @@ class ConsoleRequestHandler(ProxyRequestHandler):
             raise
 
     def client_ip(self) -> str | None:
-        """The peer, or the client a trusted reverse proxy (loopback by default) names in X-Forwarded-For."""
-        peer = str(self.client_address[0]) if self.client_address else ""
-        forwarded = self.headers.get("X-Forwarded-For", "")
-        if peer in conf.trusted_proxies() and forwarded:
-            peer = forwarded.split(",")[-1].strip()
-        try:
-            return str(ipaddress.ip_address(peer))
-        except ValueError:
-            return None
+        """The peer, or the client trusted reverse proxies name in X-Forwarded-For (as the pages read it)."""
+        return clients.client_address(peer=str(self.client_address[0]) if self.client_address else None,
+                                      forwarded_for=self.headers.get("X-Forwarded-For"))
 
     def new_websocket_client(self) -> None:
         console = self.server.auth_plugin.console

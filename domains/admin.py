@@ -8,6 +8,8 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from vmportal import clients
+
 from . import services
 from .models import AuditEntry, DefineAllowance, Grant, Host, OwnedVolume, StoragePool
 
@@ -34,10 +36,10 @@ class GrantAdmin(admin.ModelAdmin[Grant]):
     search_fields = ("domain_name", "domain_uuid", "user__username", "group__name")
 
     def save_model(self, request: HttpRequest, obj: Grant, form: Any, change: bool) -> None:
-        services.grant_save(actor=request.user, grant=obj, client_addr=request.META.get("REMOTE_ADDR"))  # type: ignore[arg-type]
+        services.grant_save(actor=request.user, grant=obj, client_addr=clients.request_client_address(request))  # type: ignore[arg-type]
 
     def delete_model(self, request: HttpRequest, obj: Grant) -> None:
-        services.grant_revoke(actor=request.user, grant=obj, client_addr=request.META.get("REMOTE_ADDR"))  # type: ignore[arg-type]
+        services.grant_revoke(actor=request.user, grant=obj, client_addr=clients.request_client_address(request))  # type: ignore[arg-type]
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for grant in queryset:

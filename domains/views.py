@@ -18,6 +18,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from vmportal import clients
+
 from . import moves, selectors, services, virt
 from .audit import refuse
 from .errors import error_message
@@ -41,7 +43,8 @@ T = TypeVar("T")
 
 
 def client_addr(request: HttpRequest) -> str | None:
-    return request.META.get("REMOTE_ADDR") or None
+    """The client's address for the audit log (behind a trusted proxy, the one it names)."""
+    return clients.request_client_address(request)
 
 
 def _admin_only(request: AuthedRequest, action: str) -> None:

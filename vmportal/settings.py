@@ -46,7 +46,7 @@ INSTALLED_APPS = [
     "django.contrib.contenttypes",
     "django.contrib.sessions",
     "django.contrib.messages",
-    "django.contrib.staticfiles",
+    "vmportal.apps.VmportalStaticFilesConfig",  # django.contrib.staticfiles, collecting no .html
     "channels",
     "django_htmx",
     "template_partials",
@@ -57,6 +57,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "vmportal.csp.ContentSecurityPolicyMiddleware",  # before WhiteNoise, so static files carry it too
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -122,9 +123,16 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
 ]
-# Failed logins allowed per username and per client address within the window.
+# Failed logins allowed per (username, client address) and, higher, per client address, within a window
+# that opens with the first failure (accounts/throttle.py). Neither counts per username alone: that
+# would let anyone lock any account (admin included) out from anywhere.
 LOGIN_FAILURE_LIMIT = int(os.environ.get("VMPORTAL_LOGIN_FAILURE_LIMIT", "5"))
-LOGIN_FAILURE_WINDOW_SECONDS = 15 * 60
+LOGIN_FAILURE_ADDRESS_LIMIT = int(os.environ.get("VMPORTAL_LOGIN_FAILURE_ADDRESS_LIMIT", "30"))
+LOGIN_FAILURE_WINDOW_SECONDS = int(os.environ.get("VMPORTAL_LOGIN_FAILURE_WINDOW_SECONDS", str(15 * 60)))
+# Peers (addresses or networks) whose X-Forwarded-For names the client, for the pages, the login throttle
+# and the console proxy alike (vmportal/clients.py). VMPORTAL_CONSOLE_TRUSTED_PROXIES is the old name.
+TRUSTED_PROXIES = frozenset(_env_list(
+    "VMPORTAL_TRUSTED_PROXIES", os.environ.get("VMPORTAL_CONSOLE_TRUSTED_PROXIES", "127.0.0.1,::1")))
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -138,13 +146,11 @@ STATICFILES_DIRS = [BASE_DIR / "static"]
 # Consoles: where browsers reach the proxy (a path on the page's origin behind the reverse proxy,
 # ":PORT/PATH" for another port of the page's host, or a ws:// or wss:// URL); where
 # `manage.py consoleproxy` listens; how long a ticket may wait to be opened (SECURITY.md: under 60 s);
-# how often an open console re-checks its user's session and right; which peers' X-Forwarded-For
-# names the client.
+# how often an open console re-checks its user's session and right.
 CONSOLE_URL = os.environ.get("VMPORTAL_CONSOLE_URL", "/websockify")
 CONSOLE_PROXY_BIND = os.environ.get("VMPORTAL_CONSOLE_PROXY_BIND", "127.0.0.1:6080")
 CONSOLE_TICKET_SECONDS = max(1, min(59, int(os.environ.get("VMPORTAL_CONSOLE_TICKET_SECONDS", "30"))))
 CONSOLE_RECHECK_SECONDS = max(0.2, float(os.environ.get("VMPORTAL_CONSOLE_RECHECK_SECONDS", "2")))
-CONSOLE_TRUSTED_PROXIES = frozenset(_env_list("VMPORTAL_CONSOLE_TRUSTED_PROXIES", "127.0.0.1,::1"))
 
 # How long one page waits for a slow host before showing it as unreachable.
 HOST_DEADLINE_SECONDS = float(os.environ.get("VMPORTAL_HOST_DEADLINE", "3"))
@@ -165,6 +171,21 @@ CSRF_COOKIE_SAMESITE = "Lax"
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy of every response (vmportal/csp.py): no inline script or style, no eval, no
+# framing. connect-src also gets, per request, ws: and wss: of the page's host and CONSOLE_URL's origin.
+# img-src and media-src take data: and blob: for the consoles (noVNC's cursor, spice-html5's images).
+CONTENT_SECURITY_POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:", "blob:"],
+    "media-src": ["'self'", "blob:"],
+    "connect-src": ["'self'"],
+    "frame-ancestors": ["'none'"],
+    "base-uri": ["'self'"],
+    "form-action": ["'self'"],
+    "object-src": ["'none'"],
+}
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True

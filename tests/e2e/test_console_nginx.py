@@ -25,12 +25,14 @@ from consoles.testing import (
 )
 from tests.conftest import LAB_HOSTS
 from tests.e2e.conftest import PASSWORD
+from tests.e2e.test_csp import Violations
 from tests.integration.helpers import host_of, virsh
 from vmportal.testing import free_port, wait_for_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 USER = "tina"
+FORGED = "203.0.113.77"
 NGINX_CONF = REPO / "deploy" / "nginx" / "vmportal.conf"
 
 
@@ -100,8 +102,11 @@ def site(tmp_path_factory: pytest.TempPathFactory, hosts: list[lab.LabHost]) -> 
 def test_a_console_opens_through_nginx(site: tuple[ConsoleStack, str], browser: Browser,
                                        hosts: list[lab.LabHost]) -> None:
     stack, origin = site
-    context = browser.new_context(base_url=origin, ignore_https_errors=True)
+    # A client naming itself: nginx must replace the header, not pass it on (the app trusts loopback).
+    context = browser.new_context(base_url=origin, ignore_https_errors=True,
+                                  extra_http_headers={"X-Forwarded-For": FORGED})
     context.set_default_timeout(30_000)
+    violations = Violations(context)
     try:
         page = context.new_page()
         page.goto("/accounts/login/")
@@ -120,8 +125,14 @@ def test_a_console_opens_through_nginx(site: tuple[ConsoleStack, str], browser: 
         console = opened.value
         expect(console.locator("#console-state")).to_have_attribute("data-state", "connected")
         assert console.url.startswith(origin)
+        assert violations.of(console) == [] and violations.of(page) == []  # the policy, in production mode
     finally:
         context.close()
+    code = ("from domains.models import AuditEntry\nresult = sorted(set(AuditEntry.objects.filter("
+            "action__startswith='console.').values_list('action', 'client_addr')))\n")
+    wait_for(lambda: ["console.open", "127.0.0.1"] in stack.shell(code), 10, "open not audited")
+    assert ["console.ticket", "127.0.0.1"] in stack.shell(code)
+    assert FORGED not in str(stack.shell(code))
     access_log = stack.var_dir.parent / "vmportal.access.log"
     # nginx logs a websocket when it ends.
     wait_for(lambda: '"GET /websockify HTTP/1.1" 101' in access_log.read_text(), 10, "no websocket in the access log")

@@ -162,3 +162,13 @@ def test_the_session_cookie_is_httponly_and_samesite(tenant_user: User):
     cookie = response.cookies[django_settings.SESSION_COOKIE_NAME]
     assert cookie["httponly"] is True
     assert cookie["samesite"] == "Lax"
+
+
+def test_one_trusted_proxies_setting_with_the_old_console_name_as_a_fallback(monkeypatch, tmp_path: Path):
+    assert settings_from(monkeypatch, tmp_path)["TRUSTED_PROXIES"] == {"127.0.0.1", "::1"}
+    old = settings_from(monkeypatch, tmp_path, VMPORTAL_CONSOLE_TRUSTED_PROXIES="10.0.0.2")
+    assert old["TRUSTED_PROXIES"] == {"10.0.0.2"}
+    both = settings_from(monkeypatch, tmp_path, VMPORTAL_CONSOLE_TRUSTED_PROXIES="10.0.0.2",
+                         VMPORTAL_TRUSTED_PROXIES="10.0.0.3, 10.1.0.0/16")
+    assert both["TRUSTED_PROXIES"] == {"10.0.0.3", "10.1.0.0/16"}
+    assert "CONSOLE_TRUSTED_PROXIES" not in both  # one setting, read by the pages and the console proxy alike
