@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from domains import selectors, virt
-from domains.permissions import Right
+from domains.access import Right
 from domains.selectors import DomainRow
 
 if TYPE_CHECKING:

@@ -35,9 +35,9 @@ from django.utils import timezone
 
 from accounts.sessions import session_user
 from domains import selectors, virt
+from domains.access import Right, rights_on
 from domains.audit import audited
 from domains.models import AuditEntry, Host
-from domains.permissions import Right, domain_rights
 from vmportal.origins import origin_allowed
 
 from . import conf
@@ -342,7 +342,7 @@ def _live_endpoint(ticket: ConsoleTicket) -> virt.GraphicsEndpoint:
 def _not_allowed(ticket: ConsoleTicket, user: User) -> str:
     if not ticket.host.enabled:
         return "host disabled"
-    if Right.CONSOLE not in domain_rights(user, host_id=ticket.host_id, uuid=str(ticket.domain_uuid)):
+    if Right.CONSOLE not in rights_on(user, host_id=ticket.host_id, uuid=str(ticket.domain_uuid)):
         return "console right revoked"
     return ""
 

@@ -1,7 +1,7 @@
 """Live state websockets: subscribe, filter per user, push the same partials the pages render.
 
 Consumers never call libvirt: records come from the watchers through the channel layer (see
-domains.live). Every recipient is filtered through domains.permissions, like the views, and a VM
+domains.live). Every recipient is filtered through domains.access, like the views, and a VM
 the user may not see is never mentioned, not even to remove it.
 
 Messages to the browser (static/vmportal/live.js):
@@ -32,9 +32,9 @@ from django.http import QueryDict
 from accounts.sessions import session_user
 
 from . import live, virt
+from .access import DomainKey, Right, domain_scope, is_admin, rights_from, visible_hosts
 from .filters import ListQuery, ListQueryError, parse_list_query
 from .models import Host
-from .permissions import DomainKey, Right, granted_domains, rights_from
 from .selectors import row_element_id
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=REJECTED)
             return
         self.user = user
-        self.granted = await database_sync_to_async(granted_domains)(user)
+        self.granted = await database_sync_to_async(domain_scope)(user)
         # The page's query, and `since`: when the page's data was read (live.rendered_at), added by live.js.
         self.params = QueryDict(self.scope.get("query_string", b"").decode(), mutable=True)
         since = self.params.pop("since", [""])[-1]
@@ -215,7 +215,7 @@ class DomainListConsumer(_LiveConsumer):
     async def live_grants(self, event: dict[str, Any]) -> None:
         if not await self._session_holds():
             return
-        before, self.granted = self.granted, await database_sync_to_async(granted_domains)(self.user)
+        before, self.granted = self.granted, await database_sync_to_async(domain_scope)(self.user)
         if before == self.granted:
             return
         # What it may no longer see leaves the page: a revoked grant, or a role demoted from every VM (whose
@@ -294,7 +294,7 @@ class DomainPageConsumer(_LiveConsumer):
 
     async def live_migration(self, event: dict[str, Any]) -> None:
         """A migration job's progress (domains.moves): admins run migrations, and only they see them."""
-        if not self.user.is_admin:
+        if not is_admin(self.user):
             return
         await self.send_json({"type": "migration", "id": f"migration-{event['job_id']}", "html": event["html"],
                               "state": event["state"], "reported_at": event["reported_at"]})
@@ -302,7 +302,7 @@ class DomainPageConsumer(_LiveConsumer):
     async def live_grants(self, event: dict[str, Any]) -> None:
         if not await self._session_holds():
             return
-        before, self.granted = self.granted, await database_sync_to_async(granted_domains)(self.user)
+        before, self.granted = self.granted, await database_sync_to_async(domain_scope)(self.user)
         if Right.VIEW not in rights_from(self.granted, self.key):
             await self.send_json({"type": "gone"})
             await self.close()
@@ -319,13 +319,8 @@ class DomainPageConsumer(_LiveConsumer):
 
 
 def _hosts_in_view(granted: Granted, query: ListQuery) -> dict[int, str]:
-    """The enabled hosts whose VMs the list may show this user: the same choice as selectors.domain_list."""
-    hosts = Host.objects.filter(enabled=True)
-    if query.host:
-        hosts = hosts.filter(name=query.host)
-    if granted is not None:
-        hosts = hosts.filter(pk__in={host_id for host_id, _uuid in granted})
-    return dict(hosts.values_list("pk", "name"))
+    """The hosts whose VMs the list may show this user: access.visible_hosts, as selectors.domain_list."""
+    return dict(visible_hosts(granted, name=query.host).values_list("pk", "name"))
 
 
 def _enabled_host(name: str) -> Host | None:

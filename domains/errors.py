@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .access import is_admin
 from .virt import VirtError
 from .virt.errors import redact
 
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
 
 def error_message(*, user: User | AnonymousUser, error: VirtError | str) -> str:
     """What `user` reads about `error`: a VirtError, or a message as an audit row keeps it (in full)."""
-    sees_host_details = bool(getattr(user, "is_admin", False))
+    sees_host_details = is_admin(user)
     if isinstance(error, VirtError):
         return error.full_message if sees_host_details else error.redacted_message
     return error if sees_host_details else redact(error)

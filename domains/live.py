@@ -4,7 +4,7 @@
         └─ Supervisor (one per watching process, on its asyncio loop): publishes plain records
              ├─ group host.<id>      → list pages (consumers.DomainListConsumer)
              └─ group domain.<uuid>  → VM pages  (consumers.DomainPageConsumer)
-    each consumer filters per recipient through domains.permissions and the page's own query,
+    each consumer filters per recipient through domains.access and the page's own query,
     and pushes the same row (or summary) partial the HTTP views render.
 
 Who runs the Supervisor: without REDIS_URL, the first live websocket of a process starts it inside
@@ -36,9 +36,9 @@ from django.dispatch import receiver
 from django.template.loader import render_to_string
 
 from . import guest_addresses, virt
+from .access import Right
 from .filters import ListQuery
 from .models import Host
-from .permissions import Right
 from .selectors import DomainRow, row_element_id
 
 if TYPE_CHECKING:

@@ -12,9 +12,18 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from . import guest_addresses, virt
+from .access import (
+    DefineLimits,
+    Right,
+    define_limits,
+    domain_scope,
+    is_admin,
+    require_admin,
+    rights_from,
+    visible_hosts,
+)
 from .filters import ListQuery
 from .models import AuditEntry, Host, MigrationJob
-from .permissions import DefineLimits, Right, define_limits, granted_domains, rights_from
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
@@ -87,11 +96,8 @@ def enabled_hosts() -> QuerySet[Host]:
 
 def domain_list(*, user: User | AnonymousUser, query: ListQuery) -> DomainListing:
     """Every VM of every enabled host the user may see, filtered as `virsh list` filters."""
-    granted = granted_domains(user)
-    hosts = list(enabled_hosts())
-    if granted is not None:
-        granted_host_ids = {host_id for host_id, _uuid in granted}
-        hosts = [host for host in hosts if host.pk in granted_host_ids]
+    granted = domain_scope(user)
+    hosts = list(visible_hosts(granted))
     targets = [host for host in hosts if not query.host or host.name == query.host]
     results = virt.fan_out.run(
         {host: host.uri for host in targets},
@@ -121,7 +127,7 @@ def _gate(user: User | AnonymousUser, host_name: str, uuid: str, right: Right) -
     host = enabled_hosts().filter(name=host_name).first()
     if host is None:
         raise Http404("No such virtual machine.")
-    rights = rights_from(granted_domains(user), (host.pk, uuid))
+    rights = rights_from(domain_scope(user), (host.pk, uuid))
     if right not in rights:
         raise Http404("No such virtual machine.")
     return host, rights
@@ -169,7 +175,7 @@ def host_list() -> QuerySet[Host]:
 def audit_list(*, user: User) -> QuerySet[AuditEntry]:
     """Admins see every entry; everybody else sees their own."""
     entries = AuditEntry.objects.select_related("actor")
-    return entries if user.is_admin else entries.filter(actor=user)
+    return entries if is_admin(user) else entries.filter(actor=user)
 
 
 def define_hosts(*, user: User) -> list[Host]:
@@ -235,11 +241,6 @@ class MigrationPage:
         return next((job for job in self.jobs if job.active), None)
 
 
-def _admin_or_404(user: User | AnonymousUser) -> None:
-    if not getattr(user, "is_admin", False):
-        raise Http404("Not found.")
-
-
 def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, destination_name: str = "",
                    options: virt.migration.MigrationOptions | None = None) -> MigrationPage:
     """The host picker for one VM: every other enabled host, whether it answers, and the pre-checks of one.
@@ -247,7 +248,7 @@ def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, des
     A job a restart left behind shows as stale; the supervisor settles it (a read never writes)."""
     from . import moves  # the runner imports selectors' neighbours; imported late to keep selectors light
 
-    _admin_or_404(user)
+    require_admin(user)
     row = domain_get(user=user, host_name=host_name, uuid=uuid)
     others = list(enabled_hosts().exclude(pk=row.host.pk))
     answers = virt.fan_out.run({host: host.uri for host in others}, virt.host_facts, settings.HOST_DEADLINE_SECONDS)
@@ -272,7 +273,7 @@ def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, des
 
 def migration_job_get(*, user: User | AnonymousUser, job_id: int) -> MigrationJob:
     """The job as it stands: a stale one stays as it is until the supervisor settles it (reads never write)."""
-    _admin_or_404(user)
+    require_admin(user)
     job = MigrationJob.objects.select_related("source", "destination").filter(pk=job_id).first()
     if job is None:
         raise Http404("No such migration.")

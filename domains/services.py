@@ -11,10 +11,10 @@ from django.db import transaction
 from django.http import Http404
 
 from . import live, moves, selectors, virt
+from .access import LOOPBACK_LISTEN, Right, define_limits, require_admin, storage_scope
 from .audit import audited
 from .locks import domain_action_lock
 from .models import Grant, Host, MigrationJob, OwnedVolume
-from .permissions import LOOPBACK_LISTEN, Right, define_limits, storage_scope
 from .selectors import DomainRow
 from .virt import Action, DomainSpec, GraphicsSpec, PowerMode
 from .virt import migration as vmig
@@ -24,16 +24,10 @@ if TYPE_CHECKING:
     from accounts.models import User
 
 
-def _require_admin(actor: User) -> None:
-    # Non-admins are not told that host management exists.
-    if not actor.is_admin:
-        raise Http404("Not found.")
-
-
 def host_register(*, actor: User, name: str, uri: str, enabled: bool = True,
                   client_addr: str | None = None) -> Host:
     with audited(actor=actor, action="host.register", client_addr=client_addr) as entry:
-        _require_admin(actor)
+        require_admin(actor)
         host = Host(name=name, uri=uri, enabled=enabled)
         host.full_clean()
         host.save()
@@ -45,7 +39,7 @@ def host_register(*, actor: User, name: str, uri: str, enabled: bool = True,
 def host_update(*, actor: User, host: Host, uri: str, enabled: bool,
                 client_addr: str | None = None) -> Host:
     with audited(actor=actor, action="host.update", host=host, client_addr=client_addr):
-        _require_admin(actor)
+        require_admin(actor)
         if host.uri != uri:
             virt.pool.discard(host.uri)
         host.uri, host.enabled = uri, enabled
@@ -56,7 +50,7 @@ def host_update(*, actor: User, host: Host, uri: str, enabled: bool,
 
 def host_delete(*, actor: User, host: Host, client_addr: str | None = None) -> None:
     with audited(actor=actor, action="host.delete", host=host, client_addr=client_addr) as entry:
-        _require_admin(actor)
+        require_admin(actor)
         virt.pool.discard(host.uri)
         host.delete()
         entry.host = None  # the row outlives the host; host_name keeps its name
@@ -65,7 +59,7 @@ def host_delete(*, actor: User, host: Host, client_addr: str | None = None) -> N
 def host_test_connection(*, actor: User, host: Host, client_addr: str | None = None) -> virt.HostFacts:
     """Connects afresh and reports what the host is; failures are shown, not raised to a 500."""
     with audited(actor=actor, action="host.test", host=host, client_addr=client_addr) as entry:
-        _require_admin(actor)
+        require_admin(actor)
         virt.pool.discard(host.uri)
         facts = virt.host_facts(host.uri)
         entry.message = f"libvirt {facts.libvirt_version} on {facts.hostname}"
@@ -96,7 +90,7 @@ def storage_pool_check(*, host: Host, name: str) -> None:
 def grant_save(*, actor: User, grant: Grant, client_addr: str | None = None) -> Grant:
     with audited(actor=actor, action="grant.save", host=grant.host, domain_uuid=str(grant.domain_uuid),
                  client_addr=client_addr) as entry:
-        _require_admin(actor)
+        require_admin(actor)
         grant.full_clean()
         grant_check(grant)
         entry.domain_name = grant.domain_name
@@ -112,7 +106,7 @@ def grant_save(*, actor: User, grant: Grant, client_addr: str | None = None) -> 
 def grant_revoke(*, actor: User, grant: Grant, client_addr: str | None = None) -> None:
     with audited(actor=actor, action="grant.revoke", host=grant.host, domain_uuid=str(grant.domain_uuid),
                  client_addr=client_addr) as entry:
-        _require_admin(actor)
+        require_admin(actor)
         entry.message = f"from {grant.user or grant.group}"
         grant.delete()
         transaction.on_commit(live.grants_changed)  # open pages drop the VM
@@ -282,7 +276,7 @@ def domain_define(*, actor: User, host_name: str, spec: DomainSpec, autostart: b
 def domain_define_xml(*, actor: User, host_name: str, xml: str, client_addr: str | None = None) -> str:
     host = selectors.enabled_hosts().filter(name=host_name).first()
     with audited(actor=actor, action="domain.define-xml", host=host, client_addr=client_addr) as entry:
-        _require_admin(actor)
+        require_admin(actor)
         if host is None:
             raise Http404("No such host.")
         uuid = virt.define_xml(host.uri, xml)
@@ -317,7 +311,7 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
     """
     host = Host.objects.filter(name=host_name).first()
     with audited(actor=actor, action="domain.migrate", host=host, domain_uuid=uuid, client_addr=client_addr) as entry:
-        _require_admin(actor)
+        require_admin(actor)
         row = selectors.domain_get(user=actor, host_name=host_name, uuid=uuid)
         entry.domain_name = row.record.name
         entry.save(update_fields=["domain_name"])
@@ -348,7 +342,7 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
 
 
 def _active_job(actor: User, job_id: int) -> MigrationJob:
-    _require_admin(actor)
+    require_admin(actor)
     job = MigrationJob.objects.select_related("source", "destination").filter(pk=job_id).first()
     if job is None:
         raise Http404("No such migration.")

@@ -21,12 +21,12 @@ from django_htmx.http import HttpResponseClientRedirect
 from vmportal import clients
 
 from . import moves, selectors, services, virt
+from .access import Right, require_admin
 from .audit import refuse
 from .errors import error_message
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
 from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, MigrationForm, SnapshotForm
 from .models import Host
-from .permissions import Right
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -47,13 +47,14 @@ def client_addr(request: HttpRequest) -> str | None:
     return clients.request_client_address(request)
 
 
-def _admin_only(request: AuthedRequest, action: str) -> None:
-    """Hides admin pages from everybody else; a refused POST is audited as denied."""
-    if request.user.is_admin:
-        return
-    if request.method == "POST":
-        refuse(actor=request.user, action=action, client_addr=client_addr(request))
-    raise Http404("Not found.")
+def _admin_only(request: AuthedRequest, action: str, domain_uuid: str | None = None) -> None:
+    """Hides admin pages from everybody else (access.require_admin); a refused POST is audited as denied."""
+    try:
+        require_admin(request.user)
+    except Http404:
+        if request.method == "POST":
+            refuse(actor=request.user, action=action, domain_uuid=domain_uuid, client_addr=client_addr(request))
+        raise
 
 
 def _posted(request: AuthedRequest) -> QueryDict | None:
@@ -359,10 +360,7 @@ def domain_display(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
 @require_http_methods(["GET", "POST"])
 def domain_migrate(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
     """The host picker with pre-checks (GET, re-fetched by htmx as choices change) and the submit (POST)."""
-    if not request.user.is_admin:
-        if request.method == "POST":
-            refuse(actor=request.user, action="domain.migrate", domain_uuid=str(uuid), client_addr=client_addr(request))
-        raise Http404("Not found.")
+    _admin_only(request, "domain.migrate", domain_uuid=str(uuid))
     data = request.POST if request.method == "POST" else (request.GET if "checked" in request.GET else None)
     form = MigrationForm(data, initial={"destination": request.GET.get("destination", "")})
     options = form.options() if data is not None and form.is_valid() else None

@@ -1,7 +1,8 @@
-"""The one permission gate: which VMs a user may see, operate and open consoles on.
+"""The one access module: who is an admin, which hosts and VMs a user may see, and what it may do.
 
-Views, consumers and console tickets all ask here, so a VM a user may not see is hidden
-(404) the same way everywhere.
+Selectors, services, consumers and console tickets all ask here (NetBox's `restrict`, Oscar's
+`get_order_for_user_or_404`): a VM a user may not see is hidden (404) the same way everywhere, and a
+role check written anywhere else is a second gate waiting to disagree.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from django.db.models import Q, QuerySet, Sum
+from django.http import Http404
 
 from .models import DefineAllowance, Grant, Host, OwnedVolume, StoragePool
 from .virt import BootKind
@@ -51,7 +53,20 @@ def _rights_of(grant: Grant) -> set[Right]:
     return rights
 
 
-def granted_domains(user: User | AnonymousUser) -> dict[DomainKey, frozenset[Right]] | None:
+Scope = dict[DomainKey, frozenset[Right]] | None  # rights per VM; None: every VM, with every right
+
+
+def is_admin(user: User | AnonymousUser) -> bool:
+    return bool(user.is_authenticated and user.is_admin)
+
+
+def require_admin(user: User | AnonymousUser) -> None:
+    """Admin pages and actions: everybody else is not told that they exist (404)."""
+    if not is_admin(user):
+        raise Http404("Not found.")
+
+
+def domain_scope(user: User | AnonymousUser) -> Scope:
     """Rights per VM from the user's own grants and its groups'; None means every VM."""
     if not user.is_authenticated or not user.is_active:
         return {}
@@ -64,14 +79,24 @@ def granted_domains(user: User | AnonymousUser) -> dict[DomainKey, frozenset[Rig
     return {key: frozenset(value) for key, value in rights.items()}
 
 
-def rights_from(granted: dict[DomainKey, frozenset[Right]] | None, key: DomainKey) -> frozenset[Right]:
-    if granted is None:
+def rights_from(scope: Scope, key: DomainKey) -> frozenset[Right]:
+    if scope is None:
         return ALL_RIGHTS
-    return granted.get((key[0], key[1].lower()), NO_RIGHTS)
+    return scope.get((key[0], key[1].lower()), NO_RIGHTS)
 
 
-def domain_rights(user: User | AnonymousUser, *, host_id: int, uuid: str) -> frozenset[Right]:
-    return rights_from(granted_domains(user), (host_id, uuid))
+def rights_on(user: User | AnonymousUser, *, host_id: int, uuid: str) -> frozenset[Right]:
+    return rights_from(domain_scope(user), (host_id, uuid))
+
+
+def visible_hosts(scope: Scope, *, name: str = "") -> QuerySet[Host]:
+    """The enabled hosts whose VMs a user with this scope may see (one of them when `name` is given)."""
+    hosts = Host.objects.filter(enabled=True)
+    if name:
+        hosts = hosts.filter(name=name)
+    if scope is not None:
+        hosts = hosts.filter(pk__in={host_id for host_id, _uuid in scope})
+    return hosts
 
 
 GIB = 1024**3
