@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from vmportal.testing import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port  # noqa: E402
+from tests.support.portal import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port  # noqa: E402
 
 PYTHON = sys.executable
 TEST_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # the "test" VM of test:///default
