@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 import lab
-from consoles.testing import ClientWebSocket, ConsoleStack, Stream, rfb_handshake, wait_for
 from tests.conftest import LAB_HOSTS
 from tests.integration.helpers import host_of, virsh
+from tests.support.consoles import ClientWebSocket, ConsoleStack, Stream, rfb_handshake, wait_for
 
 pytestmark = pytest.mark.integration
 
