@@ -98,7 +98,8 @@
   }
 
   document.addEventListener("htmx:beforeSwap", function (event) {
-    if (event.detail.target.id !== "results" || event.detail.elt.id !== "filters") return;
+    const from = event.detail.requestConfig && event.detail.requestConfig.elt;
+    if (event.detail.target.id !== "results" || !from || from.id !== "filters") return;
     stale = true;
     clearTimeout(resubscribeTimer);
     resubscribeTimer = setTimeout(resubscribe, 1000);  // in case no address is pushed (an error answer)
