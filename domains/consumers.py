@@ -4,15 +4,15 @@ Consumers never call libvirt: records come from the watchers through the channel
 domains.live). Every recipient is filtered through domains.access, like the views, and a VM
 the user may not see is never mentioned, not even to remove it.
 
-Messages to the browser (static/vmportal/live.js):
-    {"type": "row", "id": "domain-<host>-<uuid>", "html": "<tr ...>"}   insert or replace, in sorted place
-    {"type": "remove", "id": "domain-<host>-<uuid>"}
-    {"type": "host", "host": "<name>", "reachable": bool, "message": "..."}
-    {"type": "refresh"}                                   re-fetch the list (views without table rows)
-    {"type": "summary", "html": "<section id=summary ...>", "details": bool}       the VM page
-    {"type": "gone"}                                      the VM page's VM is gone or no longer visible
-    {"type": "migration", "id": "migration-<job>", "html": "...", "state": "...", "reported_at": float|null}
-                                                          a migration job's progress, to admins only
+Messages to the browser: out-of-band swaps of the pages' own partials (domains.live's *_message, from
+templates/domains/), which htmx's websocket extension applies (swap styles of static/vmportal/live.js):
+    upsert:#results tbody      a list row (list.html#row), replaced or put in its sorted place
+    discard:#results tbody     a row the list no longer shows
+    upsert/discard:#host-banners   a host's "does not answer" banner, shown or taken away
+    refetch:#results           the list fetches itself again (views without table rows, a new grant)
+    upsert:#summary            the VM page's summary (detail.html#summary), or its "no longer exists" notice
+    upsert:#migration-slot     a migration job's progress, to admins only: on the VM page, or on the job's
+                               own page (whose socket asks with ?job=<id> for that job alone)
 Close codes: 4403 not allowed (the handshake is refused); 4401 the session ended (logout, expiry,
 password change, deactivation), after which live.js stops reconnecting; 1011 re-checks kept failing.
 """
@@ -35,7 +35,6 @@ from . import live, virt
 from .access import DomainKey, Right, domain_scope, is_admin, rights_from, visible_hosts
 from .filters import ListQuery, ListQueryError, parse_list_query
 from .models import Host
-from .selectors import row_element_id
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -190,8 +189,7 @@ class DomainListConsumer(_LiveConsumer):
         if host_id not in self.hosts:
             return
         if event["lost"]:
-            await self.send_json({"type": "host", "host": event["host_name"], "reachable": False,
-                                  "message": event["lost"][1]})
+            await self.send(text_data=live.host_message(host_id, event["host_name"], message=event["lost"][1]))
         for seq, data in event["changed"]:
             await self._show(host_id, live.record_from_wire(data), seq, unreachable=bool(event["lost"]))
         for seq, uuid in event["removed"]:
@@ -202,8 +200,8 @@ class DomainListConsumer(_LiveConsumer):
         if host_id not in self.hosts:
             return
         self.hosts[host_id] = event["host_name"]
-        await self.send_json({"type": "host", "host": event["host_name"], "reachable": event["reachable"],
-                              "message": event["message"]})
+        await self.send(text_data=live.host_message(host_id, event["host_name"],
+                                                    message="" if event["reachable"] else event["message"]))
         for data in event["records"]:
             await self._show(host_id, live.record_from_wire(data), event["seq"], unreachable=not event["reachable"])
         for uuid in event["removed"]:
@@ -225,7 +223,7 @@ class DomainListConsumer(_LiveConsumer):
         if before is None or self.granted is None or set(self.granted) - set(before):
             # Newly visible VMs (or a new role): their records are with the watcher, the list with the page.
             await self._follow_hosts()
-            await self.send_json({"type": "refresh"})
+            await self.send(text_data=live.refresh_message())
 
     async def _show(self, host_id: int, record: virt.DomainRecord, seq: int, *, unreachable: bool) -> None:
         host_name = self.hosts.get(host_id)
@@ -240,7 +238,7 @@ class DomainListConsumer(_LiveConsumer):
             return
         if not self.query.table:  # the name/UUID lists have no row partial: the page re-fetches itself
             self.shown[key] = True
-            await self.send_json({"type": "refresh"})
+            await self.send(text_data=live.refresh_message())
             return
         self.shown[key] = True
         await self.send(text_data=live.row_message(host_id, host_name, record, rights, unreachable))
@@ -250,8 +248,8 @@ class DomainListConsumer(_LiveConsumer):
         if host_name is None or self.shown.get(key) is False:
             return
         self.shown[key] = False
-        await self.send_json({"type": "remove", "id": row_element_id(host_name, key[1])} if self.query.table
-                             else {"type": "refresh"})
+        await self.send(text_data=live.removal_message(host_name, key[1]) if self.query.table
+                        else live.refresh_message())
 
 
 class DomainPageConsumer(_LiveConsumer):
@@ -260,6 +258,7 @@ class DomainPageConsumer(_LiveConsumer):
     async def subscribe(self) -> bool:
         kwargs = self.scope["url_route"]["kwargs"]
         self.uuid = str(kwargs["uuid"]).lower()
+        self.job: str | None = self.params.get("job")  # a migration job's page: its progress, nothing else
         host = await database_sync_to_async(_enabled_host)(kwargs["host_name"])
         if host is None:
             return False
@@ -289,32 +288,35 @@ class DomainPageConsumer(_LiveConsumer):
 
     async def live_removed(self, event: dict[str, Any]) -> None:
         if event["host_id"] == self.host_id and self._fresh(self.key, event["seq"]):
-            await self.send_json({"type": "gone"})
+            await self._gone()
 
     async def live_migration(self, event: dict[str, Any]) -> None:
         """A migration job's progress (domains.moves): admins run migrations, and only they see them."""
-        if not is_admin(self.user):
+        if not is_admin(self.user) or self.job not in (None, str(event["job_id"])):
             return
-        await self.send_json({"type": "migration", "id": f"migration-{event['job_id']}", "html": event["html"],
-                              "state": event["state"], "reported_at": event["reported_at"]})
+        await self.send(text_data=live.migration_message(event["html"]))
 
     async def live_grants(self, event: dict[str, Any]) -> None:
         if not await self._session_holds():
             return
         before, self.granted = self.granted, await database_sync_to_async(domain_scope)(self.user)
         if Right.VIEW not in rights_from(self.granted, self.key):
-            await self.send_json({"type": "gone"})
+            await self._gone()
             await self.close()
         elif rights_from(before, self.key) != rights_from(self.granted, self.key) and self.last is not None:
             await self._push_summary(details=False)
 
     async def _push_summary(self, *, details: bool) -> None:
-        if self.last is None:
+        if self.last is None or self.job is not None:
             return
         record, unreachable = self.last
-        html = live.summary_html(self.host_id, self.host_name, record, rights_from(self.granted, self.key),
-                                 unreachable=unreachable)
-        await self.send_json({"type": "summary", "html": html, "details": details})
+        await self.send(text_data=live.summary_message(self.host_id, self.host_name, record,
+                                                       rights_from(self.granted, self.key), unreachable=unreachable,
+                                                       details_changed=details))
+
+    async def _gone(self) -> None:
+        if self.job is None:
+            await self.send(text_data=live.gone_message())
 
 
 def _hosts_in_view(granted: Granted, query: ListQuery) -> dict[int, str]:

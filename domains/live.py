@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-import json
 import logging
 import time
 from collections.abc import Iterable
@@ -35,6 +34,7 @@ from django.conf import settings
 from django.contrib.auth.signals import user_logged_out
 from django.dispatch import receiver
 from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 
 from . import virt
 from .access import Right
@@ -103,13 +103,13 @@ class LiveRow(DomainRow):
 
 @functools.lru_cache(maxsize=8192)
 def render_partial(template: str, host_id: int, host_name: str, record: virt.DomainRecord,
-                   rights: frozenset[Right], unreachable: bool) -> str:
-    """The row (or summary) partial; shared by every recipient with the same rights on the same record.
+                   rights: frozenset[Right], unreachable: bool, details_changed: bool = False) -> str:
+    """A partial about one VM; shared by every recipient with the same rights on the same record.
 
     Rendered without a request: the partials' forms post through htmx, whose CSRF header <body> sets.
     """
     row = LiveRow(Host(pk=host_id, name=host_name), record, rights, unreachable=unreachable)
-    return render_to_string(template, {"row": row})
+    return render_to_string(template, {"row": row, "details_changed": details_changed})
 
 
 def row_html(host_id: int, host_name: str, record: virt.DomainRecord, rights: frozenset[Right],
@@ -117,17 +117,49 @@ def row_html(host_id: int, host_name: str, record: virt.DomainRecord, rights: fr
     return render_partial("domains/list.html#row", host_id, host_name, record, rights, unreachable)
 
 
-@functools.lru_cache(maxsize=8192)
+# --- What the live sockets send: out-of-band swaps of the pages' own partials (static/vmportal/live.js). ---
+
+
 def row_message(host_id: int, host_name: str, record: virt.DomainRecord, rights: frozenset[Right],
                 unreachable: bool) -> str:
-    """The websocket text that carries a row: encoded once for every recipient with the same rights."""
-    return json.dumps({"type": "row", "id": row_element_id(host_name, record.uuid),
-                       "html": row_html(host_id, host_name, record, rights, unreachable=unreachable)})
+    """The list's row, replaced or put in its sorted place: rendered once for every recipient with the
+    same rights."""
+    return render_partial("domains/list.html#pushed_row", host_id, host_name, record, rights, unreachable)
 
 
-def summary_html(host_id: int, host_name: str, record: virt.DomainRecord, rights: frozenset[Right],
-                 *, unreachable: bool = False) -> str:
-    return render_partial("domains/detail.html#summary", host_id, host_name, record, rights, unreachable)
+def removal_message(host_name: str, uuid: str) -> str:
+    return render_to_string("domains/list.html#pushed_removal", {"dom_id": row_element_id(host_name, uuid)})
+
+
+def host_message(host_id: int, host_name: str, *, message: str) -> str:
+    """A host's banner on the list: shown with why it does not answer, or (no message) taken away."""
+    return render_to_string("domains/list.html#pushed_host",
+                            {"host": Host(pk=host_id, name=host_name), "message": message})
+
+
+@functools.cache
+def refresh_message() -> str:
+    """The list fetches itself again (views without table rows, or what a new grant shows)."""
+    return render_to_string("domains/list.html#pushed_refresh")
+
+
+def summary_message(host_id: int, host_name: str, record: virt.DomainRecord, rights: frozenset[Right],
+                    *, unreachable: bool = False, details_changed: bool = False) -> str:
+    """The VM page's summary; `details_changed` has the page ask the guest agent again."""
+    return render_partial("domains/detail.html#pushed_summary", host_id, host_name, record, rights, unreachable,
+                          details_changed)
+
+
+@functools.cache
+def gone_message() -> str:
+    """The VM page's VM is gone, or the user may no longer see it."""
+    return render_to_string("domains/detail.html#pushed_gone")
+
+
+def migration_message(progress_html: str) -> str:
+    """A migration job's progress (rendered once by its runner, domains.moves), on the VM page or its own."""
+    html = mark_safe(progress_html)  # noqa: S308 (the runner rendered it from domains/migrate_job.html#progress)
+    return render_to_string("domains/migrate_job.html#pushed_progress", {"progress_html": html})
 
 
 def in_view(query: ListQuery, host_name: str, record: virt.DomainRecord) -> bool:

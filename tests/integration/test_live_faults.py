@@ -8,7 +8,6 @@ a new libvirtd in the same namespaces; the guests keep running meanwhile.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -27,6 +26,7 @@ from domains.models import Host
 from lab.paths import HostPaths
 from lab.process import is_alive, read_pid
 from tests.integration.helpers import domain_state, domains, virsh, wait_until
+from tests.live_messages import read
 from vmportal.asgi import application
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -44,7 +44,7 @@ def restart_libvirtd(host: lab.LabHost) -> None:
 
 
 async def receive(communicator: WebsocketCommunicator, timeout: float) -> dict[str, Any]:
-    return json.loads(await communicator.receive_from(timeout))
+    return read(await communicator.receive_from(timeout))
 
 
 async def until(communicator: WebsocketCommunicator, timeout: float, check) -> dict[str, Any]:

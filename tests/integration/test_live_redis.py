@@ -21,6 +21,7 @@ import pytest
 
 import lab
 from tests.integration.helpers import virsh
+from tests.live_messages import read
 from tests.support.portal import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -113,7 +114,7 @@ async def wait_for_row(client: LiveSocket, name: str, state: str, timeout: float
     started = time.monotonic()
     async with asyncio.timeout(timeout):
         while True:
-            message = await client.receive()
+            message = read(await client.receive_text())
             html = str(message.get("html", ""))
             if message["type"] == "row" and f'data-name="{name}"' in html and f'data-state="{state}"' in html:
                 return time.monotonic() - started
@@ -121,7 +122,7 @@ async def wait_for_row(client: LiveSocket, name: str, state: str, timeout: float
 
 async def wait_for_removal(client: LiveSocket, host_name: str, uuid: str, timeout: float = 10) -> None:
     async with asyncio.timeout(timeout):
-        while (await client.receive()) != {"type": "remove", "id": f"domain-{host_name}-{uuid}"}:
+        while read(await client.receive_text()) != {"type": "remove", "id": f"domain-{host_name}-{uuid}"}:
             pass
 
 

@@ -3,13 +3,13 @@
 Sockets open through `vmportal.asgi.router`, the application without its background work: watcher
 events are published the way the supervisor publishes them (live.messages_for), so each test says
 exactly what libvirt reported; the last tests run the process's supervisor on test:///default, and
-test_lifespan.py the application that owns it.
+test_live_supervisor.py the application that owns it. What a socket sends (htmx out-of-band swaps of
+the pages' partials) is read back by tests.live_messages.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -30,6 +30,7 @@ from accounts.models import User
 from domains import guest_addresses, live, services, virt
 from domains.models import Grant, Host
 from tests.conftest import TEST_DOMAIN_UUID
+from tests.live_messages import read
 from vmportal.asgi import router
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -64,7 +65,7 @@ class Socket:
         self.communicator = communicator
 
     async def receive(self, timeout: float = 2) -> dict[str, Any]:
-        return json.loads(await self.communicator.receive_from(timeout))
+        return read(await self.communicator.receive_from(timeout))
 
     async def silent(self, timeout: float = 0.2) -> bool:
         return await self.communicator.receive_nothing(timeout)
@@ -359,6 +360,35 @@ async def test_a_removed_vm_leaves_the_list_and_its_page(admin_user: User, embed
     assert await page.receive() == {"type": "gone"}
 
 
+async def test_a_vm_page_whose_details_changed_asks_the_guest_agent_again(
+    admin_user: User, embedded_host: Host, sockets
+) -> None:
+    page = await connect(sockets, f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", admin_user)
+    await publish(embedded_host, changed(SEQ, record()))
+    assert 'hx-target="#agent-panel"' not in (await page.receive())["html"]
+    await publish(embedded_host, virt.DomainChanged(SEQ + 1, record(), details=True))  # the agent connected
+    summary = (await page.receive())["html"]
+    assert f'hx-get="/domains/embedded/{TEST_DOMAIN_UUID}/agent/" hx-trigger="load" hx-target="#agent-panel"' in summary
+
+
+async def test_a_migration_jobs_page_receives_that_jobs_progress_alone(
+    admin_user: User, embedded_host: Host, sockets
+) -> None:
+    job_page = await connect(sockets, f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/?job=7", admin_user)
+    vm_page = await connect(sockets, f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", admin_user)
+    await publish(embedded_host, changed(SEQ, record(state=virt.DomainState.PAUSED, reason="migration")))
+    for job_id in (8, 7):
+        await get_channel_layer().group_send(live.domain_group(TEST_DOMAIN_UUID), {
+            "type": "live.migration", "job_id": job_id, "uuid": TEST_DOMAIN_UUID, "state": "running",
+            "html": f'<section id="migration-{job_id}"></section>', "reported_at": None})
+    await publish(embedded_host, virt.DomainRemoved(SEQ + 1, TEST_DOMAIN_UUID, record()))
+
+    assert await job_page.receive() == {"type": "migration", "id": "migration-7",
+                                        "html": '<section id="migration-7"></section>'}
+    assert await job_page.silent()  # neither the VM's summary, nor another job, nor "gone"
+    assert [(await vm_page.receive())["type"] for _ in range(4)] == ["summary", "migration", "migration", "gone"]
+
+
 # --- Grants and sessions. ---
 
 
@@ -487,7 +517,7 @@ async def test_a_demoted_operator_loses_the_vm_page_it_may_no_longer_see(
     assert connected
     operator_user.role = User.Role.TENANT
     await database_sync_to_async(operator_user.save)()
-    assert json.loads(await communicator.receive_from(10 * RECHECK)) == {"type": "gone"}
+    assert read(await communicator.receive_from(10 * RECHECK)) == {"type": "gone"}
     assert (await communicator.receive_output(1))["type"] == "websocket.close"
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import json
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +28,7 @@ from domains.models import AuditEntry, Grant, Host, MigrationJob
 from domains.virt import migration as vmig
 from domains.virt.states import DomainState
 from tests.conftest import TEST_DOMAIN_UUID, client_for
+from tests.live_messages import read
 from tests.unit.test_live_consumers import open_socket
 
 MIGRATE = f"/domains/embedded/{TEST_DOMAIN_UUID}/migrate/"
@@ -295,8 +295,8 @@ async def test_progress_reaches_admins_with_the_vm_open_and_no_one_else(settings
     await get_channel_layer().group_send(f"domain.{TEST_DOMAIN_UUID}", {
         "type": "live.migration", "job_id": 7, "uuid": TEST_DOMAIN_UUID, "state": "running",
         "html": "<section id='migration-7'></section>", "reported_at": 1.5})
-    message = json.loads(await admin.receive_from(2))
-    assert (message["type"], message["id"], message["reported_at"]) == ("migration", "migration-7", 1.5)
+    message = read(await admin.receive_from(2))
+    assert (message["type"], message["id"]) == ("migration", "migration-7")
     assert await operator.receive_nothing(0.3)
     await admin.disconnect()
     await operator.disconnect()

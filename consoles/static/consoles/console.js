@@ -116,21 +116,20 @@ class SpiceViewer {
   }
   constructor(Spice, Messages, Constants, base, tickets, events) {
     Object.assign(this, {Spice, Messages, Constants, events, readOnly: false, agent: false, mode: "remote"});
-    // spice-html5 opens one websocket per channel, all to the main channel's URL: each gets the
-    // next single-use ticket of this connection's batch instead.
-    const queue = tickets.map((ticket) => socketUrl(base, ticket));
-    const batch = new Set(queue);
-    const first = queue[0];
-    const Native = window.__nativeWebSocket || (window.__nativeWebSocket = window.WebSocket);
-    window.WebSocket = function (url, protocols) {
-      return new Native(batch.has(String(url)) ? (queue.shift() || url) : url, protocols);
-    };
-    Object.assign(window.WebSocket, {CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3});
+    const [first, ...channels] = tickets.map((ticket) => socketUrl(base, ticket));
     let opened = false;
     this.sc = new Spice.SpiceMainConn({
       uri: first, screen_id: "spice-screen", message_id: "message-div", password: "",
       onerror: (error) => { if (opened) events.disconnected(false); else events.failed(String(error.message || error)); },
-      onsuccess: () => { opened = true; events.connected(); },
+      onsuccess: () => {
+        if (!opened) {
+          // spice-html5 opens every further channel at its main socket's URL (main.js: `uri: this.ws.url`),
+          // whose ticket is spent: there, this one socket hands each channel the next ticket of the batch.
+          Object.defineProperty(this.sc.ws, "url", {get: () => channels.shift() || first});
+        }
+        opened = true;
+        events.connected();
+      },
       onagent: (sc) => {
         this.agent = true;
         window.addEventListener("resize", () => { if (this.mode === "remote") Spice.handle_resize(); });
