@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import os
 import re
 import signal
@@ -109,10 +108,6 @@ class LiveSocket:
                 raise ConnectionResetError("closed by the server")
             if opcode == 0x1:
                 return payload
-
-    async def receive(self) -> dict[str, Any]:
-        message: dict[str, Any] = json.loads(await self.receive_text())
-        return message
 
     def close(self) -> None:
         self.writer.close()

@@ -4,7 +4,6 @@ shutdown, and it replaces a watcher whose thread died."""
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from accounts.models import User
 from domains import live, virt
 from domains.models import Host
 from tests.conftest import TEST_DOMAIN_UUID
+from tests.live_messages import read
 from vmportal import lifespan
 from vmportal.asgi import router
 
@@ -49,7 +49,7 @@ async def first_listing(application: Any, user: User) -> WebsocketCommunicator:
         (b"origin", b"http://localhost"), (b"host", b"localhost"),
         (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())])
     assert (await communicator.connect(timeout=5))[0]
-    while TEST_DOMAIN_UUID not in json.loads(await communicator.receive_from(5)).get("id", ""):
+    while TEST_DOMAIN_UUID not in (read(await communicator.receive_from(5)).get("id") or ""):
         pass
     return communicator
 
