@@ -35,7 +35,7 @@ from . import live, virt
 from .access import DomainKey, Right, domain_scope, is_admin, rights_from, visible_hosts
 from .filters import ListQuery, ListQueryError, parse_list_query
 from .models import Host
-from .selectors import row_element_id
+from .rows import row_element_id
 
 if TYPE_CHECKING:
     from accounts.models import User

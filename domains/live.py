@@ -39,7 +39,7 @@ from . import guest_addresses, virt
 from .access import Right
 from .filters import ListQuery
 from .models import Host
-from .selectors import DomainRow, row_element_id
+from .rows import DomainRow, row_element_id
 
 if TYPE_CHECKING:
     from django.http import HttpRequest

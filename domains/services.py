@@ -15,7 +15,7 @@ from .access import LOOPBACK_LISTEN, Right, define_limits, require_admin, storag
 from .audit import audited
 from .locks import domain_action_lock
 from .models import Grant, Host, MigrationJob, OwnedVolume
-from .selectors import DomainRow
+from .rows import DomainRow
 from .virt import Action, DomainSpec, GraphicsSpec, PowerMode
 from .virt import migration as vmig
 from .virt.migration import MigrationOptions

@@ -27,6 +27,7 @@ from .errors import error_message
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
 from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, MigrationForm, SnapshotForm
 from .models import Host
+from .rows import row_element_id
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -114,7 +115,7 @@ def _after_action(request: AuthedRequest, host_name: str, uuid: str) -> HttpResp
         row = selectors.domain_get(user=request.user, host_name=host_name, uuid=uuid)
     except Http404:
         # Deleted (or no longer visible): the row leaves the list.
-        return render_with_messages(request, "domains/gone.html", {"dom_id": selectors.row_element_id(host_name, uuid)})
+        return render_with_messages(request, "domains/gone.html", {"dom_id": row_element_id(host_name, uuid)})
     template = "domains/list.html#row" if request.htmx.target == row.dom_id else "domains/detail.html#summary"
     return render_with_messages(request, template, {"row": row})
 
