@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import Http404
 
-from . import guest_addresses, virt
+from . import guest_addresses, migration_jobs, virt
 from .access import (
     DefineLimits,
     Right,
@@ -201,8 +201,6 @@ def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, des
     """The host picker for one VM: every other enabled host, whether it answers, and the pre-checks of one.
 
     A job a restart left behind shows as stale; the supervisor settles it (a read never writes)."""
-    from . import moves  # the runner imports selectors' neighbours; imported late to keep selectors light
-
     require_admin(user)
     row = domain_get(user=user, host_name=host_name, uuid=uuid)
     others = list(enabled_hosts().exclude(pk=row.host.pk))
@@ -223,7 +221,7 @@ def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, des
     jobs = list(MigrationJob.objects.filter(domain_uuid=row.uuid)[:10])
     active = next((job for job in jobs if job.active), None)
     return MigrationPage(row, destinations, chosen, checks, jobs,
-                         moves.silent_seconds(active) if active is not None else None)
+                         migration_jobs.silent_seconds(active) if active is not None else None)
 
 
 def migration_job_get(*, user: User | AnonymousUser, job_id: int) -> MigrationJob:

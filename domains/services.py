@@ -10,7 +10,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import Http404
 
-from . import live, moves, selectors, virt
+from . import live, migration_jobs, selectors, virt
 from .access import LOOPBACK_LISTEN, Right, define_limits, require_admin, storage_scope
 from .audit import audited
 from .locks import domain_action_lock
@@ -297,7 +297,7 @@ def domain_update_display(*, actor: User, host_name: str, uuid: str, video_model
                     client_addr=client_addr)
 
 
-# --- Migration (domains.moves runs the jobs). ---
+# --- Migration (domains.migration_jobs runs the jobs). ---
 
 _MIGRATABLE_LIVE = (virt.DomainState.RUNNING, virt.DomainState.PAUSED, virt.DomainState.BLOCKED)
 
@@ -337,7 +337,7 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
             )
         entry.message = f"job {job.pk}: {job.mode} to {destination.name}"
         job_id = job.pk
-        transaction.on_commit(lambda: moves.start(job_id))
+        transaction.on_commit(lambda: migration_jobs.start(job_id))
     return job
 
 
@@ -359,7 +359,7 @@ def migration_cancel(*, actor: User, job_id: int, client_addr: str | None = None
         if MigrationJob.objects.filter(pk=job.pk, state=MigrationJob.State.QUEUED).update(
                 state=MigrationJob.State.CANCELLING) == 1:
             job.state = MigrationJob.State.CANCELLING
-            moves.conclude(job, error="Cancelled before it started.", cancelled=True)
+            migration_jobs.conclude(job, error="Cancelled before it started.", cancelled=True)
             entry.message = f"job {job.pk} cancelled before it started"
             return entry.message
         # Only a running job becomes cancelling: never one that ended meanwhile (it would be active again,
@@ -396,14 +396,14 @@ def migration_settle(*, job_id: int) -> MigrationJob | None:
     Safe to run anywhere and at once (every process's supervisor, `manage.py migrationjobs`): the end is
     a compare-and-set, so one `domain.migrated` row is written and grants move once. Pages never call it.
     """
-    job = moves.stale_jobs().filter(pk=job_id).first()
-    return moves.settle(job) if job is not None else None
+    job = migration_jobs.stale_jobs().filter(pk=job_id).first()
+    return migration_jobs.settle(job) if job is not None else None
 
 
 def migrations_settle_stale(*, uuid: str | None = None) -> list[MigrationJob]:
     """migration_settle for every stale job (of one VM when `uuid` is given); returns those it settled or
     adopted."""
-    jobs = moves.stale_jobs()
+    jobs = migration_jobs.stale_jobs()
     if uuid is not None:
         jobs = jobs.filter(domain_uuid=uuid)
-    return [settled for job in jobs if (settled := moves.settle(job)) is not None]
+    return [settled for job in jobs if (settled := migration_jobs.settle(job)) is not None]

@@ -20,7 +20,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from vmportal import clients
 
-from . import moves, selectors, services, virt
+from . import migration_jobs, selectors, services, virt
 from .access import Right, require_admin
 from .audit import refuse
 from .errors import error_message
@@ -390,8 +390,7 @@ def domain_migrate(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
 @require_GET
 def migration_detail(request: AuthedRequest, job_id: int) -> HttpResponse:
     job = selectors.migration_job_get(user=request.user, job_id=job_id)
-    return render(request, "domains/migrate_job.html", {"job": job, "progress": moves.progress_of(job),
-                                                        "silent_seconds": moves.silent_seconds(job)})
+    return render(request, "domains/migrate_job.html", migration_jobs.progress_context(job))
 
 
 @login_required
@@ -404,7 +403,5 @@ def migration_action(request: AuthedRequest, job_id: int) -> HttpResponse:
     _run(request, lambda: service(actor=request.user, job_id=job_id, client_addr=client_addr(request)))
     if request.htmx:
         job = selectors.migration_job_get(user=request.user, job_id=job_id)
-        return render_with_messages(request, "domains/migrate_job.html#progress",
-                                    {"job": job, "progress": moves.progress_of(job),
-                                     "silent_seconds": moves.silent_seconds(job)})
+        return render_with_messages(request, "domains/migrate_job.html#progress", migration_jobs.progress_context(job))
     return redirect("domains:migration", job_id)

@@ -1,6 +1,6 @@
 """Moving a domain between hosts: pre-checks, the migration itself with its progress, abort, and where it is.
 
-The dashboard's job runner (domains.moves) calls these from its own thread; nothing here touches the
+The dashboard's job runner (domains.migration_jobs) calls these from its own thread; nothing here touches the
 database. A live migration is libvirt's virDomainMigrateToURI3 (peer-to-peer: the source daemon
 drives it, to the destination URI as registered) or virDomainMigrate3 with a destination connection
 (managed: this process drives the phases). Progress comes from the source's job statistics, read
