@@ -61,7 +61,6 @@ def domain_list(*, user: User | AnonymousUser, query: ListQuery) -> DomainListin
     )
     rows: list[DomainRow] = []
     unreachable: list[UnreachableHost] = []
-    text = query.text.casefold()
     for host, result in results.items():
         if isinstance(result, virt.VirtError):
             unreachable.append(UnreachableHost(host, str(result)))
@@ -70,7 +69,7 @@ def domain_list(*, user: User | AnonymousUser, query: ListQuery) -> DomainListin
             rights = rights_from(granted, (host.pk, record.uuid))
             if not rights:
                 continue
-            if text and text not in record.name.casefold() and text not in record.title.casefold():
+            if not query.matches_text(record):
                 continue
             rows.append(DomainRow(host, record, rights))
     rows.sort(key=lambda row: (row.host.name, row.record.name))
@@ -185,7 +184,7 @@ class MigrationPage:
 
     @property
     def live(self) -> bool:
-        return self.row.record.state in (virt.DomainState.RUNNING, virt.DomainState.PAUSED, virt.DomainState.BLOCKED)
+        return virt.migration.moves_live(self.row.record.state)
 
     @property
     def blocked(self) -> bool:
@@ -213,8 +212,7 @@ def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, des
     chosen = next((d.host for d in destinations if d.host.name == destination_name and d.reachable), None)
     checks: list[virt.migration.Check] = []
     if chosen is not None:
-        live = row.record.state in (virt.DomainState.RUNNING, virt.DomainState.PAUSED, virt.DomainState.BLOCKED)
-        options = dataclasses.replace(options or virt.migration.MigrationOptions(), live=live)
+        options = (options or virt.migration.MigrationOptions()).for_state(row.record.state)
         checks = [virt.migration.Check("options", virt.migration.CheckStatus.FAILED, problem)
                   for problem in options.problems()]
         checks += virt.migration.precheck(row.host.uri, chosen.uri, row.uuid, options)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -299,8 +298,6 @@ def domain_update_display(*, actor: User, host_name: str, uuid: str, video_model
 
 # --- Migration (domains.migration_jobs runs the jobs). ---
 
-_MIGRATABLE_LIVE = (virt.DomainState.RUNNING, virt.DomainState.PAUSED, virt.DomainState.BLOCKED)
-
 
 def migration_start(*, actor: User, host_name: str, uuid: str, destination_name: str,
                     options: MigrationOptions, client_addr: str | None = None) -> MigrationJob:
@@ -318,7 +315,7 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
         destination = selectors.enabled_hosts().exclude(pk=row.host.pk).filter(name=destination_name).first()
         if destination is None:
             raise ValidationError("Pick the destination from the registered hosts other than the current one.")
-        options = dataclasses.replace(options, live=row.record.state in _MIGRATABLE_LIVE)
+        options = options.for_state(row.record.state)
         problems = options.problems()
         if problems:
             raise ValidationError(problems)

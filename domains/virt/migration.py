@@ -11,6 +11,7 @@ when libvirt says an iteration ended (VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION) a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import threading
@@ -44,6 +45,12 @@ class CopyStorage(StrEnum):
     INCREMENTAL = "incremental"
 
 
+def moves_live(state: DomainState) -> bool:
+    """Whether a domain in this state moves live (it runs, paused or not, and keeps running) rather than
+    offline (a shut-off domain's definition moves)."""
+    return state in (DomainState.RUNNING, DomainState.PAUSED, DomainState.BLOCKED)
+
+
 @dataclass(frozen=True)
 class MigrationOptions:
     live: bool = True  # live for running or paused domains, offline (definition only) for shut-off ones
@@ -57,6 +64,10 @@ class MigrationOptions:
     auto_converge: bool = False
     compressed: bool = False
     postcopy: bool = False
+
+    def for_state(self, state: DomainState) -> MigrationOptions:
+        """These options with the mode a domain in `state` moves in, whatever was asked."""
+        return dataclasses.replace(self, live=moves_live(state))
 
     def problems(self) -> list[str]:
         """What is wrong with this combination, worded as what to change."""
@@ -211,7 +222,7 @@ def precheck(source_uri: str, dest_uri: str, uuid: str, options: MigrationOption
 
 
 def _mode_check(guest: _Guest, options: MigrationOptions) -> Check:
-    if guest.state in (DomainState.RUNNING, DomainState.PAUSED, DomainState.BLOCKED):
+    if moves_live(guest.state):
         if not options.live:
             return _failed("mode", "The machine runs: it can only move live.")
         return _ok("mode", f"Live: the machine is {guest.state.label} and keeps running during the move.")
@@ -690,6 +701,7 @@ __all__ = [
     "completed_figures",
     "job_progress",
     "migrate",
+    "moves_live",
     "precheck",
     "presence",
     "switch_to_postcopy",
