@@ -133,10 +133,7 @@ def in_view(query: ListQuery, host_name: str, record: virt.DomainRecord) -> bool
     """Whether the list page with `query` shows the VM: virsh's options, the host and the text filter."""
     if query.host and query.host != host_name:
         return False
-    text = query.text.casefold()
-    if text and text not in record.name.casefold() and text not in record.title.casefold():
-        return False
-    return virt.record_matches(record, query.options)
+    return query.matches_text(record) and virt.record_matches(record, query.options)
 
 
 # --- Broadcasts from services and signals (sync callers). ---
