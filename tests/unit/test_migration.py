@@ -54,6 +54,28 @@ def test_options_refuse_removing_the_source_without_keeping_the_destination():
     assert vmig.MigrationOptions(tunnelled=True, peer_to_peer=False).problems()
 
 
+@pytest.mark.parametrize(("peer_to_peer", "reason"), [
+    (True, "argument unsupported: p2p migration is not supported by the source host"),
+    (False, "this function is not supported by the connection driver: virDomainMigrate3"),
+])
+def test_a_refused_migrate_call_fails_the_migration_with_libvirts_reason(peer_to_peer: bool, reason: str):
+    """test:///default refuses both kinds of call; the reason is the call's own, made where it was raised."""
+    reports: list[vmig.Progress] = []
+    with pytest.raises(vmig.MigrationFailed) as failed:
+        vmig.migrate("test:///default", "test:///default", TEST_DOMAIN_UUID,
+                     vmig.MigrationOptions(peer_to_peer=peer_to_peer), reports.append)
+    assert str(failed.value) == f"The migration failed: {reason}"
+    assert reports == []
+
+
+def test_a_managed_migration_to_a_destination_that_does_not_answer_says_so(closed_loopback_uri: str):
+    with pytest.raises(vmig.MigrationFailed) as failed:
+        vmig.migrate("test:///default", closed_loopback_uri, TEST_DOMAIN_UUID,
+                     vmig.MigrationOptions(peer_to_peer=False), lambda _progress: None)
+    assert str(failed.value) == "The migration failed: the destination does not answer."
+    assert "Connection refused" in failed.value.detail
+
+
 def test_the_picker_offers_other_hosts_only_and_disables_unreachable_ones(admin_user: User, hosts):
     page = client_for(admin_user).get(MIGRATE).content.decode()
     assert 'value="other"' in page
