@@ -649,7 +649,6 @@ class Presence:
     reason: int = 0
     persistent: bool = False
     migrating_out: bool = False
-    migrating_in: bool = False
 
     @property
     def active(self) -> bool:
@@ -679,7 +678,6 @@ def presence(uri: str, uuid: str) -> Presence:
         return Presence(
             defined=True, state=state_from_number(state), reason=reason, persistent=bool(dom.isPersistent()),
             migrating_out=operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT,
-            migrating_in=operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN,
         )
 
 
@@ -707,15 +705,6 @@ def completed_figures(uri: str, uuid: str) -> Progress | None:
     return Progress.from_stats(stats, completed=True) if stats.get("type") else None
 
 
-def undefine_inactive(uri: str, uuid: str) -> None:
-    """Remove a shut-off leftover definition (after a move whose source undefine did not happen)."""
-    with connection(uri) as conn:
-        dom = conn.lookupByUUIDString(uuid)
-        if dom.isActive():
-            raise OperationInvalid("The machine runs on this host; it is not a leftover.")
-        dom.undefineFlags(0)
-
-
 __all__ = [
     "Check",
     "CheckStatus",
@@ -734,5 +723,4 @@ __all__ = [
     "precheck",
     "presence",
     "switch_to_postcopy",
-    "undefine_inactive",
 ]
