@@ -338,20 +338,12 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
     return job
 
 
-def _active_job(actor: User, job_id: int) -> MigrationJob:
-    require_admin(actor)
-    job = MigrationJob.objects.select_related("source", "destination").filter(pk=job_id).first()
-    if job is None:
-        raise Http404("No such migration.")
-    return job
-
-
 def migration_cancel(*, actor: User, job_id: int, client_addr: str | None = None) -> str:
     """Abort the job's migration (libvirt's abortJob); the VM keeps running on the source."""
     job = MigrationJob.objects.filter(pk=job_id).select_related("source").first()
     with audited(actor=actor, action="domain.migrate-cancel", host=job.source if job else None,
                  domain_uuid=str(job.domain_uuid) if job else None, client_addr=client_addr) as entry:
-        job = _active_job(actor, job_id)
+        job = selectors.migration_job_get(user=actor, job_id=job_id)
         entry.domain_name = job.domain_name
         if MigrationJob.objects.filter(pk=job.pk, state=MigrationJob.State.QUEUED).update(
                 state=MigrationJob.State.CANCELLING) == 1:
@@ -375,7 +367,7 @@ def migration_postcopy(*, actor: User, job_id: int, client_addr: str | None = No
     job = MigrationJob.objects.filter(pk=job_id).select_related("source").first()
     with audited(actor=actor, action="domain.migrate-postcopy", host=job.source if job else None,
                  domain_uuid=str(job.domain_uuid) if job else None, client_addr=client_addr) as entry:
-        job = _active_job(actor, job_id)
+        job = selectors.migration_job_get(user=actor, job_id=job_id)
         entry.domain_name = job.domain_name
         if job.state != MigrationJob.State.RUNNING or job.source is None or not job.options.get("postcopy"):
             raise virt.OperationInvalid("Post-copy is possible only while a migration started with post-copy "
