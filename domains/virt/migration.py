@@ -664,8 +664,9 @@ def presence(uri: str, uuid: str) -> Presence:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return Presence(defined=False)
             raise
-        try:
+        try:  # a source undefines the domain as a move ends: gone between two calls is gone
             state, reason = dom.state()
+            persistent = bool(dom.isPersistent())
             stats = dom.jobStats(0) if dom.isActive() else {}
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -676,7 +677,7 @@ def presence(uri: str, uuid: str) -> Presence:
                 raise
         operation = stats.get("operation") if stats.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE else None
         return Presence(
-            defined=True, state=state_from_number(state), reason=reason, persistent=bool(dom.isPersistent()),
+            defined=True, state=state_from_number(state), reason=reason, persistent=persistent,
             migrating_out=operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT,
         )
 
