@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consoles.testing import ClientWebSocket, ConsoleStack, Stream  # noqa: E402
+from tests.support.consoles import ClientWebSocket, ConsoleStack, Stream  # noqa: E402
 
 UUID = "be0c0000-0000-4000-8000-000000000001"
 ORIGIN = "http://127.0.0.1:8000"

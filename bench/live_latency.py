@@ -4,7 +4,7 @@
 
 For each layer it starts one server process: real daphne (in that process) serving the real ASGI
 application, with the watcher of test:///default inside it. Without Redis that is the default
-deployment (the first live page starts the watchers); with Redis (Debian's redis-server on a free
+deployment (the application starts the watchers with its first connection); with Redis (Debian's redis-server on a free
 loopback port, from a temporary directory) the watchers run as `manage.py watchhosts` does and the
 events travel through channels-redis, even though the consumers happen to share the process.
 The server pauses and resumes the `test` VM in turns, noting the wall-clock time just before each
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from vmportal.testing import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port  # noqa: E402
+from tests.support.portal import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port  # noqa: E402
 
 PYTHON = sys.executable
 TEST_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # the "test" VM of test:///default
@@ -89,6 +89,7 @@ def serve(port: int, layer: str) -> None:
 
     async def start_watchers() -> None:
         if layer == "redis":  # as `manage.py watchhosts` does
+            virt.initialize()
             await live.Supervisor().start()
         print("ready", flush=True)
 

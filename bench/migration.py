@@ -36,7 +36,7 @@ django.setup()
 
 import lab  # noqa: E402
 from tests.integration.test_migration_lab import define, remove_leftovers  # noqa: E402
-from vmportal.testing import free_port, portal_env  # noqa: E402
+from tests.support.portal import free_port, portal_env  # noqa: E402
 
 NAME = "it-mig-bench"
 REPORT_INTERVAL_MS = 500.0

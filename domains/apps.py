@@ -6,7 +6,7 @@ class DomainsConfig(AppConfig):
     name = "domains"
 
     def ready(self) -> None:
-        from . import virt
+        from . import guest_addresses, virt
 
-        # No page waits longer than this for a host to accept a connection.
-        virt.pool.open_timeout = settings.HOST_DEADLINE_SECONDS
+        # No page waits longer than the deadline for a host to accept a connection.
+        virt.configure(open_timeout=settings.HOST_DEADLINE_SECONDS, addresses=guest_addresses.store)

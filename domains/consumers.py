@@ -89,7 +89,6 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         await self._join(live.GRANTS_GROUP, live.session_group(self.session_key))
         await self.accept()
-        await live.ensure_embedded_supervisor()
         if self.since is not None:  # what changed between the page's render and now, told to this socket only
             await self.ask_replay(self.since)
         self._recheck = asyncio.create_task(self._recheck_forever())

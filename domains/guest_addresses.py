@@ -1,40 +1,45 @@
-"""Guest addresses shared between processes through the cache (Redis in a scale-out deployment).
+"""Guest addresses, the one store: Django's cache, so shared between processes through Redis when there is one.
 
-The watchers learn what each guest's agent reports (domains.virt.agent.AddressReader). With Redis
-they run in `watchhosts`, not in the daphne processes that render lists, so the supervisor writes
-what changed here and the list reads it back for running VMs whose own process knows nothing.
+The watchers' AddressReaders (domains.virt.agent) and the agent panel write here, and every listing
+reads here (domains.virt.inventory.records_for), through `virt.configure()`. With Redis the watchers
+run in `watchhosts`, not in the daphne processes that render lists, and the lists show all the same
+what they learned. Addresses only decorate a row: a cache that fails never fails a listing.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable, Mapping
+import hashlib
+import logging
+from collections.abc import Collection
 
 from django.core.cache import cache
 
-from . import virt
+logger = logging.getLogger(__name__)
 
-TIMEOUT_SECONDS = 3600  # a lost update ages out; the watchers refresh what they follow every 30 s
-
-Key = tuple[int, str]  # (host id, domain UUID)
+TIMEOUT_SECONDS = 3600  # a guest nobody asks any more ages out; the watchers renew what they follow every 30 s
 
 
-def _cache_key(key: Key) -> str:
-    return f"guest-addresses:{key[0]}:{key[1]}"
+def _cache_key(uri: str, uuid: str) -> str:
+    return f"guest-addresses:{hashlib.sha256(uri.encode()).hexdigest()[:24]}:{uuid}"
 
 
-def share(addresses: Mapping[Key, tuple[str, ...]]) -> None:
-    cache.set_many({_cache_key(key): list(value) for key, value in addresses.items()}, TIMEOUT_SECONDS)
+class CachedAddresses:
+    """virt's AddressStore on Django's cache."""
+
+    def read(self, uri: str, uuids: Collection[str]) -> dict[str, tuple[str, ...]]:
+        keys = {_cache_key(uri, uuid): uuid for uuid in uuids}
+        try:
+            found = cache.get_many(list(keys))
+        except Exception:
+            logger.warning("reading guest addresses from the cache failed", exc_info=True)
+            return {}
+        return {keys[key]: tuple(value) for key, value in found.items() if value}
+
+    def write(self, uri: str, uuid: str, addresses: tuple[str, ...]) -> None:
+        try:
+            cache.set(_cache_key(uri, uuid), list(addresses), TIMEOUT_SECONDS)
+        except Exception:
+            logger.warning("writing guest addresses to the cache failed", exc_info=True)
 
 
-def with_shared(host_id: int, records: Iterable[virt.DomainRecord]) -> list[virt.DomainRecord]:
-    """The records, running ones without addresses given those the watchers shared."""
-    records = list(records)
-    wanted = {_cache_key((host_id, record.uuid)): record for record in records
-              if record.active and not record.addresses}
-    if not wanted:
-        return records
-    found = cache.get_many(list(wanted))
-    filled = {wanted[key].uuid: tuple(value) for key, value in found.items() if value}
-    return [dataclasses.replace(record, addresses=filled[record.uuid]) if record.uuid in filled else record
-            for record in records]
+store = CachedAddresses()

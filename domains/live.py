@@ -7,9 +7,10 @@
     each consumer filters per recipient through domains.access and the page's own query,
     and pushes the same row (or summary) partial the HTTP views render.
 
-Who runs the Supervisor: without REDIS_URL, the first live websocket of a process starts it inside
-that process, on the server's own event loop (the in-memory layer reaches only that process); with
-REDIS_URL, `manage.py watchhosts` runs it, and any number of daphne processes only consume.
+Who runs the Supervisor: without REDIS_URL, the web process's ASGI application (vmportal.asgi) starts it
+on the server's own event loop and stops it at shutdown (the in-memory layer reaches only that process);
+with REDIS_URL, `manage.py watchhosts` runs it, and any number of daphne processes only consume. It
+replaces a watcher whose thread died.
 Changes libvirt has no event for (autostart, snapshots made here) are nudged by the services
 through the `live.watchers` group; grants and logouts are broadcast to the consumers.
 """
@@ -35,7 +36,7 @@ from django.contrib.auth.signals import user_logged_out
 from django.dispatch import receiver
 from django.template.loader import render_to_string
 
-from . import guest_addresses, virt
+from . import virt
 from .access import Right
 from .filters import ListQuery
 from .models import Host
@@ -155,7 +156,7 @@ def publish_from_thread(group: str, message: dict[str, Any]) -> None:
     The in-memory layer's queues belong to the server's event loop: when this process's supervisor
     runs on it, the send is handed to that loop; otherwise (Redis, or no live socket yet) it is sent here.
     """
-    supervisor = _embedded
+    supervisor = running_supervisor()
     loop = supervisor.loop if supervisor is not None else None
     layer = get_channel_layer()
     if layer is not None and loop is not None and loop.is_running():
@@ -223,7 +224,6 @@ class Supervisor:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._refreshing = asyncio.Lock()
-        self._shared: dict[guest_addresses.Key, tuple[str, ...]] = {}  # what _share_addresses last wrote
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -253,9 +253,13 @@ class Supervisor:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        await sync_to_async(self.stop_watchers, thread_sensitive=False)()
+
+    def stop_watchers(self) -> None:
+        """Their threads and libvirt connections; also once the loop is gone (at the process's exit)."""
         watchers = [watcher for _host, watcher in self._watchers.values()]
         self._watchers = {}
-        await sync_to_async(_stop_all, thread_sensitive=False)(watchers)
+        _stop_all(watchers)
 
     async def _refresh_hosts(self) -> None:
         async with self._refreshing:  # from the timer and from pages' requests: one at a time
@@ -263,7 +267,11 @@ class Supervisor:
 
     async def _refresh_hosts_now(self) -> None:
         hosts = {host.pk: host for host in await sync_to_async(_enabled_hosts)()}
-        stale = [pk for pk, (host, _w) in self._watchers.items() if pk not in hosts or hosts[pk].uri != host.uri]
+        for host, watcher in self._watchers.values():
+            if not watcher.alive:
+                logger.error("the watcher of %s died; starting another", host.name)
+        stale = [pk for pk, (host, watcher) in self._watchers.items()
+                 if pk not in hosts or hosts[pk].uri != host.uri or not watcher.alive]
         stopping = [self._watchers.pop(pk)[1] for pk in stale]
         if stopping:
             await sync_to_async(_stop_all, thread_sensitive=False)(stopping)
@@ -314,27 +322,10 @@ class Supervisor:
             current = self._watchers.get(host.pk)
             host = current[0] if current else host
             try:
-                await self._share_addresses(host, event)
                 for group, message in messages_for(host, event):
                     await layer.group_send(group, message)
             except Exception:
                 logger.exception("publishing %s of %s failed", type(event).__name__, host.name)
-
-    async def _share_addresses(self, host: Host, event: virt.HostEvent) -> None:
-        """Write the guest addresses that changed to the shared cache, for lists other processes render."""
-        if isinstance(event, virt.DomainRemoved):
-            self._shared.pop((host.pk, event.uuid), None)
-            return
-        records = (event.record,) if isinstance(event, virt.DomainChanged) else \
-            event.records if isinstance(event, virt.HostSynced) else ()
-        news = {}
-        for record in records:
-            addresses = record.addresses if record.active else ()
-            if self._shared.get((host.pk, record.uuid), ()) != addresses:
-                news[(host.pk, record.uuid)] = addresses
-        if news:
-            await sync_to_async(guest_addresses.share, thread_sensitive=False)(news)
-            self._shared.update(news)
 
     async def _listen_for_nudges(self) -> None:
         """Nudges (re-read a VM or a host) and replays (tell one page what changed since it was rendered)."""
@@ -413,49 +404,59 @@ def messages_for(host: Host, event: virt.HostEvent) -> list[tuple[str, dict[str,
     ]
 
 
-# --- The embedded mode: watchers inside the web process, started by the first live socket. ---
+# --- This process's supervisor, started and stopped by the process's owner (vmportal.asgi). ---
 
-_embedded: Supervisor | None = None
-_embedded_lock = asyncio.Lock()
+_running: Supervisor | None = None
+_running_lock = asyncio.Lock()
+
+
+def running_supervisor() -> Supervisor | None:
+    return _running
 
 
 def embedded_watchers_enabled() -> bool:
-    """Without Redis there is no other process to run the watchers: this one does."""
-    return bool(getattr(settings, "LIVE_EMBEDDED_WATCHERS", not settings.REDIS_URL))
+    """Without Redis there is no other process to run the watchers: the web process does."""
+    return not settings.REDIS_URL
 
 
-async def ensure_embedded_supervisor() -> Supervisor | None:
-    """Start this process's supervisor on the running loop, once; None when another process watches."""
-    global _embedded, _embedded_lock
-    if not embedded_watchers_enabled():
-        return None
+async def start_supervisor() -> Supervisor:
+    """Start this process's supervisor on the running loop, once; later calls on that loop return it."""
+    global _running_lock
     loop = asyncio.get_running_loop()
-    if _embedded is not None and _embedded.loop is loop:
-        return _embedded
+    if _running is not None and _running.loop is loop:
+        return _running
     try:
-        async with _embedded_lock:
-            return await _start_embedded(loop)
+        async with _running_lock:
+            return await _start(loop)
     except RuntimeError:  # the lock belongs to a loop that is gone (tests run one loop per test)
-        _embedded_lock = asyncio.Lock()
-        async with _embedded_lock:
-            return await _start_embedded(loop)
+        _running_lock = asyncio.Lock()
+        async with _running_lock:
+            return await _start(loop)
 
 
-async def _start_embedded(loop: asyncio.AbstractEventLoop) -> Supervisor:
-    global _embedded
-    if _embedded is not None and _embedded.loop is loop:
-        return _embedded
-    if _embedded is not None:  # left over from a loop that closed
-        await _embedded.stop()
+async def _start(loop: asyncio.AbstractEventLoop) -> Supervisor:
+    global _running
+    if _running is not None and _running.loop is loop:
+        return _running
+    if _running is not None:  # left over from a loop that closed
+        await _running.stop()
     supervisor = Supervisor()
     await supervisor.start()
-    _embedded = supervisor
+    _running = supervisor
     logger.info("live state: watching every enabled host from this process")
     return supervisor
 
 
-async def stop_embedded_supervisor() -> None:
-    global _embedded
-    supervisor, _embedded = _embedded, None
+async def stop_supervisor() -> None:
+    global _running
+    supervisor, _running = _running, None
     if supervisor is not None:
         await supervisor.stop()
+
+
+def stop_supervisor_at_exit() -> None:
+    """At the process's exit, its event loop stopped: the watchers' threads and connections end cleanly."""
+    global _running
+    supervisor, _running = _running, None
+    if supervisor is not None:
+        supervisor.stop_watchers()

@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import Http404
 
-from . import guest_addresses, migration_jobs, virt
+from . import migration_jobs, virt
 from .access import (
     DefineLimits,
     Right,
@@ -65,7 +65,7 @@ def domain_list(*, user: User | AnonymousUser, query: ListQuery) -> DomainListin
         if isinstance(result, virt.VirtError):
             unreachable.append(UnreachableHost(host, str(result)))
             continue
-        for record in guest_addresses.with_shared(host.pk, result):
+        for record in result:
             rights = rights_from(granted, (host.pk, record.uuid))
             if not rights:
                 continue
@@ -95,7 +95,7 @@ def domain_get(
         record = virt.get_domain(host.uri, uuid)
     except virt.DomainNotFound as error:
         raise Http404("No such virtual machine.") from error
-    return DomainRow(host, guest_addresses.with_shared(host.pk, [record])[0], rights)
+    return DomainRow(host, record, rights)
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,12 @@ def lab_hosts(lab_session: None) -> list[lab.LabHost]:
     return lab.up(hosts=LAB_HOSTS)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def libvirt_event_loop() -> None:
+    """What the web process does first (vmportal.lifespan): libvirt's event loop, before any connection."""
+    virt.initialize()
+
+
 @pytest.fixture(autouse=True)
 def fresh_hypervisor_connections() -> Iterator[None]:
     """test:///default keeps its state while any connection to it is open: close them all."""

@@ -1,12 +1,14 @@
 """The only package that imports libvirt.
 
-Everything it returns is a plain dataclass; everything it raises is a `VirtError`.
+Everything it returns is a plain dataclass; everything it raises is a `VirtError`. Importing it
+starts nothing: every Django process `configure()`s it (DomainsConfig.ready), and the processes that
+watch or migrate (daphne, watchhosts, consoleproxy) also `initialize()` libvirt's event loop.
 """
 
 from . import migration
 from .actions import Action, PowerMode, available_actions, delete_domain, run_action
 from .agent import GuestInfo, guest_info
-from .connections import pool
+from .connections import configure, pool
 from .definition import (
     VIDEO_MODELS,
     BootKind,
@@ -33,7 +35,7 @@ from .errors import (
     SnapshotNotFound,
     VirtError,
 )
-from .events import DomainChanged, DomainRemoved, HostEvent, HostLost, HostSynced, HostWatcher, Sink
+from .events import DomainChanged, DomainRemoved, HostEvent, HostLost, HostSynced, HostWatcher, Sink, initialize
 from .graphics import ConsoleUnavailable, GraphicsEndpoint, graphics_endpoint, vnc_auth_response
 from .inventory import (
     LIST_OPTIONS,
@@ -51,6 +53,8 @@ from .storage import DiskVolume, VolumeInfo, domain_disks, pool_names
 
 __all__ = [
     "migration",
+    "configure",
+    "initialize",
     "DomainChanged",
     "DomainRemoved",
     "HostEvent",

@@ -82,7 +82,8 @@ class AddressReader:
     change, `changed(uuid)` tells the watcher, which re-reads the guest so its row carries them.
 
     A guest is asked every `settle` seconds while it has no address yet (DHCP comes a little after the
-    agent), for at most `settle_for` seconds, then every `refresh` seconds (leases change).
+    agent), for at most `settle_for` seconds, then every `refresh` seconds (leases change). What it learns
+    goes to the one address store (addresses.py), which the listings read.
     """
 
     def __init__(self, uri: str, *, name: str, connection: Callable[[], libvirt.virConnect | None],
@@ -102,6 +103,10 @@ class AddressReader:
     def start(self) -> AddressReader:
         self._thread.start()
         return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self, timeout: float = 10.0) -> None:
         with self._wake:
@@ -147,7 +152,13 @@ class AddressReader:
                 if self._stopping:
                     return
             for uuid in due:
-                self._ask(uuid)
+                try:
+                    self._ask(uuid)
+                except Exception:  # one guest's surprise must not end the reading of every other guest
+                    logger.exception("reading the addresses of %s failed", uuid)
+                    with self._wake:
+                        if uuid in self._due:
+                            self._due[uuid] = time.monotonic() + self._refresh
 
     def _ask(self, uuid: str) -> None:
         conn = self._connection()
@@ -168,9 +179,11 @@ class AddressReader:
                 return
             settling = not addresses and time.monotonic() - self._since[uuid] < self._settle_for
             self._due[uuid] = time.monotonic() + (self._settle if settling else self._refresh)
-        if addresses is not None and addresses != known_addresses(self.uri, uuid):
-            remember_addresses(self.uri, uuid, addresses)
-            self._changed(uuid)
+        if addresses is not None:
+            known = known_addresses(self.uri, [uuid]).get(uuid, ())
+            remember_addresses(self.uri, uuid, addresses)  # every answer: the store forgets what is not renewed
+            if addresses != known:
+                self._changed(uuid)
 
     def _read(self, conn: libvirt.virConnect, uuid: str) -> tuple[str, ...] | None:
         """The agent's addresses; None when the guest no longer runs or has no connected agent."""

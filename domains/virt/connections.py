@@ -14,6 +14,7 @@ from contextlib import contextmanager
 
 import libvirt
 
+from .addresses import AddressStore, use_store
 from .errors import (
     AgentUnavailable,
     DomainNotFound,
@@ -29,12 +30,6 @@ from .errors import (
 
 logger = logging.getLogger(__name__)
 
-
-def _ignore_libvirt_stderr(_ctx: object, _error: object) -> None:
-    """libvirt prints every error to stderr by default; we log translated errors instead."""
-
-
-libvirt.registerErrorHandler(_ignore_libvirt_stderr, None)
 
 _CONNECTION_LOST = {
     libvirt.VIR_ERR_NO_CONNECT,
@@ -160,6 +155,19 @@ def _close_quietly(conn: libvirt.virConnect | None) -> None:
 
 
 pool = ConnectionPool()
+
+
+def configure(*, open_timeout: float, addresses: AddressStore) -> None:
+    """The adapter's settings for this process; every Django process takes them when it starts
+    (DomainsConfig.ready). Nothing to run or stop: the background work is `initialize()`'s (events.py)."""
+    # Before the first connection: libvirt prints every error to stderr by default; we log translated ones.
+    libvirt.registerErrorHandler(_ignore_libvirt_stderr, None)
+    pool.open_timeout = open_timeout
+    use_store(addresses)
+
+
+def _ignore_libvirt_stderr(_ctx: object, _error: object) -> None:
+    pass
 
 
 @contextmanager

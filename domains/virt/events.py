@@ -1,8 +1,9 @@
 """libvirt's events, one watcher per host (libvirt-python's examples/event-test.py, grown up).
 
-The default event implementation is registered when this package is imported, before any
-connection of the process is opened, and a daemon thread runs it; a remote connection opened
-without it never delivers events and cannot keep itself alive.
+`initialize()` registers libvirt's default event implementation and runs it on a daemon thread: once per
+process, before any of its connections is opened (a remote connection opened without it never delivers
+events and cannot keep itself alive). Importing starts nothing: whoever owns the process calls it (the
+ASGI application in vmportal.asgi, `manage.py watchhosts` and `consoleproxy`, the tests' conftest).
 
 A `HostWatcher` owns its own connection to one host: callbacks for every domain event, keepalive,
 a close callback, reconnection with backoff and a full resync after every (re)connect. Callbacks
@@ -37,8 +38,9 @@ _loop_lock = threading.Lock()
 _loop_thread: threading.Thread | None = None
 
 
-def start_event_loop() -> None:
-    """Register libvirt's default event implementation and run it on a daemon thread, once per process."""
+def initialize() -> None:
+    """Register libvirt's event implementation and run its loop, once per process (as OpenStack Nova's
+    `Host.initialize()`); a second call does nothing."""
     global _loop_thread
     with _loop_lock:
         if _loop_thread is not None:
@@ -231,6 +233,11 @@ class HostWatcher:
     def reachable(self) -> bool | None:
         return self._reachable
 
+    @property
+    def alive(self) -> bool:
+        """Its threads run (a watcher that died on an error is replaced by its supervisor)."""
+        return self._thread.is_alive() and self._addresses.alive
+
     def records(self) -> list[DomainRecord]:
         with self._lock:
             return [record for _seq, record in self._records.values()]
@@ -280,6 +287,8 @@ class HostWatcher:
                         self._lost(error)
                     else:
                         logger.warning("watching %s: %s", self.name, error)
+        except Exception:  # the thread ends here; the supervisor starts another watcher in its place
+            logger.exception("the watcher of %s failed", self.name)
         finally:
             self._disconnect()
 
@@ -483,6 +492,3 @@ class HostWatcher:
             self._sink(event)
         except Exception:
             logger.exception("the sink of %s failed on %s", self.name, type(event).__name__)
-
-
-start_event_loop()

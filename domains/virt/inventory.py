@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import libvirt
@@ -219,10 +219,12 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
                 vcpus=vcpus,
                 memory_kib=memory_kib,
                 id=domain_id if domain_id >= 0 else None,
-                addresses=known_addresses(uri, uuid) if domain_id >= 0 else (),
             )
         )
-    return records
+    # A running guest's addresses, as its agent last told them: one read of the store for the whole listing.
+    known = known_addresses(uri, [record.uuid for record in records if record.id is not None])
+    return [replace(record, addresses=known[record.uuid]) if record.uuid in known else record
+            for record in records]
 
 
 def _title(dom: libvirt.virDomain) -> str:

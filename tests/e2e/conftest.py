@@ -23,7 +23,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
-from vmportal.testing import free_port, portal_env, stop_process, wait_for_port
+from tests.support.portal import free_port, portal_env, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

@@ -15,7 +15,11 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 import lab
-from consoles.testing import (
+from tests.conftest import LAB_HOSTS
+from tests.e2e.conftest import PASSWORD
+from tests.e2e.test_csp import Violations
+from tests.integration.helpers import host_of, virsh
+from tests.support.consoles import (
     REPO,
     ClientWebSocket,
     ConsoleStack,
@@ -23,11 +27,7 @@ from consoles.testing import (
     rfb_handshake,
     wait_for,
 )
-from tests.conftest import LAB_HOSTS
-from tests.e2e.conftest import PASSWORD
-from tests.e2e.test_csp import Violations
-from tests.integration.helpers import host_of, virsh
-from vmportal.testing import free_port, wait_for_port
+from tests.support.portal import free_port, wait_for_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 

@@ -14,11 +14,11 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 import lab
-from consoles.testing import ConsoleStack
 from tests.conftest import LAB_HOSTS
 from tests.e2e.conftest import login
 from tests.integration.helpers import host_of, virsh
-from vmportal.testing import free_port
+from tests.support.consoles import ConsoleStack
+from tests.support.portal import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 

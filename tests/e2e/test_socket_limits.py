@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, BrowserContext, expect
 
-from consoles.testing import ConsoleStack
 from tests.e2e.conftest import login
-from vmportal.testing import free_port
+from tests.support.consoles import ConsoleStack
+from tests.support.portal import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 import lab
-from consoles.testing import ClientWebSocket, ConsoleStack, Stream, rfb_handshake, wait_for
 from tests.conftest import LAB_HOSTS
 from tests.integration.helpers import host_of, virsh
+from tests.support.consoles import ClientWebSocket, ConsoleStack, Stream, rfb_handshake, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +35,27 @@ def stack(tmp_path_factory: pytest.TempPathFactory, lab_session: None) -> Iterat
 
 def open_console(stack: ConsoleStack, token: str, session: str) -> Stream:
     ws = ClientWebSocket({"Cookie": f"sessionid={session}"})
-    return Stream(ws.open(f"ws://127.0.0.1:{stack.settings['port']}/websockify?token={token}", origin=ORIGIN))
+    return Stream(ws.open(f"ws://127.0.0.1:{stack.settings['port']}/websockify?token={token}", origin=ORIGIN,
+                          timeout=30.0))
+
+
+def handshake(stack: ConsoleStack, stream: Stream) -> str:
+    """The display's name, read through the proxy; the proxy's log tells why when it does not answer."""
+    try:
+        return rfb_handshake(stream)[2]
+    except TimeoutError as error:
+        raise AssertionError(f"no RFB handshake through the proxy; its log:\n{stack.log('consoleproxy')[-3000:]}") \
+            from error
 
 
 def test_consoles_open_at_once_are_counted_across_proxy_processes(stack: ConsoleStack) -> None:
     hosts = lab.up(hosts=LAB_HOSTS)
     host = host_of(hosts, "demo-vga")
     uuid, session = virsh(host, "domuuid", "demo-vga"), stack.login(USER)
-    consoles = [open_console(stack, stack.tickets(USER, host.name, uuid)[0], session) for _ in range(LIMIT)]
-    for stream in consoles:
-        rfb_handshake(stream)
+    consoles = []
+    for _ in range(LIMIT):  # one after the other, as a user opens tabs
+        consoles.append(open_console(stack, stack.tickets(USER, host.name, uuid)[0], session))
+        assert "demo-vga" in handshake(stack, consoles[-1])
 
     # The portal, another process, sees both and refuses a third ticket, saying why.
     with pytest.raises(RuntimeError, match=f"You have {LIMIT} consoles open"):
@@ -64,7 +75,7 @@ def test_consoles_open_at_once_are_counted_across_proxy_processes(stack: Console
              " closed_at__isnull=True).count()\n")
     wait_for(lambda: stack.shell(count) == LIMIT - 1, 10, "the closed console is still counted")
     stream = open_console(stack, stack.tickets(USER, host.name, uuid)[0], session)
-    assert "demo-vga" in rfb_handshake(stream)[2]
+    assert "demo-vga" in handshake(stack, stream)
     stream.ws.close()
     for stream in consoles:
         stream.ws.close()

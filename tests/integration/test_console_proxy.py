@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 import lab
-from consoles.testing import (
+from tests.conftest import LAB_HOSTS
+from tests.integration.helpers import host_of, virsh
+from tests.support.consoles import (
     ClientWebSocket,
     ConsoleStack,
     Stream,
@@ -26,8 +28,6 @@ from consoles.testing import (
     rfb_handshake,
     wait_for,
 )
-from tests.conftest import LAB_HOSTS
-from tests.integration.helpers import host_of, virsh
 
 pytestmark = pytest.mark.integration
 

@@ -56,9 +56,8 @@ async def until(communicator: WebsocketCommunicator, timeout: float, check) -> d
 
 
 async def test_a_libvirtd_restart_shows_the_host_unreachable_then_resyncs(
-    settings, lab_hosts: list[lab.LabHost], operator_user: User
+    lab_hosts: list[lab.LabHost], operator_user: User
 ) -> None:
-    settings.LIVE_EMBEDDED_WATCHERS = True
     target = lab_hosts[-1]
     running = sorted(domains(target, active_only=True))
     assert running, f"{target.name} runs no guest to watch"
@@ -103,5 +102,5 @@ async def test_a_libvirtd_restart_shows_the_host_unreachable_then_resyncs(
             await asyncio.to_thread(virsh, target, "resume" if action == "suspend" else "suspend", watched)
     finally:
         await communicator.disconnect()
-        await live.stop_embedded_supervisor()
+        await live.stop_supervisor()
         assert lab.up(hosts=len(lab_hosts), demo_inventory=False)  # the lab still counts its host as running

@@ -21,7 +21,7 @@ import pytest
 
 import lab
 from tests.integration.helpers import virsh
-from vmportal.testing import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port
+from tests.support.portal import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port
 
 pytestmark = pytest.mark.integration
 

@@ -1,7 +1,9 @@
 """The live websockets through the real ASGI stack (origin check, session auth, routing) on the in-memory layer.
 
-Watcher events are published the way the supervisor publishes them (live.messages_for), so each
-test says exactly what libvirt reported; the last tests run the embedded watchers on test:///default.
+Sockets open through `vmportal.asgi.router`, the application without its background work: watcher
+events are published the way the supervisor publishes them (live.messages_for), so each test says
+exactly what libvirt reported; the last tests run the process's supervisor on test:///default, and
+test_lifespan.py the application that owns it.
 """
 
 from __future__ import annotations
@@ -25,11 +27,10 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
-from domains import live, services, virt
+from domains import guest_addresses, live, services, virt
 from domains.models import Grant, Host
-from domains.virt.addresses import remember_addresses
 from tests.conftest import TEST_DOMAIN_UUID
-from vmportal.asgi import application
+from vmportal.asgi import router
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,9 +49,7 @@ def record(uuid: str = TEST_DOMAIN_UUID, name: str = "test", **changes: Any) -> 
 
 
 @pytest.fixture(autouse=True)
-def no_embedded_watchers(settings) -> None:
-    """These tests publish the watchers' events themselves."""
-    settings.LIVE_EMBEDDED_WATCHERS = False
+def fast_passwords(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
@@ -83,7 +82,7 @@ async def open_socket(path: str, user: User | None, origin: tuple[bytes, bytes] 
     headers = [origin, (b"host", host)]
     if user is not None:
         headers.append((b"cookie", await database_sync_to_async(session_cookie)(user)))
-    communicator = WebsocketCommunicator(application, path, headers=headers)
+    communicator = WebsocketCommunicator(router, path, headers=headers)
     communicator.scope["scheme"] = scheme
     connected, code = await communicator.connect(timeout=5)
     return communicator, connected, code
@@ -98,11 +97,17 @@ async def sockets() -> AsyncIterator[list[WebsocketCommunicator]]:
 
 
 @pytest.fixture
-async def embedded_watchers(settings) -> AsyncIterator[None]:
-    """This process runs the watchers, as the default deployment does; they stop after the test."""
-    settings.LIVE_EMBEDDED_WATCHERS = True
+async def embedded_watchers(embedded_host: Host) -> AsyncIterator[None]:
+    """This process runs the watchers, as the default deployment's web process does; they have listed the
+    host when the test begins, and stop after it."""
+    supervisor = await live.start_supervisor()
+    watcher = supervisor.watcher(embedded_host.pk)
+    deadline = time.monotonic() + 5
+    while watcher is None or watcher.reachable is not True:
+        assert time.monotonic() < deadline, "the watcher did not list its host"
+        await asyncio.sleep(0.05)
     yield
-    await live.stop_embedded_supervisor()
+    await live.stop_supervisor()
 
 
 async def connect(sockets: list[WebsocketCommunicator], path: str, user: User) -> Socket:
@@ -183,10 +188,10 @@ async def test_tls_ended_by_the_reverse_proxy_is_the_pages_scheme(admin_user: Us
     settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     headers = [(b"origin", b"https://localhost"), (b"host", b"localhost"), (b"x-forwarded-proto", b"https"),
                (b"cookie", await database_sync_to_async(session_cookie)(admin_user))]
-    communicator = WebsocketCommunicator(application, "/ws/domains/?all", headers=headers)
+    communicator = WebsocketCommunicator(router, "/ws/domains/?all", headers=headers)
     assert (await communicator.connect())[0]
     await communicator.disconnect()
-    plain = WebsocketCommunicator(application, "/ws/domains/?all", headers=[(b"origin", b"http://localhost"),
+    plain = WebsocketCommunicator(router, "/ws/domains/?all", headers=[(b"origin", b"http://localhost"),
                                                                            *headers[1:]])
     assert not (await plain.connect())[0]  # the page was https: an http page is another origin
 
@@ -388,7 +393,7 @@ async def test_a_new_grant_makes_the_list_fetch_itself_again(
 async def test_logging_out_closes_that_sessions_sockets(admin_user: User, embedded_host: Host) -> None:
     client = await database_sync_to_async(_logged_in)(admin_user)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    communicator = WebsocketCommunicator(application, "/ws/domains/?all", headers=[ORIGIN, HOST, (b"cookie", cookie)])
+    communicator = WebsocketCommunicator(router, "/ws/domains/?all", headers=[ORIGIN, HOST, (b"cookie", cookie)])
     assert (await communicator.connect())[0]
     other_session, connected, _code = await open_socket("/ws/domains/?all", admin_user)
     assert connected
@@ -440,13 +445,13 @@ async def test_a_session_that_ends_closes_its_sockets_within_the_interval(
     cookie = (b"cookie", await database_sync_to_async(session_cookie)(tenant_user))
     opened = []
     for path in ("/ws/domains/?all", f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/"):
-        communicator = WebsocketCommunicator(application, path, headers=[ORIGIN, HOST, cookie])
+        communicator = WebsocketCommunicator(router, path, headers=[ORIGIN, HOST, cookie])
         assert (await communicator.connect())[0]
         opened.append(communicator)
     await database_sync_to_async(_end_session)(how, tenant_user)
     for communicator in opened:
         assert await closed_with(communicator) == SESSION_ENDED
-    again = WebsocketCommunicator(application, "/ws/domains/?all", headers=[ORIGIN, HOST, cookie])
+    again = WebsocketCommunicator(router, "/ws/domains/?all", headers=[ORIGIN, HOST, cookie])
     assert not (await again.connect())[0]  # and the page cannot reconnect with it
 
 
@@ -493,7 +498,6 @@ async def test_embedded_watchers_push_a_real_state_change(
     embedded_watchers, operator_user: User, embedded_host: Host, sockets
 ) -> None:
     operator = await connect(sockets, "/ws/domains/?all", operator_user)
-    await operator.receive_type("host")  # the first listing of the freshly started watcher
     await database_sync_to_async(virt.run_action)("test:///default", TEST_DOMAIN_UUID, virt.Action.PAUSE)
     while 'data-state="paused"' not in (row := await operator.receive_type("row"))["html"]:
         pass
@@ -504,7 +508,6 @@ async def test_an_action_from_the_dashboard_nudges_changes_libvirt_has_no_event_
     embedded_watchers, operator_user: User, embedded_host: Host, sockets
 ) -> None:
     operator = await connect(sockets, "/ws/domains/?all&autostart", operator_user)
-    await operator.receive_type("host")
     await database_sync_to_async(services.domain_act)(
         actor=operator_user, host_name="embedded", uuid=TEST_DOMAIN_UUID, action=virt.Action.AUTOSTART_ON)
     row = await asyncio.wait_for(operator.receive_type("row"), 3)
@@ -516,7 +519,6 @@ async def test_a_page_is_told_what_changed_between_its_render_and_its_socket(
     embedded_watchers, operator_user: User, embedded_host: Host, sockets
 ) -> None:
     watching = await connect(sockets, "/ws/domains/?all", operator_user)
-    await watching.receive_type("host")  # the watchers run and have listed the host
     rendered = time.time_ns() // 1000  # a page renders: the VM runs
     await database_sync_to_async(virt.run_action)("test:///default", TEST_DOMAIN_UUID, virt.Action.PAUSE)
     while 'data-state="paused"' not in (await watching.receive_type("row"))["html"]:
@@ -535,8 +537,6 @@ async def test_a_page_is_told_what_changed_between_its_render_and_its_socket(
 async def test_a_page_of_a_host_added_meanwhile_gets_it_watched_at_once(
     embedded_watchers, admin_user: User, embedded_host: Host, xml_host, sockets
 ) -> None:
-    first = await connect(sockets, "/ws/domains/?all", admin_user)
-    await first.receive_type("host")  # the watchers run
     await database_sync_to_async(xml_host)("other", [{"name": "web-2", "uuid": OTHER_UUID}])
     page = await connect(sockets, f"/ws/domains/?all&host=other&since={time.time_ns() // 1000}", admin_user)
     # Well before the supervisor's next look at the hosts table (HOST_REFRESH_SECONDS).
@@ -549,14 +549,15 @@ async def test_addresses_the_watchers_learn_reach_lists_that_other_processes_ren
     embedded_watchers, admin_user: User, embedded_host: Host, sockets
 ) -> None:
     page = await connect(sockets, "/ws/domains/?all", admin_user)
-    await page.receive_type("host")
     # What the watchers' AddressReader does once the agent answers (test:///default has no agent) ...
-    remember_addresses("test:///default", TEST_DOMAIN_UUID, ("192.0.2.10",))
-    await database_sync_to_async(live.nudge)(host_id=embedded_host.pk, uuid=TEST_DOMAIN_UUID)
-    while "192.0.2.10" not in (await page.receive_type("row"))["html"]:
-        pass
-    # ... and a process that never asked an agent itself (a second daphne, with Redis) still lists them.
-    remember_addresses("test:///default", TEST_DOMAIN_UUID, ())
-    client = await database_sync_to_async(_logged_in)(admin_user)
-    listing = await database_sync_to_async(client.get)("/domains/", {"format": "json"})
-    assert listing.json()["domains"][0]["addresses"] == ["192.0.2.10"]
+    await database_sync_to_async(guest_addresses.store.write)("test:///default", TEST_DOMAIN_UUID, ("192.0.2.10",))
+    try:
+        await database_sync_to_async(live.nudge)(host_id=embedded_host.pk, uuid=TEST_DOMAIN_UUID)
+        while "192.0.2.10" not in (await page.receive_type("row"))["html"]:
+            pass
+        # ... and the lists read the same store (a second daphne process too: it is the shared cache with Redis).
+        client = await database_sync_to_async(_logged_in)(admin_user)
+        listing = await database_sync_to_async(client.get)("/domains/", {"format": "json"})
+        assert listing.json()["domains"][0]["addresses"] == ["192.0.2.10"]
+    finally:
+        await database_sync_to_async(guest_addresses.store.write)("test:///default", TEST_DOMAIN_UUID, ())

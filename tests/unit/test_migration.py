@@ -309,7 +309,6 @@ def test_after_a_restart_a_migration_libvirt_still_runs_is_followed_to_its_end(m
 
 @pytest.mark.django_db(transaction=True)
 async def test_progress_reaches_admins_with_the_vm_open_and_no_one_else(settings, admin_user, operator_user):
-    settings.LIVE_EMBEDDED_WATCHERS = False
     await database_sync_to_async(Host.objects.create)(name="embedded", uri="test:///default")
     path = f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/"
     admin, ok_admin, _ = await open_socket(path, admin_user)

@@ -11,6 +11,7 @@ from django.db import connections
 
 from consoles import conf
 from consoles.proxy import MaskTickets, build_proxy
+from domains import virt
 
 
 class Command(BaseCommand):
@@ -35,6 +36,7 @@ class Command(BaseCommand):
         # libvirt connections, so the parent holds none when it forks.
         multiprocessing.set_start_method("fork", force=True)
         connections.close_all()
+        virt.initialize()
         proxy = build_proxy(host=host.strip("[]") or "127.0.0.1", port=int(port), heartbeat=options["heartbeat"],
                             verbose=options["verbosity"] > 1)
         proxy.start_server()

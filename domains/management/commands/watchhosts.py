@@ -1,7 +1,9 @@
 """manage.py watchhosts: the libvirt watchers of a Redis deployment, in a process of their own.
 
 With REDIS_URL, the daphne processes only consume live state; this process runs one watcher per
-enabled host (following the Hosts page as it changes) and publishes through channels-redis.
+enabled host (following the Hosts page as it changes, replacing a watcher that died) and publishes
+through channels-redis. It owns that work: libvirt's event loop is initialised first, and SIGINT or
+SIGTERM stops the watchers and gives up the lease.
 A second copy waits as a standby: the one holding the lease in the shared cache watches, so there
 is never more than one watcher per host.
 """
@@ -20,6 +22,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from domains import virt
 from domains.live import Supervisor
 
 LEASE_KEY = "live:watchhosts:lease"
@@ -38,6 +41,7 @@ class Command(BaseCommand):
         if not settings.REDIS_URL:
             raise CommandError("watchhosts publishes for other processes and needs REDIS_URL; without it, "
                                "daphne runs the watchers itself.")
+        virt.initialize()
         asyncio.run(self._main(options["resync_seconds"]))
 
     async def _main(self, resync_seconds: float) -> None:

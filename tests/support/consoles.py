@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from websockify.websocket import WebSocket, WebSocketWantReadError
 
-from vmportal.testing import free_port, portal_env, session_code, stop_process, wait_for_port
+from tests.support.portal import free_port, portal_env, session_code, stop_process, wait_for_port
 
 
 class ClientWebSocket(WebSocket):
@@ -165,7 +165,7 @@ def wait_for(predicate: object, timeout: float, message: str, interval: float = 
 
 # --- a whole portal in a throw-away var dir: manage.py, the console proxy, daphne ---------------------
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PAGE_ORIGIN = "http://127.0.0.1:8000"  # the portal page tickets are issued to, unless a test says otherwise
 
 

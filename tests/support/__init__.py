@@ -1,0 +1,1 @@
+"""Helpers the tests and the benchmarks share: servers, sockets and clients the portal itself never uses."""

@@ -1,0 +1,61 @@
+"""Background work has an owner: importing the project starts nothing, and only the owners start threads."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("accounts", "consoles", "domains", "lab", "vmportal")
+# The modules that own background threads (README, "Background work"): libvirt's event loop and the
+# watchers, the agents' address readers, a migration's blocking call and its job's runner, and the
+# re-check of one open console in the proxy's process for it.
+THREAD_OWNERS = {
+    "domains/virt/events.py",
+    "domains/virt/agent.py",
+    "domains/virt/migration.py",
+    "domains/moves.py",
+    "consoles/proxy.py",
+}
+
+IMPORT_EVERYTHING = f"""
+import importlib, pkgutil, threading
+import django, libvirt
+before = threading.active_count()
+django.setup()
+for package in {PACKAGES!r}:
+    module = importlib.import_module(package)
+    for info in pkgutil.walk_packages(module.__path__, package + "."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+started = [thread.name for thread in threading.enumerate()][before:]
+assert not started, f"threads started by imports: {{started}}"
+try:
+    libvirt.virEventAddTimeout(-1, lambda *args: None, None)
+except libvirt.libvirtError:
+    print("nothing started")
+else:
+    print("libvirt's event implementation was registered by an import")
+"""
+
+
+def test_importing_every_module_starts_no_thread_and_registers_no_event_loop() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERYTHING], cwd=ROOT, capture_output=True, text=True, timeout=120,
+        check=False, env={"DJANGO_SETTINGS_MODULE": "vmportal.settings", "PATH": "/usr/bin:/bin",
+                          "VMPORTAL_VAR_DIR": str(ROOT / "var")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "nothing started"
+
+
+def test_only_the_owners_of_background_work_start_threads() -> None:
+    starting = {
+        str(path.relative_to(ROOT))
+        for package in PACKAGES
+        for path in (ROOT / package).rglob("*.py")
+        if re.search(r"\bThread\(", path.read_text())
+    }
+    assert starting <= THREAD_OWNERS, f"threads started outside their owners: {sorted(starting - THREAD_OWNERS)}"
