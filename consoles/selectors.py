@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from domains import selectors, virt
 from domains.access import Right
-from domains.selectors import DomainRow
+from domains.rows import DomainRow
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser

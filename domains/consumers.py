@@ -291,7 +291,7 @@ class DomainPageConsumer(_LiveConsumer):
             await self._gone()
 
     async def live_migration(self, event: dict[str, Any]) -> None:
-        """A migration job's progress (domains.moves): admins run migrations, and only they see them."""
+        """A migration job's progress (domains.migration_jobs): admins run migrations, and only they see them."""
         if not is_admin(self.user) or self.job not in (None, str(event["job_id"])):
             return
         await self.send(text_data=live.migration_message(event["html"]))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from django.http import QueryDict
 
-from .virt import LIST_OPTIONS
+from .virt import LIST_OPTIONS, DomainRecord
 
 OUTPUT_FLAGS = ("table", "name", "uuid", "title")
 
@@ -35,6 +35,11 @@ class ListQuery:
     @property
     def show_titles(self) -> bool:
         return "title" in self.outputs
+
+    def matches_text(self, record: DomainRecord) -> bool:
+        """The text filter (q, which virsh has not): part of the VM's name or title, in any case."""
+        text = self.text.casefold()
+        return not text or text in record.name.casefold() or text in record.title.casefold()
 
 
 OTHER_PARAMETERS = ("host", "q", "format")

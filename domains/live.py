@@ -40,7 +40,7 @@ from . import virt
 from .access import Right
 from .filters import ListQuery
 from .models import Host
-from .selectors import DomainRow, row_element_id
+from .rows import DomainRow, row_element_id
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 WATCHERS_GROUP = "live.watchers"  # whoever runs the watchers: nudges
 GRANTS_GROUP = "live.grants"  # every live consumer: grants changed, re-check what you may see
 HOST_REFRESH_SECONDS = 10.0  # how often the supervisor re-reads the host table
-MIGRATION_SETTLE_SECONDS = 15.0  # how often it looks for migration jobs no runner follows (moves.STALE_SECONDS)
+MIGRATION_SETTLE_SECONDS = 15.0  # how often it looks for jobs no runner follows
 
 
 def host_group(host_id: int) -> str:
@@ -157,7 +157,7 @@ def gone_message() -> str:
 
 
 def migration_message(progress_html: str) -> str:
-    """A migration job's progress (rendered once by its runner, domains.moves), on the VM page or its own."""
+    """A migration job's progress (rendered once by its runner, domains.migration_jobs), on the VM page or its own."""
     html = mark_safe(progress_html)  # noqa: S308 (the runner rendered it from domains/migrate_job.html#progress)
     return render_to_string("domains/migrate_job.html#pushed_progress", {"progress_html": html})
 
@@ -166,10 +166,7 @@ def in_view(query: ListQuery, host_name: str, record: virt.DomainRecord) -> bool
     """Whether the list page with `query` shows the VM: virsh's options, the host and the text filter."""
     if query.host and query.host != host_name:
         return False
-    text = query.text.casefold()
-    if text and text not in record.name.casefold() and text not in record.title.casefold():
-        return False
-    return virt.record_matches(record, query.options)
+    return query.matches_text(record) and virt.record_matches(record, query.options)
 
 
 # --- Broadcasts from services and signals (sync callers). ---

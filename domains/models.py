@@ -185,7 +185,7 @@ class AuditEntry(models.Model):
 class MigrationJob(models.Model):
     """One move of a VM between hosts: who asked, from where to where, how, and how it ended.
 
-    Runs outside the request (domains.moves); `heartbeat_at` tells a restarted dashboard whether a
+    Runs outside the request (domains.migration_jobs); `heartbeat_at` tells a restarted dashboard whether a
     runner still follows the job, `progress` holds the latest libvirt figures for a page opened late.
     """
 

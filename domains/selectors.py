@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import Http404
 
-from . import virt
+from . import migration_jobs, virt
 from .access import (
     DefineLimits,
     Right,
@@ -24,57 +24,12 @@ from .access import (
 )
 from .filters import ListQuery
 from .models import AuditEntry, Host, MigrationJob
+from .rows import DomainRow
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
 
     from accounts.models import User
-
-
-def row_element_id(host_name: str, uuid: str) -> str:
-    """The list row's element id. Per host: a migrating VM, or a hypervisor registered under two names,
-    is listed by two hosts at once, and each row is updated and removed on its own."""
-    return f"domain-{host_name}-{uuid}"
-
-
-@dataclass(frozen=True)
-class DomainRow:
-    """One VM as a user sees it: where it runs, what libvirt says, what the user may do."""
-
-    host: Host
-    record: virt.DomainRecord
-    rights: frozenset[Right]
-
-    @property
-    def uuid(self) -> str:
-        return self.record.uuid
-
-    @property
-    def dom_id(self) -> str:
-        return row_element_id(self.host.name, self.record.uuid)
-
-    @property
-    def actions(self) -> tuple[virt.Action, ...]:
-        """What this user may do to the VM in its current state."""
-        return virt.available_actions(self.record) if Right.OPERATE in self.rights else ()
-
-    def as_json(self) -> dict[str, object]:
-        record = self.record
-        return {
-            "host": self.host.name,
-            "name": record.name,
-            "uuid": record.uuid,
-            "state": record.state.label,
-            "reason": record.reason,
-            "persistent": record.persistent,
-            "autostart": record.autostart,
-            "managed_save": record.managed_save,
-            "snapshots": record.snapshots,
-            "vcpus": record.vcpus,
-            "memory_kib": record.memory_kib,
-            "title": record.title,
-            "addresses": list(record.addresses),
-        }
 
 
 @dataclass(frozen=True)
@@ -106,7 +61,6 @@ def domain_list(*, user: User | AnonymousUser, query: ListQuery) -> DomainListin
     )
     rows: list[DomainRow] = []
     unreachable: list[UnreachableHost] = []
-    text = query.text.casefold()
     for host, result in results.items():
         if isinstance(result, virt.VirtError):
             unreachable.append(UnreachableHost(host, str(result)))
@@ -115,7 +69,7 @@ def domain_list(*, user: User | AnonymousUser, query: ListQuery) -> DomainListin
             rights = rights_from(granted, (host.pk, record.uuid))
             if not rights:
                 continue
-            if text and text not in record.name.casefold() and text not in record.title.casefold():
+            if not query.matches_text(record):
                 continue
             rows.append(DomainRow(host, record, rights))
     rows.sort(key=lambda row: (row.host.name, row.record.name))
@@ -230,7 +184,7 @@ class MigrationPage:
 
     @property
     def live(self) -> bool:
-        return self.row.record.state in (virt.DomainState.RUNNING, virt.DomainState.PAUSED, virt.DomainState.BLOCKED)
+        return virt.migration.moves_live(self.row.record.state)
 
     @property
     def blocked(self) -> bool:
@@ -246,8 +200,6 @@ def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, des
     """The host picker for one VM: every other enabled host, whether it answers, and the pre-checks of one.
 
     A job a restart left behind shows as stale; the supervisor settles it (a read never writes)."""
-    from . import moves  # the runner imports selectors' neighbours; imported late to keep selectors light
-
     require_admin(user)
     row = domain_get(user=user, host_name=host_name, uuid=uuid)
     others = list(enabled_hosts().exclude(pk=row.host.pk))
@@ -260,15 +212,14 @@ def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, des
     chosen = next((d.host for d in destinations if d.host.name == destination_name and d.reachable), None)
     checks: list[virt.migration.Check] = []
     if chosen is not None:
-        live = row.record.state in (virt.DomainState.RUNNING, virt.DomainState.PAUSED, virt.DomainState.BLOCKED)
-        options = dataclasses.replace(options or virt.migration.MigrationOptions(), live=live)
+        options = (options or virt.migration.MigrationOptions()).for_state(row.record.state)
         checks = [virt.migration.Check("options", virt.migration.CheckStatus.FAILED, problem)
                   for problem in options.problems()]
         checks += virt.migration.precheck(row.host.uri, chosen.uri, row.uuid, options)
     jobs = list(MigrationJob.objects.filter(domain_uuid=row.uuid)[:10])
     active = next((job for job in jobs if job.active), None)
     return MigrationPage(row, destinations, chosen, checks, jobs,
-                         moves.silent_seconds(active) if active is not None else None)
+                         migration_jobs.silent_seconds(active) if active is not None else None)
 
 
 def migration_job_get(*, user: User | AnonymousUser, job_id: int) -> MigrationJob:

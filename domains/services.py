@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -10,12 +9,12 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import Http404
 
-from . import live, moves, selectors, virt
+from . import live, migration_jobs, selectors, virt
 from .access import LOOPBACK_LISTEN, Right, define_limits, require_admin, storage_scope
 from .audit import audited
 from .locks import domain_action_lock
 from .models import Grant, Host, MigrationJob, OwnedVolume
-from .selectors import DomainRow
+from .rows import DomainRow
 from .virt import Action, DomainSpec, GraphicsSpec, PowerMode
 from .virt import migration as vmig
 from .virt.migration import MigrationOptions
@@ -297,9 +296,7 @@ def domain_update_display(*, actor: User, host_name: str, uuid: str, video_model
                     client_addr=client_addr)
 
 
-# --- Migration (domains.moves runs the jobs). ---
-
-_MIGRATABLE_LIVE = (virt.DomainState.RUNNING, virt.DomainState.PAUSED, virt.DomainState.BLOCKED)
+# --- Migration (domains.migration_jobs runs the jobs). ---
 
 
 def migration_start(*, actor: User, host_name: str, uuid: str, destination_name: str,
@@ -318,7 +315,7 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
         destination = selectors.enabled_hosts().exclude(pk=row.host.pk).filter(name=destination_name).first()
         if destination is None:
             raise ValidationError("Pick the destination from the registered hosts other than the current one.")
-        options = dataclasses.replace(options, live=row.record.state in _MIGRATABLE_LIVE)
+        options = options.for_state(row.record.state)
         problems = options.problems()
         if problems:
             raise ValidationError(problems)
@@ -337,15 +334,7 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
             )
         entry.message = f"job {job.pk}: {job.mode} to {destination.name}"
         job_id = job.pk
-        transaction.on_commit(lambda: moves.start(job_id))
-    return job
-
-
-def _active_job(actor: User, job_id: int) -> MigrationJob:
-    require_admin(actor)
-    job = MigrationJob.objects.select_related("source", "destination").filter(pk=job_id).first()
-    if job is None:
-        raise Http404("No such migration.")
+        transaction.on_commit(lambda: migration_jobs.start(job_id))
     return job
 
 
@@ -354,12 +343,12 @@ def migration_cancel(*, actor: User, job_id: int, client_addr: str | None = None
     job = MigrationJob.objects.filter(pk=job_id).select_related("source").first()
     with audited(actor=actor, action="domain.migrate-cancel", host=job.source if job else None,
                  domain_uuid=str(job.domain_uuid) if job else None, client_addr=client_addr) as entry:
-        job = _active_job(actor, job_id)
+        job = selectors.migration_job_get(user=actor, job_id=job_id)
         entry.domain_name = job.domain_name
         if MigrationJob.objects.filter(pk=job.pk, state=MigrationJob.State.QUEUED).update(
                 state=MigrationJob.State.CANCELLING) == 1:
             job.state = MigrationJob.State.CANCELLING
-            moves.conclude(job, error="Cancelled before it started.", cancelled=True)
+            migration_jobs.conclude(job, error="Cancelled before it started.", cancelled=True)
             entry.message = f"job {job.pk} cancelled before it started"
             return entry.message
         # Only a running job becomes cancelling: never one that ended meanwhile (it would be active again,
@@ -378,7 +367,7 @@ def migration_postcopy(*, actor: User, job_id: int, client_addr: str | None = No
     job = MigrationJob.objects.filter(pk=job_id).select_related("source").first()
     with audited(actor=actor, action="domain.migrate-postcopy", host=job.source if job else None,
                  domain_uuid=str(job.domain_uuid) if job else None, client_addr=client_addr) as entry:
-        job = _active_job(actor, job_id)
+        job = selectors.migration_job_get(user=actor, job_id=job_id)
         entry.domain_name = job.domain_name
         if job.state != MigrationJob.State.RUNNING or job.source is None or not job.options.get("postcopy"):
             raise virt.OperationInvalid("Post-copy is possible only while a migration started with post-copy "
@@ -396,14 +385,14 @@ def migration_settle(*, job_id: int) -> MigrationJob | None:
     Safe to run anywhere and at once (every process's supervisor, `manage.py migrationjobs`): the end is
     a compare-and-set, so one `domain.migrated` row is written and grants move once. Pages never call it.
     """
-    job = moves.stale_jobs().filter(pk=job_id).first()
-    return moves.settle(job) if job is not None else None
+    job = migration_jobs.stale_jobs().filter(pk=job_id).first()
+    return migration_jobs.settle(job) if job is not None else None
 
 
 def migrations_settle_stale(*, uuid: str | None = None) -> list[MigrationJob]:
     """migration_settle for every stale job (of one VM when `uuid` is given); returns those it settled or
     adopted."""
-    jobs = moves.stale_jobs()
+    jobs = migration_jobs.stale_jobs()
     if uuid is not None:
         jobs = jobs.filter(domain_uuid=uuid)
-    return [settled for job in jobs if (settled := moves.settle(job)) is not None]
+    return [settled for job in jobs if (settled := migration_jobs.settle(job)) is not None]

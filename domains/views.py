@@ -20,13 +20,14 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from vmportal import clients
 
-from . import moves, selectors, services, virt
+from . import migration_jobs, selectors, services, virt
 from .access import Right, require_admin
 from .audit import refuse
 from .errors import error_message
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
 from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, MigrationForm, SnapshotForm
 from .models import Host
+from .rows import row_element_id
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -114,7 +115,7 @@ def _after_action(request: AuthedRequest, host_name: str, uuid: str) -> HttpResp
         row = selectors.domain_get(user=request.user, host_name=host_name, uuid=uuid)
     except Http404:
         # Deleted (or no longer visible): the row leaves the list.
-        return render_with_messages(request, "domains/gone.html", {"dom_id": selectors.row_element_id(host_name, uuid)})
+        return render_with_messages(request, "domains/gone.html", {"dom_id": row_element_id(host_name, uuid)})
     template = "domains/list.html#row" if request.htmx.target == row.dom_id else "domains/detail.html#summary"
     return render_with_messages(request, template, {"row": row})
 
@@ -389,8 +390,7 @@ def domain_migrate(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
 @require_GET
 def migration_detail(request: AuthedRequest, job_id: int) -> HttpResponse:
     job = selectors.migration_job_get(user=request.user, job_id=job_id)
-    return render(request, "domains/migrate_job.html", {"job": job, "progress": moves.progress_of(job),
-                                                        "silent_seconds": moves.silent_seconds(job)})
+    return render(request, "domains/migrate_job.html", migration_jobs.progress_context(job))
 
 
 @login_required
@@ -403,7 +403,5 @@ def migration_action(request: AuthedRequest, job_id: int) -> HttpResponse:
     _run(request, lambda: service(actor=request.user, job_id=job_id, client_addr=client_addr(request)))
     if request.htmx:
         job = selectors.migration_job_get(user=request.user, job_id=job_id)
-        return render_with_messages(request, "domains/migrate_job.html#progress",
-                                    {"job": job, "progress": moves.progress_of(job),
-                                     "silent_seconds": moves.silent_seconds(job)})
+        return render_with_messages(request, "domains/migrate_job.html#progress", migration_jobs.progress_context(job))
     return redirect("domains:migration", job_id)

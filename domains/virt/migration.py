@@ -1,6 +1,6 @@
 """Moving a domain between hosts: pre-checks, the migration itself with its progress, abort, and where it is.
 
-The dashboard's job runner (domains.moves) calls these from its own thread; nothing here touches the
+The dashboard's job runner (domains.migration_jobs) calls these from its own thread; nothing here touches the
 database. A live migration is libvirt's virDomainMigrateToURI3 (peer-to-peer: the source daemon
 drives it, to the destination URI as registered) or virDomainMigrate3 with a destination connection
 (managed: this process drives the phases). Progress comes from the source's job statistics, read
@@ -11,13 +11,14 @@ when libvirt says an iteration ended (VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION) a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 import threading
 import time
 import xml.etree.ElementTree as ET  # noqa: S405 - libvirt's own XML, not untrusted input
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -44,6 +45,12 @@ class CopyStorage(StrEnum):
     INCREMENTAL = "incremental"
 
 
+def moves_live(state: DomainState) -> bool:
+    """Whether a domain in this state moves live (it runs, paused or not, and keeps running) rather than
+    offline (a shut-off domain's definition moves)."""
+    return state in (DomainState.RUNNING, DomainState.PAUSED, DomainState.BLOCKED)
+
+
 @dataclass(frozen=True)
 class MigrationOptions:
     live: bool = True  # live for running or paused domains, offline (definition only) for shut-off ones
@@ -57,6 +64,10 @@ class MigrationOptions:
     auto_converge: bool = False
     compressed: bool = False
     postcopy: bool = False
+
+    def for_state(self, state: DomainState) -> MigrationOptions:
+        """These options with the mode a domain in `state` moves in, whatever was asked."""
+        return dataclasses.replace(self, live=moves_live(state))
 
     def problems(self) -> list[str]:
         """What is wrong with this combination, worded as what to change."""
@@ -211,7 +222,7 @@ def precheck(source_uri: str, dest_uri: str, uuid: str, options: MigrationOption
 
 
 def _mode_check(guest: _Guest, options: MigrationOptions) -> Check:
-    if guest.state in (DomainState.RUNNING, DomainState.PAUSED, DomainState.BLOCKED):
+    if moves_live(guest.state):
         if not options.live:
             return _failed("mode", "The machine runs: it can only move live.")
         return _ok("mode", f"Live: the machine is {guest.state.label} and keeps running during the move.")
@@ -442,10 +453,12 @@ class Progress:
         )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Outcome:
-    final: Progress | None = None
-    warnings: list[str] = field(default_factory=list)
+    """A migration libvirt finished: its figures for the whole move (live only), and what was not done as asked."""
+
+    final: Progress | None
+    warnings: tuple[str, ...] = ()
 
 
 _URI = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+", re.IGNORECASE)
@@ -471,89 +484,127 @@ def migrate(
     poll_seconds: float = 0.5,
 ) -> Outcome:
     """Migrate and report progress until libvirt is done; raises MigrationFailed (MigrationCancelled)."""
-    outcome = Outcome()
     with connection(source_uri) as conn:
         dom = conn.lookupByUUIDString(uuid)
-        wake = threading.Event()
-        completed: list[dict[str, Any]] = []
+        return _MigrationCall(conn, dom, dest_uri, options, on_progress=on_progress, on_tick=on_tick,
+                              poll_seconds=poll_seconds).run()
 
-        def on_iteration(_conn: libvirt.virConnect, _dom: libvirt.virDomain, _iteration: int, _opaque: object) -> None:
-            wake.set()
 
-        def on_completed(_conn: libvirt.virConnect, _dom: libvirt.virDomain, stats: dict[str, Any],
-                         _opaque: object) -> None:
-            completed.append(stats)
-            wake.set()
+class _MigrationCall:
+    """One migration: libvirt's migrate call, which blocks until the move is over, on a thread of its own,
+    watched from this one (progress, the caller's tick, the downtime limit) until it returns.
 
-        callbacks = []
-        if options.live:
-            with contextlib.suppress(libvirt.libvirtError):  # drivers without events still migrate
-                callbacks.append(conn.domainEventRegisterAny(
-                    dom, libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, on_iteration, None))
-                callbacks.append(conn.domainEventRegisterAny(
-                    dom, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, on_completed, None))
+    run() returns the Outcome, or raises MigrationFailed (MigrationCancelled) made from the libvirtError
+    the migrate call raised, caught on the thread that called libvirt: libvirt keeps its last error per
+    thread, so an error made anywhere else could carry another call's message.
+    """
+
+    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, dest_uri: str, options: MigrationOptions,
+                 *, on_progress: Callable[[Progress], None], on_tick: Callable[[], None] | None,
+                 poll_seconds: float) -> None:
+        self._conn, self._dom, self._dest_uri, self._options = conn, dom, dest_uri, options
+        self._on_progress, self._on_tick, self._poll_seconds = on_progress, on_tick, poll_seconds
+        self._wake = threading.Event()  # the call returned, an iteration ended, or the job completed
+        self._returned = threading.Event()
+        self._error: libvirt.libvirtError | None = None  # the call's own, set before _returned
+        self._completed: dict[str, Any] | None = None  # the job-completed event's figures
+        self._downtime_ms = options.max_downtime_ms if options.live else None  # still to set while not None
+        self._postcopy = False
+        self._warnings: list[str] = []
+
+    def run(self) -> Outcome:
+        destination = None if self._options.peer_to_peer else self._destination()
+        callbacks = self._register()
         try:
-            _run_and_watch(conn, dom, dest_uri, options, on_progress, on_tick, outcome, wake, poll_seconds)
+            thread = threading.Thread(target=self._call, args=(destination,), name=f"migrate-{self._dom.name()}",
+                                      daemon=True)
+            thread.start()
+            while not self._returned.is_set():
+                self._wake.wait(self._poll_seconds)
+                self._wake.clear()
+                if self._on_tick is not None:
+                    self._on_tick()
+                if self._options.live and not self._returned.is_set():
+                    self._look()
+            thread.join()
         finally:
             for callback in callbacks:
                 with contextlib.suppress(libvirt.libvirtError):
-                    conn.domainEventDeregisterAny(callback)
-    if options.live:
-        outcome.final = _final_figures(completed, dest_uri, uuid)
-    return outcome
+                    self._conn.domainEventDeregisterAny(callback)
+        if self._error is not None:
+            raise _failure(self._error)
+        return Outcome(self._final() if self._options.live else None, tuple(self._warnings))
 
-
-def _run_and_watch(conn: libvirt.virConnect, dom: libvirt.virDomain, dest_uri: str, options: MigrationOptions,
-                   on_progress: Callable[[Progress], None], on_tick: Callable[[], None] | None, outcome: Outcome,
-                   wake: threading.Event, poll_seconds: float) -> None:
-    failure: list[libvirt.libvirtError] = []
-    done = threading.Event()
-
-    def call() -> None:
+    def _destination(self) -> libvirt.virConnect:
+        """The destination's connection, for a managed migration (this process drives its phases)."""
         try:
-            if options.peer_to_peer:
-                dom.migrateToURI3(dest_uri, options.params(), options.flags())
+            return pool.get(self._dest_uri)
+        except HostUnreachable as error:
+            raise MigrationFailed("The migration failed: the destination does not answer.",
+                                  detail=error.detail) from error
+
+    def _register(self) -> list[int]:
+        if not self._options.live:
+            return []
+        callbacks = []
+        with contextlib.suppress(libvirt.libvirtError):  # drivers without events still migrate
+            callbacks.append(self._conn.domainEventRegisterAny(
+                self._dom, libvirt.VIR_DOMAIN_EVENT_ID_MIGRATION_ITERATION, self._on_iteration, None))
+            callbacks.append(self._conn.domainEventRegisterAny(
+                self._dom, libvirt.VIR_DOMAIN_EVENT_ID_JOB_COMPLETED, self._on_completed, None))
+        return callbacks
+
+    def _on_iteration(self, _conn: libvirt.virConnect, _dom: libvirt.virDomain, _iteration: int,
+                      _opaque: object) -> None:
+        self._wake.set()
+
+    def _on_completed(self, _conn: libvirt.virConnect, _dom: libvirt.virDomain, stats: dict[str, Any],
+                      _opaque: object) -> None:
+        self._completed = stats
+        self._wake.set()
+
+    def _call(self, destination: libvirt.virConnect | None) -> None:
+        """On the call's own thread, the one whose libvirt error says why the call failed."""
+        try:
+            if destination is None:
+                self._dom.migrateToURI3(self._dest_uri, self._options.params(), self._options.flags())
             else:
-                dom.migrate3(pool.get(dest_uri), options.params(), options.flags())
+                self._dom.migrate3(destination, self._options.params(), self._options.flags())
         except libvirt.libvirtError as error:
-            failure.append(error)
-        except VirtError as error:  # the destination connection (managed mode)
-            failure.append(libvirt.libvirtError(str(error)))
+            self._error = error
         finally:
-            done.set()
-            wake.set()
+            self._returned.set()
+            self._wake.set()
 
-    thread = threading.Thread(target=call, name=f"migrate-{dom.name()}", daemon=True)
-    thread.start()
-    downtime_pending = options.live and options.max_downtime_ms is not None
-    postcopy = False
-    while not done.is_set():
-        wake.wait(poll_seconds)
-        wake.clear()
-        if on_tick is not None:
-            on_tick()
-        if done.is_set() or not options.live:
-            continue
+    def _look(self) -> None:
+        """One look at the running job: set the downtime limit once it can be, report its figures."""
         try:
-            stats = dom.jobStats(0)
+            stats = self._dom.jobStats(0)
         except libvirt.libvirtError:
-            continue  # the domain may be finishing on the destination; the call's answer says how it ended
+            return  # the domain may be finishing on the destination; the call's answer says how it ended
         if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
-            continue
-        if downtime_pending and options.max_downtime_ms is not None:
-            try:
-                dom.migrateSetMaxDowntime(options.max_downtime_ms, 0)
-                downtime_pending = False
-            except libvirt.libvirtError as error:
-                if error.get_error_code() != libvirt.VIR_ERR_OPERATION_INVALID:  # not started yet: next time
-                    outcome.warnings.append(f"The maximum downtime was not set: {translate(error)}")
-                    downtime_pending = False
-        state, reason = _state(dom)
-        postcopy = postcopy or (state is DomainState.PAUSED and reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY)
-        on_progress(Progress.from_stats(stats, postcopy=postcopy))
-    thread.join()
-    if failure:
-        raise _failure(failure[0])
+            return
+        if self._downtime_ms is not None:
+            self._set_max_downtime(self._downtime_ms)
+        state, reason = _state(self._dom)
+        self._postcopy = self._postcopy or (state is DomainState.PAUSED
+                                            and reason == libvirt.VIR_DOMAIN_PAUSED_POSTCOPY)
+        self._on_progress(Progress.from_stats(stats, postcopy=self._postcopy))
+
+    def _set_max_downtime(self, downtime_ms: int) -> None:
+        try:
+            self._dom.migrateSetMaxDowntime(downtime_ms, 0)
+        except libvirt.libvirtError as error:
+            if error.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
+                return  # the migration has not started yet: next time
+            self._warnings.append(f"The maximum downtime was not set: {translate(error)}")
+        self._downtime_ms = None
+
+    def _final(self) -> Progress | None:
+        """libvirt's figures of the whole move: from the job-completed event, else the destination's."""
+        if self._completed is not None:
+            return Progress.from_stats(self._completed, completed=True)
+        return completed_figures(self._dest_uri, self._dom.UUIDString())
 
 
 def _state(dom: libvirt.virDomain) -> tuple[DomainState, int]:
@@ -562,17 +613,6 @@ def _state(dom: libvirt.virDomain) -> tuple[DomainState, int]:
     except libvirt.libvirtError:
         return DomainState.NOSTATE, 0
     return state_from_number(state), reason
-
-
-def _final_figures(completed: list[dict[str, Any]], dest_uri: str, uuid: str) -> Progress | None:
-    if completed:
-        return Progress.from_stats(completed[-1], completed=True)
-    try:
-        with connection(dest_uri) as dest:
-            stats = dest.lookupByUUIDString(uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED)
-    except VirtError:
-        return None
-    return Progress.from_stats(stats, completed=True) if stats.get("type") else None
 
 
 def abort(source_uri: str, uuid: str) -> None:
@@ -609,7 +649,6 @@ class Presence:
     reason: int = 0
     persistent: bool = False
     migrating_out: bool = False
-    migrating_in: bool = False
 
     @property
     def active(self) -> bool:
@@ -625,8 +664,9 @@ def presence(uri: str, uuid: str) -> Presence:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return Presence(defined=False)
             raise
-        try:
+        try:  # a source undefines the domain as a move ends: gone between two calls is gone
             state, reason = dom.state()
+            persistent = bool(dom.isPersistent())
             stats = dom.jobStats(0) if dom.isActive() else {}
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -637,9 +677,8 @@ def presence(uri: str, uuid: str) -> Presence:
                 raise
         operation = stats.get("operation") if stats.get("type", 0) != libvirt.VIR_DOMAIN_JOB_NONE else None
         return Presence(
-            defined=True, state=state_from_number(state), reason=reason, persistent=bool(dom.isPersistent()),
+            defined=True, state=state_from_number(state), reason=reason, persistent=persistent,
             migrating_out=operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_OUT,
-            migrating_in=operation == libvirt.VIR_DOMAIN_JOB_OPERATION_MIGRATION_IN,
         )
 
 
@@ -667,15 +706,6 @@ def completed_figures(uri: str, uuid: str) -> Progress | None:
     return Progress.from_stats(stats, completed=True) if stats.get("type") else None
 
 
-def undefine_inactive(uri: str, uuid: str) -> None:
-    """Remove a shut-off leftover definition (after a move whose source undefine did not happen)."""
-    with connection(uri) as conn:
-        dom = conn.lookupByUUIDString(uuid)
-        if dom.isActive():
-            raise OperationInvalid("The machine runs on this host; it is not a leftover.")
-        dom.undefineFlags(0)
-
-
 __all__ = [
     "Check",
     "CheckStatus",
@@ -690,8 +720,8 @@ __all__ = [
     "completed_figures",
     "job_progress",
     "migrate",
+    "moves_live",
     "precheck",
     "presence",
     "switch_to_postcopy",
-    "undefine_inactive",
 ]

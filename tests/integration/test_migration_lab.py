@@ -21,7 +21,7 @@ from django.utils import timezone
 import lab
 from accounts.models import User
 from consoles import services as consoles
-from domains import moves, services
+from domains import migration_jobs, services
 from domains.models import AuditEntry, Grant, Host, MigrationJob
 from domains.virt import migration as vmig
 from tests.conftest import client_for
@@ -98,7 +98,7 @@ def start_migration(admin: User, source: str, uuid: str, destination: str, **opt
 
 
 def finished(job: MigrationJob, timeout: float = 120) -> MigrationJob:
-    assert moves.wait(job.pk, timeout), "the job's runner did not end"
+    assert migration_jobs.wait(job.pk, timeout), "the job's runner did not end"
     job.refresh_from_db()
     return job
 

@@ -16,7 +16,7 @@ THREAD_OWNERS = {
     "domains/virt/events.py",
     "domains/virt/agent.py",
     "domains/virt/migration.py",
-    "domains/moves.py",
+    "domains/migration_jobs.py",
     "consoles/proxy.py",
 }
 

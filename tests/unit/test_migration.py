@@ -23,7 +23,7 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
-from domains import live, moves, services
+from domains import live, migration_jobs, services
 from domains.models import AuditEntry, Grant, Host, MigrationJob
 from domains.virt import migration as vmig
 from domains.virt.states import DomainState
@@ -52,6 +52,28 @@ def test_options_refuse_removing_the_source_without_keeping_the_destination():
     assert vmig.MigrationOptions().problems() == []
     assert vmig.MigrationOptions(live=False, copy_storage=vmig.CopyStorage.ALL).problems()
     assert vmig.MigrationOptions(tunnelled=True, peer_to_peer=False).problems()
+
+
+@pytest.mark.parametrize(("peer_to_peer", "reason"), [
+    (True, "argument unsupported: p2p migration is not supported by the source host"),
+    (False, "this function is not supported by the connection driver: virDomainMigrate3"),
+])
+def test_a_refused_migrate_call_fails_the_migration_with_libvirts_reason(peer_to_peer: bool, reason: str):
+    """test:///default refuses both kinds of call; the reason is the call's own, made where it was raised."""
+    reports: list[vmig.Progress] = []
+    with pytest.raises(vmig.MigrationFailed) as failed:
+        vmig.migrate("test:///default", "test:///default", TEST_DOMAIN_UUID,
+                     vmig.MigrationOptions(peer_to_peer=peer_to_peer), reports.append)
+    assert str(failed.value) == f"The migration failed: {reason}"
+    assert reports == []
+
+
+def test_a_managed_migration_to_a_destination_that_does_not_answer_says_so(closed_loopback_uri: str):
+    with pytest.raises(vmig.MigrationFailed) as failed:
+        vmig.migrate("test:///default", closed_loopback_uri, TEST_DOMAIN_UUID,
+                     vmig.MigrationOptions(peer_to_peer=False), lambda _progress: None)
+    assert str(failed.value) == "The migration failed: the destination does not answer."
+    assert "Connection refused" in failed.value.detail
 
 
 def test_the_picker_offers_other_hosts_only_and_disables_unreachable_ones(admin_user: User, hosts):
@@ -125,7 +147,7 @@ def test_a_finished_move_takes_the_grants_to_the_new_host_and_is_audited(monkeyp
                                                                          tenant_grant: Grant):
     job = _job(hosts["embedded"], hosts["other"], admin_user)
     _where(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
-    moves.conclude(job)
+    migration_jobs.conclude(job)
     job.refresh_from_db()
     assert job.state == MigrationJob.State.SUCCEEDED and job.finished_at is not None
     tenant_grant.refresh_from_db()
@@ -138,7 +160,7 @@ def test_a_failed_move_says_where_the_machine_is_and_leaves_the_grants(monkeypat
                                                                        tenant_grant: Grant):
     job = _job(hosts["embedded"], hosts["other"], admin_user)
     _where(monkeypatch, {"embedded": RUNNING, "other": ABSENT})
-    moves.conclude(job, error="The migration failed: the destination's QEMU went away.")
+    migration_jobs.conclude(job, error="The migration failed: the destination's QEMU went away.")
     job.refresh_from_db()
     assert job.state == MigrationJob.State.FAILED
     assert job.error == ("The migration failed: the destination's QEMU went away. The machine is running on "
@@ -151,11 +173,11 @@ def test_an_error_after_the_switch_over_is_still_a_move(monkeypatch, admin_user,
     """What decides is where the VM runs, not what the migrate call answered."""
     job = _job(hosts["embedded"], hosts["other"], admin_user)
     _where(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
-    moves.conclude(job, error="The migration failed: confirm phase lost the connection.")
+    migration_jobs.conclude(job, error="The migration failed: confirm phase lost the connection.")
     assert MigrationJob.objects.get(pk=job.pk).state == MigrationJob.State.SUCCEEDED
 
 
-STALE = timedelta(seconds=moves.STALE_SECONDS + 5)
+STALE = timedelta(seconds=migration_jobs.STALE_SECONDS + 5)
 
 
 @pytest.mark.parametrize(("placement", "state"), [
@@ -249,7 +271,7 @@ def test_a_runner_that_ends_after_its_job_was_settled_changes_nothing(monkeypatc
     settled = MigrationJob.objects.get(pk=job.pk)
 
     _where(monkeypatch, {"embedded": RUNNING, "other": ABSENT})
-    moves.conclude(runners_copy, error="The migration failed: the connection was lost.")
+    migration_jobs.conclude(runners_copy, error="The migration failed: the connection was lost.")
 
     job.refresh_from_db()
     assert (job.state, job.error, job.finished_at) == (MigrationJob.State.SUCCEEDED, "", settled.finished_at)
@@ -270,17 +292,17 @@ def test_the_command_settles_stale_jobs_and_says_how(monkeypatch, admin_user, ho
 @pytest.mark.django_db(transaction=True)
 def test_after_a_restart_a_migration_libvirt_still_runs_is_followed_to_its_end(monkeypatch, admin_user, hosts):
     job = _job(hosts["embedded"], hosts["other"], admin_user,
-               heartbeat_at=timezone.now() - timedelta(seconds=moves.STALE_SECONDS + 5))
+               heartbeat_at=timezone.now() - timedelta(seconds=migration_jobs.STALE_SECONDS + 5))
     reports = [vmig.Progress(reported_at=1.0, data_total=100, data_processed=50)]
     monkeypatch.setattr(vmig, "job_progress", lambda uri, uuid: reports.pop() if reports else None)
     monkeypatch.setattr(vmig, "completed_figures", lambda uri, uuid: None)
-    monkeypatch.setattr(moves, "FOLLOW_POLL_SECONDS", 0.01)
+    monkeypatch.setattr(migration_jobs, "FOLLOW_POLL_SECONDS", 0.01)
     _where(monkeypatch, {"embedded": vmig.Presence(defined=True, state=DomainState.PAUSED, migrating_out=True),
                          "other": RUNNING})
     adopted = services.migration_settle(job_id=job.pk)
     assert adopted is not None and adopted.note == "Followed again after a dashboard restart."
     _where(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
-    assert moves.wait(job.pk, timeout=10)
+    assert migration_jobs.wait(job.pk, timeout=10)
     job.refresh_from_db()
     assert job.state == MigrationJob.State.SUCCEEDED
 
@@ -304,7 +326,7 @@ async def test_progress_reaches_admins_with_the_vm_open_and_no_one_else(settings
 
 @pytest.mark.django_db(transaction=True)
 async def test_the_watchers_settle_a_job_a_restart_left_before_anyone_opens_it(monkeypatch, admin_user, hosts):
-    stale = timezone.now() - timedelta(seconds=moves.STALE_SECONDS + 5)
+    stale = timezone.now() - timedelta(seconds=migration_jobs.STALE_SECONDS + 5)
     job = await database_sync_to_async(_job)(hosts["embedded"], hosts["other"], admin_user, heartbeat_at=stale)
     await database_sync_to_async(_where)(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
     supervisor = live.Supervisor(settle_seconds=0.05)

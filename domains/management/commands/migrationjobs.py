@@ -11,7 +11,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from domains import moves, services
+from domains import migration_jobs, services
 from domains.models import MigrationJob
 
 
@@ -32,6 +32,6 @@ class Command(BaseCommand):
             return
         for job in services.migrations_settle_stale():
             if options["wait"] and job.active:
-                moves.wait(job.pk, options["wait"])
+                migration_jobs.wait(job.pk, options["wait"])
                 job.refresh_from_db()
             self.stdout.write(f"{job.pk}\t{job}\t{job.error or job.note}")

@@ -316,10 +316,16 @@ def progress_of(job: MigrationJob) -> vmig.Progress | None:
     return vmig.Progress.from_dict(job.progress) if job.progress else None
 
 
+def progress_context(job: MigrationJob) -> dict[str, Any]:
+    """What the job's page and its progress partial show, over HTTP and pushed alike."""
+    return {"job": job, "progress": progress_of(job), "silent_seconds": silent_seconds(job)}
+
+
 def publish(job: MigrationJob) -> None:
     """Push the job's progress partial to the VM's group; consumers pass it to admins only."""
-    progress = progress_of(job)
-    html = render_to_string("domains/migrate_job.html#progress", {"job": job, "progress": progress})
+    context = progress_context(job)
+    progress = context["progress"]
+    html = render_to_string("domains/migrate_job.html#progress", context)
     live.publish_from_thread(live.domain_group(str(job.domain_uuid)), {
         "type": "live.migration", "job_id": job.pk, "uuid": str(job.domain_uuid), "state": job.state,
         "html": html, "reported_at": progress.reported_at if progress else None,

@@ -1,0 +1,59 @@
+"""One VM as a user sees it: the row that the list, the VM page and the live push all render.
+
+Its own module so that the live push (live.py), the consumers and the consoles can build rows without
+importing the selectors, which reach the migration job and through it the live push again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import virt
+from .access import Right
+from .models import Host
+
+
+def row_element_id(host_name: str, uuid: str) -> str:
+    """The list row's element id. Per host: a migrating VM, or a hypervisor registered under two names,
+    is listed by two hosts at once, and each row is updated and removed on its own."""
+    return f"domain-{host_name}-{uuid}"
+
+
+@dataclass(frozen=True)
+class DomainRow:
+    """One VM as a user sees it: where it runs, what libvirt says, what the user may do."""
+
+    host: Host
+    record: virt.DomainRecord
+    rights: frozenset[Right]
+
+    @property
+    def uuid(self) -> str:
+        return self.record.uuid
+
+    @property
+    def dom_id(self) -> str:
+        return row_element_id(self.host.name, self.record.uuid)
+
+    @property
+    def actions(self) -> tuple[virt.Action, ...]:
+        """What this user may do to the VM in its current state."""
+        return virt.available_actions(self.record) if Right.OPERATE in self.rights else ()
+
+    def as_json(self) -> dict[str, object]:
+        record = self.record
+        return {
+            "host": self.host.name,
+            "name": record.name,
+            "uuid": record.uuid,
+            "state": record.state.label,
+            "reason": record.reason,
+            "persistent": record.persistent,
+            "autostart": record.autostart,
+            "managed_save": record.managed_save,
+            "snapshots": record.snapshots,
+            "vcpus": record.vcpus,
+            "memory_kib": record.memory_kib,
+            "title": record.title,
+            "addresses": list(record.addresses),
+        }
