@@ -2,8 +2,8 @@
 
 An action's row is written before it acts and completed after it (Nova's instance actions): `audited`.
 What is over when it is written (a refusal, a migration job that concluded) is one finished row: `record`,
-`refuse`, `count_refusal`. Every one of them masks whatever it is given as a secret, so a ticket, a
-password or a key never reaches the log through one caller's oversight.
+`refuse`, `count_refusal`. Whatever a caller hands `audited` or `record` as a secret is masked here, by
+the same `mask` that log lines use, so a ticket or a key never reaches the log through one caller's oversight.
 """
 
 from __future__ import annotations
