@@ -29,6 +29,7 @@ from websockify.auth_plugins import AuthenticationError
 from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
 from websockify.websockifyserver import WebSockifyServer
 
+from audit.services import mask
 from domains import virt
 from vmportal import clients
 
@@ -65,7 +66,7 @@ class ConsoleTokenPlugin(token_plugins.BasePlugin):
         try:
             pending = services.console_ticket_check(token=token, client_addr=self.client_addr)
         except TicketRefused as refusal:
-            raise AuthenticationError(log_msg=f"ticket {services.mask_token(token)} refused: {refusal}",
+            raise AuthenticationError(log_msg=f"ticket {mask(token)} refused: {refusal}",
                                       response_code=403, response_msg="Console ticket refused") from None
         self.pending = pending
         return _target(pending.endpoint)

@@ -34,10 +34,11 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.sessions import session_user
+from audit.models import AuditEntry
+from audit.services import audited, count_refusal, record
 from domains import selectors, virt
 from domains.access import Right, rights_on
-from domains.audit import audited
-from domains.models import AuditEntry, Host
+from domains.models import Host
 from vmportal.origins import origin_allowed
 
 from . import conf
@@ -66,11 +67,6 @@ class ConsoleLimitReached(Exception):
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("ascii", "replace")).hexdigest()
-
-
-def mask_token(token: str) -> str:
-    """What logs may show of a ticket: enough to tell two apart, nothing to reuse."""
-    return f"{token[:4]}…" if token else "(none)"
 
 
 # spice-html5 opens one websocket per SPICE channel (main, display, inputs, cursor, playback, record,
@@ -117,7 +113,7 @@ def console_tickets_issue(*, actor: User, host_name: str, uuid: str, origin: str
             for token in tokens
         )
         entry.message = f"{endpoint.kind} ticket sha256:" + ",".join(ticket.token_hash for ticket in tickets)
-        entry.save(update_fields=["domain_name", "message"])
+        entry.save(update_fields=["domain_name"])
     _purge_old_tickets(now)
     return IssuedTickets(tokens=tokens, kind=endpoint.kind, expires_in=conf.ticket_seconds(),
                          websocket_url=conf.websocket_url(), domain_name=row.record.name)
@@ -129,7 +125,6 @@ RATE_WINDOW = timedelta(minutes=1)
 BURST_GAP = timedelta(minutes=1)  # refusals this close together are one burst: one audit row, counted
 HEARTBEAT_SECONDS = 15.0  # how often an open console's proxy process writes that it still relays it
 _OPEN_STALE = timedelta(seconds=60)  # an open console not seen for this long is counted no more
-_BURST_COUNT = re.compile(r"; (\d+) requests? refused$")
 
 
 def _check_limits(*, actor: User, host: Host | None, uuid: str, client_addr: str | None) -> None:
@@ -141,14 +136,14 @@ def _check_limits(*, actor: User, host: Host | None, uuid: str, client_addr: str
         if len(recent) >= per_minute:
             retry = max(1, math.ceil((min(recent) + RATE_WINDOW - now).total_seconds()))
             _audit_limit(actor=actor, limit=f"console connections per minute ({per_minute})", host=host, uuid=uuid,
-                         client_addr=client_addr, now=now)
+                         client_addr=client_addr)
             raise ConsoleLimitReached(f"You opened {_plural(len(recent), 'console connection')} in the last minute, "
                                       f"the most allowed; try again in {retry} s.", retry_after=retry)
     if open_limit:
         count = _open_consoles(actor.pk, now, waiting=True)
         if count >= open_limit:
             _audit_limit(actor=actor, limit=f"consoles open at once ({open_limit})", host=host, uuid=uuid,
-                         client_addr=client_addr, now=now)
+                         client_addr=client_addr)
             raise ConsoleLimitReached(f"You have {_plural(count, 'console')} open, the most allowed at once; close "
                                       "one to open another.")
 
@@ -172,25 +167,12 @@ def _open_consoles(user_id: int, now: datetime, *, waiting: bool) -> int:
     return len(consoles)
 
 
-def _audit_limit(*, actor: User, limit: str, host: Host | None, uuid: str, client_addr: str | None,
-                 now: datetime) -> None:
-    """One audit row per burst of refusals: the first writes it, each later one counts itself on it."""
-    prefix = f"refused: limit of {limit}"
-    burst = (AuditEntry.objects.filter(actor=actor, action="console.ticket", result=AuditEntry.Result.DENIED,
-                                       message__startswith=prefix, finished_at__gte=now - BURST_GAP)
-             .order_by("-finished_at").first())
-    if burst is None:
-        AuditEntry.objects.create(
-            actor=actor, actor_name=actor.get_username(), action="console.ticket", host=host,
-            host_name=host.name if host else "", domain_uuid=_uuid_or_none(uuid), client_addr=client_addr or None,
-            result=AuditEntry.Result.DENIED, finished_at=now, message=f"{prefix}; 1 request refused",
-        )
+def _audit_limit(*, actor: User, limit: str, host: Host | None, uuid: str, client_addr: str | None) -> None:
+    """One audit row per burst of refusals (audit.services.count_refusal), one log line for its first."""
+    count = count_refusal(actor=actor, action="console.ticket", reason=f"limit of {limit}", gap=BURST_GAP, host=host,
+                          domain_uuid=_uuid_or_none(uuid), client_addr=client_addr)
+    if count == 1:
         logger.warning("console tickets refused for %s: limit of %s", actor.get_username(), limit)
-        return
-    counted = _BURST_COUNT.search(burst.message)
-    count = int(counted.group(1)) + 1 if counted else 2
-    burst.message, burst.finished_at = f"{prefix}; {count} requests refused", now
-    burst.save(update_fields=["message", "finished_at"])
 
 
 def _uuid_or_none(value: str) -> uuidlib.UUID | None:
@@ -244,7 +226,10 @@ def console_ticket_check(*, token: str, client_addr: str | None = None) -> Pendi
             raise TicketRefused("ticket expired")
         endpoint = _live_endpoint(ticket)
     except TicketRefused as refusal:
-        _audit_refusal(ticket, client_addr, refusal)
+        record(actor=ticket.user, action="console.open", result=AuditEntry.Result.DENIED, host=ticket.host,
+               domain_uuid=ticket.domain_uuid, domain_name=ticket.domain_name, client_addr=client_addr,
+               message=f"refused: {refusal}; ticket sha256:{ticket.token_hash}", secrets=(token,))
+        _log_refusal(ticket, refusal)
         raise
     return PendingConsole(ticket=ticket, endpoint=endpoint)
 
@@ -347,40 +332,22 @@ def _not_allowed(ticket: ConsoleTicket, user: User) -> str:
     return ""
 
 
-def _audit_refusal(ticket: ConsoleTicket, client_addr: str | None, refusal: TicketRefused) -> None:
-    AuditEntry.objects.create(
-        actor=ticket.user, actor_name=ticket.user.get_username(), action="console.open", host=ticket.host,
-        host_name=ticket.host.name, domain_uuid=ticket.domain_uuid, domain_name=ticket.domain_name,
-        client_addr=client_addr or None, result=AuditEntry.Result.DENIED, finished_at=timezone.now(),
-        message=f"refused: {refusal}; ticket sha256:{ticket.token_hash}",
-    )
+def _log_refusal(ticket: ConsoleTicket, refusal: TicketRefused) -> None:
     logger.warning("console refused for %s (%s of %s): %s", ticket.user.get_username(), ticket.kind,
                    ticket.domain_name, refusal)
 
 
 @contextmanager
 def _open_audited(ticket: ConsoleTicket, client_addr: str | None, message: str) -> Iterator[AuditEntry]:
-    """Like domains.audit.audited (written before, completed after), keeping a refusal's reason."""
-    entry = AuditEntry.objects.create(
-        actor=ticket.user, actor_name=ticket.user.get_username(), action="console.open", host=ticket.host,
-        host_name=ticket.host.name, domain_uuid=ticket.domain_uuid, domain_name=ticket.domain_name,
-        client_addr=client_addr or None, message=message,
-    )
-    result, entry.message = AuditEntry.Result.FAILED, message
+    """The console.open row: written before, completed after; a refusal is denied with its reason, and logged."""
     try:
-        yield entry
-        result = AuditEntry.Result.SUCCEEDED
+        with audited(actor=ticket.user, action="console.open", host=ticket.host, domain_uuid=ticket.domain_uuid,
+                     domain_name=ticket.domain_name, client_addr=client_addr, message=message,
+                     refusals=(TicketRefused,)) as entry:
+            yield entry
     except TicketRefused as refusal:
-        result, entry.message = AuditEntry.Result.DENIED, f"refused: {refusal}; {message}"
-        logger.warning("console refused for %s (%s of %s): %s", ticket.user.get_username(), ticket.kind,
-                       ticket.domain_name, refusal)
+        _log_refusal(ticket, refusal)
         raise
-    except Exception as error:
-        entry.message = f"{type(error).__name__}; {message}"
-        raise
-    finally:
-        entry.result, entry.finished_at = result, timezone.now()
-        entry.save(update_fields=["result", "message", "finished_at"])
 
 
 def _session_key(cookie_header: str | None) -> str | None:

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from vmportal import clients
 
 from . import services
-from .models import AuditEntry, DefineAllowance, Grant, Host, OwnedVolume, StoragePool
+from .models import DefineAllowance, Grant, Host, OwnedVolume, StoragePool
 
 
 class GrantForm(forms.ModelForm[Grant]):
@@ -44,21 +44,6 @@ class GrantAdmin(admin.ModelAdmin[Grant]):
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for grant in queryset:
             self.delete_model(request, grant)
-
-
-@admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin[AuditEntry]):
-    list_display = ("created_at", "actor_name", "action", "host_name", "domain_name", "result")
-    list_filter = ("result", "action")
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 admin.site.register(Host)

@@ -33,8 +33,11 @@ from django.db.models import Case, Q, QuerySet, Value, When
 from django.template.loader import render_to_string
 from django.utils import timezone
 
+from audit import services as audit
+from audit.models import AuditEntry
+
 from . import live, virt
-from .models import AuditEntry, Grant, MigrationJob
+from .models import Grant, MigrationJob
 from .virt import migration as vmig
 
 logger = logging.getLogger(__name__)
@@ -242,11 +245,9 @@ def _audit(job: MigrationJob) -> None:
                f"{job.get_state_display()}")
     if job.error:
         message += f". {job.error}"
-    AuditEntry.objects.create(
-        actor=job.actor, actor_name=job.actor_name, action="domain.migrated", host=host,
-        host_name=host.name if host else job.source_name, domain_uuid=job.domain_uuid, domain_name=job.domain_name,
-        result=result, finished_at=timezone.now(), message=message[:4000],
-    )
+    audit.record(actor=job.actor, actor_name=job.actor_name, action="domain.migrated", host=host,
+                 host_name=host.name if host else job.source_name, domain_uuid=job.domain_uuid,
+                 domain_name=job.domain_name, result=result, message=message[:4000])
 
 
 # --- After a restart: services.migration_settle and migrations_settle_stale run these. ---

@@ -17,13 +17,12 @@ from .access import (
     Right,
     define_limits,
     domain_scope,
-    is_admin,
     require_admin,
     rights_from,
     visible_hosts,
 )
 from .filters import ListQuery
-from .models import AuditEntry, Host, MigrationJob
+from .models import Host, MigrationJob
 from .rows import DomainRow
 
 if TYPE_CHECKING:
@@ -124,12 +123,6 @@ def domain_guest_info(*, user: User | AnonymousUser, host_name: str, uuid: str) 
 
 def host_list() -> QuerySet[Host]:
     return Host.objects.all()
-
-
-def audit_list(*, user: User) -> QuerySet[AuditEntry]:
-    """Admins see every entry; everybody else sees their own."""
-    entries = AuditEntry.objects.select_related("actor")
-    return entries if is_admin(user) else entries.filter(actor=user)
 
 
 def define_hosts(*, user: User) -> list[Host]:

@@ -9,9 +9,10 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import Http404
 
+from audit.services import audited
+
 from . import live, migration_jobs, selectors, virt
 from .access import LOOPBACK_LISTEN, Right, define_limits, require_admin, storage_scope
-from .audit import audited
 from .locks import domain_action_lock
 from .models import Grant, Host, MigrationJob, OwnedVolume
 from .rows import DomainRow

@@ -21,5 +21,4 @@ urlpatterns = [
     path("hosts/<slug:host_name>/edit/", views.host_edit, name="host-edit"),
     path("hosts/<slug:host_name>/delete/", views.host_delete, name="host-delete"),
     path("hosts/<slug:host_name>/test/", views.host_test, name="host-test"),
-    path("audit/", views.audit_list, name="audit"),
 ]

@@ -9,7 +9,6 @@ from uuid import UUID
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.core.paginator import Paginator
 from django.forms import BaseForm
 from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -18,11 +17,11 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
+from audit.services import refuse
 from vmportal import clients
 
 from . import migration_jobs, selectors, services, virt
 from .access import Right, require_admin
-from .audit import refuse
 from .errors import error_message
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
 from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, MigrationForm, SnapshotForm
@@ -198,13 +197,6 @@ def snapshot_action(request: AuthedRequest, host_name: str, uuid: UUID, name: st
     _run(request, lambda: service(actor=request.user, host_name=host_name, uuid=str(uuid), name=name,
                                   client_addr=client_addr(request)))
     return redirect("domains:detail", host_name, uuid)
-
-
-@login_required
-@require_GET
-def audit_list(request: AuthedRequest) -> HttpResponse:
-    page = Paginator(selectors.audit_list(user=request.user), 100).get_page(request.GET.get("page"))
-    return render(request, "audit/list.html", {"page": page})
 
 
 @login_required

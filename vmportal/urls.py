@@ -6,6 +6,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="domains:list", permanent=False)),
     path("accounts/", include("accounts.urls")),
     path("", include("domains.urls")),
+    path("", include("audit.urls")),
     path("", include("consoles.urls")),
     path("admin/", admin.site.urls),
 ]

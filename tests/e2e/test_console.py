@@ -137,7 +137,7 @@ def test_ctrl_alt_del_and_reconnect_with_a_new_ticket(context: BrowserContext, h
                                                       portal: ConsoleStack) -> None:
     _vm_page, console = open_console(context, hosts, "demo-vga")
     uuid = virsh(host_of(hosts, "demo-vga"), "domuuid", "demo-vga")
-    tickets = ("from domains.models import AuditEntry\nresult = AuditEntry.objects.filter("
+    tickets = ("from audit.models import AuditEntry\nresult = AuditEntry.objects.filter("
                f"action='console.ticket', domain_uuid={uuid!r}).count()\n")
     before = portal.shell(tickets)
     console.locator("#reconnect").click()

@@ -128,7 +128,7 @@ def test_a_console_opens_through_nginx(site: tuple[ConsoleStack, str], browser: 
         assert violations.of(console) == [] and violations.of(page) == []  # the policy, in production mode
     finally:
         context.close()
-    code = ("from domains.models import AuditEntry\nresult = sorted(set(AuditEntry.objects.filter("
+    code = ("from audit.models import AuditEntry\nresult = sorted(set(AuditEntry.objects.filter("
             "action__startswith='console.').values_list('action', 'client_addr')))\n")
     wait_for(lambda: ["console.open", "127.0.0.1"] in stack.shell(code), 10, "open not audited")
     assert ["console.ticket", "127.0.0.1"] in stack.shell(code)
@@ -160,6 +160,6 @@ def test_the_proxy_behind_nginx_checks_origin_and_tickets(site: tuple[ConsoleSta
     stream.ws.close()
     with pytest.raises(Exception, match="403"):
         connect(token, origin)  # used
-    code = ("from domains.models import AuditEntry\nresult = list(AuditEntry.objects.filter(action='console.open')"
+    code = ("from audit.models import AuditEntry\nresult = list(AuditEntry.objects.filter(action='console.open')"
             ".values_list('client_addr', 'result'))\n")
     wait_for(lambda: ["127.0.0.1", "succeeded"] in stack.shell(code), 10, "open not audited")

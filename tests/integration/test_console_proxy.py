@@ -179,7 +179,7 @@ def test_a_revoked_right_closes_an_open_console(stack: ConsoleStack, hosts: list
     finally:
         stack.shell(set_right.format(uuid, True))
     rows = stack.shell(
-        "from domains.models import AuditEntry\n"
+        "from audit.models import AuditEntry\n"
         f"result = list(AuditEntry.objects.filter(domain_uuid={uuid!r}, action='console.close')"
         ".values_list('message', flat=True))\n")
     assert any("console right revoked" in message and "sha256:" in message for message in rows)
@@ -192,7 +192,7 @@ def test_open_and_close_are_audited(stack: ConsoleStack, hosts: list[lab.LabHost
     stream = connect(stack, token, session=stack.login(USER))
     rfb_handshake(stream)
     stream.ws.close()
-    code = (f"from domains.models import AuditEntry\nresult = [[e.action, e.result, e.actor_name, e.host_name,"
+    code = (f"from audit.models import AuditEntry\nresult = [[e.action, e.result, e.actor_name, e.host_name,"
             f" e.domain_name, e.client_addr, e.message] for e in AuditEntry.objects.filter(domain_uuid={uuid!r},"
             " action__in=['console.open', 'console.close']).order_by('created_at')]\n")
     wait_for(lambda: len(stack.shell(code)) >= 2, 10, "no close audited")

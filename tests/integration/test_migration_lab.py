@@ -20,9 +20,10 @@ from django.utils import timezone
 
 import lab
 from accounts.models import User
+from audit.models import AuditEntry
 from consoles import services as consoles
 from domains import migration_jobs, services
-from domains.models import AuditEntry, Grant, Host, MigrationJob
+from domains.models import Grant, Host, MigrationJob
 from domains.virt import migration as vmig
 from tests.conftest import client_for
 from tests.integration.helpers import agent_answers, domains, virsh, wait_until

@@ -71,5 +71,5 @@ def test_migrate_bootstrap_and_list_on_postgresql(database_url: str, tmp_path: P
     rows = json.loads(listing.strip().splitlines()[-1])["domains"]
     assert [(row["host"], row["name"]) for row in rows] == [("embedded", "test")]
     audit = manage(database_url, tmp_path, "shell", "--no-imports", "-c", (
-        "from domains.models import AuditEntry; print(list(AuditEntry.objects.values_list('action', 'result')))"))
+        "from audit.models import AuditEntry; print(list(AuditEntry.objects.values_list('action', 'result')))"))
     assert "('host.register', 'succeeded')" in audit

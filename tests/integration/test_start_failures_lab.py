@@ -19,8 +19,9 @@ import pytest
 
 import lab
 from accounts.models import User
+from audit.models import AuditEntry
 from domains import services, virt
-from domains.models import AuditEntry, Grant, Host
+from domains.models import Grant, Host
 from tests.conftest import client_for
 from tests.integration.helpers import domain_state, virsh
 

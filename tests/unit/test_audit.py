@@ -10,8 +10,10 @@ import pytest
 from django.utils.html import escape
 
 from accounts.models import User
+from audit import services as audit
+from audit.models import AuditEntry
 from domains import services
-from domains.models import AuditEntry, Grant, Host
+from domains.models import Grant, Host
 from domains.virt.connections import translate
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 from tests.unit.test_virt_errors import KERNEL, libvirt_error
@@ -123,8 +125,8 @@ def test_guest_names_are_escaped_in_the_audit_log(admin_user: User, evil_host: H
 
 
 def test_stored_audit_text_is_escaped(admin_user: User):
-    AuditEntry.objects.create(actor=admin_user, actor_name=SCRIPT, action="host.test", host_name="h",
-                              domain_name=SCRIPT, message=SCRIPT, result=AuditEntry.Result.FAILED)
+    audit.record(actor=admin_user, actor_name=SCRIPT, action="host.test", host_name="h", domain_name=SCRIPT,
+                 message=SCRIPT, result=AuditEntry.Result.FAILED)
     body = client_for(admin_user).get("/audit/").content.decode()
     assert SCRIPT not in body
     assert body.count(escape(SCRIPT)) == 3

@@ -9,8 +9,9 @@ from django.core.exceptions import ImproperlyConfigured
 from django.urls import reverse
 
 from accounts.models import User
+from audit.models import AuditEntry
 from consoles.proxy import ConsoleRequestHandler
-from domains.models import AuditEntry, Grant, Host
+from domains.models import Grant, Host
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 from vmportal.clients import client_address
 

@@ -20,11 +20,12 @@ from websockify.auth_plugins import AuthenticationError
 
 from accounts.models import User
 from accounts.sessions import session_user
+from audit.models import AuditEntry
 from consoles import services
 from consoles.models import ConsoleTicket
 from consoles.proxy import ConsoleAuthPlugin, ConsoleTokenPlugin, MaskTickets
 from domains import virt
-from domains.models import AuditEntry, Grant, Host
+from domains.models import Grant, Host
 from tests.conftest import client_for
 
 VNC_UUID = "0c0a0e00-0000-4000-8000-000000000001"

@@ -6,7 +6,8 @@ import libvirt
 import pytest
 
 from accounts.models import User
-from domains.models import AuditEntry, DefineAllowance, Grant, Host, StoragePool
+from audit.models import AuditEntry
+from domains.models import DefineAllowance, Grant, Host, StoragePool
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 
 FORM = {

@@ -15,7 +15,8 @@ from django.test import Client
 from django.utils.html import escape
 
 from accounts.models import User
-from domains.models import AuditEntry, Grant, Host
+from audit.models import AuditEntry
+from domains.models import Grant, Host
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 
 HTMX = {"HX-Request": "true"}

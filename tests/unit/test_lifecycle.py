@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from accounts.models import User
+from audit.models import AuditEntry
 from domains import virt
 from domains.locks import domain_action_lock
-from domains.models import AuditEntry, Grant, Host
+from domains.models import Grant, Host
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 
 ROW_TARGET = f"domain-embedded-{TEST_DOMAIN_UUID}"

@@ -23,8 +23,9 @@ from django.db import connection
 from django.utils import timezone
 
 from accounts.models import User
+from audit.models import AuditEntry
 from domains import live, migration_jobs, services
-from domains.models import AuditEntry, Grant, Host, MigrationJob
+from domains.models import Grant, Host, MigrationJob
 from domains.virt import migration as vmig
 from domains.virt.states import DomainState
 from tests.conftest import TEST_DOMAIN_UUID, client_for

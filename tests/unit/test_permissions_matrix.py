@@ -19,7 +19,8 @@ from django.core.cache import cache
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from accounts.models import User
-from domains.models import AuditEntry, Grant, Host, MigrationJob
+from audit.models import AuditEntry
+from domains.models import Grant, Host, MigrationJob
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 
 ADMIN, OPERATOR, TENANT, OTHER, ANON = "admin", "operator", "tenant", "other tenant", "anonymous"
@@ -124,7 +125,7 @@ MATRIX: tuple[Row, ...] = (
     Row("domains:host-test", "POST", admin_only(200), kwargs=HOST, shows="libvirt ",
         audit="host.test"),
     Row("domains:host-test", "GET", everyone(405), kwargs=HOST),
-    Row("domains:audit", "GET", everyone(200), shows="Audit log"),
+    Row("audit:list", "GET", everyone(200), shows="Audit log"),
     # Migration is for admins only; everybody else is told nothing exists.
     Row("domains:migrate", "GET", admin_only(200), kwargs=VM, shows="Migrate test"),
     Row("domains:migrate", "POST", admin_only(400), kwargs=VM, data={"destination": "nowhere"},

@@ -12,8 +12,9 @@ from django.core.exceptions import ValidationError
 from django.utils.html import escape
 
 from accounts.models import User
+from audit.models import AuditEntry
 from domains import services
-from domains.models import AuditEntry, DefineAllowance, Grant, Host, OwnedVolume, StoragePool
+from domains.models import DefineAllowance, Grant, Host, OwnedVolume, StoragePool
 from domains.virt import BootKind, BootSpec, DomainSpec
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 from tests.unit.conftest import GIB, volumes_in
