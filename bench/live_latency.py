@@ -58,7 +58,8 @@ def serve(port: int, layer: str) -> None:
     from daphne.server import Server  # installs Twisted's asyncio reactor on its own loop
     from twisted.internet import reactor
 
-    from domains import live, virt
+    from domains import virt
+    from domains.supervisor import Supervisor
     from vmportal.asgi import application
 
     loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
@@ -90,7 +91,7 @@ def serve(port: int, layer: str) -> None:
     async def start_watchers() -> None:
         if layer == "redis":  # as `manage.py watchhosts` does
             virt.initialize()
-            await live.Supervisor().start()
+            await Supervisor().start()
         print("ready", flush=True)
 
     threading.Thread(target=read_commands, daemon=True).start()

@@ -17,7 +17,7 @@ import atexit
 import logging
 from typing import Any
 
-from domains import live, virt
+from domains import supervisor, virt
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +40,14 @@ class BackgroundWork:
             except Exception:  # pages still render; the next connection tries again
                 logger.exception("starting the live state failed")
             if not self._stop_at_exit:
-                atexit.register(live.stop_supervisor_at_exit)
+                atexit.register(supervisor.stop_supervisor_at_exit)
                 self._stop_at_exit = True
         await self.application(scope, receive, send)
 
     async def _start(self) -> None:
         virt.initialize()
-        if live.embedded_watchers_enabled():
-            await live.start_supervisor()  # once: a later call on the same loop returns at once
+        if supervisor.embedded_watchers_enabled():
+            await supervisor.start_supervisor()  # once: a later call on the same loop returns at once
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -62,6 +62,6 @@ class BackgroundWork:
                 self._by_lifespan = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                await live.stop_supervisor()
+                await supervisor.stop_supervisor()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

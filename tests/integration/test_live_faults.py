@@ -21,7 +21,7 @@ from django.test import Client
 
 import lab
 from accounts.models import User
-from domains import live
+from domains import supervisor
 from domains.models import Host
 from lab.paths import HostPaths
 from lab.process import is_alive, read_pid
@@ -102,5 +102,5 @@ async def test_a_libvirtd_restart_shows_the_host_unreachable_then_resyncs(
             await asyncio.to_thread(virsh, target, "resume" if action == "suspend" else "suspend", watched)
     finally:
         await communicator.disconnect()
-        await live.stop_supervisor()
+        await supervisor.stop_supervisor()
         assert lab.up(hosts=len(lab_hosts), demo_inventory=False)  # the lab still counts its host as running

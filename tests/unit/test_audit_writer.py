@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
@@ -11,9 +10,8 @@ from accounts.models import User
 from audit import services as audit
 from audit.models import AuditEntry
 from domains.models import Host
+from tests.support.source import ROOT, product_files
 
-ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("accounts", "audit", "consoles", "domains", "lab", "vmportal")
 CREATES_A_ROW = re.compile(r"AuditEntry\.objects\.\w*create|(?<!class )AuditEntry\(")
 SECRET = "Zm9vYmFyLXNlY3JldC10aWNrZXQtdmFsdWUtMDEyMzQ1Ng"
 
@@ -22,8 +20,7 @@ def test_one_function_creates_audit_rows() -> None:
     """Every other module goes through audit.services; a second writer would format rows its own way."""
     writers = [
         f"{path.relative_to(ROOT)}:{number}"
-        for package in PRODUCT
-        for path in sorted((ROOT / package).rglob("*.py")) if "migrations" not in path.parts
+        for path in product_files(migrations=False)
         for number, line in enumerate(path.read_text().splitlines(), 1) if CREATES_A_ROW.search(line)
     ]
     assert len(writers) == 1 and writers[0].startswith("audit/services.py:"), writers

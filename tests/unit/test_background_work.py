@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("accounts", "consoles", "domains", "lab", "vmportal")
+from tests.support.source import PRODUCT_PACKAGES, ROOT, product_files
+
 # The modules that own background threads (README, "Background work"): libvirt's event loop and the
 # watchers, the agents' address readers, a migration's blocking call and its job's runner, and the
 # re-check of one open console in the proxy's process for it.
@@ -25,7 +24,7 @@ import importlib, pkgutil, threading
 import django, libvirt
 before = threading.active_count()
 django.setup()
-for package in {PACKAGES!r}:
+for package in {PRODUCT_PACKAGES!r}:
     module = importlib.import_module(package)
     for info in pkgutil.walk_packages(module.__path__, package + "."):
         if not info.name.endswith("__main__"):
@@ -54,8 +53,7 @@ def test_importing_every_module_starts_no_thread_and_registers_no_event_loop() -
 def test_only_the_owners_of_background_work_start_threads() -> None:
     starting = {
         str(path.relative_to(ROOT))
-        for package in PACKAGES
-        for path in (ROOT / package).rglob("*.py")
+        for path in product_files()
         if re.search(r"\bThread\(", path.read_text())
     }
     assert starting <= THREAD_OWNERS, f"threads started outside their owners: {sorted(starting - THREAD_OWNERS)}"

@@ -1,14 +1,10 @@
 """No import circle among the project's own modules.
 
-Reads the source of domains, consoles, accounts, vmportal and lab (with ast: nothing is imported)
-and fails on any cycle of imports that run when a module loads: at its top level, in a class body, a
-`try` or an `if`. Two kinds are left out, on purpose:
-- imports under `if TYPE_CHECKING:`, which never run;
-- imports inside a function, which run when it is called, once every module has loaded, so they
-  cannot meet a module half-loaded. They are left out only because of one: domains.live's supervisor
-  imports services late, and services publish through live. Once the supervisor lives with its owner,
-  count them too (do not skip function bodies in _load_time_imports): the circle issue 11 removed,
-  live -> selectors -> moves -> live, hid behind such a late import in selectors.
+Reads the source of the product's packages (with ast: nothing is imported) and fails on any cycle of
+imports, wherever they are written: at the top level, in a class body, a `try`, an `if`, and inside
+functions too, since a late import is how a circle hides (the one issue 11 removed, live -> selectors
+-> moves -> live, hid behind a late import in selectors). Only imports under `if TYPE_CHECKING:` are
+left out: they never run.
 """
 
 from __future__ import annotations
@@ -17,8 +13,7 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("domains", "consoles", "accounts", "vmportal", "lab")
+from tests.support.source import PRODUCT_PACKAGES, ROOT
 
 
 def modules(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
@@ -31,16 +26,14 @@ def modules(root: Path, packages: tuple[str, ...]) -> dict[str, Path]:
     return found
 
 
-def _load_time_imports(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+def _imports_that_run(node: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
     for child in ast.iter_child_nodes(node):
         if isinstance(child, ast.Import | ast.ImportFrom):
             yield child
-        elif isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
-            continue
         elif isinstance(child, ast.If) and _is_type_checking(child.test):
-            yield from _load_time_imports(ast.Module(body=child.orelse, type_ignores=[]))
+            yield from _imports_that_run(ast.Module(body=child.orelse, type_ignores=[]))
         else:
-            yield from _load_time_imports(child)
+            yield from _imports_that_run(child)
 
 
 def _is_type_checking(test: ast.expr) -> bool:
@@ -63,7 +56,7 @@ def imports_of(name: str, known: dict[str, Path]) -> set[str]:
     path = known[name]
     package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
     targets: set[str | None] = set()
-    for node in _load_time_imports(ast.parse(path.read_text(), str(path))):
+    for node in _imports_that_run(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             targets.update(_known(alias.name, known) for alias in node.names)
             continue
@@ -130,14 +123,14 @@ def import_graph(root: Path, packages: tuple[str, ...]) -> dict[str, set[str]]:
 
 
 def test_the_projects_modules_import_each_other_without_a_circle():
-    graph = import_graph(ROOT, PACKAGES)
+    graph = import_graph(ROOT, PRODUCT_PACKAGES)
     assert {"domains.live", "domains.selectors", "domains.migration_jobs", "lab.hosts"} <= set(graph)
     assert "domains.rows" in graph["domains.live"], "the walk follows relative imports"
     found = cycles(graph)
     assert not found, "import circles:\n" + "\n".join(" -> ".join(circle) for circle in found)
 
 
-def test_the_walk_finds_a_circle_and_leaves_out_what_never_runs_at_load(tmp_path: Path):
+def test_the_walk_finds_circles_late_imports_included_and_leaves_out_what_never_runs(tmp_path: Path):
     tree = {
         "app/__init__.py": "",
         "app/a.py": "from . import b\n",
@@ -150,4 +143,5 @@ def test_the_walk_finds_a_circle_and_leaves_out_what_never_runs_at_load(tmp_path
     for name, source in tree.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
         (tmp_path / name).write_text(source)
-    assert cycles(import_graph(tmp_path, ("app",))) == [["app.a", "app.b", "app.c", "app.a"]]
+    assert cycles(import_graph(tmp_path, ("app",))) == [["app.a", "app.b", "app.c", "app.a"],
+                                                        ["app.e", "app.f", "app.e"]]

@@ -29,6 +29,7 @@ from django.utils import timezone
 from accounts.models import User
 from domains import guest_addresses, live, services, virt
 from domains.models import Grant, Host
+from domains.supervisor import HOST_REFRESH_SECONDS, start_supervisor, stop_supervisor
 from tests.conftest import TEST_DOMAIN_UUID
 from tests.live_messages import read
 from vmportal.asgi import router
@@ -101,14 +102,14 @@ async def sockets() -> AsyncIterator[list[WebsocketCommunicator]]:
 async def embedded_watchers(embedded_host: Host) -> AsyncIterator[None]:
     """This process runs the watchers, as the default deployment's web process does; they have listed the
     host when the test begins, and stop after it."""
-    supervisor = await live.start_supervisor()
+    supervisor = await start_supervisor()
     watcher = supervisor.watcher(embedded_host.pk)
     deadline = time.monotonic() + 5
     while watcher is None or watcher.reachable is not True:
         assert time.monotonic() < deadline, "the watcher did not list its host"
         await asyncio.sleep(0.05)
     yield
-    await live.stop_supervisor()
+    await stop_supervisor()
 
 
 async def connect(sockets: list[WebsocketCommunicator], path: str, user: User) -> Socket:
@@ -570,7 +571,7 @@ async def test_a_page_of_a_host_added_meanwhile_gets_it_watched_at_once(
     await database_sync_to_async(xml_host)("other", [{"name": "web-2", "uuid": OTHER_UUID}])
     page = await connect(sockets, f"/ws/domains/?all&host=other&since={time.time_ns() // 1000}", admin_user)
     # Well before the supervisor's next look at the hosts table (HOST_REFRESH_SECONDS).
-    host = await page.receive_type("host", timeout=live.HOST_REFRESH_SECONDS / 4)
+    host = await page.receive_type("host", timeout=HOST_REFRESH_SECONDS / 4)
     assert (host["host"], host["reachable"]) == ("other", True)
     assert (await page.receive_type("row"))["id"] == f"domain-other-{OTHER_UUID}"
 

@@ -18,6 +18,7 @@ from django.test import Client
 from accounts.models import User
 from domains import live, virt
 from domains.models import Host
+from domains.supervisor import Supervisor, running_supervisor, stop_supervisor, stop_supervisor_at_exit
 from tests.conftest import TEST_DOMAIN_UUID
 from tests.live_messages import read
 from vmportal import lifespan
@@ -70,7 +71,7 @@ async def test_a_server_with_lifespan_starts_the_watchers_at_startup_and_stops_t
     await inbox.put({"type": "lifespan.shutdown"})
     assert (await asyncio.wait_for(outbox.get(), 15))["type"] == "lifespan.shutdown.complete"
     await server
-    assert not watching(embedded_host) and live.running_supervisor() is None
+    assert not watching(embedded_host) and running_supervisor() is None
 
 
 async def test_under_daphne_the_first_connection_starts_the_watchers_and_the_exit_stops_them(
@@ -83,18 +84,18 @@ async def test_under_daphne_the_first_connection_starts_the_watchers_and_the_exi
     try:
         page = await first_listing(application, operator_user)  # the listing comes from the started watchers
         await page.disconnect()
-        assert at_exit == [live.stop_supervisor_at_exit]
+        assert at_exit == [stop_supervisor_at_exit]
         await asyncio.to_thread(at_exit[0])  # the process exits: its loop has stopped
-        assert not watching(embedded_host) and live.running_supervisor() is None
+        assert not watching(embedded_host) and running_supervisor() is None
     finally:
-        await live.stop_supervisor()
+        await stop_supervisor()
 
 
 async def test_a_watcher_whose_thread_dies_is_replaced(embedded_host: Host) -> None:
     layer = get_channel_layer()
     channel = await layer.new_channel()
     await layer.group_add(live.host_group(embedded_host.pk), channel)
-    supervisor = live.Supervisor(refresh_seconds=0.1)
+    supervisor = Supervisor(refresh_seconds=0.1)
     await supervisor.start()
     try:
         first = supervisor.watcher(embedded_host.pk)

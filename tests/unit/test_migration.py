@@ -24,8 +24,9 @@ from django.utils import timezone
 
 from accounts.models import User
 from audit.models import AuditEntry
-from domains import live, migration_jobs, services
+from domains import migration_jobs, services
 from domains.models import Grant, Host, MigrationJob
+from domains.supervisor import Supervisor
 from domains.virt import migration as vmig
 from domains.virt.states import DomainState
 from tests.conftest import TEST_DOMAIN_UUID, client_for
@@ -330,7 +331,7 @@ async def test_the_watchers_settle_a_job_a_restart_left_before_anyone_opens_it(m
     stale = timezone.now() - timedelta(seconds=migration_jobs.STALE_SECONDS + 5)
     job = await database_sync_to_async(_job)(hosts["embedded"], hosts["other"], admin_user, heartbeat_at=stale)
     await database_sync_to_async(_where)(monkeypatch, {"embedded": ABSENT, "other": RUNNING})
-    supervisor = live.Supervisor(settle_seconds=0.05)
+    supervisor = Supervisor(settle_seconds=0.05)
     await supervisor.start()
     try:
         async with asyncio.timeout(10):

@@ -23,7 +23,7 @@ from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from domains import virt
-from domains.live import Supervisor
+from domains.supervisor import Supervisor
 
 LEASE_KEY = "live:watchhosts:lease"
 LEASE_SECONDS = 15
