@@ -11,6 +11,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
@@ -21,6 +22,7 @@ from accounts.models import User
 from domains import virt
 from domains.models import Grant, Host
 
+ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery staple"
 KEEP_LAB = os.environ.get("VMPORTAL_LAB_KEEP") == "1"
 LAB_HOSTS = 2
@@ -38,6 +40,13 @@ def _layer(item: pytest.Item) -> int:
     if item.get_closest_marker("e2e"):
         return 2
     return 1 if item.get_closest_marker("integration") else 0
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A fresh clone's plain `pytest` says what to run first, instead of failing test by test."""
+    if not (ROOT / "static" / "novnc" / ".copied").exists():
+        pytest.exit("The front-end libraries and the lab's packages are not installed here: run bin/setup (as root) "
+                    "once, or bin/test, which runs it and then the whole suite.", returncode=4)
 
 
 @pytest.hookimpl(trylast=True)

@@ -145,3 +145,15 @@ def test_the_walk_finds_circles_late_imports_included_and_leaves_out_what_never_
         (tmp_path / name).write_text(source)
     assert cycles(import_graph(tmp_path, ("app",))) == [["app.a", "app.b", "app.c", "app.a"],
                                                         ["app.e", "app.f", "app.e"]]
+
+
+def test_only_domains_virt_imports_libvirt():
+    """One adapter for the hypervisor: everything else gets dataclasses and the project's own errors."""
+    importers = sorted(
+        name for name, path in modules(ROOT, PRODUCT_PACKAGES).items()
+        if not name.startswith("domains.virt")
+        and any(isinstance(node, ast.Import) and any(alias.name.split(".")[0] == "libvirt" for alias in node.names)
+                or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "libvirt"
+                for node in ast.walk(ast.parse(path.read_text(), str(path))))
+    )
+    assert not importers, f"libvirt imported outside domains/virt/: {importers}"
