@@ -91,26 +91,26 @@ def audited(
 
     try:
         yield entry
-    except refusals as refusal:
-        finish(Result.DENIED, f"refused: {refusal}")
-        raise
-    except Http404:
-        finish(Result.DENIED, "Not visible to this user.")
-        raise
-    except PermissionDenied:
-        finish(Result.DENIED, "Not permitted for this user.")
-        raise
-    except VirtError as error:
-        finish(Result.FAILED, error.full_message)
-        raise
-    except ValidationError as error:
-        finish(Result.FAILED, "; ".join(error.messages))
-        raise
     except Exception as error:
-        finish(Result.FAILED, type(error).__name__)
+        finish(*_outcome(error, refusals))
         raise
     else:
         finish(Result.SUCCEEDED)
+
+
+def _outcome(error: Exception, refusals: tuple[type[Exception], ...]) -> tuple[Result, str]:
+    """How an action that raised `error` ends in its row, and why."""
+    if isinstance(error, refusals):
+        return Result.DENIED, f"refused: {error}"
+    if isinstance(error, Http404):
+        return Result.DENIED, "Not visible to this user."
+    if isinstance(error, PermissionDenied):
+        return Result.DENIED, "Not permitted for this user."
+    if isinstance(error, VirtError):
+        return Result.FAILED, error.full_message
+    if isinstance(error, ValidationError):
+        return Result.FAILED, "; ".join(error.messages)
+    return Result.FAILED, type(error).__name__
 
 
 def refuse(

@@ -152,20 +152,10 @@ class _Heartbeat:
 # --- The end of a job: decided by where the VM is, not by what the call said. ---
 
 
-def conclude(job: MigrationJob, *, error: str = "", cancelled: bool = False, final: vmig.Progress | None = None,
-             note: str = "") -> MigrationJob:
-    """End the job from where the VM runs (or is defined) now; move grants; audit; publish. Returns the job
-    as it ended.
-
-    Once only: the end is written by a compare-and-set on the job's active state, and only the caller
-    whose update changed the row moves the grants and writes the audit row, in the same transaction (a
-    concluded job always has its grants). Any other caller (a runner ending after a settler took its
-    job, a second settler) gets the job as the first one ended it. A failure while the row says
-    cancelling ends as cancelled, whoever concludes it.
-    """
-    source = job.source
-    destination = job.destination
-    uuid = str(job.domain_uuid)
+def _ending(job: MigrationJob, *, error: str, cancelled: bool, final: vmig.Progress | None,
+            note: str) -> dict[str, Any]:
+    """The fields that end `job`, judged by where the VM is now rather than by what the call said."""
+    source, destination, uuid = job.source, job.destination, str(job.domain_uuid)
     moved: bool | None = None
     where = ""
     if source is not None and destination is not None:
@@ -185,6 +175,7 @@ def conclude(job: MigrationJob, *, error: str = "", cancelled: bool = False, fin
         ending.update(state=State.SUCCEEDED, error="")
     else:
         ending["error"] = (error or "The migration did not complete.") + where
+        # A failure while the row says cancelling ends as cancelled, whoever concludes it.
         ending["state"] = Value(State.CANCELLED) if cancelled else Case(
             When(state=State.CANCELLING, then=Value(State.CANCELLED)), default=Value(State.FAILED))
     if final is not None:
@@ -193,6 +184,22 @@ def conclude(job: MigrationJob, *, error: str = "", cancelled: bool = False, fin
         figures = vmig.completed_figures(destination.uri, uuid)
         if figures is not None:
             ending["progress"] = figures.as_dict()
+    return ending
+
+
+def conclude(job: MigrationJob, *, error: str = "", cancelled: bool = False, final: vmig.Progress | None = None,
+             note: str = "") -> MigrationJob:
+    """End the job from where the VM runs (or is defined) now; move grants; audit; publish. Returns the job
+    as it ended.
+
+    Once only: the end is written by a compare-and-set on the job's active state, and only the caller
+    whose update changed the row moves the grants and writes the audit row, in the same transaction (a
+    concluded job always has its grants). Any other caller (a runner ending after a settler took its
+    job, a second settler) gets the job as the first one ended it. A failure while the row says
+    cancelling ends as cancelled, whoever concludes it.
+    """
+    source, destination, uuid = job.source, job.destination, str(job.domain_uuid)
+    ending = _ending(job, error=error, cancelled=cancelled, final=final, note=note)
     with transaction.atomic():
         won = MigrationJob.objects.filter(pk=job.pk, state__in=MigrationJob.ACTIVE_STATES).update(**ending) == 1
         job.refresh_from_db(fields=["state", "error", "note", "progress", "finished_at"])
