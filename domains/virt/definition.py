@@ -156,7 +156,13 @@ def build_domain_xml(spec: DomainSpec, *, disk_path: str = "", disk_format: str 
     _sub(root, "on_poweroff", "destroy")
     _sub(root, "on_reboot", "restart")
     _sub(root, "on_crash", "destroy")
-    devices = _sub(root, "devices")
+    _devices(_sub(root, "devices"), spec, disk_path=disk_path, disk_format=disk_format, iso_path=iso_path)
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode")
+
+
+def _devices(devices: ET.Element, spec: DomainSpec, *, disk_path: str, disk_format: str, iso_path: str) -> None:
+    """Disks, the NIC, the agent channel, consoles, display and balloon of a new domain."""
     if disk_path:
         _disk(devices, path=disk_path, device="disk", target="vda", bus="virtio", fmt=disk_format)
     if iso_path:
@@ -178,8 +184,6 @@ def build_domain_xml(spec: DomainSpec, *, disk_path: str = "", disk_format: str 
     video = _sub(devices, "video")
     _sub(video, "model", type=spec.video_model)
     _sub(devices, "memballoon", model="virtio")
-    ET.indent(root)
-    return ET.tostring(root, encoding="unicode")
 
 
 def _pool_target(conn: libvirt.virConnect, pool_name: str) -> str:
