@@ -74,7 +74,7 @@ def runs_here(job_id: int) -> bool:
 
 
 def wait(job_id: int, timeout: float) -> bool:
-    """For tests and the benchmark: wait for this process's runner of the job to end."""
+    """Wait for this process's runner of the job to end (`manage.py migrationjobs reconcile --wait`)."""
     with _threads_lock:
         thread = _threads.get(job_id)
     if thread is None:
