@@ -11,7 +11,6 @@ from django.db import connections
 
 from consoles import conf
 from consoles.proxy import MaskTickets, build_proxy
-from domains import virt
 
 
 class Command(BaseCommand):
@@ -33,10 +32,11 @@ class Command(BaseCommand):
         if options["verbosity"] > 1:
             root.setLevel(logging.DEBUG)
         # websockify forks one process per connection: children must open their own database and
-        # libvirt connections, so the parent holds none when it forks.
+        # libvirt connections, so the parent holds none when it forks. Nor does it run libvirt's event
+        # loop: a child forked while that thread held the loop's lock would hang at its first libvirt
+        # call (the child only asks libvirt for the display's address, which needs no event loop).
         multiprocessing.set_start_method("fork", force=True)
         connections.close_all()
-        virt.initialize()
         proxy = build_proxy(host=host.strip("[]") or "127.0.0.1", port=int(port), heartbeat=options["heartbeat"],
                             verbose=options["verbosity"] > 1)
         proxy.start_server()
