@@ -265,8 +265,9 @@ def domain_define(*, actor: User, host_name: str, spec: DomainSpec, autostart: b
         entry.domain_uuid = defined.uuid
         entry.save(update_fields=["domain_uuid"])
         if (volume := defined.created_volume) is not None:
-            OwnedVolume.objects.create(host=host, pool=volume.pool, name=volume.name, path=volume.path,
-                                       owner=actor, capacity_bytes=volume.capacity_bytes)
+            # Just created, so any record of the same name is of a volume deleted outside the dashboard.
+            OwnedVolume.objects.update_or_create(host=host, pool=volume.pool, name=volume.name, defaults={
+                "path": volume.path, "owner": actor, "capacity_bytes": volume.capacity_bytes})
         if not actor.sees_every_domain:
             Grant.objects.create(host=host, domain_uuid=defined.uuid, domain_name=spec.name, user=actor,
                                  can_operate=True, can_console=True, owner=True)

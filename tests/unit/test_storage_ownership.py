@@ -241,3 +241,13 @@ def test_an_admin_registers_only_a_pool_the_host_has(admin_user, embedded_host):
                                                              "shared_images": "on"})
     assert shared.status_code == 302
     assert StoragePool.objects.get().shared_images
+
+
+def test_a_volume_deleted_outside_the_dashboard_leaves_no_claim_on_its_name(storage, hypervisor, embedded_host,
+                                                                            tenant_user, other_tenant_user):
+    """Otto's record of mine.qcow2 outlived the volume (deleted with virsh); Tina's new mine.qcow2 is hers."""
+    OwnedVolume.objects.create(host=embedded_host, pool="default-pool", name="mine.qcow2",
+                               path="/default-pool/mine.qcow2", owner=other_tenant_user, capacity_bytes=GIB)
+    assert client_for(tenant_user).post("/domains/new/", {**FORM, "define": ""}).status_code == 302
+    assert OwnedVolume.objects.get(name="mine.qcow2").owner == tenant_user
+    assert Grant.objects.get(domain_name="mine").user == tenant_user
