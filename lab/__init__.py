@@ -12,20 +12,22 @@ from collections.abc import Sequence
 
 from lab import hosts as _hosts
 from lab import inventory as _inventory
+from lab import network as _network
 from lab.hosts import LabHost, LabHostStatus, available, status
 from lab.images import GuestImages, ensure_guest_images
 from lab.inventory import DEMO_VMS, DemoState, DemoVM, demo_placement
 from lab.process import LabError
 
 
-def up(hosts: int = 2, *, demo_inventory: bool = True) -> list[LabHost]:
+def up(hosts: int = 2, *, demo_inventory: bool = True, network: bool = False) -> list[LabHost]:
     """Make lab1..lab<hosts> run, keeping those already up; return them.
 
     Recovers from a crash (dead daemons, stale pid files and sockets). With demo_inventory, also
-    defines the demo VMs and returns once the guests it started answer through their agents.
+    defines the demo VMs and returns once the guests it started answer through their agents. With
+    network, or VMPORTAL_LAB_NETWORK=1, the hosts are on the lab network and answer over SSH too.
     """
     with _hosts.lab_lock():
-        lab_hosts = _hosts.start_hosts(hosts)
+        lab_hosts = _hosts.start_hosts(hosts, network=network or _network.requested())
         if demo_inventory:
             _inventory.define_demo_inventory(lab_hosts)
     return lab_hosts
