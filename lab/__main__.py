@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
             start = time.monotonic()
             hosts = lab.up(arguments.hosts, demo_inventory=not arguments.no_demo, network=arguments.network)
             for host in hosts:
-                print(f"{host.name}\t{host.uri}" + (f"\t{host.ssh_uri}" if host.ssh_uri else ""))
+                print("\t".join(part for part in (host.name, host.uri, host.ssh_uri, host.tls_uri) if part))
             print(f"up in {time.monotonic() - start:.1f} s", file=sys.stderr)
         elif arguments.command == "status":
             for status in lab.status():

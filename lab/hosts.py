@@ -40,7 +40,8 @@ DAEMON_START_TIMEOUT = 60
 class LabHost:
     name: str
     uri: str
-    ssh_uri: str = ""  # qemu+ssh://... when the host is on the lab network
+    ssh_uri: str = ""  # qemu+ssh://... and
+    tls_uri: str = ""  # qemu+tls://... when the host is on the lab network
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,11 @@ def stop_hosts() -> None:
 
 
 def _lab_host(paths: HostPaths) -> LabHost:
-    return LabHost(name=paths.name, uri=paths.uri, ssh_uri=lab_network.ssh_uri(paths) if _is_networked(paths) else "")
+    if not _is_networked(paths):
+        return LabHost(name=paths.name, uri=paths.uri)
+    return LabHost(
+        name=paths.name, uri=paths.uri, ssh_uri=lab_network.ssh_uri(paths), tls_uri=lab_network.tls_uri(paths)
+    )
 
 
 def _is_networked(paths: HostPaths) -> bool:
@@ -172,7 +177,7 @@ def _start(paths: HostPaths, *, network: bool) -> None:
         "commands": [
             *(lab_network.prepare_host(paths) if network else []),
             ["virtlogd", "--daemon", "--pid-file", str(paths.virtlogd_pid_file)],
-            ["libvirtd", "--daemon", "--pid-file", str(paths.libvirtd_pid_file)],
+            ["libvirtd", "--daemon", *(["--listen"] if network else []), "--pid-file", str(paths.libvirtd_pid_file)],
         ],
     }
     start_host_init(plan, network=network)
@@ -191,7 +196,13 @@ def _write_configuration(paths: HostPaths, *, network: bool) -> None:
     # migrate between daemons with the same host UUID).
     host_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"vmportal-lab:{paths.name}")
     (etc / "libvirtd.conf").write_text(
-        _LIBVIRTD_CONF.format(name=paths.name, socket_dir=paths.socket_dir, host_uuid=host_uuid)
+        _LIBVIRTD_CONF.format(
+            name=paths.name,
+            socket_dir=paths.socket_dir,
+            host_uuid=host_uuid,
+            listen_tls=int(network),
+            tls=lab_network.libvirtd_tls_configuration(paths) if network else "",
+        )
     )
     (etc / "virtlogd.conf").write_text(_VIRTLOGD_CONF.format(name=paths.name))
     # Separate port ranges, so that daemons allocating at the same moment never collide.
@@ -218,10 +229,10 @@ unix_sock_rw_perms = "0700"
 auth_unix_ro = "none"
 auth_unix_rw = "none"
 listen_tcp = 0
-listen_tls = 0
+listen_tls = {listen_tls}
 host_uuid = "{host_uuid}"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-"""
+{tls}"""
 
 _VIRTLOGD_CONF = """\
 # virtlogd of vmportal lab host {name}; rewritten by every `lab up`.

@@ -4,7 +4,8 @@ The bridge is in a namespace of its own too, kept by a process that does nothing
 addresses nothing outside the namespaces it creates: each host's namespace has a veth into the
 bridge, and this machine (where the dashboard runs) one more, all with addresses of a private range
 the lab owns. Inside each host an sshd of the lab's own lets the lab's client key in as root, and the
-dashboard's known_hosts pins every host's key. The unix sockets still work: a path is not bound to a
+dashboard's known_hosts pins every host's key; libvirtd listens for TLS there too, with certificates
+from the lab's CA (lab.pki). The unix sockets still work: a path is not bound to a
 network namespace.
 
 libvirt's ssh transport passes no known_hosts file to OpenSSH (its known_hosts parameter is for the
@@ -21,6 +22,7 @@ import shutil
 from contextlib import suppress
 from pathlib import Path
 
+from lab import pki
 from lab.paths import INSTANCE, RUN_DIR, STATE_DIR, HostPaths
 from lab.process import LabError, namespace_of, processes_in_namespace, read_pid, run, start_host_init, terminate
 
@@ -29,7 +31,7 @@ NETWORK = ipaddress.IPv4Network(f"10.213.{INSTANCE}.0/24")
 DASHBOARD_ADDRESS = NETWORK[1]  # this machine's end of its veth into the bridge
 UPLINK = f"vmportal-lab{INSTANCE or ''}"  # the name of that veth on this machine
 BRIDGE = "br0"
-REQUIRED_PROGRAMS = ("ip", "nsenter", "sshd", "ssh-keygen", "virt-ssh-helper")
+REQUIRED_PROGRAMS = ("ip", "nsenter", "sshd", "ssh-keygen", "virt-ssh-helper", "openssl")
 
 NETWORK_STATE_DIR = STATE_DIR / "network"  # the client's key pair, ssh command and configuration
 NETWORK_RUN_DIR = RUN_DIR / "network"  # the pid and namespace ids of the bridge's keeper
@@ -38,6 +40,7 @@ KNOWN_HOSTS = NETWORK_STATE_DIR / "known_hosts"
 AUTHORIZED_KEYS = NETWORK_STATE_DIR / "authorized_keys"
 SSH_CONFIG = NETWORK_STATE_DIR / "ssh_config"
 SSH_COMMAND = NETWORK_STATE_DIR / "ssh"  # OpenSSH with SSH_CONFIG, for the URIs' command parameter
+PKI_DIR = NETWORK_STATE_DIR / "pki"  # the lab's CA; the dashboard's certificate in PKI_DIR/client
 _KEEPER_PID_FILE = NETWORK_RUN_DIR / "bridge.pid"
 _KEEPER_NAMESPACE_FILE = NETWORK_RUN_DIR / "namespace"
 # Debian's sshd refuses to start without it (systemd makes it at boot); it stays empty.
@@ -62,6 +65,30 @@ def ssh_uri(paths: HostPaths) -> str:
     return f"qemu+ssh://root@{host_address(paths)}/system?command={SSH_COMMAND}&keyfile={CLIENT_KEY}&no_tty=1"
 
 
+def tls_uri(paths: HostPaths) -> str:
+    """The host as users reach theirs over TLS: the dashboard's certificate, and only the lab's CA trusted."""
+    return f"qemu+tls://{host_address(paths)}/system?pkipath={PKI_DIR / 'client'}"
+
+
+def libvirtd_tls_configuration(paths: HostPaths) -> str:
+    """libvirtd.conf lines of a networked host: TLS on its address, with its certificate (libvirtd --listen)."""
+    pki_dir = paths.state_dir / "pki"
+    return _LIBVIRTD_TLS.format(
+        address=host_address(paths),
+        key=pki_dir / "serverkey.pem",
+        certificate=pki_dir / "servercert.pem",
+        ca=pki_dir / "cacert.pem",
+    )
+
+
+_LIBVIRTD_TLS = """\
+listen_addr = "{address}"
+key_file = "{key}"
+cert_file = "{certificate}"
+ca_file = "{ca}"
+"""
+
+
 def is_networked(pid: int) -> bool:
     """Whether pid runs in a network namespace other than this process's, as a networked host does."""
     try:
@@ -76,6 +103,7 @@ def start_network() -> bool:
     if missing:
         raise LabError(f"the lab network needs: {', '.join(missing)} (see lab/DEBIAN_PACKAGES)")
     _write_client_configuration()
+    pki.ensure_authority(PKI_DIR)
     if _keeper_namespace() and _link_exists(UPLINK):
         return False
     stop_network()  # whatever a crash left behind
@@ -147,7 +175,7 @@ def _generate_key(path: Path, *, comment: str) -> None:
 
 
 def prepare_host(paths: HostPaths) -> list[list[str]]:
-    """Write the host's sshd configuration; return the commands that start its network inside it."""
+    """Write the host's sshd configuration and certificate; return the commands that start its network inside it."""
     paths.ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     host_key = paths.ssh_dir / "ssh_host_ed25519_key"
     if not host_key.exists():  # kept across restarts, as a real host's is
@@ -163,6 +191,7 @@ def prepare_host(paths: HostPaths) -> list[list[str]]:
         )
     )
     SSHD_PRIVILEGE_SEPARATION_DIR.mkdir(mode=0o755, exist_ok=True)
+    pki.ensure_host_certificate(PKI_DIR, paths.state_dir / "pki", name=paths.name, address=host_address(paths))
     # Where virt-ssh-helper looks for libvirtd: /run/libvirt inside the host is this directory.
     default_socket = paths.run_dir / "libvirt" / "libvirt-sock"
     default_socket.parent.mkdir(parents=True, exist_ok=True)

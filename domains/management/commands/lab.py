@@ -22,7 +22,7 @@ class Command(BaseCommand):
         up.add_argument("--hosts", type=int, default=2)
         up.add_argument(
             "--network", action="store_true",
-            help="put the hosts on the lab network (as VMPORTAL_LAB_NETWORK=1 does); also register labN-ssh over SSH",
+            help="put the hosts on the lab network (as VMPORTAL_LAB_NETWORK=1 does); add labN-ssh and labN-tls",
         )
         sub.add_parser("status", help="show the lab hosts and their daemons")
         sub.add_parser("down", help="stop every lab guest and daemon; the hosts stay registered, disabled")
@@ -50,8 +50,9 @@ class Command(BaseCommand):
         actor = system_actor()
         for lab_host in lab.up(hosts=count, network=network):
             self._register(actor, lab_host.name, lab_host.uri)
-            if lab_host.ssh_uri:  # the same libvirtd, reached as users reach theirs
+            if lab_host.ssh_uri and lab_host.tls_uri:  # the same libvirtd, reached as users reach theirs
                 self._register(actor, f"{lab_host.name}-ssh", lab_host.ssh_uri)
+                self._register(actor, f"{lab_host.name}-tls", lab_host.tls_uri)
 
     def _register(self, actor: User, name: str, uri: str) -> None:
         host = Host.objects.filter(name=name).first()
