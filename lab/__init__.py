@@ -2,8 +2,9 @@
 
 Each host is its own libvirtd (and virtlogd) in its own mount and UTS namespace, reachable at
 qemu+unix:///system?socket=/run/vmportal-lab/sockets/<host>/libvirt-sock from anywhere, including
-from the other hosts (peer-to-peer migration). Needs root. Never imports libvirt: it drives the
-daemons and virsh as programs.
+from the other hosts (peer-to-peer migration). On the lab network, when asked for (lab.network), each
+host also has an address of its own, reached over qemu+ssh and qemu+tls. Needs root. Never imports
+libvirt: it drives the daemons and virsh as programs.
 """
 
 from __future__ import annotations

@@ -259,15 +259,14 @@ def leftovers() -> list[str]:
 def _keeper_namespace() -> str | None:
     """The namespace ids of the bridge's keeper while it runs; never those this program runs in."""
     keeper = read_pid(_KEEPER_PID_FILE)
-    if keeper is None:
+    namespace = namespace_of(keeper) if keeper else None
+    if keeper is None or namespace is None or namespace == namespace_of(os.getpid()):
         return None
     try:
         recorded = _KEEPER_NAMESPACE_FILE.read_text().strip()
-    except FileNotFoundError:  # a crash before it was recorded: only a keeper names its pid file
-        recorded = namespace_of(keeper) or "" if str(_KEEPER_PID_FILE) in _command_line(keeper) else ""
-    if not recorded or recorded == namespace_of(os.getpid()) or namespace_of(keeper) != recorded:
-        return None
-    return recorded
+    except FileNotFoundError:  # a crash before it was recorded: only the keeper names its pid file
+        return namespace if str(_KEEPER_PID_FILE) in _command_line(keeper) else None
+    return namespace if namespace == recorded else None
 
 
 def _command_line(pid: int) -> str:
