@@ -1,12 +1,11 @@
-"""The lab network, when asked for: each host in a network namespace of its own, on a bridge, reached over SSH.
+"""The lab network, when asked for: each host in a network namespace of its own on a bridge, reached over SSH and TLS.
 
 The bridge is in a namespace of its own too, kept by a process that does nothing else, so the lab
 addresses nothing outside the namespaces it creates: each host's namespace has a veth into the
 bridge, and this machine (where the dashboard runs) one more, all with addresses of a private range
 the lab owns. Inside each host an sshd of the lab's own lets the lab's client key in as root, and the
 dashboard's known_hosts pins every host's key; libvirtd listens for TLS there too, with certificates
-from the lab's CA (lab.pki). The unix sockets still work: a path is not bound to a
-network namespace.
+from the lab's CA (lab.pki). The unix sockets still work: a path is not bound to a network namespace.
 
 libvirt's ssh transport passes no known_hosts file to OpenSSH (its known_hosts parameter is for the
 libssh transports), so the URIs name the lab's own ssh command: OpenSSH with the lab's configuration,
