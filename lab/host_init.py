@@ -6,7 +6,9 @@ soon as they exit. libvirt waits for a killed QEMU to disappear, so a PID 1 that
 slowly, or never, would otherwise stall every destroy, shutdown and migration.
 
 Standalone (the standard library only), as it runs before anything else in the namespace.
-Argument: a JSON object {"hostname": str, "binds": [[source, target], ...], "commands": [[arg, ...], ...]}.
+Argument: a JSON object {"hostname": str, "binds": [[source, target], ...], "commands": [[arg, ...], ...]},
+optionally with "pid_file": str (where to write its own pid) and "hold": true (stay until SIGTERM even
+with no child: what keeps the namespaces of the lab's bridge, where nothing else runs).
 Exits 0 once every command succeeded, with the subreaper left running until its last child exits.
 """
 
@@ -31,6 +33,9 @@ def main() -> int:
     os.close(ready_read)
     os.setsid()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # stays until its children are gone
+    if "pid_file" in plan:
+        with open(plan["pid_file"], "w") as pid_file:
+            pid_file.write(f"{os.getpid()}\n")
     if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         print("cannot become a child subreaper", file=sys.stderr)
         os.write(ready_write, b"1")
@@ -48,8 +53,16 @@ def main() -> int:
     _detach_from_caller()
     os.write(ready_write, b"0")
     os.close(ready_write)
+    if plan.get("hold"):
+        _hold()
     _reap_until_alone()
     return 0
+
+
+def _hold() -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    while True:
+        signal.pause()
 
 
 def _detach_from_caller() -> None:

@@ -7,18 +7,17 @@ they all share one kernel, one QEMU and the socket directory under /run/vmportal
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 import uuid
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lab import network as lab_network
 from lab.paths import CACHE_DIR, LOCK_FILE, RUN_DIR, STATE_DIR, HostPaths
 from lab.process import (
     LabError,
@@ -28,6 +27,7 @@ from lab.process import (
     processes_in_namespace,
     read_pid,
     run,
+    start_host_init,
     terminate,
 )
 from lab.virsh import domain_names, virsh
@@ -40,6 +40,8 @@ DAEMON_START_TIMEOUT = 60
 class LabHost:
     name: str
     uri: str
+    ssh_uri: str = ""  # qemu+ssh://... and
+    tls_uri: str = ""  # qemu+tls://... when the host is on the lab network
 
 
 @dataclass(frozen=True)
@@ -72,25 +74,36 @@ def lab_lock() -> AbstractContextManager[None]:
     return file_lock(LOCK_FILE)
 
 
-def start_hosts(count: int) -> list[LabHost]:
-    """Make hosts lab1..lab<count> run, starting those that are not; return them. Needs lab_lock()."""
+def start_hosts(count: int, *, network: bool = False) -> list[LabHost]:
+    """Make hosts lab1..lab<count> run, starting those that are not; return them. Needs lab_lock().
+
+    With network, each host is on the lab network (lab.network) and answers over SSH too.
+    """
     if count < 1:
         raise ValueError("the lab needs at least one host")
     ready, reason = available()
     if not ready:
         raise LabError(reason)
     _unmount_stale()
+    new_bridge = network and lab_network.start_network()
     hosts = []
     for number in range(1, count + 1):
         paths = HostPaths(f"lab{number}")
-        if not _is_running(paths):
+        running = _is_running(paths)
+        if running and network:
+            if not _is_networked(paths):
+                raise LabError(f"{paths.name} runs without the lab network: take the lab down before `up --network`")
+            running = not new_bridge  # else its link went with the old bridge
+        if not running:
             _stop(paths)  # whatever a crash left behind
             try:
-                _start(paths)
+                _start(paths, network=network)
             except LabError:
                 _stop(paths)
                 raise
         hosts.append(_lab_host(paths))
+    if network:
+        lab_network.write_known_hosts(known_hosts())
     return hosts
 
 
@@ -117,17 +130,30 @@ def status() -> list[LabHostStatus]:
 
 
 def stop_hosts() -> None:
-    """Stop every guest and daemon of the lab; raise LabError if anything is left behind. Needs lab_lock()."""
+    """Stop every guest and daemon of the lab, and its network; raise LabError if anything is left behind.
+
+    Needs lab_lock().
+    """
     for paths in known_hosts():
         _stop(paths)
+    lab_network.stop_network()
     _unmount_stale()
-    leftovers = [str(socket) for socket in RUN_DIR.glob("sockets/*/*")] + _lab_mounts()
+    leftovers = [str(socket) for socket in RUN_DIR.glob("sockets/*/*")] + _lab_mounts() + lab_network.leftovers()
     if leftovers:
         raise LabError(f"the lab left behind: {', '.join(leftovers)}")
 
 
 def _lab_host(paths: HostPaths) -> LabHost:
-    return LabHost(name=paths.name, uri=paths.uri)
+    if not _is_networked(paths):
+        return LabHost(name=paths.name, uri=paths.uri)
+    return LabHost(
+        name=paths.name, uri=paths.uri, ssh_uri=lab_network.ssh_uri(paths), tls_uri=lab_network.tls_uri(paths)
+    )
+
+
+def _is_networked(paths: HostPaths) -> bool:
+    libvirtd_pid = read_pid(paths.libvirtd_pid_file)
+    return libvirtd_pid is not None and lab_network.is_networked(libvirtd_pid)
 
 
 def known_hosts() -> list[HostPaths]:
@@ -137,8 +163,8 @@ def known_hosts() -> list[HostPaths]:
     return sorted((HostPaths(name) for name in names), key=lambda paths: paths.number)
 
 
-def _start(paths: HostPaths) -> None:
-    _write_configuration(paths)
+def _start(paths: HostPaths, *, network: bool) -> None:
+    _write_configuration(paths, network=network)
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     paths.socket_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     paths.socket_dir.chmod(0o700)  # auth is "none": the directory is what keeps non-root users out
@@ -149,12 +175,12 @@ def _start(paths: HostPaths) -> None:
         "hostname": paths.name,
         "binds": [[str(source), str(target)] for target, source in paths.bind_mounts.items()],
         "commands": [
+            *(lab_network.prepare_host(paths) if network else []),
             ["virtlogd", "--daemon", "--pid-file", str(paths.virtlogd_pid_file)],
-            ["libvirtd", "--daemon", "--pid-file", str(paths.libvirtd_pid_file)],
+            ["libvirtd", "--daemon", *(["--listen"] if network else []), "--pid-file", str(paths.libvirtd_pid_file)],
         ],
     }
-    host_init = Path(__file__).with_name("host_init.py")
-    run(["unshare", "--mount", "--uts", "--propagation", "private", sys.executable, str(host_init), json.dumps(plan)])
+    start_host_init(plan, network=network)
     libvirtd_pid = read_pid(paths.libvirtd_pid_file)
     namespace = namespace_of(libvirtd_pid) if libvirtd_pid else None
     if namespace is None:
@@ -163,14 +189,20 @@ def _start(paths: HostPaths) -> None:
     _wait_until_answering(paths)
 
 
-def _write_configuration(paths: HostPaths) -> None:
+def _write_configuration(paths: HostPaths, *, network: bool) -> None:
     etc = paths.bind_mounts[Path("/etc/libvirt")]
     etc.mkdir(parents=True, exist_ok=True)
     # Derived from the name: stable across restarts, distinct per host (libvirt refuses to
     # migrate between daemons with the same host UUID).
     host_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"vmportal-lab:{paths.name}")
     (etc / "libvirtd.conf").write_text(
-        _LIBVIRTD_CONF.format(name=paths.name, socket_dir=paths.socket_dir, host_uuid=host_uuid)
+        _LIBVIRTD_CONF.format(
+            name=paths.name,
+            socket_dir=paths.socket_dir,
+            host_uuid=host_uuid,
+            listen_tls=int(network),
+            tls=lab_network.libvirtd_tls_configuration(paths) if network else "",
+        )
     )
     (etc / "virtlogd.conf").write_text(_VIRTLOGD_CONF.format(name=paths.name))
     # Separate port ranges, so that daemons allocating at the same moment never collide.
@@ -179,7 +211,8 @@ def _write_configuration(paths: HostPaths) -> None:
     (etc / "qemu.conf").write_text(
         _QEMU_CONF.format(
             name=paths.name,
-            migration_address=f"127.0.10.{paths.number}",
+            # On the lab network the host's loopback is its own: the others reach it at its address.
+            migration_address=lab_network.host_address(paths) if network else f"127.0.10.{paths.number}",
             display_port_min=display_port,
             display_port_max=display_port + 99,
             migration_port_min=migration_port,
@@ -196,10 +229,10 @@ unix_sock_rw_perms = "0700"
 auth_unix_ro = "none"
 auth_unix_rw = "none"
 listen_tcp = 0
-listen_tls = 0
+listen_tls = {listen_tls}
 host_uuid = "{host_uuid}"
 log_outputs = "3:file:/var/log/libvirt/libvirtd.log"
-"""
+{tls}"""
 
 _VIRTLOGD_CONF = """\
 # virtlogd of vmportal lab host {name}; rewritten by every `lab up`.
@@ -256,10 +289,10 @@ def _is_running(paths: HostPaths) -> bool:
 
 
 def _daemon_pids(paths: HostPaths) -> dict[str, int | None]:
-    return {
-        "libvirtd": read_pid(paths.libvirtd_pid_file),
-        "virtlogd": read_pid(paths.virtlogd_pid_file),
-    }
+    pid_files = {"libvirtd": paths.libvirtd_pid_file, "virtlogd": paths.virtlogd_pid_file}
+    if paths.sshd_pid_file.exists() or _is_networked(paths):  # on the lab network
+        pid_files["sshd"] = paths.sshd_pid_file
+    return {daemon: read_pid(pid_file) for daemon, pid_file in pid_files.items()}
 
 
 def _recorded_namespace(paths: HostPaths) -> str | None:
@@ -275,7 +308,7 @@ def _recorded_namespace(paths: HostPaths) -> str | None:
 
 def _is_daemon(pid: int) -> bool:
     try:
-        return Path(f"/proc/{pid}/comm").read_text().strip() in {"libvirtd", "virtlogd"}
+        return Path(f"/proc/{pid}/comm").read_text().strip() in {"libvirtd", "virtlogd", "sshd"}
     except FileNotFoundError:
         return False
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-STATE_DIR = Path("/var/lib/vmportal-lab")  # per-host configuration and domain definitions
-RUN_DIR = Path("/run/vmportal-lab")  # pid files, sockets, libvirt runtime state
-CACHE_DIR = Path("/var/cache/vmportal-lab")
+# 0 is the usual lab. Another number (1-254) runs a second lab beside it, with its own directories and
+# network, for a test that must take its lab down while the usual one keeps serving the other tests.
+INSTANCE = int(os.environ.get("VMPORTAL_LAB_INSTANCE", "0"))
+_SUFFIX = f"-{INSTANCE}" if INSTANCE else ""
+STATE_DIR = Path(f"/var/lib/vmportal-lab{_SUFFIX}")  # per-host configuration and domain definitions
+RUN_DIR = Path(f"/run/vmportal-lab{_SUFFIX}")  # pid files, sockets, libvirt runtime state
+CACHE_DIR = Path("/var/cache/vmportal-lab")  # shared by every instance: the guest images are the same
 IMAGES_CACHE_DIR = CACHE_DIR / "images"
 # Outside every bind mount, so a path here is the same on every host: disks that migrate live here.
 SHARED_STORAGE_DIR = STATE_DIR / "shared"
@@ -42,6 +47,15 @@ class HostPaths:
     @property
     def uri(self) -> str:
         return f"qemu+unix:///system?socket={self.socket}"
+
+    @property
+    def ssh_dir(self) -> Path:
+        """The host's sshd configuration and host key, when the lab network is on."""
+        return self.state_dir / "ssh"
+
+    @property
+    def sshd_pid_file(self) -> Path:
+        return self.run_dir / "sshd.pid"
 
     @property
     def libvirtd_pid_file(self) -> Path:

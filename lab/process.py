@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -28,6 +30,15 @@ def run(command: Sequence[str], *, cwd: Path | None = None, timeout: float = 120
         output = (completed.stderr or completed.stdout).decode(errors="replace").strip()
         raise LabError(f"{' '.join(command)} failed ({completed.returncode}): {output}")
     return completed.stdout.decode()
+
+
+HOST_INIT = Path(__file__).with_name("host_init.py")
+
+
+def start_host_init(plan: Mapping[str, object], *, network: bool = False) -> None:
+    """Run host_init.py with plan in new mount and UTS namespaces, and a new network namespace if asked."""
+    namespaces = ["--mount", "--uts", *(["--net"] if network else [])]
+    run(["unshare", *namespaces, "--propagation", "private", sys.executable, str(HOST_INIT), json.dumps(plan)])
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""`manage.py lab up [--hosts N] | status | down`: the real libvirt lab, registered as dashboard hosts."""
+"""`manage.py lab up [--hosts N] [--network] | status | down`: the real libvirt lab, registered as dashboard hosts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 import lab
+from accounts.models import User
 from domains import services
 from domains.management.commands.hosts import system_actor
 from domains.models import Host
@@ -19,13 +20,17 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         up = sub.add_parser("up", help="start the lab hosts and demo VMs, register them as hosts")
         up.add_argument("--hosts", type=int, default=2)
+        up.add_argument(
+            "--network", action="store_true",
+            help="put the hosts on the lab network (as VMPORTAL_LAB_NETWORK=1 does); add labN-ssh and labN-tls",
+        )
         sub.add_parser("status", help="show the lab hosts and their daemons")
         sub.add_parser("down", help="stop every lab guest and daemon; the hosts stay registered, disabled")
 
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         try:
             if action == "up":
-                self._up(options["hosts"])
+                self._up(options["hosts"], network=options["network"])
             elif action == "status":
                 for host in lab.status():
                     state = "running" if host.running else "stopped"
@@ -38,15 +43,21 @@ class Command(BaseCommand):
         except lab.LabError as error:
             raise CommandError(str(error)) from error
 
-    def _up(self, count: int) -> None:
+    def _up(self, count: int, *, network: bool) -> None:
         usable, reason = lab.available()
         if not usable:
             raise CommandError(f"The lab cannot run here: {reason}")
         actor = system_actor()
-        for lab_host in lab.up(hosts=count):
-            host = Host.objects.filter(name=lab_host.name).first()
-            if host is None:
-                services.host_register(actor=actor, name=lab_host.name, uri=lab_host.uri)
-            else:
-                services.host_update(actor=actor, host=host, uri=lab_host.uri, enabled=True)
-            self.stdout.write(f"{lab_host.name}: {lab_host.uri}")
+        for lab_host in lab.up(hosts=count, network=network):
+            self._register(actor, lab_host.name, lab_host.uri)
+            if lab_host.ssh_uri and lab_host.tls_uri:  # the same libvirtd, reached as users reach theirs
+                self._register(actor, f"{lab_host.name}-ssh", lab_host.ssh_uri)
+                self._register(actor, f"{lab_host.name}-tls", lab_host.tls_uri)
+
+    def _register(self, actor: User, name: str, uri: str) -> None:
+        host = Host.objects.filter(name=name).first()
+        if host is None:
+            services.host_register(actor=actor, name=name, uri=uri)
+        else:
+            services.host_update(actor=actor, host=host, uri=uri, enabled=True)
+        self.stdout.write(f"{name}: {uri}")
