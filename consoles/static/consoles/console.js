@@ -4,17 +4,12 @@
 import RFB from "../novnc/core/rfb.js";
 import KeyTable from "../novnc/core/input/keysym.js";
 import XtScancode from "../novnc/core/input/xtscancodes.js";
-import {fetchTickets} from "./tickets.js";
+import {askTickets, consoleState, setState} from "./tickets.js";
 
 const config = JSON.parse(document.getElementById("console-config").textContent);
 const screen = document.getElementById("screen");
 const stateLabel = document.getElementById("console-state");
 const $ = (id) => document.getElementById(id);
-
-function setState(state, text) {
-  stateLabel.dataset.state = state;
-  stateLabel.textContent = text;  // text, never HTML: reasons and names may come from the guest
-}
 
 // VMPORTAL_CONSOLE_URL: "/path" on this origin, ":port/path" on this host, or a full ws(s):// URL.
 function socketUrl(base, ticket) {
@@ -161,15 +156,8 @@ async function connect() {
   const mine = ++generation;
   if (viewer) { viewer.disconnect(); viewer = null; }
   screen.querySelectorAll(":scope > div:not(#spice-area)").forEach((node) => node.remove());
-  setState("connecting", "Connecting…");
-  let issued;
-  try {
-    issued = await fetchTickets(config.ticketUrl);
-  } catch (error) {
-    setState("failed", error.message);
-    return;
-  }
-  if (mine !== generation) return;
+  const issued = await askTickets(config.ticketUrl);
+  if (!issued || mine !== generation) return;
   const events = {
     connected: () => { if (mine === generation) { setState("connected", "Connected"); applySettings(); } },
     disconnected: (clean) => {
@@ -238,5 +226,5 @@ $("fullscreen").addEventListener("click", () => {
 });
 $("reconnect").addEventListener("click", connect);
 
-window.vmportalConsole = {connect, typeText, press, state: () => stateLabel.dataset.state};
+window.vmportalConsole = {connect, typeText, press, state: consoleState};
 connect();

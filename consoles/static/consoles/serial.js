@@ -4,17 +4,11 @@
 //
 // A serial line carries no screen size: the terminal fits the tab (xterm's fit addon), and "Tell the
 // machine this size" types `stty rows R cols C` for the user; nothing is typed without them asking.
-import {fetchTickets} from "./tickets.js";
+import {askTickets, consoleState, setState} from "./tickets.js";
 
 const config = JSON.parse(document.getElementById("console-config").textContent);
-const stateLabel = document.getElementById("console-state");
 const $ = (id) => document.getElementById(id);
 const encoder = new TextEncoder();
-
-function setState(state, text) {
-  stateLabel.dataset.state = state;
-  stateLabel.textContent = text;  // text, never HTML
-}
 
 // xterm.js and its addons are UMD scripts loaded before this module. The canvas renderer is loaded
 // before open(): xterm's default DOM renderer writes <style> elements, which the CSP refuses.
@@ -40,15 +34,8 @@ term.onBinary((text) => send(Uint8Array.from(text, (ch) => ch.charCodeAt(0))));
 async function connect() {
   const mine = ++generation;
   if (socket) { socket.close(); socket = null; }
-  setState("connecting", "Connecting…");
-  let issued;
-  try {
-    issued = await fetchTickets(config.ticketUrl);
-  } catch (error) {
-    setState("failed", error.message);
-    return;
-  }
-  if (mine !== generation) return;
+  const issued = await askTickets(config.ticketUrl);
+  if (!issued || mine !== generation) return;
   const url = new URL(issued.url, `${location.protocol === "https:" ? "wss:" : "ws:"}//${location.host}`);
   url.searchParams.set("ticket", issued.tickets[0]);
   const ws = socket = new WebSocket(url);
@@ -91,5 +78,5 @@ function screenText() {
   return lines.join("\n");
 }
 
-window.vmportalSerial = {connect, screenText, state: () => stateLabel.dataset.state};
+window.vmportalSerial = {connect, screenText, state: consoleState};
 connect();
