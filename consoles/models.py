@@ -18,6 +18,7 @@ class ConsoleTicket(models.Model):
     class Kind(models.TextChoices):
         VNC = "vnc", "VNC"
         SPICE = "spice", "SPICE"
+        SERIAL = "serial", "serial"
 
     token_hash = models.CharField(max_length=64, unique=True)  # hex SHA-256 of the ticket
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="console_tickets")
@@ -25,7 +26,8 @@ class ConsoleTicket(models.Model):
     domain_uuid = models.UUIDField()
     domain_name = models.CharField(max_length=255)
     kind = models.CharField(max_length=8, choices=Kind.choices)
-    endpoint = models.CharField(max_length=512)  # GraphicsEndpoint.key when issued, e.g. "vnc 127.0.0.1:5900"
+    # GraphicsEndpoint.key or SerialEndpoint.key when issued, e.g. "vnc 127.0.0.1:5900 run 3", "serial run 3"
+    endpoint = models.CharField(max_length=512)
     issued_at = models.DateTimeField()
     expires_at = models.DateTimeField(db_index=True)
     used_at = models.DateTimeField(null=True, blank=True)

@@ -59,7 +59,7 @@ class ConsoleTokenPlugin(token_plugins.BasePlugin):
     def __init__(self, src: str | None = None) -> None:
         super().__init__(src)
         self.client_addr: str | None = None  # set by the handler before the lookup
-        self.pending: PendingConsole | None = None
+        self.pending: PendingConsole[virt.GraphicsEndpoint] | None = None
 
     def lookup(self, token: str) -> tuple[str, int | str]:
         self.pending = None
@@ -78,7 +78,7 @@ class ConsoleAuthPlugin(auth_plugins.BasePlugin):
     def __init__(self, tickets: ConsoleTokenPlugin) -> None:
         super().__init__(None)
         self.tickets = tickets
-        self.console: OpenConsole | None = None
+        self.console: OpenConsole[virt.GraphicsEndpoint] | None = None
 
     def authenticate(self, headers: Any, target_host: str, target_port: int | str) -> None:
         pending, self.console = self.tickets.pending, None
@@ -154,7 +154,7 @@ class ConsoleRequestHandler(ProxyRequestHandler):
             virt.pool.close_all()
             db_connection.close()
 
-    def _connect(self, console: OpenConsole) -> socket.socket:
+    def _connect(self, console: OpenConsole[virt.GraphicsEndpoint]) -> socket.socket:
         endpoint = console.endpoint
         self.log_message("connecting %s console of %s to %s", endpoint.kind, console.ticket.domain_name,
                          endpoint.key)
@@ -165,7 +165,7 @@ class ConsoleRequestHandler(ProxyRequestHandler):
         self.request.setsockopt(socket.SOL_TCP, socket.TCP_NODELAY, 1)
         return target
 
-    def _watch(self, console: OpenConsole, target: socket.socket, stop: threading.Event) -> None:
+    def _watch(self, console: OpenConsole[virt.GraphicsEndpoint], target: socket.socket, stop: threading.Event) -> None:
         """Ends the console when its user logs out or loses the right; fails closed after repeated errors."""
         failures = 0
         try:

@@ -30,7 +30,8 @@ class DisplayRefused(Exception):
     """The display or the browser did not complete the security handshake."""
 
 
-def authenticate_display(handler: ConsoleRequestHandler, target: socket.socket, console: OpenConsole) -> None:
+def authenticate_display(handler: ConsoleRequestHandler, target: socket.socket,
+                         console: OpenConsole[virt.GraphicsEndpoint]) -> None:
     endpoint = console.endpoint
     if endpoint.kind != "vnc" or not endpoint.has_password:
         return

@@ -18,14 +18,16 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ConsolePage:
     row: DomainRow
-    kind: str  # "vnc", "spice", or "" when no console can open
+    kind: str  # "vnc", "spice", "serial", or "" when no console can open
     unavailable: str  # why not, safe to show
 
 
-def console_page(*, user: User | AnonymousUser, host_name: str, uuid: str) -> ConsolePage:
+def console_page(*, user: User | AnonymousUser, host_name: str, uuid: str, serial: bool = False) -> ConsolePage:
+    """The VM's graphics console, or with `serial` its serial console."""
     row = selectors.domain_get(user=user, host_name=host_name, uuid=uuid, right=Right.CONSOLE)
+    read = virt.serial_endpoint if serial else virt.graphics_endpoint
     try:
-        endpoint = virt.graphics_endpoint(row.host.uri, row.uuid)
+        endpoint = read(row.host.uri, row.uuid)
     except virt.VirtError as error:
         return ConsolePage(row, "", str(error))
     return ConsolePage(row, endpoint.kind, "")

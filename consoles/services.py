@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from http.cookies import CookieError, SimpleCookie
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from django.conf import settings
 from django.db.models import Q
@@ -71,7 +71,11 @@ def hash_token(token: str) -> str:
 
 # spice-html5 opens one websocket per SPICE channel (main, display, inputs, cursor, playback, record,
 # ...), all to the same URL: the console page hands each its own single-use ticket from one batch.
-TICKETS_PER_KIND = {"vnc": 1, "spice": 8}
+TICKETS_PER_KIND = {"vnc": 1, "spice": 8, "serial": 1}
+# A serial console's websocket is daphne's (consoles.consumers), on the portal's own origin.
+SERIAL_URL = "/ws/consoles/serial/"
+Endpoint = virt.GraphicsEndpoint | virt.SerialEndpoint
+E = TypeVar("E", virt.GraphicsEndpoint, virt.SerialEndpoint)  # what a caller relays: displays, or serial lines
 
 
 @dataclass(frozen=True)
@@ -84,21 +88,23 @@ class IssuedTickets:
 
 
 def console_tickets_issue(*, actor: User, host_name: str, uuid: str, origin: str = "",
-                          client_addr: str | None = None) -> IssuedTickets:
+                          client_addr: str | None = None, serial: bool = False) -> IssuedTickets:
     """Fresh single-use tickets for the console of a running VM the actor may open consoles on.
 
-    One for a VNC display, one per channel for a SPICE display (TICKETS_PER_KIND), all bound to
-    `origin`, the origin of the portal page asking (vmportal.origins.request_origin): the proxy accepts
-    their websockets from that origin only, or from a trusted one. Raises ConsoleLimitReached when the
-    actor asked for too many this minute or has too many consoles open.
+    One for a VNC display, one per channel for a SPICE display (TICKETS_PER_KIND), or with `serial`
+    one for its serial console, all bound to `origin`, the origin of the portal page asking
+    (vmportal.origins.request_origin): their websockets open from that origin only, or from a trusted
+    one. Raises ConsoleLimitReached when the actor asked for too many this minute or has too many
+    consoles open (a serial console counts as one).
     """
     host = selectors.enabled_hosts().filter(name=host_name).first()
     _check_limits(actor=actor, host=host, uuid=uuid, client_addr=client_addr)
     with audited(actor=actor, action="console.ticket", host=host, domain_uuid=uuid, client_addr=client_addr) as entry:
         row = selectors.domain_get(user=actor, host_name=host_name, uuid=uuid, right=Right.CONSOLE)
         entry.domain_name = row.record.name
-        endpoint = virt.graphics_endpoint(row.host.uri, row.uuid)
-        if endpoint.kind == "spice" and endpoint.has_password:
+        read = virt.serial_endpoint if serial else virt.graphics_endpoint
+        endpoint: Endpoint = read(row.host.uri, row.uuid)
+        if isinstance(endpoint, virt.GraphicsEndpoint) and endpoint.kind == "spice" and endpoint.has_password:
             raise virt.ConsoleUnavailable("This machine's SPICE display has a password; the browser console "
                                           "cannot answer it without handing it to the browser.")
         tokens = tuple(secrets.token_urlsafe(TOKEN_BYTES) for _ in range(TICKETS_PER_KIND[endpoint.kind]))
@@ -116,7 +122,7 @@ def console_tickets_issue(*, actor: User, host_name: str, uuid: str, origin: str
         entry.save(update_fields=["domain_name"])
     _purge_old_tickets(now)
     return IssuedTickets(tokens=tokens, kind=endpoint.kind, expires_in=conf.ticket_seconds(),
-                         websocket_url=conf.websocket_url(), domain_name=row.record.name)
+                         websocket_url=SERIAL_URL if serial else conf.websocket_url(), domain_name=row.record.name)
 
 
 # --- Per-user limits (SECURITY.md rule 11), counted in the database: every daphne and proxy process sees them.
@@ -192,27 +198,36 @@ def _purge_old_tickets(now: datetime) -> None:
 
 
 @dataclass(frozen=True)
-class PendingConsole:
-    """A ticket that exists, is unused and unexpired, and whose display still listens where it did."""
+class PendingConsole(Generic[E]):
+    """A ticket that exists, is unused and unexpired, and whose display (or serial line) is still there."""
 
     ticket: ConsoleTicket
-    endpoint: virt.GraphicsEndpoint
+    endpoint: E
 
 
 @dataclass(frozen=True)
-class OpenConsole:
+class OpenConsole(Generic[E]):
     ticket: ConsoleTicket
-    endpoint: virt.GraphicsEndpoint
+    endpoint: E
     user: User
     session_key: str
     client_addr: str | None
 
 
-def console_ticket_check(*, token: str, client_addr: str | None = None) -> PendingConsole:
-    """The proxy's first look at a ticket (websockify's token lookup): where its console is now.
+def console_ticket_check(*, token: str, client_addr: str | None = None) -> PendingConsole[virt.GraphicsEndpoint]:
+    """The proxy's first look at a ticket (websockify's token lookup): where its display is now.
 
     Consumes nothing; `console_open` does, after the request itself has been checked.
     """
+    return _ticket_check(token, client_addr, virt.GraphicsEndpoint)
+
+
+def serial_ticket_check(*, token: str, client_addr: str | None = None) -> PendingConsole[virt.SerialEndpoint]:
+    """The serial socket's first look at a ticket (consoles.consumers): its VM's serial console, now."""
+    return _ticket_check(token, client_addr, virt.SerialEndpoint)
+
+
+def _ticket_check(token: str, client_addr: str | None, expected: type[E]) -> PendingConsole[E]:
     if not _TOKEN_SHAPE.fullmatch(token or ""):
         raise TicketRefused("malformed ticket")  # also whatever tries to smuggle in a host:port
     ticket = (ConsoleTicket.objects.select_related("user", "host")
@@ -224,7 +239,7 @@ def console_ticket_check(*, token: str, client_addr: str | None = None) -> Pendi
             raise TicketRefused("ticket already used")
         if ticket.expires_at <= timezone.now():
             raise TicketRefused("ticket expired")
-        endpoint = _live_endpoint(ticket)
+        endpoint = _live_endpoint(ticket, expected)
     except TicketRefused as refusal:
         record(actor=ticket.user, action="console.open", result=AuditEntry.Result.DENIED, host=ticket.host,
                domain_uuid=ticket.domain_uuid, domain_name=ticket.domain_name, client_addr=client_addr,
@@ -234,8 +249,8 @@ def console_ticket_check(*, token: str, client_addr: str | None = None) -> Pendi
     return PendingConsole(ticket=ticket, endpoint=endpoint)
 
 
-def console_open(*, pending: PendingConsole, origin: str | None, cookie_header: str | None,
-                 client_addr: str | None) -> OpenConsole:
+def console_open(*, pending: PendingConsole[E], origin: str | None, cookie_header: str | None,
+                 client_addr: str | None) -> OpenConsole[E]:
     """Check the websocket request against its ticket, consume the ticket, audit the open.
 
     Raises TicketRefused (audited as denied) when anything does not match.
@@ -265,7 +280,7 @@ def console_open(*, pending: PendingConsole, origin: str | None, cookie_header: 
             _close(ticket, "too many open consoles")
             raise TicketRefused(f"the user has {limit} consoles open already")
         # Between the lookup and now the VM may have restarted elsewhere: look once more.
-        endpoint = _live_endpoint(ticket)
+        endpoint = _live_endpoint(ticket, type(pending.endpoint))
         if endpoint != pending.endpoint:
             _close(ticket, "display changed while opening")
             raise TicketRefused("display changed while opening")
@@ -312,14 +327,17 @@ def _close(ticket: ConsoleTicket, reason: str) -> None:
     ConsoleTicket.objects.filter(pk=ticket.pk).update(closed_at=ticket.closed_at, close_reason=ticket.close_reason)
 
 
-def _live_endpoint(ticket: ConsoleTicket) -> virt.GraphicsEndpoint:
+def _live_endpoint(ticket: ConsoleTicket, expected: type[E]) -> E:
+    if (ticket.kind == ConsoleTicket.Kind.SERIAL) != (expected is virt.SerialEndpoint):
+        raise TicketRefused(f"a {ticket.kind} console ticket, not for this socket")
     if not ticket.host.enabled:
         raise TicketRefused("host disabled")
+    read = virt.serial_endpoint if expected is virt.SerialEndpoint else virt.graphics_endpoint
     try:
-        endpoint = virt.graphics_endpoint(ticket.host.uri, str(ticket.domain_uuid))
+        endpoint = read(ticket.host.uri, str(ticket.domain_uuid))
     except virt.VirtError as error:
         raise TicketRefused(f"display unavailable: {error}") from error
-    if endpoint.key != ticket.endpoint or endpoint.kind != ticket.kind:
+    if not isinstance(endpoint, expected) or endpoint.key != ticket.endpoint or endpoint.kind != ticket.kind:
         raise TicketRefused(f"display moved from {ticket.endpoint} to {endpoint.key} since the ticket was issued")
     return endpoint
 

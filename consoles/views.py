@@ -32,31 +32,34 @@ def _private(response: HttpResponse) -> HttpResponse:
 @login_required
 @require_GET
 @never_cache
-def console_page(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+def console_page(request: AuthedRequest, host_name: str, uuid: UUID, serial: bool = False) -> HttpResponse:
+    """The graphics console's tab, or with `serial` (its own URL) the serial console's terminal."""
+    template = "consoles/serial.html" if serial else "consoles/console.html"
     try:
-        page = selectors.console_page(user=request.user, host_name=host_name, uuid=str(uuid))
+        page = selectors.console_page(user=request.user, host_name=host_name, uuid=str(uuid), serial=serial)
     except virt.VirtError as error:  # the host is unreachable: say so, as the VM page does
-        return _private(render(request, "consoles/console.html",
+        return _private(render(request, template,
                                {"error": error_message(user=request.user, error=error), "host_name": host_name},
                                status=503))
     config = {
         "kind": page.kind,
-        "ticketUrl": reverse("consoles:tickets", args=[host_name, uuid]),
+        "ticketUrl": reverse("consoles:serial-tickets" if serial else "consoles:tickets", args=[host_name, uuid]),
         "name": page.row.record.name,
     }
-    return _private(render(request, "consoles/console.html", {"page": page, "row": page.row, "config": config},
+    return _private(render(request, template, {"page": page, "row": page.row, "config": config},
                            status=200 if page.kind else 409))
 
 
 @login_required
 @require_POST
 @never_cache
-def console_tickets(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+def console_tickets(request: AuthedRequest, host_name: str, uuid: UUID, serial: bool = False) -> HttpResponse:
     """Single-use tickets for one connection (JSON), bound to this page's origin; a VM the user may not open
     is a 404, a per-user limit a 429 saying which."""
     try:
         issued = services.console_tickets_issue(actor=request.user, host_name=host_name, uuid=str(uuid),
-                                                origin=request_origin(request) or "", client_addr=client_addr(request))
+                                                origin=request_origin(request) or "", client_addr=client_addr(request),
+                                                serial=serial)
     except services.ConsoleLimitReached as limited:
         response = JsonResponse({"error": str(limited)}, status=429)
         if limited.retry_after:

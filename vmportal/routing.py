@@ -3,6 +3,7 @@ from __future__ import annotations
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.urls import URLPattern, URLResolver, path, re_path
 
+from consoles.consumers import SerialConsoleConsumer
 from domains.consumers import DomainListConsumer, DomainPageConsumer
 
 NOT_FOUND = 4404  # the close code of a websocket to a path nothing serves
@@ -19,5 +20,6 @@ class NotFoundConsumer(AsyncWebsocketConsumer):
 websocket_urlpatterns: list[URLPattern | URLResolver] = [
     path("ws/domains/", DomainListConsumer.as_asgi()),
     path("ws/domains/<slug:host_name>/<uuid:uuid>/", DomainPageConsumer.as_asgi()),
+    path("ws/consoles/serial/", SerialConsoleConsumer.as_asgi()),
     re_path(r"", NotFoundConsumer.as_asgi()),  # last: whatever the others did not match
 ]

@@ -47,6 +47,7 @@ from .inventory import (
     list_domains,
     record_matches,
 )
+from .serial import SerialConsole, SerialEndpoint, open_serial, serial_endpoint
 from .snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from .states import DomainState
 from .storage import DiskVolume, VolumeInfo, domain_disks, pool_names
@@ -97,6 +98,8 @@ __all__ = [
     "OperationInvalid",
     "OperationUnsupported",
     "PowerMode",
+    "SerialConsole",
+    "SerialEndpoint",
     "SnapshotNotFound",
     "SnapshotRecord",
     "VirtError",
@@ -113,6 +116,8 @@ __all__ = [
     "list_domains",
     "pool",
     "revert_snapshot",
+    "open_serial",
     "run_action",
+    "serial_endpoint",
     "vnc_auth_response",
 ]

@@ -10,6 +10,7 @@ import libvirt
 
 from .connections import connection
 from .inventory import DomainRecord, records_for
+from .serial import has_serial
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
 
@@ -49,6 +50,7 @@ class DeviceSummary:
     video_models: tuple[str, ...]
     agent_channel: bool
     agent_connected: bool
+    serial: bool = False  # a serial port or console device: the browser's serial console can open it
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ def parse_devices(xml: str) -> DeviceSummary:
     return DeviceSummary(
         disks=tuple(disks), nics=tuple(nics), graphics=tuple(graphics), video_models=videos,
         agent_channel=agent_state is not None, agent_connected=agent_state == "connected",
+        serial=has_serial(root),
     )
 
 

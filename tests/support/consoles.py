@@ -214,12 +214,14 @@ class ConsoleStack:
         """A session key for the user, as a login would create it."""
         return str(self.shell(session_code(username) + "result = session_key\n"))
 
-    def tickets(self, username: str, host: str, uuid: str, *, origin: str = PAGE_ORIGIN) -> list[str]:
-        """Tickets as a console page at `origin` asks for them: they open from that origin only."""
+    def tickets(self, username: str, host: str, uuid: str, *, origin: str = PAGE_ORIGIN,
+                serial: bool = False) -> list[str]:
+        """Tickets as a console page at `origin` asks for them (its serial console's with `serial`): they open
+        from that origin only."""
         return list(self.shell(
             "from consoles import services\nfrom accounts.models import User\n"
             f"issued = services.console_tickets_issue(actor=User.objects.get(username={username!r}),"
-            f" host_name={host!r}, uuid={uuid!r}, origin={origin!r}, client_addr='127.0.0.1')\n"
+            f" host_name={host!r}, uuid={uuid!r}, origin={origin!r}, client_addr='127.0.0.1', serial={serial!r})\n"
             "result = list(issued.tokens)\n"))
 
     def _start(self, name: str, args: list[str], port: int) -> subprocess.Popen[bytes]:

@@ -115,6 +115,10 @@ MATRIX: tuple[Row, ...] = (
     Row("consoles:page", "GET", vm_actor(409), kwargs=VM),
     Row("consoles:tickets", "POST", vm_actor(409), kwargs=VM, audit="console.ticket"),
     Row("consoles:tickets", "GET", everyone(405), kwargs=VM),
+    # Nor a serial port or console device: its serial console cannot open either (409).
+    Row("consoles:serial", "GET", vm_actor(409), kwargs=VM),
+    Row("consoles:serial-tickets", "POST", vm_actor(409), kwargs=VM, audit="console.ticket"),
+    Row("consoles:serial-tickets", "GET", everyone(405), kwargs=VM),
     Row("domains:hosts", "GET", admin_only(200), shows="Register a host"),
     Row("domains:hosts", "POST", admin_only(Redirect("/hosts/")), data=NEW_HOST),
     Row("domains:host-edit", "GET", admin_only(200), kwargs=HOST, shows="Edit host embedded"),

@@ -52,12 +52,18 @@ def test_the_copy_step_copies_what_the_console_loads_and_no_page(tmp_path: Path)
                    timeout=60)
     assert pages_under(tmp_path) == []
     assert (tmp_path / "novnc" / "LICENSE.txt").is_file()
-    # console.js is served from /static/consoles/, beside the libraries: follow its imports from there.
-    (tmp_path / "consoles").mkdir()
-    shutil.copy(CONSOLE_JS, tmp_path / "consoles" / "console.js")
+    # console.js and serial.js are served from /static/consoles/, beside the libraries: follow their imports.
+    shutil.copytree(CONSOLE_JS.parent, tmp_path / "consoles")
     loaded = {str(path.relative_to(tmp_path)) for path in modules_loaded(tmp_path / "consoles" / "console.js",
                                                                          tmp_path)}
     assert {"novnc/core/rfb.js", "spice-html5/main.js", "spice-html5/thirdparty/rsa.js"} <= loaded
+    modules_loaded(tmp_path / "consoles" / "serial.js", tmp_path)
+    # The serial console page loads xterm.js and its addons as scripts and a stylesheet.
+    serial_page = (BASE_DIR / "templates" / "consoles" / "serial.html").read_text()
+    xterm_files = re.findall(r"{% static '(xterm/[^']+)' %}", serial_page)
+    assert len(xterm_files) == 4
+    assert all((tmp_path / name).is_file() for name in xterm_files), xterm_files
+    assert (tmp_path / "xterm" / "LICENSE").is_file()
 
 
 def test_the_import_walk_notices_a_missing_module(tmp_path: Path):

@@ -4,33 +4,12 @@
 import RFB from "../novnc/core/rfb.js";
 import KeyTable from "../novnc/core/input/keysym.js";
 import XtScancode from "../novnc/core/input/xtscancodes.js";
+import {askTickets, consoleState, setState} from "./tickets.js";
 
 const config = JSON.parse(document.getElementById("console-config").textContent);
 const screen = document.getElementById("screen");
 const stateLabel = document.getElementById("console-state");
 const $ = (id) => document.getElementById(id);
-
-function setState(state, text) {
-  stateLabel.dataset.state = state;
-  stateLabel.textContent = text;  // text, never HTML: reasons and names may come from the guest
-}
-
-function csrfToken() {
-  const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-  return match ? decodeURIComponent(match[1]) : "";
-}
-
-async function fetchTickets() {
-  const response = await fetch(config.ticketUrl, {
-    method: "POST", headers: {"X-CSRFToken": csrfToken()}, credentials: "same-origin", cache: "no-store",
-  });
-  let body = {};
-  try { body = await response.json(); } catch { /* not JSON: a login page or a proxy error */ }
-  if (response.status === 404) throw new Error("This machine is not available to you.");
-  if (response.redirected || response.status === 403) throw new Error("Your session has ended; log in again.");
-  if (!response.ok) throw new Error(body.error || `The portal answered ${response.status}.`);
-  return body;
-}
 
 // VMPORTAL_CONSOLE_URL: "/path" on this origin, ":port/path" on this host, or a full ws(s):// URL.
 function socketUrl(base, ticket) {
@@ -177,15 +156,8 @@ async function connect() {
   const mine = ++generation;
   if (viewer) { viewer.disconnect(); viewer = null; }
   screen.querySelectorAll(":scope > div:not(#spice-area)").forEach((node) => node.remove());
-  setState("connecting", "Connecting…");
-  let issued;
-  try {
-    issued = await fetchTickets();
-  } catch (error) {
-    setState("failed", error.message);
-    return;
-  }
-  if (mine !== generation) return;
+  const issued = await askTickets(config.ticketUrl);
+  if (!issued || mine !== generation) return;
   const events = {
     connected: () => { if (mine === generation) { setState("connected", "Connected"); applySettings(); } },
     disconnected: (clean) => {
@@ -254,5 +226,5 @@ $("fullscreen").addEventListener("click", () => {
 });
 $("reconnect").addEventListener("click", connect);
 
-window.vmportalConsole = {connect, typeText, press, state: () => stateLabel.dataset.state};
+window.vmportalConsole = {connect, typeText, press, state: consoleState};
 connect();
