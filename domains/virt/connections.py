@@ -104,6 +104,7 @@ _CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"Connection refused"), "The host refused the connection: nothing listens on that port."),
     (re.compile(r"No route to host|Network is unreachable"), "There is no network route to the host."),
     (re.compile(r"timed out"), "The host did not answer in time."),
+    (re.compile(r"keepalive timeout"), "The host stopped answering: it missed its keepalive pings."),
 )
 
 
@@ -128,8 +129,11 @@ class ConnectionPool:
     the background, and one that succeeds late is kept for the next request.
     """
 
-    def __init__(self, open_timeout: float = 10.0) -> None:
+    def __init__(self, open_timeout: float = 10.0, keepalive: tuple[int, int] = (2, 3)) -> None:
         self.open_timeout = open_timeout
+        # libvirt's (interval, count): a call on a connection to a host gone silent fails after about
+        # interval * (count + 1) seconds instead of waiting for TCP (or, on a unix socket, forever).
+        self.keepalive = keepalive
         self._connections: dict[str, libvirt.virConnect] = {}
         self._opening: dict[str, Future[libvirt.virConnect]] = {}
         self._lock = threading.Lock()
@@ -155,6 +159,10 @@ class ConnectionPool:
             with self._lock:
                 self._opening.pop(uri, None)
             raise HostUnreachable(detail=str(error), cause=unreachable_cause(str(error))) from error
+        try:
+            fresh.setKeepAlive(*self.keepalive)
+        except libvirt.libvirtError as error:  # a local driver (test://), or a process without an event loop
+            logger.debug("no keepalive on %s: %s", uri, error)
         with self._lock:
             self._opening.pop(uri, None)
             stale = self._connections.pop(uri, None)
@@ -186,12 +194,13 @@ def _close_quietly(conn: libvirt.virConnect | None) -> None:
 pool = ConnectionPool()
 
 
-def configure(*, open_timeout: float, addresses: AddressStore) -> None:
+def configure(*, open_timeout: float, keepalive: tuple[int, int], addresses: AddressStore) -> None:
     """The adapter's settings for this process; every Django process takes them when it starts
     (DomainsConfig.ready). Nothing to run or stop: the background work is `initialize()`'s (events.py)."""
     # Before the first connection: libvirt prints every error to stderr by default; we log translated ones.
     libvirt.registerErrorHandler(_ignore_libvirt_stderr, None)
     pool.open_timeout = open_timeout
+    pool.keepalive = keepalive
     use_store(addresses)
 
 
