@@ -8,19 +8,15 @@ keepalive a libvirt call on such a connection waits forever.
 from __future__ import annotations
 
 import queue
-import socket
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-import lab
 from domains import virt
 from domains.virt import HostEvent, HostLost, HostSynced
 from domains.virt.connections import connection
-from tests.integration.test_connection_errors_lab import Relay
+from tests.integration.conftest import Relay
 
 pytestmark = pytest.mark.integration
 
@@ -30,43 +26,11 @@ BOUND = settings.KEEPALIVE_INTERVAL * (settings.KEEPALIVE_COUNT + 1)
 SLACK = 2.0  # the event loop's and the watcher's turn
 
 
-class SilentRelay(Relay):
-    """A Relay whose open streams can go silent: they stay open and what arrives is dropped.
-
-    Connections made afterwards flow again, as to a host whose link came back: reconnecting works.
-    """
-
-    def __init__(self, path: Path, target: str) -> None:
-        self.muted: frozenset[socket.socket] = frozenset()
-        super().__init__(path, target)
-
-    def silence(self) -> None:
-        self.muted = frozenset(self.streams)
-
-    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:  # type: ignore[override]
-        try:
-            while data := source.recv(65536):
-                if source not in self.muted:
-                    sink.sendall(data)
-        except OSError:
-            pass
-
-
-@pytest.fixture
-def relay(lab_hosts: list[lab.LabHost], tmp_path: Path) -> Iterator[SilentRelay]:
-    relay = SilentRelay(tmp_path / "relay.sock", lab_hosts[0].uri.split("socket=", 1)[1])
-    try:
-        yield relay
-    finally:
-        virt.pool.discard(relay.uri)
-        relay.close()
-
-
 def test_the_bound_is_at_most_eight_seconds():
     assert BOUND <= 8
 
 
-def test_a_watcher_reports_a_silent_host_lost_within_the_bound_and_reconnects(relay: SilentRelay):
+def test_a_watcher_reports_a_silent_host_lost_within_the_bound_and_reconnects(relay: Relay):
     events: queue.Queue[HostEvent] = queue.Queue()
     watcher = virt.HostWatcher(relay.uri, events.put, name="lab1", resync_seconds=3600).start()
     try:
@@ -84,7 +48,7 @@ def test_a_watcher_reports_a_silent_host_lost_within_the_bound_and_reconnects(re
     assert lost.last_seen  # its VMs as last seen, for the page to show "unknown"
 
 
-def test_a_call_on_a_pooled_connection_to_a_silent_host_fails_within_the_bound(relay: SilentRelay):
+def test_a_call_on_a_pooled_connection_to_a_silent_host_fails_within_the_bound(relay: Relay):
     """Without keepalive on the pooled connections this call never returned."""
     with connection(relay.uri) as conn:
         assert conn.getHostname() == "lab1"
