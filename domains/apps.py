@@ -9,4 +9,6 @@ class DomainsConfig(AppConfig):
         from . import guest_addresses, virt
 
         # No page waits longer than the deadline for a host to accept a connection.
-        virt.configure(open_timeout=settings.HOST_DEADLINE_SECONDS, addresses=guest_addresses.store)
+        virt.configure(open_timeout=settings.HOST_DEADLINE_SECONDS,
+                       keepalive=(settings.KEEPALIVE_INTERVAL, settings.KEEPALIVE_COUNT),
+                       addresses=guest_addresses.store)

@@ -246,13 +246,15 @@ def host_delete(request: AuthedRequest, host_name: str) -> HttpResponse:
 def host_test(request: AuthedRequest, host_name: str) -> HttpResponse:
     # The service is the gate here, so a refused attempt is audited as denied.
     host = get_object_or_404(Host, name=host_name)
+    facts, error, cause = None, "", ""
     try:
-        facts, error = services.host_test_connection(
-            actor=request.user, host=host, client_addr=client_addr(request)), ""
+        facts = services.host_test_connection(actor=request.user, host=host, client_addr=client_addr(request))
     except virt.VirtError as failure:
-        facts, error = None, error_message(user=request.user, error=failure)
+        error = error_message(user=request.user, error=failure)
+        # Only admins get this far (the service refuses anyone else): the cause is about the host's set-up.
+        cause = failure.cause if isinstance(failure, virt.HostUnreachable) else ""
     template = "hosts/list.html#test-result" if request.htmx else "hosts/test.html"
-    return render(request, template, {"host": host, "facts": facts, "error": error})
+    return render(request, template, {"host": host, "facts": facts, "error": error, "cause": cause})
 
 
 @login_required

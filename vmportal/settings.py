@@ -160,6 +160,12 @@ CONSOLE_RECHECK_SECONDS = max(0.2, float(os.environ.get("VMPORTAL_CONSOLE_RECHEC
 # How long one page waits for a slow host before showing it as unreachable.
 HOST_DEADLINE_SECONDS = float(os.environ.get("VMPORTAL_HOST_DEADLINE", "3"))
 
+# libvirt keepalive on every connection to a host (the watchers' and the pooled ones): a ping after
+# INTERVAL seconds of silence, and the connection closed after COUNT more unanswered, so a host that goes
+# silent is found out within INTERVAL * (COUNT + 1) seconds (8 by default; libvirt's own 5 and 5 make 30).
+KEEPALIVE_INTERVAL = max(1, int(os.environ.get("VMPORTAL_KEEPALIVE_INTERVAL", "2")))
+KEEPALIVE_COUNT = max(0, int(os.environ.get("VMPORTAL_KEEPALIVE_COUNT", "3")))
+
 # Websockets and consoles, per user (SECURITY.md, "Websockets" and rule 11): how often an open live page
 # re-checks its session and rights (a session ended elsewhere, a password change, a deactivation or a
 # demotion reaches it within this); how many console connections one user may ask for per minute and

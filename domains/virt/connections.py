@@ -79,8 +79,38 @@ def translate(error: libvirt.libvirtError) -> VirtError:
         code in (libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_ERR_INTERNAL_ERROR)
         and error.get_error_domain() in _TRANSPORT
     ):
-        return HostUnreachable(detail=detail)
+        return HostUnreachable(detail=detail, cause=unreachable_cause(detail))
     return VirtError(detail=detail)
+
+
+# What stopped a connection, told from the transport's words: libvirt reports all of these as a system
+# error (a refused TLS certificate as an authentication failure) of its RPC layer, so only the message
+# tells them apart. The first match wins: SSH passes on the far side's words ("Failed to connect socket"
+# there is libvirtd missing), and a unix socket that refuses is a stopped daemon, not a closed port.
+_CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"resolve (?:address|hostname)|Name or service not known|No address associated"),
+     "The host's name or address was not found (DNS)."),
+    (re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED"),
+     "SSH refused the host's key: it is not the one pinned in known_hosts."),
+    (re.compile(r"Permission denied \(|Too many authentication failures"),
+     "SSH refused the login: the key was not accepted."),
+    (re.compile(r"Cannot (?:read|access) [^:]*(?:certificate|key)"),
+     "TLS is not set up on the dashboard's side: a CA or client certificate is missing."),
+    (re.compile(r"verify peer's certificate|TLS handshake failed|TLS confirmation|certificate"),
+     "TLS was refused: the host's certificate is not from the configured CA, or the port does not speak TLS."),
+    (re.compile(r"Failed to connect socket to [^\n]*: (?:No such file or directory|Connection refused)"
+                r"|unix connect failed"),
+     "libvirtd is not running there: its socket is missing or nothing listens on it."),
+    (re.compile(r"Connection refused"), "The host refused the connection: nothing listens on that port."),
+    (re.compile(r"No route to host|Network is unreachable"), "There is no network route to the host."),
+    (re.compile(r"timed out"), "The host did not answer in time."),
+    (re.compile(r"keepalive timeout"), "The host stopped answering: it missed its keepalive pings."),
+)
+
+
+def unreachable_cause(message: str) -> str:
+    """What stopped a connection, in words, from libvirt's message; "" when the message does not tell."""
+    return next((words for pattern, words in _CAUSES if pattern.search(message)), "")
 
 
 _UUID_CLAUSE = re.compile(r"\s*with uuid [0-9a-fA-F-]{36}")
@@ -99,8 +129,11 @@ class ConnectionPool:
     the background, and one that succeeds late is kept for the next request.
     """
 
-    def __init__(self, open_timeout: float = 10.0) -> None:
+    def __init__(self, open_timeout: float = 10.0, keepalive: tuple[int, int] = (2, 3)) -> None:
         self.open_timeout = open_timeout
+        # libvirt's (interval, count): a call on a connection to a host gone silent fails after about
+        # interval * (count + 1) seconds instead of waiting for TCP (or, on a unix socket, forever).
+        self.keepalive = keepalive
         self._connections: dict[str, libvirt.virConnect] = {}
         self._opening: dict[str, Future[libvirt.virConnect]] = {}
         self._lock = threading.Lock()
@@ -125,7 +158,11 @@ class ConnectionPool:
         except libvirt.libvirtError as error:
             with self._lock:
                 self._opening.pop(uri, None)
-            raise HostUnreachable(detail=str(error)) from error
+            raise HostUnreachable(detail=str(error), cause=unreachable_cause(str(error))) from error
+        try:
+            fresh.setKeepAlive(*self.keepalive)
+        except libvirt.libvirtError as error:  # a local driver (test://), or a process without an event loop
+            logger.debug("no keepalive on %s: %s", uri, error)
         with self._lock:
             self._opening.pop(uri, None)
             stale = self._connections.pop(uri, None)
@@ -157,12 +194,13 @@ def _close_quietly(conn: libvirt.virConnect | None) -> None:
 pool = ConnectionPool()
 
 
-def configure(*, open_timeout: float, addresses: AddressStore) -> None:
+def configure(*, open_timeout: float, keepalive: tuple[int, int], addresses: AddressStore) -> None:
     """The adapter's settings for this process; every Django process takes them when it starts
     (DomainsConfig.ready). Nothing to run or stop: the background work is `initialize()`'s (events.py)."""
     # Before the first connection: libvirt prints every error to stderr by default; we log translated ones.
     libvirt.registerErrorHandler(_ignore_libvirt_stderr, None)
     pool.open_timeout = open_timeout
+    pool.keepalive = keepalive
     use_store(addresses)
 
 

@@ -39,6 +39,12 @@ class HostUnreachable(VirtError):
     default_message = "The host cannot be reached right now."
     reason_for_everyone = False  # addresses, sockets and SSH's words about the host: nothing left to tell
 
+    def __init__(self, message: str | None = None, *, detail: str = "", cause: str = "") -> None:
+        super().__init__(message, detail=detail)
+        # What stopped the connection, in words (connections.unreachable_cause), for the admin who tests
+        # the host; empty when libvirt's message does not tell.
+        self.cause = cause
+
 
 class DomainNotFound(VirtError):
     default_message = "The virtual machine no longer exists on this host."

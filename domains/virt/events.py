@@ -186,14 +186,14 @@ class HostWatcher:
         sink: Sink,
         *,
         name: str = "",
-        keepalive: tuple[int, int] = (5, 3),
+        keepalive: tuple[int, int] | None = None,
         resync_seconds: float = 30.0,
         backoff: tuple[float, float] = (0.25, 5.0),
     ) -> None:
         self.uri = uri
         self.name = name or uri
         self._sink = sink
-        self._keepalive = keepalive
+        self._keepalive = keepalive or pool.keepalive  # the deployment's (virt.configure)
         self._resync_seconds = resync_seconds
         self._backoff = backoff
         self._seq = _Clock()

@@ -141,6 +141,8 @@ class HostFacts:
     cpu_model: str
     cpus: int
     memory_mib: int
+    vms: int  # defined or running, as `virsh list --all` counts them
+    running: int
 
 
 def _version(number: int) -> str:
@@ -148,8 +150,10 @@ def _version(number: int) -> str:
 
 
 def host_facts(uri: str) -> HostFacts:
+    """What a host is: versions, CPU, memory and how many VMs, in a handful of calls (no listing)."""
     with connection(uri) as conn:
         model, memory_mib, cpus, *_ = conn.getInfo()
+        running = conn.numOfDomains()
         return HostFacts(
             hostname=conn.getHostname(),
             libvirt_version=_version(conn.getLibVersion()),
@@ -158,6 +162,8 @@ def host_facts(uri: str) -> HostFacts:
             cpu_model=model,
             cpus=cpus,
             memory_mib=memory_mib,
+            vms=running + conn.numOfDefinedDomains(),
+            running=running,
         )
 
 
