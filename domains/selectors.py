@@ -21,6 +21,7 @@ from .access import (
     rights_from,
     visible_hosts,
 )
+from .errors import error_message
 from .filters import ListQuery
 from .models import Host, MigrationJob
 from .rows import DomainRow
@@ -62,7 +63,8 @@ def domain_list(*, user: User | AnonymousUser, query: ListQuery) -> DomainListin
     unreachable: list[UnreachableHost] = []
     for host, result in results.items():
         if isinstance(result, virt.VirtError):
-            unreachable.append(UnreachableHost(host, str(result)))
+            # Admins read libvirt's own reason (issue 10); everybody else the redacted one.
+            unreachable.append(UnreachableHost(host, error_message(user=user, error=result)))
             continue
         for record in result:
             rights = rights_from(granted, (host.pk, record.uuid))

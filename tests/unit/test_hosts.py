@@ -226,12 +226,17 @@ def test_an_unreachable_host_is_flagged_and_the_others_vms_still_listed(settings
     assert [(row["host"], row["name"]) for row in listing["domains"]] == [("embedded", "test")]
 
 
-def test_a_refused_host_is_flagged_at_once(admin_user: User, embedded_host: Host,
+def test_a_refused_host_is_flagged_at_once(admin_user: User, operator_user: User, embedded_host: Host,
                                            closed_loopback_uri: str):
+    """Admins read libvirt's reason; an operator the summary, without the host's address."""
     Host.objects.create(name="down", uri=closed_loopback_uri)
     listing = client_for(admin_user).get("/domains/", {"all": "", "format": "json"}).json()
-    assert listing["unreachable_hosts"] == [{"host": "down", "error": "The host cannot be reached right now."}]
+    [down] = listing["unreachable_hosts"]
+    assert down["host"] == "down" and down["error"].startswith("The host cannot be reached right now. libvirt: ")
+    assert "Connection refused" in down["error"]
     assert [row["name"] for row in listing["domains"]] == ["test"]
+    seen_by_operator = client_for(operator_user).get("/domains/", {"all": "", "format": "json"}).json()
+    assert seen_by_operator["unreachable_hosts"] == [{"host": "down", "error": "The host cannot be reached right now."}]
 
 
 def test_a_tenant_is_not_told_about_hosts_it_has_no_vm_on(tenant_user: User, tenant_grant: Grant,
