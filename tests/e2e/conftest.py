@@ -14,15 +14,19 @@ import re
 import subprocess
 import sys
 from collections.abc import Generator, Iterable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.etree import ElementTree
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 from playwright.sync_api import Error as PlaywrightError
 
+import lab
+from tests.conftest import LAB_HOSTS
+from tests.integration.helpers import host_of, virsh
+from tests.support.consoles import ConsoleStack
 from tests.support.portal import free_port, portal_env, stop_process, wait_for_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -230,3 +234,70 @@ def login(page: Page, username: str, password: str = PASSWORD) -> None:
         page.wait_for_load_state()
         pytest.fail(f"logging in as {username} answered {answer.value.status}:\n{page.locator('body').inner_text()}")
     page.wait_for_url(re.compile(r"/domains/"))
+
+
+# --- Portals as `bin/run` runs them (daphne, the console proxy on another port), for the console tabs. ---
+
+CONSOLE_CONNECT_MS = 30_000
+
+
+@pytest.fixture(scope="module")
+def hosts(lab_session: None) -> list[lab.LabHost]:
+    """The lab's hosts with the demo guests, for a module whose tests open their consoles."""
+    return lab.up(hosts=LAB_HOSTS)
+
+
+@contextmanager
+def console_portal(directory: Path, hosts: list[lab.LabHost], grants: dict[str, tuple[str, ...]], *,
+                   admins: tuple[str, ...] = (), proxy: bool = True,
+                   settings: dict[str, str] | None = None) -> Iterator[ConsoleStack]:
+    """A portal with its own database, each user granted the named lab guests; with the console proxy on
+    another port of the page's host (VMPORTAL_CONSOLE_URL=":PORT/websockify") unless `proxy` is False.
+    Its address is in settings["url"]."""
+    proxy_port = free_port() if proxy else None
+    stack = ConsoleStack(directory, settings={
+        **({"VMPORTAL_CONSOLE_URL": f":{proxy_port}/websockify"} if proxy_port else {}), **(settings or {})})
+    try:
+        stack.setup({host.name: host.uri for host in hosts})
+        for username, guests in grants.items():
+            stack.user(username, grants=tuple((host_of(hosts, guest).name, virsh(host_of(hosts, guest), "domuuid",
+                                                                                     guest)) for guest in guests))
+        for username in admins:
+            stack.user(username, role="admin")
+        if proxy_port is not None:
+            stack.proxy(proxy_port)
+        stack.settings["url"] = f"http://127.0.0.1:{stack.daphne()}"
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def context(browser: Browser, portal: ConsoleStack) -> Iterator[BrowserContext]:
+    """A browser context on the module's `portal`."""
+    context = browser.new_context(base_url=portal.settings["url"], viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(CONSOLE_CONNECT_MS)
+    yield context
+    context.close()
+
+
+RECORD_VIOLATIONS = """
+window.__cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.__cspViolations.push(`${event.violatedDirective} blocked ${event.blockedURI || "inline"}`
+                              + ` at ${event.sourceFile}:${event.lineNumber}`);
+});
+"""
+
+
+class Violations:
+    """What the browser blocked under the Content-Security-Policy, in every page of the context."""
+
+    def __init__(self, context: BrowserContext) -> None:
+        self.messages: list[str] = []
+        context.add_init_script(RECORD_VIOLATIONS)
+        context.on("console", lambda message: self.messages.append(message.text)
+                   if "Content Security Policy" in message.text else None)
+
+    def of(self, page: Page) -> list[str]:
+        return [*page.evaluate("window.__cspViolations"), *self.messages]

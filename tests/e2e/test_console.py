@@ -14,46 +14,23 @@ import secrets
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, expect
 
 import lab
-from tests.conftest import LAB_HOSTS
-from tests.e2e.conftest import login
+from tests.e2e.conftest import CONSOLE_CONNECT_MS, console_portal, login
 from tests.integration.helpers import host_of, virsh
 from tests.support.consoles import ConsoleStack, wait_for
-from tests.support.portal import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 USER = "tina"
-CONNECT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def hosts(lab_session: None) -> list[lab.LabHost]:
-    return lab.up(hosts=LAB_HOSTS)
 
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: pytest.TempPathFactory, hosts: list[lab.LabHost]) -> Iterator[ConsoleStack]:
-    proxy_port = free_port()
-    stack = ConsoleStack(tmp_path_factory.mktemp("console-e2e"), settings={
-        "VMPORTAL_CONSOLE_URL": f":{proxy_port}/websockify", "VMPORTAL_CONSOLE_RECHECK_SECONDS": "1"})
-    stack.setup({host.name: host.uri for host in hosts})
-    stack.user(USER, grants=tuple((host_of(hosts, name).name, virsh(host_of(hosts, name), "domuuid", name))
-                                  for name in ("demo-vga", "demo-spice")))
-    stack.proxy(proxy_port)
-    stack.settings["url"] = f"http://127.0.0.1:{stack.daphne()}"
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture
-def context(browser: Browser, portal: ConsoleStack) -> Iterator[BrowserContext]:
-    context = browser.new_context(base_url=portal.settings["url"], viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(CONNECT_MS)
-    yield context
-    context.close()
+    with console_portal(tmp_path_factory.mktemp("console-e2e"), hosts, {USER: ("demo-vga", "demo-spice")},
+                        settings={"VMPORTAL_CONSOLE_RECHECK_SECONDS": "1"}) as stack:
+        yield stack
 
 
 def open_console(context: BrowserContext, hosts: list[lab.LabHost], name: str) -> tuple[Page, Page]:
@@ -65,7 +42,7 @@ def open_console(context: BrowserContext, hosts: list[lab.LabHost], name: str) -
     with context.expect_page() as opened:
         page.locator("a[data-action=console]").click()
     console = opened.value
-    expect(console.locator("#console-state")).to_have_attribute("data-state", "connected", timeout=CONNECT_MS)
+    expect(console.locator("#console-state")).to_have_attribute("data-state", "connected", timeout=CONSOLE_CONNECT_MS)
     return page, console
 
 

@@ -15,9 +15,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 import lab
-from tests.conftest import LAB_HOSTS
-from tests.e2e.conftest import PASSWORD
-from tests.e2e.test_csp import Violations
+from tests.e2e.conftest import PASSWORD, Violations
 from tests.integration.helpers import host_of, virsh
 from tests.support.consoles import (
     REPO,
@@ -54,11 +52,6 @@ def site_config(*, directory: Path, https_port: int, http_port: int, app_port: i
         conf = conf.replace(old, new)
     # Only loopback in tests: drop the IPv6 wildcard listeners.
     return re.sub(r"\n\s*listen \[::\]:\d+[^;]*;", "", conf)
-
-
-@pytest.fixture(scope="module")
-def hosts(lab_session: None) -> list[lab.LabHost]:
-    return lab.up(hosts=LAB_HOSTS)
 
 
 @pytest.fixture(scope="module")

@@ -11,67 +11,23 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, expect
 
 import lab
-from tests.conftest import LAB_HOSTS
-from tests.e2e.conftest import login
+from tests.e2e.conftest import Violations, console_portal, login
 from tests.integration.helpers import host_of, virsh
 from tests.support.consoles import ConsoleStack
-from tests.support.portal import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 USER, ADMIN = "csp-tina", "csp-alice"
-CONNECT_MS = 30_000
-RECORD_VIOLATIONS = """
-window.__cspViolations = [];
-document.addEventListener("securitypolicyviolation", (event) => {
-  window.__cspViolations.push(`${event.violatedDirective} blocked ${event.blockedURI || "inline"}`
-                              + ` at ${event.sourceFile}:${event.lineNumber}`);
-});
-"""
-
-
-@pytest.fixture(scope="module")
-def hosts(lab_session: None) -> list[lab.LabHost]:
-    return lab.up(hosts=LAB_HOSTS)
 
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: pytest.TempPathFactory, hosts: list[lab.LabHost]) -> Iterator[ConsoleStack]:
-    proxy_port = free_port()
-    stack = ConsoleStack(tmp_path_factory.mktemp("csp-e2e"), settings={
-        "VMPORTAL_CONSOLE_URL": f":{proxy_port}/websockify"})
-    stack.setup({host.name: host.uri for host in hosts})
-    stack.user(USER, grants=tuple((host_of(hosts, name).name, virsh(host_of(hosts, name), "domuuid", name))
-                                  for name in ("demo-vga", "demo-spice")))
-    stack.user(ADMIN, role="admin")
-    stack.proxy(proxy_port)
-    stack.settings["url"] = f"http://127.0.0.1:{stack.daphne()}"
-    yield stack
-    stack.stop()
-
-
-class Violations:
-    """What the browser blocked, in every page of the context (console tabs included)."""
-
-    def __init__(self, context: BrowserContext) -> None:
-        self.messages: list[str] = []
-        context.add_init_script(RECORD_VIOLATIONS)
-        context.on("console", lambda message: self.messages.append(message.text)
-                   if "Content Security Policy" in message.text else None)
-
-    def of(self, page: Page) -> list[str]:
-        return [*page.evaluate("window.__cspViolations"), *self.messages]
-
-
-@pytest.fixture
-def context(browser: Browser, portal: ConsoleStack) -> Iterator[BrowserContext]:
-    context = browser.new_context(base_url=portal.settings["url"], viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(CONNECT_MS)
-    yield context
-    context.close()
+    with console_portal(tmp_path_factory.mktemp("csp-e2e"), hosts, {USER: ("demo-vga", "demo-spice")},
+                        admins=(ADMIN,)) as stack:
+        yield stack
 
 
 def test_an_inline_script_is_blocked_and_noticed(context: BrowserContext) -> None:

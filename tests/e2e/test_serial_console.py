@@ -10,12 +10,10 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect
+from playwright.sync_api import BrowserContext, Page, expect
 
 import lab
-from tests.conftest import LAB_HOSTS
-from tests.e2e.conftest import login
-from tests.e2e.test_csp import Violations
+from tests.e2e.conftest import Violations, console_portal, login
 from tests.integration.helpers import host_of, virsh
 from tests.support.consoles import ConsoleStack
 
@@ -23,31 +21,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
 USER = "serial-tina"
 GUEST = "demo-vga"
-CONNECT_MS = 30_000
-
-
-@pytest.fixture(scope="module")
-def hosts(lab_session: None) -> list[lab.LabHost]:
-    return lab.up(hosts=LAB_HOSTS)
 
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: pytest.TempPathFactory, hosts: list[lab.LabHost]) -> Iterator[ConsoleStack]:
-    stack = ConsoleStack(tmp_path_factory.mktemp("serial-e2e"))
-    stack.setup({host.name: host.uri for host in hosts})
-    host = host_of(hosts, GUEST)
-    stack.user(USER, grants=((host.name, virsh(host, "domuuid", GUEST)),))
-    stack.settings["url"] = f"http://127.0.0.1:{stack.daphne()}"
-    yield stack
-    stack.stop()
-
-
-@pytest.fixture
-def context(browser: Browser, portal: ConsoleStack) -> Iterator[BrowserContext]:
-    context = browser.new_context(base_url=portal.settings["url"], viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(CONNECT_MS)
-    yield context
-    context.close()
+    # daphne serves the serial socket itself: no console proxy.
+    with console_portal(tmp_path_factory.mktemp("serial-e2e"), hosts, {USER: (GUEST,)}, proxy=False) as stack:
+        yield stack
 
 
 def wait_for_screen(terminal: Page, pattern: str, *, typing: str | None = None, timeout_ms: int = 20_000) -> str:
