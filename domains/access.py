@@ -205,24 +205,29 @@ class DefineLimits:
         return problems
 
 
-def _allowances(user: User) -> QuerySet[DefineAllowance]:
-    return DefineAllowance.objects.filter(Q(user=user) | Q(group__in=user.groups.all())).distinct()
+def _allowances(user: User, host: Host) -> list[DefineAllowance]:
+    """The user's own and its groups' define allowances that cover `host`."""
+    return list(DefineAllowance.objects.filter(Q(user=user) | Q(group__in=user.groups.all()))
+                .filter(Q(hosts=None) | Q(hosts=host)).distinct())
 
 
 def storage_scope(user: User | AnonymousUser, host: Host) -> StorageScope:
     if user.is_authenticated and user.sees_every_domain:
         return StorageScope(unlimited=True)
-    owned = OwnedVolume.objects.filter(host=host)
-    mine = {v.key for v in owned if v.owner_id == user.pk}
-    allowances = list(_allowances(user).filter(Q(hosts=None) | Q(hosts=host))) if user.is_authenticated else []
+    return _tenant_storage(user, host, _allowances(user, host) if user.is_authenticated else [])
+
+
+def _tenant_storage(user: User | AnonymousUser, host: Host, allowances: list[DefineAllowance]) -> StorageScope:
+    owners = {f"{pool}/{name}": owner for pool, name, owner in
+              OwnedVolume.objects.filter(host=host).values_list("pool", "name", "owner_id")}
     return StorageScope(
         unlimited=False,
         new_volume_pools=frozenset(StoragePool.objects.filter(host=host, allowances__in=allowances)
                                    .values_list("name", flat=True)),
         shared_image_pools=frozenset(StoragePool.objects.filter(host=host, shared_images=True)
                                      .values_list("name", flat=True)),
-        owned_volumes=frozenset(mine),
-        foreign_volumes=frozenset(v.key for v in owned if v.owner_id != user.pk),
+        owned_volumes=frozenset(key for key, owner in owners.items() if owner == user.pk),
+        foreign_volumes=frozenset(key for key, owner in owners.items() if owner != user.pk),
         max_storage_gib=max((a.max_storage_gib for a in allowances), default=0),
         used_storage_bytes=OwnedVolume.objects.filter(owner_id=user.pk).aggregate(
             total=Sum("capacity_bytes"))["total"] or 0,
@@ -235,7 +240,7 @@ def define_limits(user: User | AnonymousUser, host: Host) -> DefineLimits | None
         return None
     if user.sees_every_domain:
         return DefineLimits(None, None, None, 0, StorageScope(unlimited=True))
-    allowances = list(_allowances(user).filter(Q(hosts=None) | Q(hosts=host)))
+    allowances = _allowances(user, host)
     if not allowances:
         return None
     # Several allowances (own and groups') combine to the most generous of each limit.
@@ -244,5 +249,5 @@ def define_limits(user: User | AnonymousUser, host: Host) -> DefineLimits | None
         max_vcpus=max(a.max_vcpus for a in allowances),
         max_memory_mib=max(a.max_memory_mib for a in allowances),
         owned_vms=Grant.objects.filter(user=user, owner=True).count(),
-        storage=storage_scope(user, host),
+        storage=_tenant_storage(user, host, allowances),
     )
