@@ -1,7 +1,7 @@
 """The web process's background work, owned by its ASGI application (vmportal.asgi).
 
 That work is libvirt's event loop (domains.virt.initialize) and, without REDIS_URL, the live supervisor
-with its watchers (domains.live; with Redis, `manage.py watchhosts` runs them and daphne none).
+with its watchers (domains.supervisor; with Redis, `manage.py watchhosts` runs them and daphne none).
 
 A server that speaks ASGI's lifespan protocol (uvicorn, hypercorn) starts it at its startup and stops it
 at its shutdown. daphne 4.2 does not speak it (it never opens a lifespan scope), so under daphne the first
