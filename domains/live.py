@@ -1,14 +1,14 @@
 """Live state: the watchers' events, through the channel layer, to every page that may see them.
 
     libvirt event ─ HostWatcher (domains.virt, its own thread per host)
-        └─ Supervisor (one per watching process, on its asyncio loop): publishes plain records
+        └─ Supervisor (domains.supervisor; one per watching process, on its asyncio loop): publishes records
              ├─ group host.<id>      → list pages (consumers.DomainListConsumer)
              └─ group domain.<uuid>  → VM pages  (consumers.DomainPageConsumer)
     each consumer filters per recipient through domains.access and the page's own query,
     and pushes the same row (or summary) partial the HTTP views render.
 
-Who runs the Supervisor: without REDIS_URL, the web process's ASGI application (vmportal.asgi) starts it
-on the server's own event loop and stops it at shutdown (the in-memory layer reaches only that process);
+Who runs the Supervisor: without REDIS_URL, the web process's ASGI application (vmportal.lifespan) starts
+it on the server's own event loop and stops it at shutdown (the in-memory layer reaches only that process);
 with REDIS_URL, `manage.py watchhosts` runs it, and any number of daphne processes only consume. It
 replaces a watcher whose thread died.
 Changes libvirt has no event for (autostart, snapshots made here) are nudged by the services
