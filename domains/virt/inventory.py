@@ -233,12 +233,19 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
             for record in records]
 
 
-def _title(dom: libvirt.virDomain) -> str:
+def _title(dom: libvirt.virDomain, *, again_if_error_lost: bool = True) -> str:
     try:
         return dom.metadata(libvirt.VIR_DOMAIN_METADATA_TITLE, None) or ""
     except libvirt.libvirtError as error:
-        if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
+        code = error.get_error_code()
+        if code == libvirt.VIR_ERR_NO_DOMAIN_METADATA:
             return ""
+        # libvirt keeps its last error per thread, and freeing any libvirt object clears it. When the
+        # garbage collector frees a cycle holding one (on whichever thread it runs) between the failed
+        # call and libvirt-python reading the error, "no title" arrives without a code. Asking again
+        # tells that apart from a real failure, which would otherwise fail the host's whole listing.
+        if code is None and again_if_error_lost:
+            return _title(dom, again_if_error_lost=False)
         raise
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from domains import virt
 from domains.errors import error_message
+from domains.virt import inventory
 from domains.virt.connections import connection, translate
 from domains.virt.errors import redact
 from tests.conftest import TEST_DOMAIN_UUID, client_for
@@ -292,3 +293,35 @@ def test_admins_read_libvirts_message_and_everybody_else_the_redacted_one(admin_
     for user in (operator_user, tenant_user):
         assert error_message(user=user, error=error) == error.redacted_message
         assert error_message(user=user, error=error.full_message) == error.redacted_message  # as in the audit log
+
+
+class ErrorClearedOnce:
+    """A domain whose first title read fails as when a collected cycle freed a libvirt object between
+    the failed call and libvirt-python reading the thread's last error: no code, libvirt's bare words."""
+
+    def __init__(self, dom: libvirt.virDomain) -> None:
+        self._dom = dom
+        self.reads = 0
+
+    def metadata(self, kind: int, uri: str | None) -> str:
+        self.reads += 1
+        if self.reads == 1:
+            libvirt.virResetLastError()
+            raise libvirt.libvirtError("virDomainGetMetadata() failed")
+        return self._dom.metadata(kind, uri)
+
+
+def test_a_title_read_whose_error_was_cleared_reads_again(conn: libvirt.virConnect):
+    dom = ErrorClearedOnce(conn.lookupByUUIDString(TEST_DOMAIN_UUID))
+    assert raised_by(lambda: dom._dom.metadata(libvirt.VIR_DOMAIN_METADATA_TITLE, None)).get_error_code() == (
+        libvirt.VIR_ERR_NO_DOMAIN_METADATA
+    )
+    assert inventory._title(dom) == ""
+    assert dom.reads == 2
+
+
+def test_a_title_read_that_keeps_failing_fails(conn: libvirt.virConnect):
+    dom = conn.lookupByUUIDString(TEST_DOMAIN_UUID)
+    dom.undefine()  # test:///default's domain runs: undefining makes it transient, destroying removes it
+    dom.destroy()
+    assert raised_by(lambda: inventory._title(dom)).get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
