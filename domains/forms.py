@@ -10,7 +10,7 @@ from .virt.migration import CopyStorage, MigrationOptions
 class HostForm(forms.ModelForm[Host]):
     class Meta:
         model = Host
-        fields = ["name", "uri", "enabled"]
+        fields = ["name", "uri", "migration_address", "enabled"]
         help_texts = {
             "uri": "test:///default, test:///path/inventory.xml, qemu:///system, "
             "qemu+unix:///system?socket=/path, qemu+ssh://root@host/system, qemu+tcp://host/system, "

@@ -117,7 +117,7 @@ def _run(job_id: int) -> None:
     beat = _Heartbeat(job)
     try:
         outcome = vmig.migrate(job.source.uri, job.destination.uri, str(job.domain_uuid), options,
-                               beat.progress, on_tick=beat.tick)
+                               beat.progress, dest_address=job.destination.migration_address, on_tick=beat.tick)
     except vmig.MigrationCancelled as cancelled:
         conclude(job, error=str(cancelled), cancelled=True)
     except virt.VirtError as error:

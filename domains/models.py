@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from .validators import validate_libvirt_uri
+from .validators import validate_libvirt_uri, validate_migration_address
 
 
 class Host(models.Model):
@@ -15,6 +15,10 @@ class Host(models.Model):
 
     name = models.SlugField(max_length=63, unique=True)
     uri = models.CharField("libvirt URI", max_length=512, validators=[validate_libvirt_uri])
+    migration_address = models.CharField(
+        max_length=253, blank=True, validators=[validate_migration_address],
+        help_text="The address other hosts send migrations to (an IP address or DNS name of this host on the "
+        "migration network). Empty: libvirt's default, the host's own name.")
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -210,7 +210,8 @@ def migration_page(*, user: User | AnonymousUser, host_name: str, uuid: str, des
         options = (options or virt.migration.MigrationOptions()).for_state(row.record.state)
         checks = [virt.migration.Check("options", virt.migration.CheckStatus.FAILED, problem)
                   for problem in options.problems()]
-        checks += virt.migration.precheck(row.host.uri, chosen.uri, row.uuid, options)
+        checks += virt.migration.precheck(row.host.uri, chosen.uri, row.uuid, options,
+                                          dest_address=chosen.migration_address)
     jobs = list(MigrationJob.objects.filter(domain_uuid=row.uuid)[:10])
     active = next((job for job in jobs if job.active), None)
     return MigrationPage(row, destinations, chosen, checks, jobs,

@@ -24,11 +24,11 @@ if TYPE_CHECKING:
     from accounts.models import User
 
 
-def host_register(*, actor: User, name: str, uri: str, enabled: bool = True,
+def host_register(*, actor: User, name: str, uri: str, enabled: bool = True, migration_address: str = "",
                   client_addr: str | None = None) -> Host:
     with audited(actor=actor, action="host.register", client_addr=client_addr) as entry:
         require_admin(actor)
-        host = Host(name=name, uri=uri, enabled=enabled)
+        host = Host(name=name, uri=uri, enabled=enabled, migration_address=migration_address)
         host.full_clean()
         host.save()
         entry.host, entry.host_name = host, host.name
@@ -36,13 +36,16 @@ def host_register(*, actor: User, name: str, uri: str, enabled: bool = True,
     return host
 
 
-def host_update(*, actor: User, host: Host, uri: str, enabled: bool,
+def host_update(*, actor: User, host: Host, uri: str, enabled: bool, migration_address: str | None = None,
                 client_addr: str | None = None) -> Host:
+    """Changes what the form or command gives; a migration address of None is left as it was."""
     with audited(actor=actor, action="host.update", host=host, client_addr=client_addr):
         require_admin(actor)
         if host.uri != uri:
             virt.pool.discard(host.uri)
         host.uri, host.enabled = uri, enabled
+        if migration_address is not None:
+            host.migration_address = migration_address
         host.full_clean()
         host.save()
     return host
@@ -325,7 +328,8 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
             migrations_settle_stale(uuid=row.uuid)  # a job a restart left behind does not block a new one
             if MigrationJob.objects.filter(domain_uuid=row.uuid, state__in=MigrationJob.ACTIVE_STATES).exists():
                 raise virt.OperationInProgress("This machine is already being migrated.")
-            failed = [check.message for check in vmig.precheck(row.host.uri, destination.uri, row.uuid, options)
+            failed = [check.message for check in vmig.precheck(row.host.uri, destination.uri, row.uuid, options,
+                                                                dest_address=destination.migration_address)
                       if not check.ok]
             if failed:
                 raise ValidationError(failed)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
@@ -28,3 +30,20 @@ def validate_libvirt_uri(uri: str) -> None:
         raise ValidationError("A remote URI names its host, as in qemu+ssh://root@host/system.")
     if parts.password:
         raise ValidationError("Do not put a password in the URI; use SSH keys or TLS certificates.")
+
+
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$", re.IGNORECASE)
+
+
+def validate_migration_address(address: str) -> None:
+    """An IP address or a DNS name: what libvirt puts in tcp://ADDRESS, never a URI or a port."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        if not _HOST_NAME.match(address):
+            raise ValidationError("Give an IP address or a DNS name, such as 10.0.0.5 or host1.example.org, "
+                                  "without a scheme or port.") from None
+        return
+    if parsed.is_unspecified or parsed.is_multicast:
+        raise ValidationError("Give the address of this host itself, not a wildcard or multicast address.")

@@ -223,7 +223,9 @@ def host_edit(request: AuthedRequest, host_name: str) -> HttpResponse:
     form.fields["name"].disabled = True
     if request.method == "POST" and form.is_valid():
         services.host_update(actor=request.user, host=host, uri=form.cleaned_data["uri"],
-                             enabled=form.cleaned_data["enabled"], client_addr=client_addr(request))
+                             enabled=form.cleaned_data["enabled"],
+                             migration_address=form.cleaned_data["migration_address"],
+                             client_addr=client_addr(request))
         messages.success(request, f"Host {host.name} saved.")
         return redirect("domains:hosts")
     return render(request, "hosts/edit.html", {"host": host, "form": form}, status=400 if form.errors else 200)

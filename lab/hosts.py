@@ -42,6 +42,7 @@ class LabHost:
     uri: str
     ssh_uri: str = ""  # qemu+ssh://... and
     tls_uri: str = ""  # qemu+tls://... when the host is on the lab network
+    migration_address: str = ""  # where other hosts send migrations, on the lab network
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def _lab_host(paths: HostPaths) -> LabHost:
     if not _is_networked(paths):
         return LabHost(name=paths.name, uri=paths.uri)
     return LabHost(
-        name=paths.name, uri=paths.uri, ssh_uri=lab_network.ssh_uri(paths), tls_uri=lab_network.tls_uri(paths)
+        name=paths.name, uri=paths.uri, ssh_uri=lab_network.ssh_uri(paths), tls_uri=lab_network.tls_uri(paths),
+        migration_address=str(lab_network.host_address(paths)),
     )
 
 

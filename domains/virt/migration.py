@@ -189,8 +189,12 @@ def _text(element: ET.Element | None, default: str = "") -> str:
     return (element.text or default).strip() if element is not None else default
 
 
-def precheck(source_uri: str, dest_uri: str, uuid: str, options: MigrationOptions) -> list[Check]:
-    """What the destination has for this domain, check by check; a failed check says what to change."""
+def precheck(source_uri: str, dest_uri: str, uuid: str, options: MigrationOptions, *,
+             dest_address: str = "") -> list[Check]:
+    """What the destination has for this domain, check by check; a failed check says what to change.
+
+    `dest_address` is the destination's registered migration address ("" for libvirt's default).
+    """
     with connection(source_uri) as source:
         dom = source.lookupByUUIDString(uuid)
         state, _reason = dom.state()
@@ -208,6 +212,7 @@ def precheck(source_uri: str, dest_uri: str, uuid: str, options: MigrationOption
         return [*checks, _failed("reachable", "The destination does not answer: pick another host, or check it "
                                               "under Hosts.")]
     checks.append(_ok("reachable", "The destination answers."))
+    checks.append(_address_check(dest_address, options))
     for check in (_cpu_check, _emulator_check, _disk_checks, _network_checks, _identity_check, _memory_check):
         try:
             found = check(dest, guest, options)
@@ -231,6 +236,23 @@ def _mode_check(guest: _Guest, options: MigrationOptions) -> Check:
             return _failed("mode", "The machine is shut off: it can only move offline.")
         return _ok("mode", "Offline: the machine is shut off; its definition moves.")
     return _failed("mode", f"A machine that is {guest.state.label} cannot move: start it, or shut it off.")
+
+
+def _address_check(dest_address: str, options: MigrationOptions) -> Check:
+    if not options.live:
+        return _ok("address", "Offline: only the definition moves, through the daemons.")
+    if options.tunnelled:
+        return _ok("address", "Tunnelled: memory and disks move through the daemons' own connection.")
+    if dest_address:
+        what = "Memory and disks go" if options.copy_storage else "Memory goes"
+        return _ok("address", f"{what} to {dest_address}, the destination's registered migration address.")
+    return _ok("address", "The destination has no migration address registered: the source sends to the name "
+                          "the destination's libvirt gives (its migration_host, else its host name).")
+
+
+def migration_uri(dest_address: str) -> str:
+    """libvirt's native migration URI for a registered address (an IPv6 one in brackets)."""
+    return f"tcp://[{dest_address}]" if ":" in dest_address else f"tcp://{dest_address}"
 
 
 def _cpu_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationOptions) -> Check:
@@ -480,13 +502,21 @@ def migrate(
     options: MigrationOptions,
     on_progress: Callable[[Progress], None],
     *,
+    dest_address: str = "",
     on_tick: Callable[[], None] | None = None,
     poll_seconds: float = 0.5,
 ) -> Outcome:
-    """Migrate and report progress until libvirt is done; raises MigrationFailed (MigrationCancelled)."""
+    """Migrate and report progress until libvirt is done; raises MigrationFailed (MigrationCancelled).
+
+    Memory (and copied disks) go to `dest_address`, the destination's registered migration address,
+    unless the migration is tunnelled or offline; "" leaves the choice to libvirt.
+    """
+    params = options.params()
+    if dest_address and options.live and not options.tunnelled:
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = migration_uri(dest_address)
     with connection(source_uri) as conn:
         dom = conn.lookupByUUIDString(uuid)
-        return _MigrationCall(conn, dom, dest_uri, options, on_progress=on_progress, on_tick=on_tick,
+        return _MigrationCall(conn, dom, dest_uri, options, params, on_progress=on_progress, on_tick=on_tick,
                               poll_seconds=poll_seconds).run()
 
 
@@ -500,9 +530,10 @@ class _MigrationCall:
     """
 
     def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, dest_uri: str, options: MigrationOptions,
-                 *, on_progress: Callable[[Progress], None], on_tick: Callable[[], None] | None,
-                 poll_seconds: float) -> None:
+                 params: dict[str, Any], *, on_progress: Callable[[Progress], None],
+                 on_tick: Callable[[], None] | None, poll_seconds: float) -> None:
         self._conn, self._dom, self._dest_uri, self._options = conn, dom, dest_uri, options
+        self._params = params
         self._on_progress, self._on_tick, self._poll_seconds = on_progress, on_tick, poll_seconds
         self._wake = threading.Event()  # the call returned, an iteration ended, or the job completed
         self._returned = threading.Event()
@@ -567,9 +598,9 @@ class _MigrationCall:
         """On the call's own thread, the one whose libvirt error says why the call failed."""
         try:
             if destination is None:
-                self._dom.migrateToURI3(self._dest_uri, self._options.params(), self._options.flags())
+                self._dom.migrateToURI3(self._dest_uri, self._params, self._options.flags())
             else:
-                self._dom.migrate3(destination, self._options.params(), self._options.flags())
+                self._dom.migrate3(destination, self._params, self._options.flags())
         except libvirt.libvirtError as error:
             self._error = error
         finally:

@@ -125,6 +125,32 @@ def test_edit_with_an_invalid_uri_changes_nothing(admin_user: User, embedded_hos
     assert embedded_host.uri == "test:///default"
 
 
+@pytest.mark.parametrize("address", ["10.0.0.5", "fd00::5", "host1.example.org"])
+def test_the_migration_address_is_registered_shown_and_kept_by_the_command(admin_user: User, embedded_host: Host,
+                                                                          address: str):
+    client = client_for(admin_user)
+    response = client.post("/hosts/embedded/edit/", {"uri": "test:///default", "enabled": "on",
+                                                     "migration_address": address})
+    assert response.status_code == 302
+    embedded_host.refresh_from_db()
+    assert embedded_host.migration_address == address
+    assert f"<code>{address}</code>" in client.get("/hosts/").content.decode()
+    _hosts("add", "embedded", "test:///default")  # the command leaves an address it is not given
+    embedded_host.refresh_from_db()
+    assert embedded_host.migration_address == address
+
+
+@pytest.mark.parametrize("address", ["tcp://10.0.0.5", "10.0.0.5:49152", "0.0.0.0", "bad_name", "-x.example"])
+def test_a_migration_address_that_is_not_one_host_is_refused(admin_user: User, embedded_host: Host, address: str):
+    response = client_for(admin_user).post("/hosts/embedded/edit/", {"uri": "test:///default", "enabled": "on",
+                                                                     "migration_address": address})
+    assert response.status_code == 400
+    body = response.content.decode()
+    assert "Give an IP address or a DNS name" in body or "not a wildcard" in body
+    embedded_host.refresh_from_db()
+    assert embedded_host.migration_address == ""
+
+
 def test_a_disabled_host_drops_out_of_the_vm_list(admin_user: User, embedded_host: Host):
     client = client_for(admin_user)
     client.post("/hosts/embedded/edit/", {"uri": "test:///default"})
@@ -286,6 +312,8 @@ def test_hosts_command_adds_lists_updates_and_removes(admin_user: User):
     assert not Host.objects.get(name="lab2").enabled
     assert AuditEntry.objects.get(action="host.update").result == AuditEntry.Result.SUCCEEDED
     assert _hosts("list") == "lab2\ttest:///default\tdisabled\n"
+    _hosts("add", "lab2", "test:///default", "--migration-address", "10.1.2.3")
+    assert Host.objects.get(name="lab2").migration_address == "10.1.2.3"
 
     _hosts("remove", "lab2")
     assert not Host.objects.exists()

@@ -102,6 +102,19 @@ def test_a_failing_pre_check_says_what_to_change_and_blocks_the_submit(admin_use
     assert entry.result == AuditEntry.Result.FAILED and "copy storage" in entry.message
 
 
+def test_the_pre_checks_name_the_registered_migration_address(admin_user: User, hosts):
+    Host.objects.filter(name="other").update(migration_address="10.9.8.7")
+    page = client_for(admin_user).get(MIGRATE, {"destination": "other", "checked": "1", "copy_storage": "all",
+                                                "persist_dest": "on", "peer_to_peer": "on"}).content.decode()
+    assert "Memory and disks go to 10.9.8.7, the destination&#x27;s registered migration address." in page
+
+
+def test_the_migration_uri_of_an_address():
+    assert vmig.migration_uri("10.9.8.7") == "tcp://10.9.8.7"
+    assert vmig.migration_uri("fd00::7") == "tcp://[fd00::7]"
+    assert vmig.migration_uri("host2.example.org") == "tcp://host2.example.org"
+
+
 @pytest.mark.parametrize("destination", ["embedded", "dead", "qemu+tcp://127.0.0.1/system", ""])
 def test_the_destination_is_a_registered_reachable_other_host(admin_user: User, hosts, destination: str):
     response = client_for(admin_user).post(MIGRATE, {"destination": destination, "persist_dest": "on"})

@@ -29,6 +29,7 @@ class Command(BaseCommand):
         add.add_argument("name")
         add.add_argument("uri")
         add.add_argument("--disabled", action="store_true")
+        add.add_argument("--migration-address", help="the address other hosts send migrations to (kept if omitted)")
         sub.add_parser("list", help="list registered hosts")
         remove = sub.add_parser("remove", help="remove a host from the dashboard")
         remove.add_argument("name")
@@ -39,10 +40,13 @@ class Command(BaseCommand):
             if action == "add":
                 host = Host.objects.filter(name=options["name"]).first()
                 enabled = not options["disabled"]
+                address = options["migration_address"]
                 if host is None:
-                    services.host_register(actor=actor, name=options["name"], uri=options["uri"], enabled=enabled)
+                    services.host_register(actor=actor, name=options["name"], uri=options["uri"], enabled=enabled,
+                                           migration_address=address or "")
                 else:
-                    services.host_update(actor=actor, host=host, uri=options["uri"], enabled=enabled)
+                    services.host_update(actor=actor, host=host, uri=options["uri"], enabled=enabled,
+                                         migration_address=address)
                 self.stdout.write(f"{options['name']}: {options['uri']}")
             elif action == "list":
                 for host in Host.objects.all():

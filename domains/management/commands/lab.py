@@ -49,15 +49,16 @@ class Command(BaseCommand):
             raise CommandError(f"The lab cannot run here: {reason}")
         actor = system_actor()
         for lab_host in lab.up(hosts=count, network=network):
-            self._register(actor, lab_host.name, lab_host.uri)
+            address = lab_host.migration_address
+            self._register(actor, lab_host.name, lab_host.uri, address)
             if lab_host.ssh_uri and lab_host.tls_uri:  # the same libvirtd, reached as users reach theirs
-                self._register(actor, f"{lab_host.name}-ssh", lab_host.ssh_uri)
-                self._register(actor, f"{lab_host.name}-tls", lab_host.tls_uri)
+                self._register(actor, f"{lab_host.name}-ssh", lab_host.ssh_uri, address)
+                self._register(actor, f"{lab_host.name}-tls", lab_host.tls_uri, address)
 
-    def _register(self, actor: User, name: str, uri: str) -> None:
+    def _register(self, actor: User, name: str, uri: str, migration_address: str) -> None:
         host = Host.objects.filter(name=name).first()
         if host is None:
-            services.host_register(actor=actor, name=name, uri=uri)
+            services.host_register(actor=actor, name=name, uri=uri, migration_address=migration_address)
         else:
-            services.host_update(actor=actor, host=host, uri=uri, enabled=True)
+            services.host_update(actor=actor, host=host, uri=uri, enabled=True, migration_address=migration_address)
         self.stdout.write(f"{name}: {uri}")
