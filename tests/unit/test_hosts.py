@@ -140,7 +140,7 @@ def test_the_migration_address_is_registered_shown_and_kept_by_the_command(admin
     assert embedded_host.migration_address == address
 
 
-@pytest.mark.parametrize("address", ["tcp://10.0.0.5", "10.0.0.5:49152", "0.0.0.0", "bad_name", "-x.example"])
+@pytest.mark.parametrize("address", ["tcp://10.0.0.5", "10.0.0.5:49152", "0.0.0.0", "bad_name", "-x.example"])  # noqa: S104 - refused, not bound
 def test_a_migration_address_that_is_not_one_host_is_refused(admin_user: User, embedded_host: Host, address: str):
     response = client_for(admin_user).post("/hosts/embedded/edit/", {"uri": "test:///default", "enabled": "on",
                                                                      "migration_address": address})
