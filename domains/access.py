@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 
     from .virt import DiskVolume, DomainSpec, VolumeInfo
 
-# Consoles of VMs users without the every-VM view define listen here; the console proxy reaches them.
-LOOPBACK_LISTEN = ("127.0.0.1", "::1", "localhost")
+# Where a user who is not an admin may put a display: the host's own setting ("", its qemu.conf
+# vnc_listen, which its admin chose for the console proxy: loopback behind SSH, its address with TLS)
+# or its loopback. Never an address of the admin's network the user picks.
+PRIVATE_LISTENS = ("", "127.0.0.1", "::1", "localhost")
+PRIVATE_LISTENS_ONLY = "Displays listen where the host's own setting puts them, or on its loopback."
 
 
 class Right(StrEnum):
@@ -194,8 +197,8 @@ class DefineLimits:
             problems.append("Install images come from the shared image pools or your own volumes.")
         if boot.creates_volume:
             problems += self.storage.new_volume_problems(boot.pool, boot.size_gib)
-        if spec.graphics is not None and spec.graphics.listen not in LOOPBACK_LISTEN:
-            problems.append("Consoles listen on the host's loopback only; the dashboard's console proxy reaches them.")
+        if spec.graphics is not None and spec.graphics.listen not in PRIVATE_LISTENS:
+            problems.append(PRIVATE_LISTENS_ONLY)
         if self.max_vms is not None and self.owned_vms >= self.max_vms:
             problems.append(f"You already have {self.owned_vms} of your {self.max_vms} machines.")
         if self.max_vcpus is not None and spec.vcpus > self.max_vcpus:

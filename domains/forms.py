@@ -37,8 +37,10 @@ class DisplayForm(forms.Form):
 
     video_model = forms.ChoiceField(choices=[(m, m) for m in VIDEO_MODELS], initial="vga")
     graphics = forms.ChoiceField(label="graphics server", choices=GRAPHICS_CHOICES, initial="vnc")
-    listen = forms.GenericIPAddressField(label="listen address", initial="127.0.0.1",
-                                         help_text="Keep the loopback: the console proxy reaches it.")
+    listen = forms.GenericIPAddressField(
+        label="listen address", required=False,
+        help_text="Empty: where the host's own setting puts displays (its qemu.conf vnc_listen), which is where "
+        "the console proxy reaches them: loopback through SSH, or the host's address over TLS.")
     port = forms.IntegerField(min_value=5900, max_value=65535, required=False,
                               help_text="Empty: the host picks a free port.")
     tls_port = forms.IntegerField(label="TLS port (SPICE)", min_value=5900, max_value=65535, required=False)

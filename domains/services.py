@@ -12,7 +12,7 @@ from django.http import Http404
 from audit.services import audited
 
 from . import live, migration_jobs, selectors, virt
-from .access import LOOPBACK_LISTEN, Right, define_limits, require_admin, storage_scope
+from .access import PRIVATE_LISTENS, PRIVATE_LISTENS_ONLY, Right, define_limits, require_admin, storage_scope
 from .locks import domain_action_lock
 from .models import Grant, Host, MigrationJob, OwnedVolume
 from .rows import DomainRow
@@ -292,8 +292,8 @@ def domain_define_xml(*, actor: User, host_name: str, xml: str, client_addr: str
 def domain_update_display(*, actor: User, host_name: str, uuid: str, video_model: str,
                           graphics: GraphicsSpec | None, client_addr: str | None = None) -> str:
     def act(row: DomainRow) -> str:
-        if graphics is not None and graphics.listen not in LOOPBACK_LISTEN and not actor.sees_every_domain:
-            raise ValidationError("Consoles listen on the host's loopback only.")
+        if graphics is not None and graphics.listen not in PRIVATE_LISTENS and not actor.sees_every_domain:
+            raise ValidationError(PRIVATE_LISTENS_ONLY)
         virt.update_display(row.host.uri, row.uuid, video_model=video_model, graphics=graphics)
         return f"Display of {row.record.name} changed."
 

@@ -1,4 +1,4 @@
-"""python -m lab up [--hosts N] [--no-demo] [--network] | status | down"""
+"""python -m lab up [--hosts N] [--no-demo] [--no-network] | status | down"""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ def main(argv: list[str] | None = None) -> int:
     up_parser = commands.add_parser("up", help="start the lab hosts and the demo guests")
     up_parser.add_argument("--hosts", type=int, default=2, help="number of hosts (default: 2)")
     up_parser.add_argument("--no-demo", action="store_true", help="start the hosts without the demo inventory")
-    up_parser.add_argument("--network", action="store_true", help="put each host on the lab network, with sshd")
+    up_parser.add_argument("--no-network", action="store_true",
+                           help="leave the hosts off the lab network: unix sockets only (as VMPORTAL_LAB_NETWORK=0)")
     commands.add_parser("status", help="show the lab hosts")
     commands.add_parser("down", help="stop every guest and daemon of the lab")
     arguments = parser.parse_args(argv)
@@ -23,9 +24,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if arguments.command == "up":
             start = time.monotonic()
-            hosts = lab.up(arguments.hosts, demo_inventory=not arguments.no_demo, network=arguments.network)
+            hosts = lab.up(arguments.hosts, demo_inventory=not arguments.no_demo,
+                           network=False if arguments.no_network else None)
             for host in hosts:
-                print("\t".join(part for part in (host.name, host.uri, host.ssh_uri, host.tls_uri) if part))
+                print("\t".join(part for part in (host.name, host.socket_uri, host.ssh_uri, host.tls_uri) if part))
             print(f"up in {time.monotonic() - start:.1f} s", file=sys.stderr)
         elif arguments.command == "status":
             for status in lab.status():

@@ -39,7 +39,8 @@ DAEMON_START_TIMEOUT = 60
 @dataclass(frozen=True)
 class LabHost:
     name: str
-    uri: str
+    uri: str  # how the dashboard reaches it: over SSH or TLS on the lab network, else its unix socket
+    socket_uri: str = ""  # its unix socket, for the lab's own work and tests that do not care about transport
     ssh_uri: str = ""  # qemu+ssh://... and
     tls_uri: str = ""  # qemu+tls://... when the host is on the lab network
     migration_address: str = ""  # where other hosts send migrations, on the lab network
@@ -59,14 +60,18 @@ def available() -> tuple[bool, str]:
     """Whether this machine can run the lab, and if not, why."""
     if os.geteuid() != 0:
         return False, "the lab needs root: it mounts directories and runs libvirtd"
-    missing = [program for program in REQUIRED_PROGRAMS if shutil.which(program) is None]
+    network = lab_network.requested()
+    programs = REQUIRED_PROGRAMS + (lab_network.REQUIRED_PROGRAMS if network else ())
+    missing = [program for program in programs if shutil.which(program) is None]
     if missing:
         return False, f"missing programs: {', '.join(missing)} (see lab/DEBIAN_PACKAGES)"
     # Root in a container may still be refused new namespaces: try the ones a lab host is started in.
-    probe = subprocess.run(["unshare", "--mount", "--uts", "--propagation", "private", "true"],  # noqa: S607
+    kinds = ["--mount", "--uts", *(["--net"] if network else [])]
+    probe = subprocess.run(["unshare", *kinds, "--propagation", "private", "true"],  # noqa: S607
                            capture_output=True, text=True, check=False)
     if probe.returncode != 0:
-        return False, f"new mount and UTS namespaces are refused here: {probe.stderr.strip() or probe.returncode}"
+        refused = "mount, UTS and network" if network else "mount and UTS"
+        return False, f"new {refused} namespaces are refused here: {probe.stderr.strip() or probe.returncode}"
     return True, ""
 
 
@@ -91,9 +96,9 @@ def start_hosts(count: int, *, network: bool = False) -> list[LabHost]:
     for number in range(1, count + 1):
         paths = HostPaths(f"lab{number}")
         running = _is_running(paths)
-        if running and network:
-            if not _is_networked(paths):
-                raise LabError(f"{paths.name} runs without the lab network: take the lab down before `up --network`")
+        if running and _is_networked(paths) != network:
+            running = False  # started on (or off) the lab network by an earlier `up`: restarted as asked
+        elif running and network:
             running = not new_bridge  # else its link went with the old bridge
         if not running:
             _stop(paths)  # whatever a crash left behind
@@ -146,10 +151,11 @@ def stop_hosts() -> None:
 
 def _lab_host(paths: HostPaths) -> LabHost:
     if not _is_networked(paths):
-        return LabHost(name=paths.name, uri=paths.uri)
+        return LabHost(name=paths.name, uri=paths.uri, socket_uri=paths.uri)
+    ssh_uri, tls_uri = lab_network.ssh_uri(paths), lab_network.tls_uri(paths)
     return LabHost(
-        name=paths.name, uri=paths.uri, ssh_uri=lab_network.ssh_uri(paths), tls_uri=lab_network.tls_uri(paths),
-        migration_address=str(lab_network.host_address(paths)),
+        name=paths.name, uri=ssh_uri if lab_network.transport_of(paths) == "ssh" else tls_uri, socket_uri=paths.uri,
+        ssh_uri=ssh_uri, tls_uri=tls_uri, migration_address=str(lab_network.host_address(paths)),
     )
 
 
@@ -179,7 +185,7 @@ def _start(paths: HostPaths, *, network: bool) -> None:
         "commands": [
             *(lab_network.prepare_host(paths) if network else []),
             ["virtlogd", "--daemon", "--pid-file", str(paths.virtlogd_pid_file)],
-            ["libvirtd", "--daemon", *(["--listen"] if network else []), "--pid-file", str(paths.libvirtd_pid_file)],
+            _libvirtd_command(paths, network=network),
         ],
     }
     start_host_init(plan, network=network)
@@ -188,6 +194,23 @@ def _start(paths: HostPaths, *, network: bool) -> None:
     if namespace is None:
         raise LabError(f"libvirtd of {paths.name} exited at start; see {paths.state_dir}/log/libvirtd.log")
     paths.namespace_file.write_text(namespace)
+    _wait_until_answering(paths)
+
+
+def _libvirtd_command(paths: HostPaths, *, network: bool) -> list[str]:
+    return ["libvirtd", "--daemon", *(["--listen"] if network else []), "--pid-file", str(paths.libvirtd_pid_file)]
+
+
+def restart_libvirtd(name: str) -> None:
+    """Stop a host's libvirtd (its guests keep running, as on a real host) and start a new one in its namespaces."""
+    paths = HostPaths(name)
+    libvirtd, virtlogd = read_pid(paths.libvirtd_pid_file), read_pid(paths.virtlogd_pid_file)
+    if libvirtd is None or virtlogd is None:
+        raise LabError(f"{name} is not running")
+    network = _is_networked(paths)
+    terminate([libvirtd])
+    namespaces = ["--mount", "--uts", *(["--net"] if network else [])]
+    run(["nsenter", "--target", str(virtlogd), *namespaces, *_libvirtd_command(paths, network=network)])
     _wait_until_answering(paths)
 
 

@@ -77,7 +77,7 @@ def define_demo_inventory(hosts: Sequence[LabHost]) -> None:
     images = ensure_guest_images()
     for host in hosts:
         _ensure_storage_pool(host)
-    defined = {host.name: set(domain_names(host.uri)) for host in hosts}
+    defined = {host.name: set(domain_names(host.socket_uri)) for host in hosts}
     fresh = {host.name for host in hosts if not _restored_marker(host).exists()}
     to_start: list[tuple[LabHost, DemoVM]] = []
     for vm in DEMO_VMS:
@@ -105,14 +105,14 @@ STORAGE_POOL = "lab"
 
 def _ensure_storage_pool(host: LabHost) -> None:
     """A directory pool over the shared storage, the same on every host, for the define form's volumes."""
-    if STORAGE_POOL in virsh(host.uri, "pool-list", "--all", "--name").split():
-        if STORAGE_POOL not in virsh(host.uri, "pool-list", "--name").split():
-            virsh(host.uri, "pool-start", STORAGE_POOL)
+    if STORAGE_POOL in virsh(host.socket_uri, "pool-list", "--all", "--name").split():
+        if STORAGE_POOL not in virsh(host.socket_uri, "pool-list", "--name").split():
+            virsh(host.socket_uri, "pool-start", STORAGE_POOL)
         return
     SHARED_STORAGE_DIR.mkdir(parents=True, exist_ok=True)
-    virsh(host.uri, "pool-define-as", STORAGE_POOL, "dir", "--target", str(SHARED_STORAGE_DIR))
-    virsh(host.uri, "pool-start", STORAGE_POOL)
-    virsh(host.uri, "pool-autostart", STORAGE_POOL)
+    virsh(host.socket_uri, "pool-define-as", STORAGE_POOL, "dir", "--target", str(SHARED_STORAGE_DIR))
+    virsh(host.socket_uri, "pool-start", STORAGE_POOL)
+    virsh(host.socket_uri, "pool-autostart", STORAGE_POOL)
 
 
 def _restored_marker(host: LabHost) -> Path:
@@ -122,20 +122,20 @@ def _restored_marker(host: LabHost) -> Path:
 
 def _lost_its_demo_state(host: LabHost, vm: DemoVM) -> bool:
     """On a host whose daemon just started: shut off, or running because libvirt autostarted it."""
-    state = domain_state(host.uri, vm.name)
+    state = domain_state(host.socket_uri, vm.name)
     if vm.state is DemoState.SAVED:
-        return state == "shut off" and not has_managed_save(host.uri, vm.name)
+        return state == "shut off" and not has_managed_save(host.socket_uri, vm.name)
     return vm.state in (DemoState.RUNNING, DemoState.PAUSED) and state in ("shut off", "running")
 
 
 def _define(host: LabHost, vm: DemoVM, images: GuestImages) -> None:
     if vm.state is DemoState.TRANSIENT:
         return  # created when it starts
-    _virsh_with_xml(host.uri, "define", domain_xml(vm, images, disk=_fresh_disk(vm) if vm.snapshots else None))
+    _virsh_with_xml(host.socket_uri, "define", domain_xml(vm, images, disk=_fresh_disk(vm) if vm.snapshots else None))
     if vm.autostart:
-        virsh(host.uri, "autostart", vm.name)
+        virsh(host.socket_uri, "autostart", vm.name)
     for snapshot in vm.snapshots:
-        virsh(host.uri, "snapshot-create-as", vm.name, snapshot, f"Demo snapshot {snapshot!r}")
+        virsh(host.socket_uri, "snapshot-create-as", vm.name, snapshot, f"Demo snapshot {snapshot!r}")
 
 
 def _fresh_disk(vm: DemoVM) -> Path:
@@ -150,14 +150,14 @@ def _fresh_disk(vm: DemoVM) -> Path:
 def _bring_to_state(host: LabHost, vm: DemoVM, images: GuestImages) -> None:
     """Start vm unless it runs, wait until it is up, then pause or save it if it is meant to be."""
     if vm.state is DemoState.TRANSIENT:
-        _virsh_with_xml(host.uri, "create", domain_xml(vm, images))
-    elif domain_state(host.uri, vm.name) == "shut off":
-        virsh(host.uri, "start", vm.name)
-    wait_for_agent(host.uri, vm.name, BOOT_TIMEOUT)
+        _virsh_with_xml(host.socket_uri, "create", domain_xml(vm, images))
+    elif domain_state(host.socket_uri, vm.name) == "shut off":
+        virsh(host.socket_uri, "start", vm.name)
+    wait_for_agent(host.socket_uri, vm.name, BOOT_TIMEOUT)
     if vm.state is DemoState.PAUSED:
-        virsh(host.uri, "suspend", vm.name)
+        virsh(host.socket_uri, "suspend", vm.name)
     elif vm.state is DemoState.SAVED:
-        virsh(host.uri, "managedsave", vm.name)
+        virsh(host.socket_uri, "managedsave", vm.name)
 
 
 def domain_xml(vm: DemoVM, images: GuestImages, *, disk: Path | None = None) -> str:
@@ -192,8 +192,8 @@ def domain_xml(vm: DemoVM, images: GuestImages, *, disk: Path | None = None) -> 
     ET.SubElement(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "target", port="0")
-    graphics = ET.SubElement(devices, "graphics", type=vm.graphics, autoport="yes")
-    ET.SubElement(graphics, "listen", type="address", address="127.0.0.1")
+    # No listen address: each host's qemu.conf puts displays where its console route reaches them.
+    ET.SubElement(devices, "graphics", type=vm.graphics, autoport="yes")
     video = ET.SubElement(devices, "video")
     ET.SubElement(video, "model", type=vm.video)
     ET.SubElement(devices, "controller", type="usb", model="none")  # less to emulate under TCG

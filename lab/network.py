@@ -47,8 +47,13 @@ SSHD_PRIVILEGE_SEPARATION_DIR = Path("/run/sshd")
 
 
 def requested() -> bool:
-    """VMPORTAL_LAB_NETWORK=1 asks every `lab up` for the network, as `--network` does."""
-    return os.environ.get("VMPORTAL_LAB_NETWORK") == "1"
+    """Whether `lab up` puts the hosts on the lab network: yes, unless VMPORTAL_LAB_NETWORK=0 (or --no-network)."""
+    return os.environ.get("VMPORTAL_LAB_NETWORK", "1") != "0"
+
+
+def transport_of(paths: HostPaths) -> str:
+    """How the dashboard reaches a networked host, as users reach theirs: odd hosts over SSH, even over TLS."""
+    return "ssh" if paths.number % 2 else "tls"
 
 
 def host_address(paths: HostPaths) -> ipaddress.IPv4Address:

@@ -29,7 +29,7 @@ class BootKind(StrEnum):
 @dataclass(frozen=True)
 class GraphicsSpec:
     kind: str  # vnc or spice
-    listen: str = "127.0.0.1"
+    listen: str = ""  # "": the host's own setting (qemu.conf vnc_listen / spice_listen)
     port: int | None = None  # None: libvirt picks a free one
     tls_port: int | None = None  # SPICE only
     password: str = ""
@@ -123,7 +123,8 @@ def graphics_element(spec: GraphicsSpec) -> ET.Element:
     if spec.keymap:
         attrs["keymap"] = spec.keymap
     graphics = ET.Element("graphics", attrs)
-    _sub(graphics, "listen", type="address", address=spec.listen)
+    if spec.listen:
+        _sub(graphics, "listen", type="address", address=spec.listen)
     return graphics
 
 

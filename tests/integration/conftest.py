@@ -67,7 +67,7 @@ class Relay:
 @pytest.fixture
 def relay(lab_hosts: list[lab.LabHost], tmp_path: Path) -> Iterator[Relay]:
     """lab1 behind a relay; the dashboard's connection to it is dropped afterwards."""
-    relay = Relay(tmp_path / "relay.sock", lab_hosts[0].uri.split("socket=", 1)[1])
+    relay = Relay(tmp_path / "relay.sock", lab_hosts[0].socket_uri.split("socket=", 1)[1])
     try:
         yield relay
     finally:

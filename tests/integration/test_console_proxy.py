@@ -209,7 +209,7 @@ PASSWORD_DOMAIN = """<domain type='qemu'>
   <name>{name}</name><uuid>{uuid}</uuid><memory unit='MiB'>32</memory>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
   <devices>
-    <graphics type='vnc' autoport='yes' passwd='s3cretpw'><listen type='address' address='127.0.0.1'/></graphics>
+    <graphics type='vnc' autoport='yes' passwd='s3cretpw'/>
     <video><model type='vga'/></video>
   </devices>
 </domain>"""

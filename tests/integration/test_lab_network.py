@@ -51,7 +51,7 @@ def _lab(*args: str) -> str:
 def network_lab(lab_session: None) -> Iterator[dict[str, list[lab.LabHost]]]:
     """Two hosts on the lab network: transport ("unix", "ssh", "tls") -> each host as that URI reaches it."""
     try:
-        output = _lab("up", "--network", "--hosts", "2", "--no-demo")
+        output = _lab("up", "--hosts", "2", "--no-demo")
         hosts = [line.split("\t") for line in output.splitlines()]
         yield {
             transport: [lab.LabHost(name=f"{host[0]}-{transport}", uri=host[column]) for host in hosts]

@@ -8,9 +8,6 @@ a new libvirtd in the same namespaces; the guests keep running meanwhile.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
 import time
 from typing import Any
 
@@ -23,24 +20,11 @@ import lab
 from accounts.models import User
 from domains import supervisor
 from domains.models import Host
-from lab.paths import HostPaths
-from lab.process import is_alive, read_pid
-from tests.integration.helpers import domain_state, domains, virsh, wait_until
+from tests.integration.helpers import domain_state, domains, virsh
 from tests.live_messages import read
 from vmportal.asgi import application
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-def restart_libvirtd(host: lab.LabHost) -> None:
-    """Stop the host's libvirtd (its guests keep running) and start a new one in the host's namespaces."""
-    paths = HostPaths(host.name)
-    libvirtd, virtlogd = read_pid(paths.libvirtd_pid_file), read_pid(paths.virtlogd_pid_file)
-    assert libvirtd and virtlogd, f"{host.name} is not running"
-    os.kill(libvirtd, signal.SIGTERM)
-    wait_until(lambda: not is_alive(libvirtd), timeout=30, what=f"libvirtd of {host.name} stops")
-    subprocess.run(["nsenter", "--target", str(virtlogd), "--mount", "--uts", "libvirtd", "--daemon",
-                    "--pid-file", str(paths.libvirtd_pid_file)], check=True, timeout=60)
 
 
 async def receive(communicator: WebsocketCommunicator, timeout: float) -> dict[str, Any]:
@@ -77,7 +61,7 @@ async def test_a_libvirtd_restart_shows_the_host_unreachable_then_resyncs(
         assert first["reachable"] is True
 
         restarted_at = time.monotonic()
-        await asyncio.to_thread(restart_libvirtd, target)
+        await asyncio.to_thread(lab.restart_libvirtd, target.name)
         lost = await until(communicator, 10, lambda m: m["type"] == "host")
         assert lost["reachable"] is False
         assert lost["message"] == "The host cannot be reached right now."

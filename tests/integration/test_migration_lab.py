@@ -25,13 +25,13 @@ from consoles import services as consoles
 from domains import migration_jobs, services
 from domains.models import Grant, Host, MigrationJob
 from domains.virt import migration as vmig
+from lab.paths import HostPaths
 from tests.conftest import client_for
 from tests.integration.helpers import agent_answers, domains, virsh, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 NETWORK = "it-mig-net"  # exists on lab1 only
-LAB_RUN = Path("/run/vmportal-lab/hosts")
 
 
 def remove_leftovers(lab_host: lab.LabHost) -> None:
@@ -70,7 +70,7 @@ def guest_xml(name: str, *, network: str = "") -> str:
   <devices>
     {nic}
     <channel type='unix'><target type='virtio' name='org.qemu.guest_agent.0'/></channel>
-    <graphics type='vnc' autoport='yes' listen='127.0.0.1'/>
+    <graphics type='vnc' autoport='yes'/>
     <video><model type='vga'/></video>
   </devices>
 </domain>"""
@@ -199,7 +199,7 @@ def test_a_destination_that_dies_mid_way_leaves_the_guest_running_on_the_source(
     job = start_migration(admin_user, "lab1", uuid, "lab2", bandwidth_mib="1")
     wait_until(lambda: MigrationJob.objects.get(pk=job.pk).progress.get("data_processed", 0) > 0, timeout=60,
                what="the migration moves data")
-    pid_file = LAB_RUN / lab2.name / "libvirt/qemu/it-mig-fail.pid"
+    pid_file = HostPaths(lab2.name).run_dir / "libvirt/qemu/it-mig-fail.pid"
     os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the destination's QEMU, started by this migration
 
     job = finished(job)

@@ -21,8 +21,8 @@ class Command(BaseCommand):
         up = sub.add_parser("up", help="start the lab hosts and demo VMs, register them as hosts")
         up.add_argument("--hosts", type=int, default=2)
         up.add_argument(
-            "--network", action="store_true",
-            help="put the hosts on the lab network (as VMPORTAL_LAB_NETWORK=1 does); add labN-ssh and labN-tls",
+            "--no-network", action="store_true",
+            help="leave the hosts off the lab network and register their unix sockets (as VMPORTAL_LAB_NETWORK=0)",
         )
         sub.add_parser("status", help="show the lab hosts and their daemons")
         sub.add_parser("down", help="stop every lab guest and daemon; the hosts stay registered, disabled")
@@ -30,7 +30,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         try:
             if action == "up":
-                self._up(options["hosts"], network=options["network"])
+                self._up(options["hosts"], network=False if options["no_network"] else None)
             elif action == "status":
                 for host in lab.status():
                     state = "running" if host.running else "stopped"
@@ -43,17 +43,14 @@ class Command(BaseCommand):
         except lab.LabError as error:
             raise CommandError(str(error)) from error
 
-    def _up(self, count: int, *, network: bool) -> None:
+    def _up(self, count: int, *, network: bool | None) -> None:
         usable, reason = lab.available()
         if not usable:
             raise CommandError(f"The lab cannot run here: {reason}")
         actor = system_actor()
         for lab_host in lab.up(hosts=count, network=network):
-            address = lab_host.migration_address
-            self._register(actor, lab_host.name, lab_host.uri, address)
-            if lab_host.ssh_uri and lab_host.tls_uri:  # the same libvirtd, reached as users reach theirs
-                self._register(actor, f"{lab_host.name}-ssh", lab_host.ssh_uri, address)
-                self._register(actor, f"{lab_host.name}-tls", lab_host.tls_uri, address)
+            # Over SSH or TLS, as users register theirs (the unix socket without the lab network).
+            self._register(actor, lab_host.name, lab_host.uri, lab_host.migration_address)
 
     def _register(self, actor: User, name: str, uri: str, migration_address: str) -> None:
         host = Host.objects.filter(name=name).first()
