@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,6 +200,16 @@ def _start(paths: HostPaths, *, network: bool) -> None:
 
 def _libvirtd_command(paths: HostPaths, *, network: bool) -> list[str]:
     return ["libvirtd", "--daemon", *(["--listen"] if network else []), "--pid-file", str(paths.libvirtd_pid_file)]
+
+
+def in_host_network(name: str, command: Sequence[str]) -> list[str]:
+    """The command line that runs `command` in a host's network (its loopback, its address), as on the host."""
+    libvirtd = read_pid(HostPaths(name).libvirtd_pid_file)
+    if libvirtd is None:
+        raise LabError(f"{name} is not running")
+    if not _is_networked(HostPaths(name)):
+        return list(command)
+    return ["nsenter", f"--net=/proc/{libvirtd}/ns/net", *command]
 
 
 def restart_libvirtd(name: str) -> None:

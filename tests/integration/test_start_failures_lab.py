@@ -10,7 +10,8 @@ from __future__ import annotations
 import html
 import re
 import shutil
-import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -101,23 +102,35 @@ def deleted_kernel(tmp_path: Path) -> virt.DomainSpec:
     return replace(base, boot=replace(base.boot, kernel=str(kernel)))
 
 
-@pytest.fixture
-def taken_vnc_port() -> Iterator[virt.DomainSpec]:
-    """A VM asking for a fixed VNC port on which something else on the host's loopback listens."""
-    listener = socket.socket()
-    for port in range(5990, 6000):  # lab1's VNC range; a fixed port, not one libvirt picks
-        try:
-            listener.bind(("127.0.0.1", port))
-            break
-        except OSError:
-            continue
-    else:
-        pytest.fail("no free port in 5990-5999 to hold")
-    listener.listen(1)
+# Run in lab1's network: binds the first free port of 5990-5999 on its loopback, prints it, holds it.
+_HOLD_A_PORT = """
+import socket, sys
+listener = socket.socket()
+for port in range(5990, 6000):
     try:
+        listener.bind(("127.0.0.1", port))
+        break
+    except OSError:
+        continue
+else:
+    sys.exit("no free port in 5990-5999 to hold")
+listener.listen(1)
+print(port, flush=True)
+sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def taken_vnc_port(lab1: lab.LabHost) -> Iterator[virt.DomainSpec]:
+    """A VM asking for a fixed VNC port on which something else on the host's loopback listens."""
+    holder = subprocess.Popen(lab.in_host_network(lab1.name, [sys.executable, "-c", _HOLD_A_PORT]),
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(holder.stdout.readline() if holder.stdout else "")  # lab1's VNC range, not a port libvirt picks
         yield replace(spec(f"{PREFIX}vnc"), graphics=virt.GraphicsSpec("vnc", listen="127.0.0.1", port=port))
     finally:
-        listener.close()
+        holder.kill()
+        holder.wait()
 
 
 CASES = {
