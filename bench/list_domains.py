@@ -115,7 +115,7 @@ def write_test_inventories(directory: Path, domains: int, hosts: int) -> list[st
 def mark_autostart(uris: Sequence[str]) -> None:
     """The test driver's XML cannot say autostart; mark a fifth of the persistent domains on the pooled connection."""
     for uri in uris:
-        conn = pool.get(uri)
+        conn = pool.get(uri).conn
         for number, dom in enumerate(conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)):
             if number % 5 == 0:
                 dom.setAutostart(1)
@@ -137,7 +137,7 @@ def defined_domains(uris: Sequence[str], domains: int) -> Iterator[None]:
     try:
         for index in range(domains):
             uri = uris[index % len(uris)]
-            conn = pool.get(uri)
+            conn = pool.get(uri).conn
             domain_type = {"QEMU": "qemu", "Test": "test"}.get(conn.getType(), conn.getType().lower())
             name = f"{BENCH_PREFIX}-{token}-{index:04d}"
             conn.defineXML(_defined_domain_xml(domain_type, name, index))
@@ -147,7 +147,7 @@ def defined_domains(uris: Sequence[str], domains: int) -> Iterator[None]:
         failures: list[str] = []
         for uri, name in defined:  # never started, so no managed save, snapshot or NVRAM to remove
             try:
-                pool.get(uri).lookupByName(name).undefine()
+                pool.get(uri).conn.lookupByName(name).undefine()
             except libvirt.libvirtError as error:
                 failures.append(f"{name} on {uri}: {error}")
         if failures:
@@ -167,7 +167,7 @@ def dashboard_path(uris: Sequence[str], deadline: float) -> list[Row]:
 
 
 def naive_host(uri: str) -> list[Row]:
-    conn = pool.get(uri)
+    conn = pool.get(uri).conn
     rows = []
     for listed in conn.listAllDomains(0):
         dom = conn.lookupByUUIDString(listed.UUIDString())

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from lab import hosts as _hosts
 from lab import inventory as _inventory
 from lab import network as _network
-from lab.hosts import LabHost, LabHostStatus, available, in_host_network, restart_libvirtd, status
+from lab.hosts import LabHost, LabHostStatus, available, in_host_network, restart_libvirtd, set_link, status
 from lab.images import GuestImages, ensure_guest_images
 from lab.inventory import DEMO_VMS, DemoState, DemoVM, demo_placement
 from lab.process import LabError
@@ -60,6 +60,7 @@ __all__ = [
     "demo_placement",
     "down",
     "restart_libvirtd",
+    "set_link",
     "ensure_guest_images",
     "in_host_network",
     "status",

@@ -212,6 +212,11 @@ def in_host_network(name: str, command: Sequence[str]) -> list[str]:
     return ["nsenter", f"--net=/proc/{libvirtd}/ns/net", *command]
 
 
+def set_link(name: str, *, delay_ms: int = 0, silent: bool = False) -> None:
+    """Make a networked host's link slow (delay_ms each way), silent, or normal again (lab.network.set_link)."""
+    lab_network.set_link(HostPaths(name), delay_ms=delay_ms, silent=silent)
+
+
 def restart_libvirtd(name: str) -> None:
     """Stop a host's libvirtd (its guests keep running, as on a real host) and start a new one in its namespaces."""
     paths = HostPaths(name)

@@ -18,6 +18,8 @@ import ipaddress
 import json
 import os
 import shutil
+import subprocess
+import sys
 from contextlib import suppress
 from pathlib import Path
 
@@ -282,3 +284,39 @@ def _command_line(pid: int) -> str:
 
 def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
+
+
+RELAY_PORT = 7999  # inside each host: where lab.delay takes the connections a slow link delays
+_RELAY = Path(__file__).with_name("delay.py")
+
+
+def set_link(paths: HostPaths, *, delay_ms: int = 0, silent: bool = False) -> None:
+    """Make a host's link slow, silent, or normal again (neither), as the fault tests need.
+
+    Slow: every TCP connection arriving on it from then on goes through lab.delay, `delay_ms` each
+    way (no netem on this kernel). Silent: every packet arriving on it is dropped and nothing is
+    closed, as when a host's link dies. The rules live in the host's own network namespace.
+    """
+    libvirtd = read_pid(paths.libvirtd_pid_file)
+    if libvirtd is None or not is_networked(libvirtd):
+        raise LabError(f"{paths.name} is not running on the lab network")
+    inside = ["nsenter", f"--target={libvirtd}", "--net", "--mount", "--uts"]
+    run([*inside, "iptables", "-F", "INPUT"])
+    run([*inside, "iptables", "-t", "nat", "-F", "PREROUTING"])
+    relay_pid_file = paths.run_dir / "delay.pid"
+    relay = read_pid(relay_pid_file)
+    if relay is not None:
+        terminate([relay])
+        relay_pid_file.unlink()
+    if silent:
+        run([*inside, "iptables", "-A", "INPUT", "-i", "eth0", "-j", "DROP"])
+    if delay_ms:
+        # In the host's mount namespace too, so that `down` stops it with the host's other processes.
+        started = subprocess.Popen([*inside, sys.executable, str(_RELAY), str(RELAY_PORT), str(delay_ms)],  # noqa: S603
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True)
+        if started.stdout is None or started.stdout.readline().strip() != b"ready":
+            started.kill()
+            raise LabError(f"the delaying relay of {paths.name} did not start")
+        relay_pid_file.write_text(f"{started.pid}\n")
+        run([*inside, "iptables", "-t", "nat", "-A", "PREROUTING", "-i", "eth0", "-p", "tcp",
+             "-j", "REDIRECT", "--to-ports", str(RELAY_PORT)])

@@ -121,6 +121,58 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
+class SharedConnection:
+    """A libvirt connection several threads use, closed only once none of them is inside a call on it.
+
+    virConnectClose while another thread is in a call on the same connection frees what that call
+    uses, and the process crashes (seen when a watcher dropped a silent host while its address reader
+    was asking it). So every user holds it (acquire/release, or `held`), and `retire` closes it when
+    the last one lets go; a retired connection is not lent again.
+    """
+
+    def __init__(self, conn: libvirt.virConnect) -> None:
+        self.conn = conn
+        self._users = 0
+        self._retired = False
+        self._lock = threading.Lock()
+
+    def acquire(self) -> bool:
+        """Hold it for a while; False when it is retired (ask the pool again)."""
+        with self._lock:
+            if self._retired:
+                return False
+            self._users += 1
+            return True
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            last = self._retired and self._users == 0
+        if last:
+            _close_quietly(self.conn)
+
+    def retire(self) -> None:
+        """No new users; closed now if nobody holds it, else when the last holder releases it."""
+        with self._lock:
+            if self._retired:
+                return
+            self._retired = True
+            idle = self._users == 0
+        if idle:
+            _close_quietly(self.conn)
+
+    @contextmanager
+    def held(self) -> Iterator[libvirt.virConnect | None]:
+        """The connection while it is held; None when it is retired already."""
+        if not self.acquire():
+            yield None
+            return
+        try:
+            yield self.conn
+        finally:
+            self.release()
+
+
 class ConnectionPool:
     """Open connections by URI; a connection found dead is dropped and reopened.
 
@@ -134,16 +186,17 @@ class ConnectionPool:
         # libvirt's (interval, count): a call on a connection to a host gone silent fails after about
         # interval * (count + 1) seconds instead of waiting for TCP (or, on a unix socket, forever).
         self.keepalive = keepalive
-        self._connections: dict[str, libvirt.virConnect] = {}
-        self._opening: dict[str, Future[libvirt.virConnect]] = {}
+        self._connections: dict[str, SharedConnection] = {}
+        self._opening: dict[str, Future[SharedConnection]] = {}
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="virt-open")
 
-    def get(self, uri: str) -> libvirt.virConnect:
+    def get(self, uri: str) -> SharedConnection:
+        """The pooled connection to `uri`, opened if need be; hold it (`acquire`) while using it."""
         with self._lock:
-            conn = self._connections.get(uri)
-            if conn is not None and conn.isAlive():
-                return conn
+            shared = self._connections.get(uri)
+            if shared is not None and is_alive(shared.conn):
+                return shared
             opening = self._opening.get(uri)
             if opening is None:
                 opening = self._opening[uri] = self._executor.submit(self._open, uri)
@@ -152,7 +205,18 @@ class ConnectionPool:
         except TimeoutError as error:
             raise HostUnreachable("The host did not answer in time.") from error
 
-    def _open(self, uri: str) -> libvirt.virConnect:
+    @contextmanager
+    def use(self, uri: str) -> Iterator[libvirt.virConnect]:
+        """The pooled connection to `uri`, held for the block: nobody closes it under this thread's calls."""
+        shared = self.get(uri)
+        while not shared.acquire():  # retired between the two: the pool has (or opens) a new one
+            shared = self.get(uri)
+        try:
+            yield shared.conn
+        finally:
+            shared.release()
+
+    def _open(self, uri: str) -> SharedConnection:
         try:
             fresh = libvirt.open(uri)
         except libvirt.libvirtError as error:
@@ -163,23 +227,26 @@ class ConnectionPool:
             fresh.setKeepAlive(*self.keepalive)
         except libvirt.libvirtError as error:  # a local driver (test://), or a process without an event loop
             logger.debug("no keepalive on %s: %s", uri, error)
+        shared = SharedConnection(fresh)
         with self._lock:
             self._opening.pop(uri, None)
             stale = self._connections.pop(uri, None)
-            self._connections[uri] = fresh
-        _close_quietly(stale)
-        return fresh
+            self._connections[uri] = shared
+        if stale is not None:
+            stale.retire()
+        return shared
 
     def discard(self, uri: str) -> None:
         with self._lock:
-            conn = self._connections.pop(uri, None)
-        _close_quietly(conn)
+            shared = self._connections.pop(uri, None)
+        if shared is not None:
+            shared.retire()
 
     def close_all(self) -> None:
         with self._lock:
             connections, self._connections = list(self._connections.values()), {}
-        for conn in connections:
-            _close_quietly(conn)
+        for shared in connections:
+            shared.retire()
 
 
 def _close_quietly(conn: libvirt.virConnect | None) -> None:
@@ -210,23 +277,24 @@ def _ignore_libvirt_stderr(_ctx: object, _error: object) -> None:
 
 @contextmanager
 def connection(uri: str) -> Iterator[libvirt.virConnect]:
-    """A pooled connection to `uri`; libvirt errors leave as the project's own errors."""
-    conn = pool.get(uri)
-    try:
-        yield conn
-    except libvirt.libvirtError as error:
-        translated = translate(error)
-        if isinstance(translated, HostUnreachable):
-            if _alive(conn):
-                # The host answered: what it could not reach was a peer (a migration's destination).
-                translated = VirtError(detail=translated.detail)
-            else:
-                pool.discard(uri)
-        logger.info("libvirt error on %s: %s", uri, translated.detail)
-        raise translated from error
+    """A pooled connection to `uri`, held for the block; libvirt errors leave as the project's own errors."""
+    with pool.use(uri) as conn:
+        try:
+            yield conn
+        except libvirt.libvirtError as error:
+            translated = translate(error)
+            if isinstance(translated, HostUnreachable):
+                if is_alive(conn):
+                    # The host answered: what it could not reach was a peer (a migration's destination).
+                    translated = VirtError(detail=translated.detail)
+                else:
+                    pool.discard(uri)
+            logger.info("libvirt error on %s: %s", uri, translated.detail)
+            raise translated from error
 
 
-def _alive(conn: libvirt.virConnect) -> bool:
+def is_alive(conn: libvirt.virConnect) -> bool:
+    """Whether the connection still works (libvirt closes one whose host missed its keepalive pings)."""
     try:
         return bool(conn.isAlive())
     except libvirt.libvirtError:

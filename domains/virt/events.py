@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import libvirt
 
 from .agent import AddressReader
-from .connections import pool, translate
+from .connections import SharedConnection, pool, translate
 from .errors import HostUnreachable
 from .inventory import DomainRecord, records_for
 
@@ -199,7 +199,8 @@ class HostWatcher:
         self._seq = _Clock()
         self._queue: queue.Queue[_Work] = queue.Queue()
         self._stopping = threading.Event()
-        self._conn: libvirt.virConnect | None = None
+        self._conn: libvirt.virConnect | None = None  # held (self._shared) from connect to disconnect
+        self._shared: SharedConnection | None = None
         self._generation = 0
         self._callback_ids: list[int] = []
         self._records: dict[str, tuple[int, DomainRecord]] = {}  # uuid: (seq of its last change, record)
@@ -208,7 +209,7 @@ class HostWatcher:
         self._reachable: bool | None = None
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"watch-{self.name}", daemon=True)
-        self._addresses = AddressReader(uri, name=self.name, connection=lambda: self._conn,
+        self._addresses = AddressReader(uri, name=self.name, connect=self._open,
                                         changed=lambda uuid: self.nudge(uuid))
 
     # --- Used from other threads. ---
@@ -316,16 +317,25 @@ class HostWatcher:
         if rereads:
             self._reread(list(rereads.values()))
 
-    def _connect(self) -> None:
-        # A test:// inventory file gives every connection its own copy: watch the dashboard's own one.
-        conn = pool.get(self.uri) if _per_connection_state(self.uri) else libvirt.open(self.uri)
-        self._generation += 1
-        self._conn = conn
+    def _open(self) -> libvirt.virConnect:
+        """A connection of the watcher's own (or of its address reader's), with the deployment's keepalive."""
+        conn = libvirt.open(self.uri)
         try:
             conn.setKeepAlive(*self._keepalive)
         except libvirt.libvirtError as error:
             if error.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:  # local drivers (test://) have none
+                conn.close()
                 raise
+        return conn
+
+    def _connect(self) -> None:
+        # A test:// inventory file gives every connection its own copy: watch the dashboard's own one.
+        shared = pool.get(self.uri) if _per_connection_state(self.uri) else SharedConnection(self._open())
+        if not shared.acquire():  # the pool retired it meanwhile: the next round takes its new one
+            raise libvirt.libvirtError("the pooled connection was closed while the watcher took it")
+        self._generation += 1
+        self._shared, self._conn = shared, shared.conn
+        conn = shared.conn
         conn.registerCloseCallback(self._on_close, self._generation)
         for event_id, details in _DOMAIN_EVENTS.items():
             callback = self._on_agent if event_id == libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE else \
@@ -334,8 +344,8 @@ class HostWatcher:
         logger.info("watching %s", self.name)
 
     def _disconnect(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
+        conn, shared, self._conn, self._shared = self._conn, self._shared, None, None
+        if conn is None or shared is None:
             return
         self._generation += 1
         for callback_id in self._callback_ids:
@@ -345,8 +355,8 @@ class HostWatcher:
         with contextlib.suppress(libvirt.libvirtError):
             conn.unregisterCloseCallback()
         if not _per_connection_state(self.uri):  # the pool's connection stays the pool's
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+            shared.retire()
+        shared.release()
 
     def _alive(self) -> bool:
         try:

@@ -205,14 +205,18 @@ def precheck(source_uri: str, dest_uri: str, uuid: str, options: MigrationOption
         )
     checks = [_mode_check(guest, options)]
     try:
-        dest = pool.get(dest_uri)
-        dest.getLibVersion()
+        with pool.use(dest_uri) as dest:
+            dest.getLibVersion()
+            return [*checks, *_destination_checks(dest, dest_uri, guest, options, dest_address)]
     except (VirtError, libvirt.libvirtError):
         pool.discard(dest_uri)
         return [*checks, _failed("reachable", "The destination does not answer: pick another host, or check it "
                                               "under Hosts.")]
-    checks.append(_ok("reachable", "The destination answers."))
-    checks.append(_address_check(dest_address, options))
+
+
+def _destination_checks(dest: libvirt.virConnect, dest_uri: str, guest: _Guest, options: MigrationOptions,
+                        dest_address: str) -> list[Check]:
+    checks = [_ok("reachable", "The destination answers."), _address_check(dest_address, options)]
     for check in (_cpu_check, _emulator_check, _disk_checks, _network_checks, _identity_check, _memory_check):
         try:
             found = check(dest, guest, options)
@@ -544,7 +548,17 @@ class _MigrationCall:
         self._warnings: list[str] = []
 
     def run(self) -> Outcome:
-        destination = None if self._options.peer_to_peer else self._destination()
+        with contextlib.ExitStack() as held:
+            destination = None
+            if not self._options.peer_to_peer:  # this process drives a managed migration's phases
+                try:
+                    destination = held.enter_context(pool.use(self._dest_uri))
+                except HostUnreachable as error:
+                    raise MigrationFailed("The migration failed: the destination does not answer.",
+                                          detail=error.detail) from error
+            return self._run(destination)
+
+    def _run(self, destination: libvirt.virConnect | None) -> Outcome:
         callbacks = self._register()
         try:
             thread = threading.Thread(target=self._call, args=(destination,), name=f"migrate-{self._dom.name()}",
@@ -565,14 +579,6 @@ class _MigrationCall:
         if self._error is not None:
             raise _failure(self._error)
         return Outcome(self._final() if self._options.live else None, tuple(self._warnings))
-
-    def _destination(self) -> libvirt.virConnect:
-        """The destination's connection, for a managed migration (this process drives its phases)."""
-        try:
-            return pool.get(self._dest_uri)
-        except HostUnreachable as error:
-            raise MigrationFailed("The migration failed: the destination does not answer.",
-                                  detail=error.detail) from error
 
     def _register(self) -> list[int]:
         if not self._options.live:

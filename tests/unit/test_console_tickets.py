@@ -216,7 +216,7 @@ def test_the_stored_hash_is_not_a_ticket(tenant_client: Client) -> None:
 
 def test_a_vm_restarted_on_another_port_refuses_the_old_ticket(tenant_client: Client, console_host: Host) -> None:
     [token] = issue(tenant_client)
-    conn = virt.pool.get(console_host.uri)
+    conn = virt.pool.get(console_host.uri).conn
     dom = conn.lookupByUUIDString(VNC_UUID)
     conn.defineXML(dom.XMLDesc(0).replace("port='5907'", "port='5917'"))
     dom.destroy()
@@ -229,7 +229,7 @@ def test_a_vm_restarted_on_another_port_refuses_the_old_ticket(tenant_client: Cl
 
 def test_a_stopped_vm_refuses_its_ticket(tenant_client: Client, console_host: Host) -> None:
     [token] = issue(tenant_client)
-    virt.pool.get(console_host.uri).lookupByUUIDString(VNC_UUID).destroy()
+    virt.pool.get(console_host.uri).conn.lookupByUUIDString(VNC_UUID).destroy()
     assert "not running" in refused(lambda: open_console(token, cookie=session_cookie(tenant_client)))
     response = tenant_client.post(f"/consoles/consoles/{VNC_UUID}/tickets/")
     assert response.status_code == 409 and response.json()["error"] == "The machine is not running."
@@ -379,7 +379,7 @@ def test_tickets_need_the_csrf_token(tenant: User) -> None:
 
 def test_a_vm_restarted_on_the_same_port_refuses_the_old_ticket(tenant_client: Client, console_host: Host) -> None:
     [token] = issue(tenant_client)
-    dom = virt.pool.get(console_host.uri).lookupByUUIDString(VNC_UUID)
+    dom = virt.pool.get(console_host.uri).conn.lookupByUUIDString(VNC_UUID)
     dom.destroy()
     dom.create()
     assert "display moved" in refused(lambda: open_console(token, cookie=session_cookie(tenant_client)))
@@ -394,7 +394,7 @@ def test_the_vm_page_links_the_console_only_with_the_right_and_a_running_display
 
     assert link(VNC_UUID)
     assert not link(OTHER_UUID)  # view right only
-    virt.pool.get(console_host.uri).lookupByUUIDString(VNC_UUID).destroy()
+    virt.pool.get(console_host.uri).conn.lookupByUUIDString(VNC_UUID).destroy()
     assert not link(VNC_UUID)  # not running
 
 

@@ -84,7 +84,7 @@ def fast_password_hashing(settings) -> None:
 def oracle_host(db: None) -> Host:
     """The inventory registered as a host, with the same VMs autostarted as in every virsh call."""
     host = Host.objects.create(name=HOST, uri=URI)
-    conn = virt.pool.get(URI)  # the pooled connection the dashboard lists through in this test
+    conn = virt.pool.get(URI).conn  # the pooled connection the dashboard lists through in this test
     for name in AUTOSTARTED:
         conn.lookupByName(name).setAutostart(1)
     return host
@@ -319,7 +319,7 @@ def test_reasons_after_lifecycle_actions_match_virsh_domstate(admin: Client):
                     *(f"domstate --reason {name}" for name in names)).stdout),
         strict=True,
     ))
-    conn = virt.pool.get(URI)
+    conn = virt.pool.get(URI).conn
     for _verb, name, call in LIFECYCLE:
         getattr(conn.lookupByName(name), call)()
     rows = json_rows(admin, "all")

@@ -27,7 +27,7 @@ OPTION_SETS: list[tuple[str, ...]] = [
 def inventory():
     """A connection to the inventory with some VMs autostarted, and every record read from it."""
     virt.pool.close_all()
-    conn = virt.pool.get(URI)
+    conn = virt.pool.get(URI).conn
     for name in AUTOSTARTED:
         conn.lookupByName(name).setAutostart(1)
     yield conn, virt.list_domains(URI, ("all",))

@@ -52,7 +52,7 @@ def events() -> Events:
 
 @pytest.fixture
 def watcher(events: Events) -> Iterator[HostWatcher]:
-    conn = virt.pool.get(URI)  # holds the shared state for the watcher's and the test's changes
+    conn = virt.pool.get(URI).conn  # holds the shared state for the watcher's and the test's changes
     watcher = HostWatcher(URI, events, name="embedded", resync_seconds=3600).start()
     yield watcher
     watcher.stop()
@@ -89,7 +89,7 @@ def test_first_a_full_listing_then_each_change_with_a_higher_sequence(events: Ev
 
 def test_definitions_and_undefinitions_come_as_changes_and_removals(events: Events, watcher: HostWatcher) -> None:
     events.wait_for(lambda event: isinstance(event, HostSynced))
-    conn = virt.pool.get(URI)
+    conn = virt.pool.get(URI).conn
     conn.defineXML(NEW_DOMAIN)
     defined = events.wait_for(is_change(NEW_UUID))
     assert defined.record.name == "fresh"  # type: ignore[union-attr]
@@ -104,7 +104,7 @@ def test_definitions_and_undefinitions_come_as_changes_and_removals(events: Even
 
 def test_a_change_without_an_event_shows_after_a_nudge(events: Events, watcher: HostWatcher) -> None:
     events.wait_for(lambda event: isinstance(event, HostSynced))
-    conn = virt.pool.get(URI)
+    conn = virt.pool.get(URI).conn
     conn.defineXML(NEW_DOMAIN)
     events.wait_for(is_change(NEW_UUID))
     virt.run_action(URI, NEW_UUID, virt.Action.AUTOSTART_ON)  # libvirt has no event for autostart
@@ -114,7 +114,7 @@ def test_a_change_without_an_event_shows_after_a_nudge(events: Events, watcher: 
 
 
 def test_a_periodic_resync_reports_what_changed_without_an_event(events: Events) -> None:
-    conn = virt.pool.get(URI)
+    conn = virt.pool.get(URI).conn
     conn.defineXML(NEW_DOMAIN)
     watcher = HostWatcher(URI, events, name="embedded", resync_seconds=0.3).start()
     try:

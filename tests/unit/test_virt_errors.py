@@ -245,7 +245,7 @@ def test_a_peer_the_host_could_not_reach_is_not_this_host_being_unreachable():
         raise libvirt_error(libvirt.VIR_ERR_SYSTEM_ERROR, libvirt.VIR_FROM_RPC, PEER_REFUSED)
     assert type(caught.value) is virt.VirtError
     assert "unable to connect to server at [address]: Connection refused" in caught.value.redacted_message
-    assert virt.pool.get("test:///default") is pooled  # the working connection is kept
+    assert virt.pool.get("test:///default").conn is pooled  # the working connection is kept
 
 
 def test_libvirts_own_words_in_a_summary_are_redacted_too():
