@@ -8,13 +8,16 @@ import pytest
 from domains.virt.graphics import ConsoleUnavailable, GraphicsEndpoint, parse_graphics
 from domains.virt.transports import SshRoute, ssh_route
 
-LAB_URI = ("qemu+ssh://root@10.213.0.11/system?command=/var/lib/vmportal-lab/network/ssh"
-           "&keyfile=/var/lib/vmportal-lab/network/id_ed25519&no_tty=1")
+LAB_URI = (
+    "qemu+ssh://root@10.213.0.11/system?command=/var/lib/vmportal-lab/network/ssh"
+    "&keyfile=/var/lib/vmportal-lab/network/id_ed25519&no_tty=1"
+)
 
 
 def _xml(listen: str, kind: str = "vnc", port: int = 5901) -> str:
-    return (f"<domain><devices><graphics type='{kind}' port='{port}' autoport='yes'>{listen}</graphics>"
-            "</devices></domain>")
+    return (
+        f"<domain><devices><graphics type='{kind}' port='{port}' autoport='yes'>{listen}</graphics></devices></domain>"
+    )
 
 
 LOOPBACK = "<listen type='address' address='127.0.0.1'/>"
@@ -22,11 +25,15 @@ SOCKET = "<listen type='socket' socket='/var/lib/libvirt/qemu/domain-3-vm/vnc.so
 
 
 def test_the_route_is_the_uris_login() -> None:
-    assert ssh_route(LAB_URI) == SshRoute(host="10.213.0.11", user="root",
-                                          keyfile="/var/lib/vmportal-lab/network/id_ed25519",
-                                          command="/var/lib/vmportal-lab/network/ssh")
+    assert ssh_route(LAB_URI) == SshRoute(
+        host="10.213.0.11",
+        user="root",
+        keyfile="/var/lib/vmportal-lab/network/id_ed25519",
+        command="/var/lib/vmportal-lab/network/ssh",
+    )
     assert ssh_route("qemu+ssh://admin@kvm1.example.org:2222/system") == SshRoute(
-        host="kvm1.example.org", user="admin", port=2222)
+        host="kvm1.example.org", user="admin", port=2222
+    )
     # No user, port, key or command in the URI: ssh's own choices.
     assert ssh_route("qemu+ssh://kvm1.example.org/system") == SshRoute(host="kvm1.example.org")
 
@@ -37,12 +44,21 @@ def test_each_ssh_transport_keeps_only_its_own_parameters() -> None:
     assert ssh_route("qemu+ssh://kvm1/system" + query) == SshRoute(host="kvm1", command="/usr/local/bin/ssh-wrapper")
     for transport in ("libssh", "libssh2"):
         assert ssh_route(f"qemu+{transport}://kvm1/system" + query) == SshRoute(
-            host="kvm1", known_hosts="/etc/vmportal/known_hosts")
+            host="kvm1", known_hosts="/etc/vmportal/known_hosts"
+        )
 
 
-@pytest.mark.parametrize("uri", ["qemu+tls://kvm1/system", "qemu+tcp://kvm1/system", "qemu:///system",
-                                 "qemu+unix:///system?socket=/run/libvirt/libvirt-sock", "test:///default",
-                                 "qemu+ssh:///system"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "qemu+tls://kvm1/system",
+        "qemu+tcp://kvm1/system",
+        "qemu:///system",
+        "qemu+unix:///system?socket=/run/libvirt/libvirt-sock",
+        "test:///default",
+        "qemu+ssh:///system",
+    ],
+)
 def test_no_route_without_an_ssh_transport_to_a_named_host(uri: str) -> None:
     assert ssh_route(uri) is None
 
@@ -53,10 +69,13 @@ def test_a_different_route_is_a_different_endpoint() -> None:
     direct = GraphicsEndpoint("vnc", "127.0.0.1", 5901, "", False, run_id=3)
     keys = {direct.key} | {
         GraphicsEndpoint("vnc", "127.0.0.1", 5901, "", False, run_id=3, ssh=other).key
-        for other in (route, SshRoute(host=route.host, user=route.user, command=route.command),
-                      SshRoute(host=route.host, user="admin", keyfile=route.keyfile, command=route.command),
-                      SshRoute(host=route.host, user=route.user, port=2222, keyfile=route.keyfile,
-                               command=route.command))}
+        for other in (
+            route,
+            SshRoute(host=route.host, user=route.user, command=route.command),
+            SshRoute(host=route.host, user="admin", keyfile=route.keyfile, command=route.command),
+            SshRoute(host=route.host, user=route.user, port=2222, keyfile=route.keyfile, command=route.command),
+        )
+    }
     assert len(keys) == 5
     assert "via ssh root@10.213.0.11:22" in GraphicsEndpoint("vnc", "127.0.0.1", 5901, "", False, ssh=route).key
 
@@ -69,8 +88,11 @@ def test_a_loopback_display_of_an_ssh_host_is_reached_through_its_ssh_route() ->
 
 def test_a_unix_socket_display_of_an_ssh_host_is_reached_through_its_ssh_route() -> None:
     endpoint = parse_graphics(_xml(SOCKET, kind="spice"), uri=LAB_URI)
-    assert (endpoint.kind, endpoint.socket, endpoint.port) == ("spice", "/var/lib/libvirt/qemu/domain-3-vm/vnc.sock",
-                                                               None)
+    assert (endpoint.kind, endpoint.socket, endpoint.port) == (
+        "spice",
+        "/var/lib/libvirt/qemu/domain-3-vm/vnc.sock",
+        None,
+    )
     assert endpoint.ssh == ssh_route(LAB_URI)
 
 
