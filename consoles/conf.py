@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 
 
@@ -31,3 +33,11 @@ def tickets_per_minute() -> int:
 def open_limit() -> int:
     """Consoles one user may have open at once, across every proxy process; 0: no limit."""
     return max(0, int(settings.CONSOLE_OPEN_LIMIT))
+
+
+def ssh_control_dir() -> Path:
+    return Path(settings.SSH_CONTROL_DIR)
+
+
+def ssh_control_persist_seconds() -> int:
+    return int(settings.SSH_CONTROL_PERSIST_SECONDS)

@@ -5,9 +5,10 @@ websockify calls, for each websocket upgrade, in one process forked for that con
      ticket's display, read from libvirt now; the client never names a target;
   2. `ConsoleAuthPlugin.authenticate(headers, target_host, target_port)` -> Origin, the user's
      session, the console right, then the ticket is consumed (one conditional UPDATE);
-  3. `ConsoleRequestHandler.new_websocket_client()` -> connects to the display, answers its VNC
-     password itself when it has one, relays, re-checks session and right every few seconds (logout
-     or a revoked grant closes the console), and audits the close.
+  3. `ConsoleRequestHandler.new_websocket_client()` -> connects to the display (`tunnels`: directly,
+     or through its host's shared SSH connection), answers its VNC password itself when it has one,
+     relays, re-checks session and right every few seconds (logout or a revoked grant closes the
+     console), and audits the close.
 
 Because websockify forks one process per connection, what the token plugin found is handed to the
 auth plugin and the handler through the plugin objects of that process only.
@@ -27,13 +28,12 @@ from django.db import connection as db_connection
 from websockify import auth_plugins, token_plugins
 from websockify.auth_plugins import AuthenticationError
 from websockify.websocketproxy import ProxyRequestHandler, WebSocketProxy
-from websockify.websockifyserver import WebSockifyServer
 
 from audit.services import mask
 from domains import virt
 from vmportal import clients
 
-from . import conf, rfb, services
+from . import conf, rfb, services, tunnels
 from .services import OpenConsole, PendingConsole, TicketRefused
 
 logger = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class ConsoleTokenPlugin(token_plugins.BasePlugin):
         self.client_addr: str | None = None  # set by the handler before the lookup
         self.pending: PendingConsole[virt.GraphicsEndpoint] | None = None
 
-    def lookup(self, token: str) -> tuple[str, int | str]:
+    def lookup(self, token: str) -> tuple[str, int]:
         self.pending = None
         try:
             pending = services.console_ticket_check(token=token, client_addr=self.client_addr)
@@ -94,9 +94,13 @@ class ConsoleAuthPlugin(auth_plugins.BasePlugin):
                                       response_msg="Console refused") from None
 
 
-def _target(endpoint: virt.GraphicsEndpoint) -> tuple[str, int | str]:
-    # websockify's convention: ("unix_socket", path) for a unix socket target.
-    return ("unix_socket", endpoint.socket) if endpoint.socket else (endpoint.address, endpoint.port or 0)
+def _target(endpoint: virt.GraphicsEndpoint) -> tuple[str, int]:
+    """What websockify hands from the token plugin to the auth plugin: the ticket's endpoint, described.
+
+    Not websockify's ("unix_socket", path): for that it sets no target host, and the auth plugin would
+    compare nothing. The handler connects through `tunnels`, never to websockify's target.
+    """
+    return endpoint.key, 0
 
 
 class ConsoleRequestHandler(ProxyRequestHandler):
@@ -122,15 +126,16 @@ class ConsoleRequestHandler(ProxyRequestHandler):
         if console is None:  # cannot happen after authenticate(); refuse rather than proxy unchecked
             raise self.CClose(1008, "Console refused")
         reason = "closed by the browser"
-        target: socket.socket | None = None
+        display = contextlib.ExitStack()
         stop = threading.Event()
         try:
             try:
-                target = self._connect(console)
+                target = display.enter_context(self._connect(console))
             except OSError as error:
                 reason = f"display unreachable: {error}"
                 raise self.CClose(1011, "Failed to connect to the display") from None
             rfb.authenticate_display(self, target, console)
+            virt.pool.close_all()  # libvirt is not needed again while relaying: hold no connection to the host
             threading.Thread(target=self._watch, args=(console, target, stop), daemon=True).start()
             self.do_proxy(target)
         except self.CClose as closing:
@@ -148,22 +153,17 @@ class ConsoleRequestHandler(ProxyRequestHandler):
             raise
         finally:
             stop.set()
-            if target is not None:
-                _close_quietly(target)
+            display.close()
             services.console_close(console, reason=reason)
             virt.pool.close_all()
             db_connection.close()
 
-    def _connect(self, console: OpenConsole[virt.GraphicsEndpoint]) -> socket.socket:
+    def _connect(self, console: OpenConsole[virt.GraphicsEndpoint]) -> contextlib.AbstractContextManager[socket.socket]:
         endpoint = console.endpoint
         self.log_message("connecting %s console of %s to %s", endpoint.kind, console.ticket.domain_name,
                          endpoint.key)
-        target: socket.socket = WebSockifyServer.socket(endpoint.address or None, endpoint.port, connect=True,
-                                                        unix_socket=endpoint.socket or None)
-        if not endpoint.socket:
-            target.setsockopt(socket.SOL_TCP, socket.TCP_NODELAY, 1)
         self.request.setsockopt(socket.SOL_TCP, socket.TCP_NODELAY, 1)
-        return target
+        return tunnels.open_display(endpoint)
 
     def _watch(self, console: OpenConsole[virt.GraphicsEndpoint], target: socket.socket, stop: threading.Event) -> None:
         """Ends the console when its user logs out or loses the right; fails closed after repeated errors."""
@@ -179,17 +179,11 @@ class ConsoleRequestHandler(ProxyRequestHandler):
                     reason = "could not re-check the console's right" if failures >= 3 else None
                 if reason:
                     self.ended_by = reason
-                    _close_quietly(target, shutdown_only=True)  # the relay loop sees the display close
+                    with contextlib.suppress(OSError):
+                        target.shutdown(socket.SHUT_RDWR)  # the relay loop sees the display close
                     return
         finally:
             db_connection.close()
-
-
-def _close_quietly(sock: socket.socket, *, shutdown_only: bool = False) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)
-    if not shutdown_only:
-        sock.close()
 
 
 def build_proxy(*, host: str, port: int, verbose: bool = False, heartbeat: int = 30) -> WebSocketProxy:

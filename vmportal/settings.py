@@ -157,6 +157,12 @@ CONSOLE_PROXY_BIND = os.environ.get("VMPORTAL_CONSOLE_PROXY_BIND", "127.0.0.1:60
 CONSOLE_TICKET_SECONDS = max(1, min(59, int(os.environ.get("VMPORTAL_CONSOLE_TICKET_SECONDS", "30"))))
 CONSOLE_RECHECK_SECONDS = max(0.2, float(os.environ.get("VMPORTAL_CONSOLE_RECHECK_SECONDS", "2")))
 
+# Displays on a remote host's loopback or unix socket go through one SSH connection per host (OpenSSH's
+# ControlMaster, consoles/tunnels.py): its control sockets live in this private directory (keep its path
+# short: a unix socket path has at most 107 bytes), and it stays up this long after its last console.
+SSH_CONTROL_DIR = Path(os.environ.get("VMPORTAL_SSH_CONTROL_DIR", VAR_DIR / "ssh"))
+SSH_CONTROL_PERSIST_SECONDS = max(1, int(os.environ.get("VMPORTAL_SSH_CONTROL_PERSIST", "600")))
+
 # How long one page waits for a slow host before showing it as unreachable.
 HOST_DEADLINE_SECONDS = float(os.environ.get("VMPORTAL_HOST_DEADLINE", "3"))
 

@@ -51,6 +51,7 @@ from .serial import SerialConsole, SerialEndpoint, open_serial, serial_endpoint
 from .snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from .states import DomainState
 from .storage import DiskVolume, VolumeInfo, domain_disks, pool_names
+from .transports import SshRoute
 
 __all__ = [
     "migration",
@@ -102,6 +103,7 @@ __all__ = [
     "SerialEndpoint",
     "SnapshotNotFound",
     "SnapshotRecord",
+    "SshRoute",
     "VirtError",
     "available_actions",
     "create_snapshot",

@@ -1,7 +1,8 @@
 """The live graphics endpoint of a running domain, read from libvirt when it is asked for.
 
 The console proxy connects only to what this returns: the port QEMU really listens on (from the
-live XML, never the persistent one, whose autoport is -1) on the host that runs the guest. The
+live XML, never the persistent one, whose autoport is -1) on the host that runs the guest, through
+that host's SSH transport when the display listens on the host's own loopback or unix socket. The
 display's own password never leaves this package: `vnc_auth_response` answers a VNC challenge
 with it, so the proxy can authenticate to the display without ever holding the password.
 """
@@ -18,6 +19,7 @@ import libvirt
 
 from .connections import connection
 from .errors import VirtError
+from .transports import SshRoute, ssh_route
 
 KINDS = ("vnc", "spice")
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 - mapped to loopback
@@ -30,7 +32,8 @@ class ConsoleUnavailable(VirtError):
 
 @dataclass(frozen=True, slots=True)
 class GraphicsEndpoint:
-    """Where the proxy reaches a display: a TCP address and port, or a unix socket on this machine."""
+    """Where the proxy reaches a display: a TCP address and port, or a unix socket, on this machine or,
+    with `ssh`, as the host at the end of that SSH route sees them."""
 
     kind: str  # vnc or spice
     address: str  # "" for a unix socket
@@ -38,12 +41,14 @@ class GraphicsEndpoint:
     socket: str  # unix socket path, or ""
     has_password: bool
     run_id: int = 0  # the domain's ID: a new one each time it starts (a restart on the same port too)
+    ssh: SshRoute | None = None
 
     @property
     def key(self) -> str:
-        """What a console ticket is bound to; equal keys mean the same display of the same run."""
+        """What a console ticket is bound to; equal keys mean the same display of the same run, same route."""
         where = f"unix:{self.socket}" if self.socket else f"{self.address}:{self.port}"
-        return f"{self.kind} {where} run {self.run_id}"
+        via = f" via {self.ssh.key}" if self.ssh else ""
+        return f"{self.kind} {where}{via} run {self.run_id}"
 
 
 def is_local_uri(uri: str) -> bool:
@@ -78,11 +83,8 @@ def parse_graphics(xml: str, *, uri: str) -> GraphicsEndpoint:
             path = listen.get("socket", "") if listen is not None else ""
             if not path:
                 break
-            if not is_local_uri(uri):
-                raise ConsoleUnavailable(
-                    "This machine's display listens on a unix socket of a remote host, which the console "
-                    "proxy cannot reach.")
-            return GraphicsEndpoint(kind, "", None, path, has_password)
+            route = None if is_local_uri(uri) else _route_to_host(uri, "a unix socket")
+            return GraphicsEndpoint(kind, "", None, path, has_password, ssh=route)
         if listen_type != "address":
             break  # type='none' or 'network' without an address: nothing to connect to
         port = int(device.get("port") or "-1")
@@ -97,11 +99,20 @@ def parse_graphics(xml: str, *, uri: str) -> GraphicsEndpoint:
         elif address in _WILDCARDS:
             address = urlsplit(uri).hostname or ""  # listening everywhere: reach it at the host's name
         elif _is_loopback(address):
-            raise ConsoleUnavailable(
-                "This machine's display listens on its host's loopback; consoles of remote hosts "
-                "need an SSH tunnel, which the console proxy does not open yet.")
+            return GraphicsEndpoint(kind, address, port, "", has_password,
+                                    ssh=_route_to_host(uri, "its host's loopback"))
         return GraphicsEndpoint(kind, address, port, "", has_password)
     raise ConsoleUnavailable()
+
+
+def _route_to_host(uri: str, where: str) -> SshRoute:
+    """The SSH route to a remote host, for a display only the host itself reaches."""
+    route = ssh_route(uri)
+    if route is None:
+        raise ConsoleUnavailable(
+            f"This machine's display listens on {where}, which the console proxy reaches only through "
+            "the host's SSH transport; the host is not registered with an SSH URI.")
+    return route
 
 
 def graphics_endpoint(uri: str, uuid: str) -> GraphicsEndpoint:

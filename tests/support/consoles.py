@@ -215,14 +215,15 @@ class ConsoleStack:
         return str(self.shell(session_code(username) + "result = session_key\n"))
 
     def tickets(self, username: str, host: str, uuid: str, *, origin: str = PAGE_ORIGIN,
-                serial: bool = False) -> list[str]:
-        """Tickets as a console page at `origin` asks for them (its serial console's with `serial`): they open
-        from that origin only."""
+                serial: bool = False, consoles: int = 1) -> list[str]:
+        """Tickets as a console page at `origin` asks for them (its serial console's with `serial`), for as many
+        consoles, in one shell: they open from that origin only."""
         return list(self.shell(
             "from consoles import services\nfrom accounts.models import User\n"
-            f"issued = services.console_tickets_issue(actor=User.objects.get(username={username!r}),"
-            f" host_name={host!r}, uuid={uuid!r}, origin={origin!r}, client_addr='127.0.0.1', serial={serial!r})\n"
-            "result = list(issued.tokens)\n"))
+            f"issued = [services.console_tickets_issue(actor=User.objects.get(username={username!r}),"
+            f" host_name={host!r}, uuid={uuid!r}, origin={origin!r}, client_addr='127.0.0.1', serial={serial!r})"
+            f" for _ in range({consoles})]\n"
+            "result = [token for batch in issued for token in batch.tokens]\n"))
 
     def _start(self, name: str, args: list[str], port: int) -> subprocess.Popen[bytes]:
         log = self.var_dir / f"{name}.log"

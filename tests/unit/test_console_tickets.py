@@ -32,6 +32,7 @@ VNC_UUID = "0c0a0e00-0000-4000-8000-000000000001"
 SPICE_UUID = "0c0a0e00-0000-4000-8000-000000000002"
 BARE_UUID = "0c0a0e00-0000-4000-8000-000000000003"
 OTHER_UUID = "0c0a0e00-0000-4000-8000-000000000004"
+SOCKET_UUID = "0c0a0e00-0000-4000-8000-000000000005"
 ORIGIN = "http://127.0.0.1:8000"  # the console page's, as bin/run serves it: the proxy listens on :6080
 
 
@@ -60,6 +61,8 @@ def console_host(db: None, tmp_path: Path) -> Host:
                 "</graphics>"),
         _domain("vm-bare", BARE_UUID, ""),
         _domain("<b>vm-other<b>", OTHER_UUID, _vnc(5909)),
+        _domain("vm-socket", SOCKET_UUID, "<graphics type='vnc'><listen type='socket' socket='/run/vm-socket.vnc'/>"
+                "</graphics>"),
     ]) + "</node>")
     return Host.objects.create(name="consoles", uri=f"test://{path}")
 
@@ -85,8 +88,8 @@ def issue(client: Client, uuid: str = VNC_UUID, *, page: str = ORIGIN) -> list[s
     return list(response.json()["tickets"])
 
 
-def open_console(token: str, *, cookie: str, origin: str | None = ORIGIN) -> tuple[str, int | str]:
-    """What websockify does for one websocket upgrade; returns the target it would connect to."""
+def open_console(token: str, *, cookie: str, origin: str | None = ORIGIN) -> tuple[str, int | None]:
+    """What websockify does for one websocket upgrade; returns the address and port the proxy connects to."""
     tickets = ConsoleTokenPlugin()
     tickets.client_addr = "192.0.2.7"
     auth = ConsoleAuthPlugin(tickets)
@@ -94,7 +97,7 @@ def open_console(token: str, *, cookie: str, origin: str | None = ORIGIN) -> tup
     headers = {"Cookie": cookie} | ({"Origin": origin} if origin is not None else {})
     auth.authenticate(headers=headers, target_host=target[0], target_port=target[1])
     assert auth.console is not None
-    return target
+    return auth.console.endpoint.address, auth.console.endpoint.port
 
 
 @pytest.fixture
@@ -120,12 +123,12 @@ def test_two_racing_websockets_with_one_ticket_open_one_console(tenant_client: C
     [token] = issue(tenant_client)
     cookie = session_cookie(tenant_client)
     first, second = ConsoleTokenPlugin(), ConsoleTokenPlugin()
-    first.lookup(token)
-    second.lookup(token)  # both looked before either consumed
+    target = first.lookup(token)
+    assert second.lookup(token) == target  # both looked before either consumed
     ConsoleAuthPlugin(first).authenticate(headers={"Origin": ORIGIN, "Cookie": cookie},
-                                          target_host="127.0.0.1", target_port=5907)
+                                          target_host=target[0], target_port=target[1])
     assert "already used or expired" in refused(lambda: ConsoleAuthPlugin(second).authenticate(
-        headers={"Origin": ORIGIN, "Cookie": cookie}, target_host="127.0.0.1", target_port=5907))
+        headers={"Origin": ORIGIN, "Cookie": cookie}, target_host=target[0], target_port=target[1]))
 
 
 def test_a_ticket_not_opened_in_time_is_refused(tenant_client: Client, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -175,6 +178,18 @@ def test_a_ticket_only_reaches_the_vm_it_was_issued_for(tenant_client: Client) -
     assert open_console(vnc, cookie=cookie) == ("127.0.0.1", 5907)
     assert len(spice) == services.TICKETS_PER_KIND["spice"]  # one per SPICE channel, each single use
     assert {open_console(token, cookie=cookie) for token in spice} == {("127.0.0.1", 5908)}
+
+
+def test_a_display_on_a_unix_socket_of_this_machine_opens(tenant_client: Client, tenant: User,
+                                                         console_host: Host) -> None:
+    Grant.objects.create(host=console_host, domain_uuid=SOCKET_UUID, user=tenant, can_console=True)
+    [token] = issue(tenant_client, SOCKET_UUID)
+    tickets = ConsoleTokenPlugin()
+    auth = ConsoleAuthPlugin(tickets)
+    target = tickets.lookup(token)
+    auth.authenticate(headers={"Origin": ORIGIN, "Cookie": session_cookie(tenant_client)},
+                      target_host=target[0], target_port=target[1])
+    assert auth.console is not None and auth.console.endpoint.socket == "/run/vm-socket.vnc"
 
 
 def test_the_auth_plugin_refuses_a_target_other_than_the_tickets(tenant_client: Client) -> None:
