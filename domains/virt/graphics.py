@@ -3,7 +3,8 @@
 The console proxy connects only to what this returns: the port QEMU really listens on (from the
 live XML, never the persistent one, whose autoport is -1) on the host that runs the guest. The
 display's own password never leaves this package: `vnc_auth_response` answers a VNC challenge
-with it, so the proxy can authenticate to the display without ever holding the password.
+with it, so the proxy can authenticate to the display without ever holding the password. A VNC
+display of a TLS host carries the host's TLS material, in case QEMU demands VeNCrypt.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import libvirt
 
 from .connections import connection
 from .errors import VirtError
+from .transports import TlsMaterial, tls_material
 
 KINDS = ("vnc", "spice")
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 - mapped to loopback
@@ -38,6 +40,7 @@ class GraphicsEndpoint:
     socket: str  # unix socket path, or ""
     has_password: bool
     run_id: int = 0  # the domain's ID: a new one each time it starts (a restart on the same port too)
+    tls: TlsMaterial | None = None  # what the proxy presents if the display demands TLS (VeNCrypt)
 
     @property
     def key(self) -> str:
@@ -100,7 +103,8 @@ def parse_graphics(xml: str, *, uri: str) -> GraphicsEndpoint:
             raise ConsoleUnavailable(
                 "This machine's display listens on its host's loopback; consoles of remote hosts "
                 "need an SSH tunnel, which the console proxy does not open yet.")
-        return GraphicsEndpoint(kind, address, port, "", has_password)
+        # Whether QEMU demands TLS is in qemu.conf, not in the XML: only the handshake tells.
+        return GraphicsEndpoint(kind, address, port, "", has_password, tls=tls_material(uri) if kind == "vnc" else None)
     raise ConsoleUnavailable()
 
 
