@@ -6,8 +6,8 @@ websockify calls, for each websocket upgrade, in one process forked for that con
   2. `ConsoleAuthPlugin.authenticate(headers, target_host, target_port)` -> Origin, the user's
      session, the console right, then the ticket is consumed (one conditional UPDATE);
   3. `ConsoleRequestHandler.new_websocket_client()` -> connects to the display, answers its VNC
-     password itself when it has one, relays, re-checks session and right every few seconds (logout
-     or a revoked grant closes the console), and audits the close.
+     password and its TLS (VeNCrypt) itself when it asks for them, relays, re-checks session and
+     right every few seconds (logout or a revoked grant closes the console), and audits the close.
 
 Because websockify forks one process per connection, what the token plugin found is handed to the
 auth plugin and the handler through the plugin objects of that process only.
@@ -35,6 +35,7 @@ from vmportal import clients
 
 from . import conf, rfb, services
 from .services import OpenConsole, PendingConsole, TicketRefused
+from .tls import TlsChannel
 
 logger = logging.getLogger(__name__)
 
@@ -130,9 +131,12 @@ class ConsoleRequestHandler(ProxyRequestHandler):
             except OSError as error:
                 reason = f"display unreachable: {error}"
                 raise self.CClose(1011, "Failed to connect to the display") from None
-            rfb.authenticate_display(self, target, console)
+            channel = rfb.authenticate_display(self, target, console)
             threading.Thread(target=self._watch, args=(console, target, stop), daemon=True).start()
-            self.do_proxy(target)
+            if channel is None:
+                self.do_proxy(target)
+            else:
+                self._proxy_through_tls(channel)
         except self.CClose as closing:
             if self.ended_by:
                 reason = self.ended_by
@@ -165,6 +169,15 @@ class ConsoleRequestHandler(ProxyRequestHandler):
         self.request.setsockopt(socket.SOL_TCP, socket.TCP_NODELAY, 1)
         return target
 
+    def _proxy_through_tls(self, channel: TlsChannel) -> None:
+        """websockify relays to one end of a socket pair; a thread carries the other end through the TLS session."""
+        relayed, display_side = socket.socketpair()
+        try:
+            threading.Thread(target=_relay_and_close, args=(channel, display_side), daemon=True).start()
+            self.do_proxy(relayed)
+        finally:
+            _close_quietly(relayed)  # ends the relay thread if the browser went first
+
     def _watch(self, console: OpenConsole[virt.GraphicsEndpoint], target: socket.socket, stop: threading.Event) -> None:
         """Ends the console when its user logs out or loses the right; fails closed after repeated errors."""
         failures = 0
@@ -183,6 +196,13 @@ class ConsoleRequestHandler(ProxyRequestHandler):
                     return
         finally:
             db_connection.close()
+
+
+def _relay_and_close(channel: TlsChannel, display_side: socket.socket) -> None:
+    try:
+        channel.relay(display_side)
+    finally:
+        _close_quietly(display_side)  # websockify's loop sees the display close
 
 
 def _close_quietly(sock: socket.socket, *, shutdown_only: bool = False) -> None:
