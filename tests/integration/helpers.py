@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
 
 import lab
+from tests.conftest import ROOT
 
 
 def virsh(host: lab.LabHost, *args: str, timeout: float = 120) -> str:
@@ -59,3 +62,17 @@ def host_of(hosts: list[lab.LabHost], domain: str) -> lab.LabHost:
             if domain in domains(host, active_only=active_only):
                 return host
     raise AssertionError(f"{domain} is on no lab host")
+
+
+def lab_instance(instance: str, *args: str) -> str:
+    """`python -m lab args` on a lab instance of the test's own (VMPORTAL_LAB_INSTANCE); its output."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "lab", *args],
+        env={**os.environ, "VMPORTAL_LAB_INSTANCE": instance},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +19,7 @@ from domains import selectors
 from domains.filters import ListQuery
 from domains.models import Host
 from lab import pki
-from tests.conftest import ROOT
-from tests.integration.helpers import virsh
+from tests.integration.helpers import lab_instance, virsh
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +33,7 @@ PROBE_XML = """<domain type='qemu'><name>net-probe</name><memory unit='MiB'>64</
 
 
 def _lab(*args: str) -> str:
-    completed = subprocess.run(
-        [sys.executable, "-m", "lab", *args],
-        env={**os.environ, "VMPORTAL_LAB_INSTANCE": INSTANCE},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return completed.stdout
+    return lab_instance(INSTANCE, *args)
 
 
 @pytest.fixture(scope="module")
