@@ -25,6 +25,7 @@ from tests.support.consoles import (
     ClientWebSocket,
     ConsoleStack,
     Stream,
+    close_reason,
     read_framebuffer_update,
     request_frame,
     rfb_handshake,
@@ -98,9 +99,9 @@ def stack(
     stack.stop()
 
 
-def open_console(stack: ConsoleStack, host: lab.LabHost, uuid: str) -> Stream:
+def open_console(stack: ConsoleStack, host: lab.LabHost, uuid: str, session: str | None = None) -> Stream:
     token = stack.tickets(USER, host.name, uuid)[0]
-    ws = ClientWebSocket({"Cookie": f"sessionid={stack.login(USER)}"})
+    ws = ClientWebSocket({"Cookie": f"sessionid={session or stack.login(USER)}"})
     return Stream(ws.open(f"ws://127.0.0.1:{stack.settings['port']}/websockify?token={token}", origin=ORIGIN))
 
 
@@ -132,6 +133,18 @@ def test_the_browser_gets_plain_rfb_and_the_screen_of_a_tls_display(
     request_frame(stream, width, height)
     assert len(read_framebuffer_update(stream, width, height)) == width * height * 4
     stream.ws.close()
+
+
+def test_logout_closes_a_console_relayed_through_tls(
+    stack: ConsoleStack, tls_host: TlsHost, guests: dict[str, str]
+) -> None:
+    session = stack.login(USER)
+    stream = open_console(stack, tls_host.tls, guests["vnc"], session)
+    width, height, _ = rfb_handshake(stream)
+    stack.shell(
+        f"from django.contrib.sessions.models import Session\nSession.objects.filter(session_key={session!r}).delete()"
+    )
+    assert "4001" in close_reason(stream, width, height)  # ended by the portal, through the TLS relay
 
 
 def test_a_spice_display_on_the_tls_host_links_through_the_proxy(
