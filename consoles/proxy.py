@@ -39,6 +39,7 @@ from .tls import TlsChannel
 
 logger = logging.getLogger(__name__)
 
+TLS_RELAY_STOP_SECONDS = 5  # a console that ends waits this long for its TLS relay thread
 CLOSE_ENDED = 4001  # websocket close code: the console was ended by the portal (logout, revoked right)
 _TOKEN_IN_TEXT = re.compile(r"(token=|[Tt]oken ')([A-Za-z0-9_%-]{1,4})[^&\s'\"]*")
 
@@ -172,11 +173,13 @@ class ConsoleRequestHandler(ProxyRequestHandler):
     def _proxy_through_tls(self, channel: TlsChannel) -> None:
         """websockify relays to one end of a socket pair; a thread carries the other end through the TLS session."""
         relayed, display_side = socket.socketpair()
+        relay = threading.Thread(target=_relay_and_close, args=(channel, display_side), daemon=True)
+        relay.start()
         try:
-            threading.Thread(target=_relay_and_close, args=(channel, display_side), daemon=True).start()
             self.do_proxy(relayed)
         finally:
-            _close_quietly(relayed)  # ends the relay thread if the browser went first
+            _close_quietly(relayed)  # the relay sees this side close and ends, if the browser went first
+            relay.join(TLS_RELAY_STOP_SECONDS)  # before the caller closes the display's socket under it
 
     def _watch(self, console: OpenConsole[virt.GraphicsEndpoint], target: socket.socket, stop: threading.Event) -> None:
         """Ends the console when its user logs out or loses the right; fails closed after repeated errors."""

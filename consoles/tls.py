@@ -105,7 +105,7 @@ class TlsChannel:
                     to_plain = to_plain[plain.send(to_plain) :]
                 if self.sock in writable:
                     to_display = to_display[self.sock.send(to_display) :]
-        except OSError:
+        except (OSError, ValueError):  # ValueError: a socket closed under select by another thread
             return
 
     def _decrypted(self) -> tuple[bytes, bool]:
