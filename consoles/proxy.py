@@ -6,9 +6,9 @@ websockify calls, for each websocket upgrade, in one process forked for that con
   2. `ConsoleAuthPlugin.authenticate(headers, target_host, target_port)` -> Origin, the user's
      session, the console right, then the ticket is consumed (one conditional UPDATE);
   3. `ConsoleRequestHandler.new_websocket_client()` -> connects to the display (`tunnels`: directly,
-     or through its host's shared SSH connection), answers its VNC password itself when it has one,
-     relays, re-checks session and right every few seconds (logout or a revoked grant closes the
-     console), and audits the close.
+     or through its host's shared SSH connection), answers its VNC password and its TLS (VeNCrypt)
+     itself when it asks for them, relays, re-checks session and right every few seconds (logout or a
+     revoked grant closes the console), and audits the close.
 
 Because websockify forks one process per connection, what the token plugin found is handed to the
 auth plugin and the handler through the plugin objects of that process only.
@@ -35,9 +35,11 @@ from vmportal import clients
 
 from . import conf, rfb, services, tunnels
 from .services import OpenConsole, PendingConsole, TicketRefused
+from .tls import TlsChannel
 
 logger = logging.getLogger(__name__)
 
+TLS_RELAY_STOP_SECONDS = 5  # a console that ends waits this long for its TLS relay thread
 CLOSE_ENDED = 4001  # websocket close code: the console was ended by the portal (logout, revoked right)
 _TOKEN_IN_TEXT = re.compile(r"(token=|[Tt]oken ')([A-Za-z0-9_%-]{1,4})[^&\s'\"]*")
 
@@ -134,10 +136,13 @@ class ConsoleRequestHandler(ProxyRequestHandler):
             except OSError as error:
                 reason = f"display unreachable: {error}"
                 raise self.CClose(1011, "Failed to connect to the display") from None
-            rfb.authenticate_display(self, target, console)
+            channel = rfb.authenticate_display(self, target, console)
             virt.pool.close_all()  # libvirt is not needed again while relaying: hold no connection to the host
             threading.Thread(target=self._watch, args=(console, target, stop), daemon=True).start()
-            self.do_proxy(target)
+            if channel is None:
+                self.do_proxy(target)
+            else:
+                self._proxy_through_tls(channel)
         except self.CClose as closing:
             if self.ended_by:
                 reason = self.ended_by
@@ -165,6 +170,17 @@ class ConsoleRequestHandler(ProxyRequestHandler):
         self.request.setsockopt(socket.SOL_TCP, socket.TCP_NODELAY, 1)
         return tunnels.open_display(endpoint)
 
+    def _proxy_through_tls(self, channel: TlsChannel) -> None:
+        """websockify relays to one end of a socket pair; a thread carries the other end through the TLS session."""
+        relayed, display_side = socket.socketpair()
+        relay = threading.Thread(target=_relay_and_close, args=(channel, display_side), daemon=True)
+        relay.start()
+        try:
+            self.do_proxy(relayed)
+        finally:
+            _close_quietly(relayed)  # the relay sees this side close and ends, if the browser went first
+            relay.join(TLS_RELAY_STOP_SECONDS)  # before the caller closes the display's socket under it
+
     def _watch(self, console: OpenConsole[virt.GraphicsEndpoint], target: socket.socket, stop: threading.Event) -> None:
         """Ends the console when its user logs out or loses the right; fails closed after repeated errors."""
         failures = 0
@@ -184,6 +200,20 @@ class ConsoleRequestHandler(ProxyRequestHandler):
                     return
         finally:
             db_connection.close()
+
+
+def _relay_and_close(channel: TlsChannel, display_side: socket.socket) -> None:
+    try:
+        channel.relay(display_side)
+    finally:
+        _close_quietly(display_side)  # websockify's loop sees the display close
+
+
+def _close_quietly(sock: socket.socket, *, shutdown_only: bool = False) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+    if not shutdown_only:
+        sock.close()
 
 
 def build_proxy(*, host: str, port: int, verbose: bool = False, heartbeat: int = 30) -> WebSocketProxy:

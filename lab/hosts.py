@@ -258,6 +258,7 @@ def _write_configuration(paths: HostPaths, *, network: bool) -> None:
             display_port_max=display_port + 99,
             migration_port_min=migration_port,
             migration_port_max=migration_port + 63,
+            displays=lab_network.display_configuration(paths) if network else lab_network.LOOPBACK_DISPLAYS,
         )
     )
 
@@ -284,6 +285,7 @@ log_outputs = "3:file:/var/log/libvirt/virtlogd.log"
 # then re-probe QEMU's capabilities (seconds each) at every start. No cgroups or per-guest mount
 # namespaces: with several daemons on one kernel their cgroup names would collide. Incoming
 # migrations listen on a loopback address of the host's own (libvirt refuses 127.0.0.1 itself).
+# Displays listen on loopback, except on a "tls" host of the lab network (lab.network.transport_of).
 _QEMU_CONF = """\
 # QEMU driver of vmportal lab host {name}; rewritten by every `lab up`.
 user = "root"
@@ -292,9 +294,7 @@ dynamic_ownership = 0
 security_driver = "none"
 cgroup_controllers = [ ]
 namespaces = [ ]
-vnc_listen = "127.0.0.1"
-spice_listen = "127.0.0.1"
-remote_display_port_min = {display_port_min}
+{displays}remote_display_port_min = {display_port_min}
 remote_display_port_max = {display_port_max}
 migration_address = "{migration_address}"
 migration_host = "{migration_address}"

@@ -7,6 +7,11 @@ the lab owns. Inside each host an sshd of the lab's own lets the lab's client ke
 dashboard's known_hosts pins every host's key; libvirtd listens for TLS there too, with certificates
 from the lab's CA (lab.pki). The unix sockets still work: a path is not bound to a network namespace.
 
+Each host has a transport role for its guests' displays (transport_of): odd-numbered hosts are "ssh"
+hosts, whose displays listen on their loopback (reached through SSH); even-numbered ones are "tls"
+hosts, whose displays listen on the host's address and demand VNC over TLS with a client certificate
+from the lab's CA (VeNCrypt x509, the host's certificate); their SPICE displays stay plain.
+
 libvirt's ssh transport passes no known_hosts file to OpenSSH (its known_hosts parameter is for the
 libssh transports), so the URIs name the lab's own ssh command: OpenSSH with the lab's configuration,
 which accepts no key but the pinned ones.
@@ -22,6 +27,7 @@ import subprocess
 import sys
 from contextlib import suppress
 from pathlib import Path
+from typing import Literal
 
 from lab import pki
 from lab.paths import INSTANCE, RUN_DIR, STATE_DIR, HostPaths
@@ -53,13 +59,39 @@ def requested() -> bool:
     return os.environ.get("VMPORTAL_LAB_NETWORK", "1") != "0"
 
 
-def transport_of(paths: HostPaths) -> str:
-    """How the dashboard reaches a networked host, as users reach theirs: odd hosts over SSH, even over TLS."""
-    return "ssh" if paths.number % 2 else "tls"
-
-
 def host_address(paths: HostPaths) -> ipaddress.IPv4Address:
     return NETWORK[10 + paths.number]
+
+
+Transport = Literal["ssh", "tls"]
+
+
+def transport_of(paths: HostPaths) -> Transport:
+    """How the dashboard reaches a networked host and its displays, as users reach theirs: odd hosts over
+    SSH, even ones over TLS."""
+    return "tls" if paths.number % 2 == 0 else "ssh"
+
+
+def display_configuration(paths: HostPaths) -> str:
+    """qemu.conf lines for the displays of a networked host, as its transport role wants them."""
+    if transport_of(paths) == "ssh":
+        return LOOPBACK_DISPLAYS
+    return _TLS_DISPLAYS.format(address=host_address(paths), certificates=pki.qemu_credentials(_host_pki_dir(paths)))
+
+
+LOOPBACK_DISPLAYS = """\
+vnc_listen = "127.0.0.1"
+spice_listen = "127.0.0.1"
+"""
+
+# x509_verify: QEMU accepts only clients with a certificate from the lab's CA, the dashboard's.
+_TLS_DISPLAYS = """\
+vnc_listen = "{address}"
+spice_listen = "{address}"
+vnc_tls = 1
+vnc_tls_x509_verify = 1
+vnc_tls_x509_cert_dir = "{certificates}"
+"""
 
 
 def ssh_uri(paths: HostPaths) -> str:
@@ -78,13 +110,17 @@ def tls_uri(paths: HostPaths) -> str:
 
 def libvirtd_tls_configuration(paths: HostPaths) -> str:
     """libvirtd.conf lines of a networked host: TLS on its address, with its certificate (libvirtd --listen)."""
-    pki_dir = paths.state_dir / "pki"
+    pki_dir = _host_pki_dir(paths)
     return _LIBVIRTD_TLS.format(
         address=host_address(paths),
         key=pki_dir / "serverkey.pem",
         certificate=pki_dir / "servercert.pem",
         ca=pki_dir / "cacert.pem",
     )
+
+
+def _host_pki_dir(paths: HostPaths) -> Path:
+    return paths.state_dir / "pki"
 
 
 _LIBVIRTD_TLS = """\
@@ -197,7 +233,7 @@ def prepare_host(paths: HostPaths) -> list[list[str]]:
         )
     )
     SSHD_PRIVILEGE_SEPARATION_DIR.mkdir(mode=0o755, exist_ok=True)
-    pki.ensure_host_certificate(PKI_DIR, paths.state_dir / "pki", name=paths.name, address=host_address(paths))
+    pki.ensure_host_certificate(PKI_DIR, _host_pki_dir(paths), name=paths.name, address=host_address(paths))
     # Where virt-ssh-helper looks for libvirtd: /run/libvirt inside the host is this directory.
     default_socket = paths.run_dir / "libvirt" / "libvirt-sock"
     default_socket.parent.mkdir(parents=True, exist_ok=True)

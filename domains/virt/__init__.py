@@ -51,7 +51,7 @@ from .serial import SerialConsole, SerialEndpoint, open_serial, serial_endpoint
 from .snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from .states import DomainState
 from .storage import DiskVolume, VolumeInfo, domain_disks, pool_names
-from .transports import SshRoute
+from .transports import SshRoute, TlsMaterial, tls_material
 
 __all__ = [
     "migration",
@@ -91,6 +91,8 @@ __all__ = [
     "DomainRecord",
     "DomainState",
     "GraphicsEndpoint",
+    "TlsMaterial",
+    "tls_material",
     "GuestInfo",
     "HostFacts",
     "HostUnreachable",

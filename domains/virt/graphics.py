@@ -4,7 +4,8 @@ The console proxy connects only to what this returns: the port QEMU really liste
 live XML, never the persistent one, whose autoport is -1) on the host that runs the guest, through
 that host's SSH transport when the display listens on the host's own loopback or unix socket. The
 display's own password never leaves this package: `vnc_auth_response` answers a VNC challenge
-with it, so the proxy can authenticate to the display without ever holding the password.
+with it, so the proxy can authenticate to the display without ever holding the password. A VNC
+display of a TLS host carries the host's TLS material, in case QEMU demands VeNCrypt.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import libvirt
 
 from .connections import connection
 from .errors import VirtError
-from .transports import SshRoute, ssh_route
+from .transports import SshRoute, TlsMaterial, ssh_route, tls_material
 
 KINDS = ("vnc", "spice")
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 - mapped to loopback
@@ -41,7 +42,8 @@ class GraphicsEndpoint:
     socket: str  # unix socket path, or ""
     has_password: bool
     run_id: int = 0  # the domain's ID: a new one each time it starts (a restart on the same port too)
-    ssh: SshRoute | None = None
+    ssh: SshRoute | None = None  # the host's SSH transport, for a display on its loopback or unix socket
+    tls: TlsMaterial | None = None  # what the proxy presents if the display demands TLS (VeNCrypt)
 
     @property
     def key(self) -> str:
@@ -101,7 +103,8 @@ def parse_graphics(xml: str, *, uri: str) -> GraphicsEndpoint:
         elif _is_loopback(address):
             return GraphicsEndpoint(kind, address, port, "", has_password,
                                     ssh=_route_to_host(uri, "its host's loopback"))
-        return GraphicsEndpoint(kind, address, port, "", has_password)
+        # Whether QEMU demands TLS is in qemu.conf, not in the XML: only the handshake tells.
+        return GraphicsEndpoint(kind, address, port, "", has_password, tls=tls_material(uri) if kind == "vnc" else None)
     raise ConsoleUnavailable()
 
 

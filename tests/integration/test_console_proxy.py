@@ -6,10 +6,8 @@ would, completes the RFB handshake and receives a framebuffer update.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
-import time
 import uuid as uuidlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from tests.support.consoles import (
     ClientWebSocket,
     ConsoleStack,
     Stream,
+    close_reason,
     read_framebuffer_update,
     request_frame,
     rfb_handshake,
@@ -144,19 +143,6 @@ def test_the_proxy_serves_no_files(stack: ConsoleStack) -> None:
         response = connection.getresponse()
         assert response.status == 405, path
         assert b"root:" not in response.read()
-
-
-def close_reason(stream: Stream, width: int, height: int, timeout: float = 15) -> str:
-    """Keeps the console busy until the proxy closes it; returns how it closed."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError):  # the proxy may close between our write and our read
-            request_frame(stream, width, height, incremental=True)
-        try:
-            stream.chunk()
-        except ConnectionError as closed:
-            return str(closed)
-    raise AssertionError(f"the console stayed open for {timeout} s")
 
 
 def test_logout_closes_an_open_console(stack: ConsoleStack, hosts: list[lab.LabHost]) -> None:

@@ -6,6 +6,7 @@ query string and extra headers (Origin, Cookie), which its `connect()` leaves ou
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import ssl
@@ -153,6 +154,19 @@ def read_framebuffer_update(stream: Stream, width: int, height: int) -> bytes:
         else:
             raise AssertionError(f"unexpected encoding {encoding}")
     return bytes(pixels)
+
+
+def close_reason(stream: Stream, width: int, height: int, timeout: float = 15) -> str:
+    """Keeps the console busy until the proxy closes it; returns how it closed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):  # the proxy may close between our write and our read
+            request_frame(stream, width, height, incremental=True)
+        try:
+            stream.chunk()
+        except ConnectionError as closed:
+            return str(closed)
+    raise AssertionError(f"the console stayed open for {timeout} s")
 
 
 def wait_for(predicate: object, timeout: float, message: str, interval: float = 0.2) -> None:
