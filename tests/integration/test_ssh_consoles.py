@@ -91,7 +91,7 @@ def ssh_lab(lab_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iter
     )
     try:
         name, unix_uri, ssh_uri, _tls_uri = (
-            lab_instance(INSTANCE, "up", "--network", "--hosts", "1", "--no-demo").splitlines()[0].split("\t")
+            lab_instance(INSTANCE, "up", "--hosts", "1", "--no-demo").splitlines()[0].split("\t")
         )
         local = lab.LabHost(name=name, uri=unix_uri)
         for guest, graphics in GUESTS.items():

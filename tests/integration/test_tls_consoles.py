@@ -58,7 +58,7 @@ def tls_host(lab_session: None) -> Iterator[TlsHost]:
     try:
         rows = [
             line.split("\t")
-            for line in lab_instance(INSTANCE, "up", "--network", "--hosts", "2", "--no-demo").splitlines()
+            for line in lab_instance(INSTANCE, "up", "--hosts", "2", "--no-demo").splitlines()
         ]
         [(name, unix_uri, _ssh_uri, tls_uri)] = [row for row in rows if transport_of(HostPaths(row[0])) == "tls"]
         yield TlsHost(lab.LabHost(name, unix_uri), lab.LabHost(f"{name}-tls", tls_uri))
