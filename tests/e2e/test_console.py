@@ -28,7 +28,7 @@ USER = "tina"
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: pytest.TempPathFactory, hosts: list[lab.LabHost]) -> Iterator[ConsoleStack]:
-    with console_portal(tmp_path_factory.mktemp("console-e2e"), hosts, {USER: ("demo-vga", "demo-spice")},
+    with console_portal(tmp_path_factory.mktemp("console-e2e"), hosts, {USER: ("demo-vga", "demo-cirrus", "demo-spice")},
                         settings={"VMPORTAL_CONSOLE_RECHECK_SECONDS": "1"}) as stack:
         yield stack
 
@@ -84,7 +84,9 @@ def get_a_shell(console: Page) -> None:
     console.wait_for_timeout(1500)
 
 
-@pytest.mark.parametrize("name", ["demo-vga", "demo-spice"])
+# demo-vga: VNC on lab1's loopback, through its SSH; demo-cirrus: VNC over TLS (VeNCrypt) on lab2's
+# address; demo-spice: SPICE on lab2's address.
+@pytest.mark.parametrize("name", ["demo-vga", "demo-cirrus", "demo-spice"])
 def test_the_console_tab_shows_the_guest_and_takes_its_keyboard(context: BrowserContext, hosts: list[lab.LabHost],
                                                                 name: str) -> None:
     _vm_page, console = open_console(context, hosts, name)
