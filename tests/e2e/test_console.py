@@ -28,7 +28,7 @@ USER = "tina"
 
 @pytest.fixture(scope="module")
 def portal(tmp_path_factory: pytest.TempPathFactory, hosts: list[lab.LabHost]) -> Iterator[ConsoleStack]:
-    granted = {USER: ("demo-vga", "demo-cirrus", "demo-spice")}
+    granted: dict[str, tuple[str, ...]] = {USER: ("demo-vga", "demo-cirrus", "demo-spice")}
     with console_portal(tmp_path_factory.mktemp("console-e2e"), hosts, granted,
                         settings={"VMPORTAL_CONSOLE_RECHECK_SECONDS": "1"}) as stack:
         yield stack
