@@ -169,17 +169,8 @@ def _control(route: virt.SshRoute, control: Path, command: str, *args: str) -> N
 
 
 def _ssh(route: virt.SshRoute, control: Path, *options: str) -> list[str]:
-    """The route's ssh command line; BatchMode because the proxy has no one to ask for a password."""
-    args = [route.command, "-S", str(control), "-o", "BatchMode=yes"]
-    if route.user:
-        args += ["-l", route.user]
-    if route.port:
-        args += ["-p", str(route.port)]
-    if route.keyfile:
-        args += ["-i", route.keyfile]
-    if route.known_hosts:
-        args += ["-o", f"UserKnownHostsFile={route.known_hosts}"]
-    return [*args, *options, "--", route.host]
+    """The route's ssh command line on the master's control socket."""
+    return route.command_line("-S", str(control), *options)
 
 
 def _run(args: list[str]) -> tuple[int, str]:

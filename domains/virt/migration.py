@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import logging
 import re
+import subprocess
 import threading
 import time
 import xml.etree.ElementTree as ET  # noqa: S405 - libvirt's own XML, not untrusted input
@@ -21,12 +22,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
 import libvirt
 
 from .connections import connection, pool, translate
 from .errors import HostUnreachable, OperationInvalid, VirtError
 from .states import DomainState, state_from_number
+from .transports import ssh_route
 
 logger = logging.getLogger(__name__)
 
@@ -207,11 +210,12 @@ def precheck(source_uri: str, dest_uri: str, uuid: str, options: MigrationOption
     try:
         with pool.use(dest_uri) as dest:
             dest.getLibVersion()
-            return [*checks, *_destination_checks(dest, dest_uri, guest, options, dest_address)]
+            checks += _destination_checks(dest, dest_uri, guest, options, dest_address)
     except (VirtError, libvirt.libvirtError):
         pool.discard(dest_uri)
         return [*checks, _failed("reachable", "The destination does not answer: pick another host, or check it "
                                               "under Hosts.")]
+    return [*checks, _path_check(source_uri, dest_address or urlsplit(dest_uri).hostname or "", options)]
 
 
 def _destination_checks(dest: libvirt.virConnect, dest_uri: str, guest: _Guest, options: MigrationOptions,
@@ -252,6 +256,47 @@ def _address_check(dest_address: str, options: MigrationOptions) -> Check:
         return _ok("address", f"{what} to {dest_address}, the destination's registered migration address.")
     return _ok("address", "The destination has no migration address registered: the source sends to the name "
                           "the destination's libvirt gives (its migration_host, else its host name).")
+
+
+# libvirt's first migration port (qemu.conf migration_port_min): where the source's QEMU connects.
+MIGRATION_PORT = 49152
+PROBE_SECONDS = 6.0
+_CHANNEL_REFUSAL = re.compile(r"open failed: (?:connect failed: )?(.+)")
+
+
+def _path_check(source_uri: str, target: str, options: MigrationOptions) -> Check:
+    """Whether the source reaches where the migration goes, asked of the source itself over its SSH login.
+
+    The source's sshd opens a TCP connection to the destination's migration address and first migration
+    port (ssh -W), as the source's QEMU will. Refused means the address answers: the port opens when a
+    migration starts. Silence or no route means the migration would fail, and why.
+    """
+    if not options.live or options.tunnelled:
+        return _ok("path", "Nothing moves outside the daemons' own connection.")
+    route = ssh_route(source_uri)
+    if route is None or not target:
+        return _unknown("path", f"Whether the source reaches {target or 'the destination'} is tested from hosts "
+                                "registered over SSH only; libvirt says so if it cannot.")
+    where = f"{target} (TCP {MIGRATION_PORT}, where migrations go)"
+    try:
+        probe = subprocess.run(  # noqa: S603 - the registered route's own ssh command, no shell
+            route.command_line("-o", f"ConnectTimeout={int(PROBE_SECONDS)}", "-W", _host_port(target, MIGRATION_PORT)),
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            timeout=PROBE_SECONDS, check=False)
+    except subprocess.TimeoutExpired:
+        return _failed("path", f"The source gets no answer from {where} within {PROBE_SECONDS:.0f} s: a firewall "
+                               "drops it, or the address is wrong. Let TCP 49152-49215 through between the hosts.")
+    refusal = _CHANNEL_REFUSAL.search(probe.stderr)
+    if probe.returncode == 0 or (refusal and "Connection refused" in refusal.group(1)):
+        return _ok("path", f"The source reaches {where}.")
+    if refusal:
+        return _failed("path", f"The source cannot reach {where}: {refusal.group(1).strip()}.")
+    reason = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"ssh exited {probe.returncode}"
+    return _unknown("path", f"The dashboard could not log in to the source to test the way to {target}: {reason}")
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def migration_uri(dest_address: str) -> str:

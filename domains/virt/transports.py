@@ -40,6 +40,19 @@ class SshRoute:
         ]
         return " ".join([f"ssh {login}:{self.port or 22}", *options])
 
+    def command_line(self, *options: str) -> list[str]:
+        """The route's ssh command with `options`; BatchMode, for there is no one to ask for a password."""
+        args = [self.command, "-o", "BatchMode=yes"]
+        if self.user:
+            args += ["-l", self.user]
+        if self.port:
+            args += ["-p", str(self.port)]
+        if self.keyfile:
+            args += ["-i", self.keyfile]
+        if self.known_hosts:
+            args += ["-o", f"UserKnownHostsFile={self.known_hosts}"]
+        return [*args, *options, "--", self.host]
+
 
 def ssh_route(uri: str) -> SshRoute | None:
     """The SSH login of a qemu+ssh (or +libssh, +libssh2) URI; None for every other transport."""

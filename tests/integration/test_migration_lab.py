@@ -1,5 +1,8 @@
 """Migration between the two lab hosts, through the dashboard's form, job runner and services.
 
+lab1 is registered over SSH and lab2 over TLS, each with its migration address on the lab network:
+memory and disks cross that network, and the destination's address comes from its registration.
+
 Every guest here is a throwaway `it-mig-*` defined for the test (the demo VMs stay where other tests
 expect them); leftovers of an interrupted run are removed first, on both hosts.
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 import threading
 import uuid as uuidlib
 from collections.abc import Iterator
@@ -32,6 +36,7 @@ from tests.integration.helpers import agent_answers, domains, virsh, wait_until
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 NETWORK = "it-mig-net"  # exists on lab1 only
+LOCAL_POOL = "it-mig-local"  # /var/lib/libvirt/images: each host's own directory (the lab bind-mounts it)
 
 
 def remove_leftovers(lab_host: lab.LabHost) -> None:
@@ -44,22 +49,32 @@ def remove_leftovers(lab_host: lab.LabHost) -> None:
         with contextlib.suppress(AssertionError):
             virsh(lab_host, "net-destroy", NETWORK)
         virsh(lab_host, "net-undefine", NETWORK)
+    if LOCAL_POOL in virsh(lab_host, "pool-list", "--all", "--name").split():
+        for volume in virsh(lab_host, "vol-list", LOCAL_POOL, "--name").split():
+            virsh(lab_host, "vol-delete", volume, "--pool", LOCAL_POOL)
+        with contextlib.suppress(AssertionError):
+            virsh(lab_host, "pool-destroy", LOCAL_POOL)
+        virsh(lab_host, "pool-undefine", LOCAL_POOL)
 
 
 @pytest.fixture
 def lab_pair(lab_hosts: list[lab.LabHost]) -> Iterator[tuple[lab.LabHost, lab.LabHost]]:
     for lab_host in lab_hosts:
         remove_leftovers(lab_host)
-        Host.objects.create(name=lab_host.name, uri=lab_host.uri)
+        Host.objects.create(name=lab_host.name, uri=lab_host.uri, migration_address=lab_host.migration_address)
+    assert lab_hosts[0].uri.startswith("qemu+ssh://") and lab_hosts[1].uri.startswith("qemu+tls://")
     yield lab_hosts[0], lab_hosts[1]
     for lab_host in lab_hosts:
         remove_leftovers(lab_host)
 
 
-def guest_xml(name: str, *, network: str = "") -> str:
+def guest_xml(name: str, *, network: str = "", disk: str = "") -> str:
     images = lab.ensure_guest_images()
     nic = (f"<interface type='network'><source network='{network}'/><model type='virtio'/></interface>" if network
            else "<interface type='user'><model type='virtio'/></interface>")
+    if disk:
+        nic += (f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{disk}'/>"
+                "<target dev='vda' bus='virtio'/></disk>")
     return f"""<domain type='qemu'>
   <name>{name}</name><uuid>{uuidlib.uuid4()}</uuid>
   <memory unit='MiB'>128</memory><vcpu>1</vcpu>
@@ -76,9 +91,9 @@ def guest_xml(name: str, *, network: str = "") -> str:
 </domain>"""
 
 
-def define(lab_host: lab.LabHost, name: str, *, start: bool, network: str = "") -> str:
+def define(lab_host: lab.LabHost, name: str, *, start: bool, network: str = "", disk: str = "") -> str:
     path = Path(f"/tmp/{name}.xml")
-    path.write_text(guest_xml(name, network=network))
+    path.write_text(guest_xml(name, network=network, disk=disk))
     try:
         virsh(lab_host, "define", str(path))
     finally:
@@ -132,8 +147,64 @@ def test_a_running_guest_moves_live_and_its_agent_grants_and_console_follow(lab_
     new_ticket = consoles.console_tickets_issue(actor=tenant_user, host_name="lab2", uuid=uuid).tokens[0]
     pending = consoles.console_ticket_check(token=new_ticket)
     assert pending.ticket.host.name == "lab2" and pending.endpoint.port is not None
+    assert pending.endpoint.address == lab2.migration_address and pending.endpoint.tls is not None  # VeNCrypt there
     entries = dict(AuditEntry.objects.filter(domain_uuid=uuid).values_list("action", "result"))
     assert entries["domain.migrate"] == entries["domain.migrated"] == AuditEntry.Result.SUCCEEDED
+
+    # And back, managed this time: the dashboard drives it, from the TLS host to the SSH host.
+    back = finished(start_migration(admin_user, "lab2", uuid, "lab1", peer_to_peer=""))
+    assert back.state == MigrationJob.State.SUCCEEDED, back.error
+    assert running_on(lab1, "it-mig-live") and "it-mig-live" not in domains(lab2)
+    wait_until(lambda: agent_answers(lab1, "it-mig-live"), timeout=60, what="the agent answers on lab1 again")
+    pending = consoles.console_ticket_check(
+        token=consoles.console_tickets_issue(actor=tenant_user, host_name="lab1", uuid=uuid).tokens[0])
+    assert pending.endpoint.address == "127.0.0.1" and pending.endpoint.ssh is not None  # through lab1's SSH
+
+
+def test_copy_storage_moves_a_disk_that_is_on_no_shared_storage(lab_pair, admin_user):
+    lab1, lab2 = lab_pair
+    for lab_host in lab_pair:  # the same path on both hosts, but each host's own directory
+        virsh(lab_host, "pool-define-as", LOCAL_POOL, "dir", "--target", "/var/lib/libvirt/images")
+        virsh(lab_host, "pool-build", LOCAL_POOL)
+        virsh(lab_host, "pool-start", LOCAL_POOL)
+    virsh(lab1, "vol-create-as", LOCAL_POOL, "it-mig-copy.qcow2", "64M", "--format", "qcow2")
+    disk = virsh(lab1, "vol-path", "it-mig-copy.qcow2", "--pool", LOCAL_POOL)
+    uuid = define(lab1, "it-mig-copy", start=True, disk=disk)
+    wait_until(lambda: agent_answers(lab1, "it-mig-copy"), timeout=120, what="the agent answers on lab1")
+    page = client_for(admin_user).get(f"/domains/lab1/{uuid}/migrate/", {"destination": "lab2"}).content.decode()
+    assert "is not in any storage pool of the destination" not in page  # the pool exists there: an empty one
+    assert "it-mig-copy.qcow2" not in virsh(lab2, "vol-list", LOCAL_POOL)
+
+    job = finished(start_migration(admin_user, "lab1", uuid, "lab2", copy_storage="all"))
+
+    assert job.state == MigrationJob.State.SUCCEEDED, job.error
+    assert running_on(lab2, "it-mig-copy") and "it-mig-copy" not in domains(lab1)
+    assert "it-mig-copy.qcow2" in virsh(lab2, "vol-list", LOCAL_POOL)  # libvirt made it there, and QEMU filled it
+    assert job.progress["disk_total"] > 0
+    wait_until(lambda: agent_answers(lab2, "it-mig-copy"), timeout=60, what="the agent answers on lab2")
+
+
+def test_the_pre_checks_say_when_the_source_cannot_reach_the_migration_port(lab_pair, admin_user):
+    lab1, lab2 = lab_pair
+    uuid = define(lab1, "it-mig-path", start=True)
+    url = f"/domains/lab1/{uuid}/migrate/"
+    assert f"The source reaches {lab2.migration_address} (TCP 49152" in \
+        client_for(admin_user).get(url, {"destination": "lab2"}).content.decode()
+    drop = ["iptables", "-A", "INPUT", "-s", lab1.migration_address, "-p", "tcp", "--dport", "49152:65535",
+            "-j", "DROP"]
+    subprocess.run(lab.in_host_network(lab2.name, drop), check=True, timeout=30)
+    try:
+        page = client_for(admin_user).get(url, {"destination": "lab2"}).content.decode()
+    finally:
+        lab.set_link(lab2.name)
+    assert f"The source gets no answer from {lab2.migration_address} (TCP 49152, where migrations go) within 6 s" \
+        in page
+    assert 'id="migrate-submit" disabled' in page
+    # Tunnelled, everything goes through the daemons' connection: no port of the destination to reach.
+    tunnelled = client_for(admin_user).get(f"/domains/lab1/{uuid}/migrate/", {"destination": "lab2", "checked": "1",
+                                                                         "tunnelled": "on", "peer_to_peer": "on",
+                                                                         "persist_dest": "on"}).content.decode()
+    assert "Nothing moves outside the daemons&#x27; own connection." in tunnelled
 
 
 def test_a_shut_off_vm_moves_offline(lab_pair, admin_user):
