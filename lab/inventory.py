@@ -14,10 +14,11 @@ from pathlib import Path
 from lab.hosts import LabHost, known_hosts
 from lab.images import GuestImages, ensure_guest_images
 from lab.paths import SHARED_STORAGE_DIR, HostPaths
-from lab.process import run
+from lab.process import LabError, run
 from lab.virsh import domain_names, domain_state, has_managed_save, virsh, wait_for_agent
 
 MEMORY_MIB = 128  # 80 MiB is the least the guest boots with
+MANAGED_SAVE_TIMEOUT = 30  # seconds; a 128 MiB guest saves in a few
 BOOT_TIMEOUT = 180  # seconds from start to the agent answering, with every guest booting at once
 
 
@@ -157,7 +158,12 @@ def _bring_to_state(host: LabHost, vm: DemoVM, images: GuestImages) -> None:
     if vm.state is DemoState.PAUSED:
         virsh(host.socket_uri, "suspend", vm.name)
     elif vm.state is DemoState.SAVED:
-        virsh(host.socket_uri, "managedsave", vm.name)
+        try:
+            virsh(host.socket_uri, "managedsave", vm.name, timeout=MANAGED_SAVE_TIMEOUT)
+        except LabError:
+            # virsh 9.0's job watcher can miss the end of the save and wait forever: the image may be there.
+            if not has_managed_save(host.socket_uri, vm.name):
+                raise
 
 
 def domain_xml(vm: DemoVM, images: GuestImages, *, disk: Path | None = None) -> str:
