@@ -50,8 +50,8 @@ def remove_leftovers(lab_host: lab.LabHost) -> None:
             virsh(lab_host, "net-destroy", NETWORK)
         virsh(lab_host, "net-undefine", NETWORK)
     if LOCAL_POOL in virsh(lab_host, "pool-list", "--all", "--name").split():
-        for volume in virsh(lab_host, "vol-list", LOCAL_POOL, "--name").split():
-            virsh(lab_host, "vol-delete", volume, "--pool", LOCAL_POOL)
+        for line in virsh(lab_host, "vol-list", LOCAL_POOL).splitlines():  # name, path
+            virsh(lab_host, "vol-delete", line.split()[0], "--pool", LOCAL_POOL)
         with contextlib.suppress(AssertionError):
             virsh(lab_host, "pool-destroy", LOCAL_POOL)
         virsh(lab_host, "pool-undefine", LOCAL_POOL)
@@ -172,7 +172,8 @@ def test_copy_storage_moves_a_disk_that_is_on_no_shared_storage(lab_pair, admin_
     uuid = define(lab1, "it-mig-copy", start=True, disk=disk)
     wait_until(lambda: agent_answers(lab1, "it-mig-copy"), timeout=120, what="the agent answers on lab1")
     page = client_for(admin_user).get(f"/domains/lab1/{uuid}/migrate/", {"destination": "lab2"}).content.decode()
-    assert "is not in any storage pool of the destination" not in page  # the pool exists there: an empty one
+    assert f"{disk} is not in any storage pool of the destination: put it on shared storage, or tick " \
+           "&#x27;copy storage&#x27;." in page  # lab2's pool of that name is its own, empty directory
     assert "it-mig-copy.qcow2" not in virsh(lab2, "vol-list", LOCAL_POOL)
 
     job = finished(start_migration(admin_user, "lab1", uuid, "lab2", copy_storage="all"))
