@@ -54,8 +54,8 @@ def define_form(name: str, **changes: str) -> dict[str, str]:
     }
 
 
-def record(admin: User, name: str) -> virt.DomainRecord:
-    rows = selectors.domain_list(user=admin, query=ListQuery(options=frozenset({"all"}), host="lab1")).rows
+def record(admin: User, name: str, host: str = "lab1") -> virt.DomainRecord:
+    rows = selectors.domain_list(user=admin, query=ListQuery(options=frozenset({"all"}), host=host)).rows
     return next(row.record for row in rows if row.record.name == name)
 
 
@@ -186,3 +186,28 @@ def test_a_snapshot_of_a_running_guest_freezes_its_file_systems(lab1, admin_user
     finally:
         services.domain_delete(actor=admin_user, host_name="lab1", uuid=uuid, disk_targets=["vda"])
     assert "it-snap.qcow2" not in virsh(lab_host, "vol-list", LAB_POOL)
+
+
+def test_over_tls_a_guest_starts_answers_through_its_agent_pauses_and_shuts_down(lab1, admin_user):
+    """lab1 is reached over SSH in the tests above; lab2 over TLS, the other transport users register."""
+    lab2 = next(lab_host for lab_host in lab.up(demo_inventory=False) if lab_host.name == "lab2")
+    assert lab2.uri.startswith("qemu+tls://")
+    remove_leftovers(lab2)
+    client = client_for(admin_user)
+    assert client.post("/domains/new/", define_form("it-tls", host="lab2")).status_code == 302
+    uuid = record(admin_user, "it-tls", host="lab2").uuid
+    url = f"/domains/lab2/{uuid}/"
+    try:
+        client.post(url + "action/", {"action": "start"})
+        wait_until(lambda: agent_answers(lab2, "it-tls"), timeout=120, what="the agent answers over TLS")
+        assert agent(lab2, "it-tls", "guest-get-host-name")["host-name"] in client.get(url + "agent/").content.decode()
+        for action, state in ((virt.Action.PAUSE, "paused"), (virt.Action.RESUME, "running")):
+            services.domain_act(actor=admin_user, host_name="lab2", uuid=uuid, action=action)
+            assert record(admin_user, "it-tls", host="lab2").state_label == state
+        services.domain_act(actor=admin_user, host_name="lab2", uuid=uuid, action=virt.Action.SHUTDOWN,
+                            mode=virt.PowerMode.AGENT)
+        wait_until(lambda: record(admin_user, "it-tls", host="lab2").state_label == "shut off", timeout=120,
+                   what="the agent shut the guest down")
+    finally:
+        services.domain_delete(actor=admin_user, host_name="lab2", uuid=uuid)
+    assert "it-tls" not in virsh(lab2, "list", "--all", "--name").split()

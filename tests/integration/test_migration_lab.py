@@ -161,6 +161,20 @@ def test_a_running_guest_moves_live_and_its_agent_grants_and_console_follow(lab_
     assert pending.endpoint.address == "127.0.0.1" and pending.endpoint.ssh is not None  # through lab1's SSH
 
 
+def test_a_tunnelled_move_goes_through_the_daemons_own_connection(lab_pair, admin_user):
+    """lab1's libvirtd opens lab2's registered TLS URI itself and carries the memory through it."""
+    lab1, lab2 = lab_pair
+    uuid = define(lab1, "it-mig-tunnel", start=True)
+    wait_until(lambda: agent_answers(lab1, "it-mig-tunnel"), timeout=120, what="the agent answers on lab1")
+
+    job = finished(start_migration(admin_user, "lab1", uuid, "lab2", tunnelled="on"))
+
+    assert job.state == MigrationJob.State.SUCCEEDED, job.error
+    assert job.options["tunnelled"] and job.progress["completed"]
+    assert running_on(lab2, "it-mig-tunnel") and "it-mig-tunnel" not in domains(lab1)
+    wait_until(lambda: agent_answers(lab2, "it-mig-tunnel"), timeout=60, what="the agent answers on lab2")
+
+
 def test_copy_storage_moves_a_disk_that_is_on_no_shared_storage(lab_pair, admin_user):
     lab1, lab2 = lab_pair
     for lab_host in lab_pair:  # the same path on both hosts, but each host's own directory
