@@ -126,7 +126,7 @@ class SharedConnection:
 
     virConnectClose while another thread is in a call on the same connection frees what that call
     uses, and the process crashes (seen when a watcher dropped a silent host while its address reader
-    was asking it). So every user holds it (acquire/release, or `held`), and `retire` closes it when
+    was asking it). So every user holds it (acquire/release, or the pool's `use`), and `retire` closes it when
     the last one lets go; a retired connection is not lent again.
     """
 
@@ -160,17 +160,6 @@ class SharedConnection:
             idle = self._users == 0
         if idle:
             _close_quietly(self.conn)
-
-    @contextmanager
-    def held(self) -> Iterator[libvirt.virConnect | None]:
-        """The connection while it is held; None when it is retired already."""
-        if not self.acquire():
-            yield None
-            return
-        try:
-            yield self.conn
-        finally:
-            self.release()
 
 
 class ConnectionPool:
