@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -12,7 +11,7 @@ from dataclasses import dataclass
 import libvirt
 
 from .addresses import GuestAddress, known_addresses, read_agent_addresses, remember_addresses
-from .connections import connection, is_alive
+from .connections import close_quietly, connection, is_alive
 from .details import parse_agent_channel
 from .errors import AgentUnavailable
 
@@ -178,9 +177,7 @@ class AddressReader:
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+        close_quietly(conn)
 
     def _ask(self, uuid: str) -> None:
         addresses: tuple[str, ...] | None = None

@@ -149,7 +149,7 @@ class SharedConnection:
             self._users -= 1
             last = self._retired and self._users == 0
         if last:
-            _close_quietly(self.conn)
+            close_quietly(self.conn)
 
     def retire(self) -> None:
         """No new users; closed now if nobody holds it, else when the last holder releases it."""
@@ -159,7 +159,7 @@ class SharedConnection:
             self._retired = True
             idle = self._users == 0
         if idle:
-            _close_quietly(self.conn)
+            close_quietly(self.conn)
 
 
 class ConnectionPool:
@@ -238,7 +238,8 @@ class ConnectionPool:
             shared.retire()
 
 
-def _close_quietly(conn: libvirt.virConnect | None) -> None:
+def close_quietly(conn: libvirt.virConnect | None) -> None:
+    """Close a connection only this thread uses (or a SharedConnection's last user does)."""
     if conn is None:
         return
     try:

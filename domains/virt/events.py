@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import libvirt
 
 from .agent import AddressReader
-from .connections import SharedConnection, pool, translate
+from .connections import SharedConnection, is_alive, pool, translate
 from .errors import HostUnreachable
 from .inventory import DomainRecord, records_for
 
@@ -199,8 +199,7 @@ class HostWatcher:
         self._seq = _Clock()
         self._queue: queue.Queue[_Work] = queue.Queue()
         self._stopping = threading.Event()
-        self._conn: libvirt.virConnect | None = None  # held (self._shared) from connect to disconnect
-        self._shared: SharedConnection | None = None
+        self._shared: SharedConnection | None = None  # held from connect to disconnect
         self._generation = 0
         self._callback_ids: list[int] = []
         self._records: dict[str, tuple[int, DomainRecord]] = {}  # uuid: (seq of its last change, record)
@@ -334,7 +333,7 @@ class HostWatcher:
         if not shared.acquire():  # the pool retired it meanwhile: the next round takes its new one
             raise libvirt.libvirtError("the pooled connection was closed while the watcher took it")
         self._generation += 1
-        self._shared, self._conn = shared, shared.conn
+        self._shared = shared
         conn = shared.conn
         conn.registerCloseCallback(self._on_close, self._generation)
         for event_id, details in _DOMAIN_EVENTS.items():
@@ -344,9 +343,10 @@ class HostWatcher:
         logger.info("watching %s", self.name)
 
     def _disconnect(self) -> None:
-        conn, shared, self._conn, self._shared = self._conn, self._shared, None, None
-        if conn is None or shared is None:
+        shared, self._shared = self._shared, None
+        if shared is None:
             return
+        conn = shared.conn
         self._generation += 1
         for callback_id in self._callback_ids:
             with contextlib.suppress(libvirt.libvirtError):
@@ -358,11 +358,12 @@ class HostWatcher:
             shared.retire()
         shared.release()
 
+    @property
+    def _conn(self) -> libvirt.virConnect | None:
+        return self._shared.conn if self._shared is not None else None
+
     def _alive(self) -> bool:
-        try:
-            return self._conn is not None and bool(self._conn.isAlive())
-        except libvirt.libvirtError:
-            return False
+        return self._conn is not None and is_alive(self._conn)
 
     # Called on libvirt's event loop thread: only queue work there.
 
