@@ -8,6 +8,8 @@ Messages to the browser: out-of-band swaps of the pages' own partials (domains.l
 templates/domains/), which htmx's websocket extension applies (swap styles of static/vmportal/live.js):
     upsert:#results tbody      a list row (list.html#row), replaced or put in its sorted place
     discard:#results tbody     a row the list no longer shows
+    order:#results tbody       a page of a longer list changed: its rows, in order (others leave it)
+    #list-footer               that page's count and pager
     upsert/discard:#host-banners   a host's "does not answer" banner, shown or taken away
     refetch:#results           the list fetches itself again (views without table rows, a new grant)
     upsert:#summary            the VM page's summary (detail.html#summary), or its "no longer exists" notice
@@ -31,7 +33,7 @@ from django.http import QueryDict
 
 from accounts.sessions import session_user
 
-from . import live, virt
+from . import listing, live, virt
 from .access import DomainKey, Right, domain_scope, is_admin, rights_from, visible_hosts
 from .filters import ListQuery, ListQueryError, parse_list_query
 from .models import Host
@@ -153,7 +155,13 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
 
 
 class DomainListConsumer(_LiveConsumer):
-    """The list page: ws/domains/?<the page's own query string>."""
+    """The list page: ws/domains/?<the page's own query string>.
+
+    It keeps the page it follows (domains.listing). A list that fits on its page follows the events alone:
+    rows come and go and the page sorts them. A page of a longer list is also moved by rows of other pages
+    entering, leaving or moving: an event that may do so has the page read again from the watchers' records
+    (one filter and sort per change, shared by every page with the same list) and told the difference.
+    """
 
     query: ListQuery
 
@@ -165,6 +173,8 @@ class DomainListConsumer(_LiveConsumer):
         self.hosts: dict[int, str] = {}
         self.shown: dict[DomainKey, bool] = {}  # what this socket last told the page: shown or not
         await self._follow_hosts()
+        self.page = await self._read_page()
+        self.shown.update(dict.fromkeys(self.page.keys, True))
         return True
 
     async def _follow_hosts(self) -> None:
@@ -172,9 +182,21 @@ class DomainListConsumer(_LiveConsumer):
         self.hosts.update(hosts)
         await self._join(*(live.host_group(host_id) for host_id in hosts))
 
+    async def _read_page(self) -> listing.Page:
+        # Off the shared sync thread: a host nobody watches yet is read, within the host deadline.
+        found = await database_sync_to_async(listing.list_for, thread_sensitive=False)(self.granted, self.query)
+        return found.page
+
+    @property
+    def paged(self) -> bool:
+        """Whether the list is longer than the page: other pages' rows can move this one."""
+        return self.page.pages > 1
+
     async def live_domain(self, event: dict[str, Any]) -> None:
+        previous = event.get("previous")
         await self._show(event["host_id"], live.record_from_wire(event["record"]), event["seq"],
-                         unreachable=event["unreachable"])
+                         unreachable=event["unreachable"],
+                         previous=live.record_from_wire(previous) if previous else None)
 
     async def live_removed(self, event: dict[str, Any]) -> None:
         key = (event["host_id"], event["uuid"])
@@ -202,6 +224,9 @@ class DomainListConsumer(_LiveConsumer):
         self.hosts[host_id] = event["host_name"]
         await self.send(text_data=live.host_message(host_id, event["host_name"],
                                                     message="" if event["reachable"] else event["message"]))
+        if self.paged and self.query.table:
+            await self._move_page()
+            return
         for data in event["records"]:
             await self._show(host_id, live.record_from_wire(data), event["seq"], unreachable=not event["reachable"])
         for uuid in event["removed"]:
@@ -225,13 +250,17 @@ class DomainListConsumer(_LiveConsumer):
             await self._follow_hosts()
             await self.send(text_data=live.refresh_message())
 
-    async def _show(self, host_id: int, record: virt.DomainRecord, seq: int, *, unreachable: bool) -> None:
+    async def _show(self, host_id: int, record: virt.DomainRecord, seq: int, *, unreachable: bool,
+                    previous: virt.DomainRecord | None = None) -> None:
         host_name = self.hosts.get(host_id)
         key = (host_id, record.uuid)
         if host_name is None or not self._fresh(key, seq):
             return
         rights = rights_from(self.granted, key)
         if not rights:
+            return
+        if self.paged and self.query.table:
+            await self._show_on_page(key, host_name, record, rights, unreachable, previous)
             return
         if not live.in_view(self.query, host_name, record):
             await self._hide(key)
@@ -240,12 +269,49 @@ class DomainListConsumer(_LiveConsumer):
             self.shown[key] = True
             await self.send(text_data=live.refresh_message())
             return
+        entered = not self.shown.get(key)
         self.shown[key] = True
         await self.send(text_data=live.row_message(host_id, host_name, record, rights, unreachable))
+        if entered and sum(self.shown.values()) > self.page.per_page:
+            await self._move_page()  # the list outgrew its page: the last row goes to the next one
+
+    async def _show_on_page(self, key: DomainKey, host_name: str, record: virt.DomainRecord,
+                            rights: frozenset[Right], unreachable: bool, previous: virt.DomainRecord | None) -> None:
+        """A page of a longer list: the row changes in place, unless the change may move rows across pages."""
+        shown = next((row for row in self.page.rows if (row.host.pk, row.uuid) == key), None)
+        in_view = live.in_view(self.query, host_name, record)
+        if shown is not None:
+            stays = in_view and self.query.sort_key(host_name, shown.record) == self.query.sort_key(host_name, record)
+        elif previous is None:  # new to the watcher, or a listing after a reconnect: where it was is unknown
+            stays = not in_view
+        else:
+            stays = live.in_view(self.query, host_name, previous) == in_view and (
+                not in_view or self.query.sort_key(host_name, previous) == self.query.sort_key(host_name, record))
+        if not stays:
+            await self._move_page()
+        elif shown is not None:
+            await self.send(text_data=live.row_message(key[0], host_name, record, rights, unreachable))
+
+    async def _move_page(self) -> None:
+        """Read the page again and tell the difference: rows that entered or changed, the order, the count."""
+        before, self.page = self.page, await self._read_page()
+        shown_before = {(row.host.pk, row.uuid): row for row in before.rows}
+        for row in self.page.rows:
+            key = (row.host.pk, row.uuid)
+            if shown_before.get(key) != row:
+                await self.send(text_data=live.row_message(row.host.pk, row.host.name, row.record, row.rights,
+                                                           row.unreachable))
+        self.shown = dict.fromkeys(shown_before, False) | dict.fromkeys(self.page.keys, True)
+        await self.send(text_data=live.order_message(self.page))
+        if (before.count, before.number, before.pages) != (self.page.count, self.page.number, self.page.pages):
+            await self.send(text_data=live.footer_message(self.page, self.query))
 
     async def _hide(self, key: DomainKey) -> None:
         host_name = self.hosts.get(key[0])
         if host_name is None or self.shown.get(key) is False:
+            return
+        if self.paged and self.query.table:
+            await self._move_page()  # a row of the page leaves: the next page's first takes its place
             return
         self.shown[key] = False
         await self.send(text_data=live.removal_message(host_name, key[1]) if self.query.table

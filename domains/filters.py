@@ -1,19 +1,39 @@
-"""The domain list's query string: virsh list's own option names, plus host, q and output modes.
+"""The domain list's query string: virsh list's own option names, plus host, q, output modes, sorting and paging.
 
 `/domains/?inactive&with-managed-save&host=lab1` means `virsh list --inactive --with-managed-save`
 on lab1. A flag counts when its name is present, whatever its value, so checkbox forms and
-hand-written URLs mean the same.
+hand-written URLs mean the same. `sort=memory` (or `sort=-memory`, descending) orders by a column,
+host then name breaking ties; `page` and `per_page` choose which rows are sent.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from django.http import QueryDict
 
 from .virt import LIST_OPTIONS, DomainRecord
 
 OUTPUT_FLAGS = ("table", "name", "uuid", "title")
+
+# Each sortable column's value for a row (the host's name, its record), compared before host and name.
+SORT_COLUMNS: dict[str, Callable[[str, DomainRecord], Any]] = {
+    "host": lambda host, record: host,
+    "name": lambda host, record: record.name,
+    "title": lambda host, record: record.title,
+    "state": lambda host, record: record.state_label,
+    "vcpus": lambda host, record: record.vcpus,
+    "memory": lambda host, record: record.memory_kib,
+    "autostart": lambda host, record: record.autostart,
+    "persistent": lambda host, record: record.persistent,
+    "managed_save": lambda host, record: record.managed_save,
+    "snapshots": lambda host, record: record.snapshots,
+    "uuid": lambda host, record: record.uuid,
+}
+PAGE_SIZES = (25, 50, 100, 200, 500)
+DEFAULT_PAGE_SIZE = 50
 
 
 class ListQueryError(ValueError):
@@ -27,6 +47,10 @@ class ListQuery:
     text: str = ""
     outputs: frozenset[str] = field(default_factory=frozenset)
     json: bool = False
+    sort: str = "host"
+    descending: bool = False
+    page: int = 1
+    per_page: int = DEFAULT_PAGE_SIZE
 
     @property
     def table(self) -> bool:
@@ -41,8 +65,48 @@ class ListQuery:
         text = self.text.casefold()
         return not text or text in record.name.casefold() or text in record.title.casefold()
 
+    def sort_key(self, host_name: str, record: DomainRecord) -> tuple[Any, str, str]:
+        """Where a row goes in this list's order (descending reverses the whole key, ties included)."""
+        return SORT_COLUMNS[self.sort](host_name, record), host_name, record.name
 
-OTHER_PARAMETERS = ("host", "q", "format")
+    @property
+    def order(self) -> str:
+        """The `sort` parameter as given: the column, `-` first when descending."""
+        return ("-" if self.descending else "") + self.sort
+
+    def querystring(self, **changes: Any) -> str:
+        """This list's query string (without the format), with `changes` (sort, descending, page...):
+        the links of the column headings and of the pager."""
+        query = replace(self, **changes)
+        parts = sorted(query.options) + [flag for flag in OUTPUT_FLAGS if flag in query.outputs]
+        params = QueryDict(mutable=True)
+        for name, value, default in (("host", query.host, ""), ("q", query.text, ""), ("sort", query.order, "host"),
+                                     ("page", query.page, 1), ("per_page", query.per_page, DEFAULT_PAGE_SIZE)):
+            if value != default:
+                params[name] = str(value)
+        return "&".join(filter(None, ["&".join(parts), params.urlencode()]))
+
+    def sorted_by(self, column: str) -> str:
+        """The query string of the list sorted by `column`: ascending, or descending when it already is ascending."""
+        descending = self.sort == column and not self.descending
+        return self.querystring(sort=column, descending=descending, page=1)
+
+    @property
+    def view(self) -> ListQuery:
+        """The same list, every page of it: what rows it holds and in which order."""
+        return replace(self, page=1, json=False)
+
+
+OTHER_PARAMETERS = ("host", "q", "format", "sort", "page", "per_page")
+
+
+def _positive(params: QueryDict, name: str, default: int) -> int:
+    value = params.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or int(value) < 1:
+        raise ListQueryError(f"{name} must be a whole number from 1.")
+    return int(value)
 
 
 def parse_list_query(params: QueryDict) -> ListQuery:
@@ -56,10 +120,21 @@ def parse_list_query(params: QueryDict) -> ListQuery:
     output_format = params.get("format", "html")
     if output_format not in ("html", "json"):
         raise ListQueryError("format must be html or json.")
+    order = params.get("sort", "").strip() or "host"
+    column = order.removeprefix("-")
+    if column not in SORT_COLUMNS:
+        raise ListQueryError(f"sort must be one of {', '.join(SORT_COLUMNS)}, with - first for descending.")
+    per_page = _positive(params, "per_page", DEFAULT_PAGE_SIZE)
+    if per_page > PAGE_SIZES[-1]:
+        raise ListQueryError(f"per_page may be at most {PAGE_SIZES[-1]}.")
     return ListQuery(
         options=frozenset(option for option in LIST_OPTIONS if option in params),
         host=params.get("host", "").strip(),
         text=params.get("q", "").strip(),
         outputs=outputs,
         json=output_format == "json",
+        sort=column,
+        descending=order.startswith("-"),
+        page=_positive(params, "page", 1),
+        per_page=per_page,
     )

@@ -43,6 +43,8 @@ from .rows import DomainRow, row_element_id
 if TYPE_CHECKING:
     from django.http import HttpRequest
 
+    from . import listing
+
 logger = logging.getLogger(__name__)
 
 WATCHERS_GROUP = "live.watchers"  # whoever runs the watchers: nudges
@@ -121,6 +123,16 @@ def row_message(host_id: int, host_name: str, record: virt.DomainRecord, rights:
     """The list's row, replaced or put in its sorted place: rendered once for every recipient with the
     same rights."""
     return render_partial("domains/list.html#pushed_row", host_id, host_name, record, rights, unreachable)
+
+
+def order_message(page: listing.Page) -> str:
+    """A page of a longer list, in order: the rows it holds now (each already pushed); others leave it."""
+    return render_to_string("domains/list.html#pushed_order", {"dom_ids": [row.dom_id for row in page.rows]})
+
+
+def footer_message(page: listing.Page, query: ListQuery) -> str:
+    """The count and pager under a page of the list."""
+    return render_to_string("domains/list.html#pushed_footer", {"page": page, "query": query})
 
 
 def removal_message(host_name: str, uuid: str) -> str:
@@ -232,6 +244,19 @@ def nudge(*, host_id: int, uuid: str | None = None) -> None:
     _send(WATCHERS_GROUP, {"type": "live.nudge", "host_id": host_id, "uuid": uuid})
 
 
+_hosts_asked_at = 0.0
+
+
+def watch_hosts() -> None:
+    """Ask whoever runs the watchers to look at the host table now (a list met a host nobody watches);
+    at most once a second from a process."""
+    global _hosts_asked_at
+    if time.monotonic() - _hosts_asked_at < 1.0:
+        return
+    _hosts_asked_at = time.monotonic()
+    _send(WATCHERS_GROUP, {"type": "live.hosts"})
+
+
 def grants_changed() -> None:
     _send(GRANTS_GROUP, {"type": "live.grants"})
 
@@ -248,6 +273,7 @@ def messages_for(host: Host, event: virt.HostEvent) -> list[tuple[str, dict[str,
     base = {"host_id": host.pk, "host_name": host.name, "seq": event.seq}
     if isinstance(event, virt.DomainChanged):
         message = {"type": "live.domain", **base, "record": record_to_wire(event.record),
+                   "previous": record_to_wire(event.previous) if event.previous is not None else None,
                    "details": event.details, "unreachable": False}
         return [(host_group(host.pk), message), (domain_group(event.record.uuid), message)]
     if isinstance(event, virt.DomainRemoved):

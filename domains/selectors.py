@@ -11,7 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import Http404
 
-from . import migration_jobs, virt
+from . import listing, migration_jobs, virt
 from .access import (
     DefineLimits,
     Right,
@@ -19,7 +19,6 @@ from .access import (
     domain_scope,
     require_admin,
     rights_from,
-    visible_hosts,
 )
 from .errors import error_message
 from .filters import ListQuery
@@ -39,10 +38,24 @@ class UnreachableHost:
 
 
 @dataclass(frozen=True)
+class HostSource:
+    """Where the list's rows of one host come from, and how fresh they are."""
+
+    host: Host
+    watched: bool  # kept current by libvirt's events; else read for this request
+    listed_at: float | None  # wall-clock time of the watcher's last whole listing
+
+
+@dataclass(frozen=True)
 class DomainListing:
-    rows: list[DomainRow]
+    page: listing.Page
     unreachable: list[UnreachableHost]
     hosts: list[Host]
+    sources: list[HostSource]
+
+    @property
+    def rows(self) -> tuple[DomainRow, ...]:
+        return self.page.rows
 
 
 def enabled_hosts() -> QuerySet[Host]:
@@ -50,31 +63,18 @@ def enabled_hosts() -> QuerySet[Host]:
 
 
 def domain_list(*, user: User | AnonymousUser, query: ListQuery) -> DomainListing:
-    """Every VM of every enabled host the user may see, filtered as `virsh list` filters."""
-    granted = domain_scope(user)
-    hosts = list(visible_hosts(granted))
-    targets = [host for host in hosts if not query.host or host.name == query.host]
-    results = virt.fan_out.run(
-        {host: host.uri for host in targets},
-        lambda uri: virt.list_domains(uri, query.options),
-        settings.HOST_DEADLINE_SECONDS,
+    """One page of every VM of every enabled host the user may see, filtered as `virsh list` filters,
+    from what the hosts' watchers keep (domains.catalog)."""
+    found = listing.list_for(domain_scope(user), query)
+    return DomainListing(
+        page=found.page,
+        # Admins read libvirt's own reason (issue 10); everybody else the redacted one.
+        unreachable=[UnreachableHost(host, error_message(user=user, error=inventory.error))
+                     for host, inventory in found.inventories.items() if inventory.error is not None],
+        hosts=found.hosts,
+        sources=[HostSource(host, inventory.watched, inventory.listed_at)
+                 for host, inventory in found.inventories.items()],
     )
-    rows: list[DomainRow] = []
-    unreachable: list[UnreachableHost] = []
-    for host, result in results.items():
-        if isinstance(result, virt.VirtError):
-            # Admins read libvirt's own reason (issue 10); everybody else the redacted one.
-            unreachable.append(UnreachableHost(host, error_message(user=user, error=result)))
-            continue
-        for record in result:
-            rights = rights_from(granted, (host.pk, record.uuid))
-            if not rights:
-                continue
-            if not query.matches_text(record):
-                continue
-            rows.append(DomainRow(host, record, rights))
-    rows.sort(key=lambda row: (row.host.name, row.record.name))
-    return DomainListing(rows=rows, unreachable=unreachable, hosts=hosts)
 
 
 def _gate(user: User | AnonymousUser, host_name: str, uuid: str, right: Right) -> tuple[Host, frozenset[Right]]:

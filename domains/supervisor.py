@@ -3,7 +3,9 @@
 Background work with an owner: without REDIS_URL the web process's ASGI application (vmportal.lifespan)
 starts this process's supervisor and stops it at shutdown; with REDIS_URL `manage.py watchhosts` runs
 one. It replaces a watcher whose thread died, answers replay requests, and runs the settling of
-migration jobs no runner follows (a service: services.migrations_settle_stale).
+migration jobs no runner follows (a service: services.migrations_settle_stale). Its watchers are the
+list's source (domains.catalog): registered there in this process, and with a publisher (watchhosts)
+written to the shared cache for the web processes, before their events go out.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import live, services, virt
+from . import catalog, live, services, virt
 from .live import WATCHERS_GROUP, messages_for, record_to_wire
 from .models import Host
 
@@ -34,8 +36,10 @@ class Supervisor:
 
     def __init__(self, *, watcher_options: dict[str, Any] | None = None,
                  refresh_seconds: float = HOST_REFRESH_SECONDS,
-                 settle_seconds: float = MIGRATION_SETTLE_SECONDS) -> None:
+                 settle_seconds: float = MIGRATION_SETTLE_SECONDS,
+                 publisher: catalog.Publisher | None = None) -> None:
         self._watcher_options = watcher_options or {}
+        self._publisher = publisher
         self._refresh_seconds = refresh_seconds
         self._settle_seconds = settle_seconds
         self._watchers: dict[int, tuple[Host, virt.HostWatcher]] = {}
@@ -76,9 +80,20 @@ class Supervisor:
 
     def stop_watchers(self) -> None:
         """Their threads and libvirt connections; also once the loop is gone (at the process's exit)."""
-        watchers = [watcher for _host, watcher in self._watchers.values()]
+        watchers = self._watchers
         self._watchers = {}
-        _stop_all(watchers)
+        for host_id in watchers:
+            self._unlist(host_id)
+        _stop_all(watcher for _host, watcher in watchers.values())
+
+    def _unlist(self, host_id: int) -> None:
+        """The host's records are no longer kept current from here."""
+        catalog.watching(host_id, None)
+        if self._publisher is not None:
+            try:
+                self._publisher.withdraw(host_id)
+            except Exception:  # the cache is away: what was published expires by itself
+                logger.warning("withdrawing the published records of host %s failed", host_id, exc_info=True)
 
     async def _refresh_hosts(self) -> None:
         async with self._refreshing:  # from the timer and from pages' requests: one at a time
@@ -92,14 +107,21 @@ class Supervisor:
         stale = [pk for pk, (host, watcher) in self._watchers.items()
                  if pk not in hosts or hosts[pk].uri != host.uri or not watcher.alive]
         stopping = [self._watchers.pop(pk)[1] for pk in stale]
+        for pk in stale:
+            if pk not in hosts:
+                await sync_to_async(self._unlist, thread_sensitive=False)(pk)
         if stopping:
             await sync_to_async(_stop_all, thread_sensitive=False)(stopping)
         for pk, host in hosts.items():
             if pk not in self._watchers:
-                self._watchers[pk] = (host, virt.HostWatcher(
-                    host.uri, self._sink(host), name=host.name, **self._watcher_options).start())
+                watcher = virt.HostWatcher(host.uri, self._sink(host), name=host.name, **self._watcher_options)
+                self._watchers[pk] = (host, watcher)
+                catalog.watching(pk, watcher)
+                watcher.start()
             else:
                 self._watchers[pk] = (host, self._watchers[pk][1])  # a renamed host keeps its watcher
+        if self._publisher is not None:
+            await sync_to_async(self._publisher.keep, thread_sensitive=False)(list(self._watchers))
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -135,14 +157,32 @@ class Supervisor:
     async def _publish_forever(self) -> None:
         layer = get_channel_layer()
         while True:
-            host, event = await self._outbox.get()
-            current = self._watchers.get(host.pk)
-            host = current[0] if current else host
-            try:
-                for group, message in messages_for(host, event):
-                    await layer.group_send(group, message)
-            except Exception:
-                logger.exception("publishing %s of %s failed", type(event).__name__, host.name)
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty():  # what queued meanwhile goes out together
+                batch.append(self._outbox.get_nowait())
+            if self._publisher is not None:
+                # The web processes' lists read the shared cache: it holds the change before the pages hear of it.
+                await self._publish_records(self._publisher, {host.pk for host, _event in batch})
+            for host, event in batch:
+                current = self._watchers.get(host.pk)
+                host = current[0] if current else host
+                try:
+                    for group, message in messages_for(host, event):
+                        await layer.group_send(group, message)
+                except Exception:
+                    logger.exception("publishing %s of %s failed", type(event).__name__, host.name)
+
+    async def _publish_records(self, publisher: catalog.Publisher, host_ids: set[int]) -> None:
+        watched = {host_id: self._watchers[host_id][1].watched() for host_id in host_ids if host_id in self._watchers}
+
+        def publish() -> None:
+            for host_id, records in watched.items():
+                publisher.publish(host_id, records)
+
+        try:
+            await sync_to_async(publish, thread_sensitive=False)()
+        except Exception:  # the lists fall back to reading the hosts themselves
+            logger.exception("publishing the records of hosts %s failed", sorted(host_ids))
 
     async def _listen_for_nudges(self) -> None:
         """Nudges (re-read a VM or a host) and replays (tell one page what changed since it was rendered)."""
@@ -155,7 +195,9 @@ class Supervisor:
             except TimeoutError:
                 continue
             try:
-                if message.get("type") == "live.nudge":
+                if message.get("type") == "live.hosts":
+                    await self._refresh_hosts()
+                elif message.get("type") == "live.nudge":
                     watcher = self.watcher(int(message["host_id"]))
                     if watcher is not None:
                         watcher.nudge(message.get("uuid"))

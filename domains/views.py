@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
@@ -23,7 +24,7 @@ from vmportal import clients
 from . import migration_jobs, selectors, services, virt
 from .access import Right, require_admin
 from .errors import error_message
-from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
+from .filters import LIST_OPTIONS, PAGE_SIZES, ListQueryError, parse_list_query
 from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, MigrationForm, SnapshotForm
 from .models import Host
 from .rows import row_element_id
@@ -73,9 +74,13 @@ def domain_list(request: AuthedRequest) -> HttpResponse:
         return render(request, "domains/list.html", {"error": str(error), "list_options": LIST_OPTIONS},
                       status=400)
     listing = selectors.domain_list(user=request.user, query=query)
+    page = listing.page
     if query.json:
         return JsonResponse({
-            "domains": [row.as_json() for row in listing.rows],
+            "count": page.count, "page": page.number, "pages": page.pages, "per_page": page.per_page,
+            "domains": [row.as_json() for row in page.rows],
+            "hosts": [{"host": source.host.name, "watched": source.watched, "listed_at": _iso(source.listed_at)}
+                      for source in listing.sources],
             "unreachable_hosts": [{"host": item.host.name, "error": item.message} for item in listing.unreachable],
         })
     if request.htmx:
@@ -84,8 +89,13 @@ def domain_list(request: AuthedRequest) -> HttpResponse:
         "listing": listing,
         "query": query,
         "list_options": LIST_OPTIONS,
+        "page_sizes": PAGE_SIZES,
         "may_define": bool(selectors.define_hosts(user=request.user)),
     })
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp is not None else None
 
 
 @login_required

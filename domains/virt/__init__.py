@@ -35,7 +35,17 @@ from .errors import (
     SnapshotNotFound,
     VirtError,
 )
-from .events import DomainChanged, DomainRemoved, HostEvent, HostLost, HostSynced, HostWatcher, Sink, initialize
+from .events import (
+    DomainChanged,
+    DomainRemoved,
+    HostEvent,
+    HostLost,
+    HostSynced,
+    HostWatcher,
+    Sink,
+    WatchedHost,
+    initialize,
+)
 from .graphics import ConsoleUnavailable, GraphicsEndpoint, graphics_endpoint, vnc_auth_response
 from .inventory import (
     LIST_OPTIONS,
@@ -45,6 +55,7 @@ from .inventory import (
     get_domain,
     host_facts,
     list_domains,
+    record_matcher,
     record_matches,
 )
 from .serial import SerialConsole, SerialEndpoint, open_serial, serial_endpoint
@@ -63,7 +74,9 @@ __all__ = [
     "HostLost",
     "HostSynced",
     "HostWatcher",
+    "WatchedHost",
     "Sink",
+    "record_matcher",
     "record_matches",
     "VIDEO_MODELS",
     "BootKind",

@@ -69,11 +69,13 @@ def _per_connection_state(uri: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class DomainChanged:
-    """The domain as it is now; `details` when something only the VM page shows changed."""
+    """The domain as it is now, and as the watcher knew it before (None: new to it); `details` when
+    something only the VM page shows changed."""
 
     seq: int
     record: DomainRecord
     details: bool = False
+    previous: DomainRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,17 @@ class HostSynced:
 
 HostEvent = DomainChanged | DomainRemoved | HostLost | HostSynced
 Sink = Callable[[HostEvent], None]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedHost:
+    """What a watcher knows of its host, for the list (domains.catalog) to serve without asking the host."""
+
+    records: tuple[DomainRecord, ...]
+    reachable: bool | None  # None: it has not answered yet (nor failed to)
+    message: str  # why it does not answer
+    listed_at: float | None  # wall-clock time of its last whole listing (events keep it current meanwhile)
+    version: int  # changes with every change of `records`
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +219,10 @@ class HostWatcher:
         self._gone: dict[str, int] = {}  # uuid: seq of its removal, for GONE_MEMORY_SECONDS
         self._lost_at: tuple[int, str] | None = None  # when and why the host was last found unreachable
         self._reachable: bool | None = None
+        self._answered = threading.Event()  # it listed the host, or found it unreachable, at least once
+        self._listed_at: float | None = None
+        self._version = 0
+        self._snapshot: tuple[DomainRecord, ...] | None = None  # records(), kept until they change
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"watch-{self.name}", daemon=True)
         self._addresses = AddressReader(uri, name=self.name, connect=self._open,
@@ -239,8 +256,19 @@ class HostWatcher:
         return self._thread.is_alive() and self._addresses.alive
 
     def records(self) -> list[DomainRecord]:
+        return list(self.watched().records)
+
+    def watched(self) -> WatchedHost:
         with self._lock:
-            return [record for _seq, record in self._records.values()]
+            if self._snapshot is None:
+                self._snapshot = tuple(record for _seq, record in self._records.values())
+            records, version = self._snapshot, self._version
+        lost = self._lost_at[1] if self._reachable is False and self._lost_at else ""
+        return WatchedHost(records, self._reachable, lost, self._listed_at, version)
+
+    def wait_for_answer(self, timeout: float) -> bool:
+        """Wait until the host has been listed or found unreachable once; False if that took too long."""
+        return self._answered.wait(timeout)
 
     def changes_since(self, seq: int) -> Changes:
         """What happened after `seq`, a time in microseconds (a page rendered then asks)."""
@@ -391,9 +419,14 @@ class HostWatcher:
     def _resync(self, *, full: bool) -> None:
         conn = self._connection()
         seq = self._seq()
-        listed = records_for(self.uri, conn, conn.listAllDomains(0))
+        # Titles change with an event (metadata, define) the watcher re-reads on; a full listing, after a
+        # (re)connect, may have missed some.
+        with self._lock:
+            titles = {} if full else {uuid: record.title for uuid, (_seq, record) in self._records.items()}
+        listed = records_for(self.uri, conn, conn.listAllDomains(0), known_titles=titles)
         was_reachable, self._reachable = self._reachable, True
-        changed: list[DomainRecord] = []
+        self._listed_at = time.time()
+        changed: list[tuple[DomainRecord, DomainRecord | None]] = []
         with self._lock:
             previous = self._records
             self._records = {}
@@ -405,21 +438,24 @@ class HostWatcher:
                     continue
                 self._records[record.uuid] = (seq, record)
                 self._gone.pop(record.uuid, None)
-                changed.append(record)
+                changed.append((record, seen[1] if seen is not None else None))
             removed = [(uuid, record) for uuid, (_seq, record) in previous.items() if uuid not in self._records]
             self._note_gone([uuid for uuid, _record in removed], seq)
+            if changed or removed or was_reachable is not True:
+                self._changed()
         if full:  # guests that were running before we looked may have an agent to ask
             for record in listed:
                 if record.active:
                     self._addresses.follow(record.uuid, unconfirmed=True)
+        self._answered.set()
         if full or was_reachable is not True:
             if was_reachable is False:
                 logger.info("%s answers again", self.name)
             self._emit(HostSynced(seq, tuple(record for _seq, record in self._records.values()),
                                   tuple(uuid for uuid, _record in removed)))
             return
-        for record in changed:
-            self._emit(DomainChanged(seq, record))
+        for record, before in changed:
+            self._emit(DomainChanged(seq, record, previous=before))
         for uuid, last in removed:
             self._emit(DomainRemoved(seq, uuid, last))
 
@@ -471,14 +507,22 @@ class HostWatcher:
             if record is None:
                 if self._records.pop(item.uuid, None) is not None:
                     self._note_gone([item.uuid], item.seq)
+                    self._changed()
             else:
                 self._records[item.uuid] = (item.seq, record)
                 self._gone.pop(item.uuid, None)
+                self._changed()
         if record is None:
             if seen is not None:
                 self._emit(DomainRemoved(item.seq, item.uuid, seen[1]))
         elif seen is None or seen[1] != record or item.details:
-            self._emit(DomainChanged(item.seq, record, details=item.details))
+            self._emit(DomainChanged(item.seq, record, details=item.details,
+                                     previous=seen[1] if seen is not None else None))
+
+    def _changed(self) -> None:
+        """Under the lock: what the list shows of the host (its records, whether it answers) changed."""
+        self._version += 1
+        self._snapshot = None
 
     def _note_gone(self, uuids: list[str], seq: int) -> None:
         """Under the lock: remember removals for a while, for pages that ask what changed since."""
@@ -496,6 +540,9 @@ class HostWatcher:
         self._reachable = False
         message = str(translate(error)) if error is not None else HostUnreachable.default_message
         self._lost_at = (self._seq(), message)
+        with self._lock:
+            self._changed()
+        self._answered.set()
         self._emit(HostLost(self._lost_at[0], message, tuple(self.records())))
 
     def _emit(self, event: HostEvent) -> None:

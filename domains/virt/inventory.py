@@ -2,11 +2,15 @@
 
 A listing costs a constant number of round trips per host (listAllDomains with virsh's own
 filter flags, a few flag-only listings for the boolean columns, one domainListGetStats), plus
-one metadata call per domain for its title and one snapshotNum per domain that has snapshots.
+one metadata call per domain for its title (unless the caller already knows it: the watchers learn
+of a new title from libvirt's metadata and define events) and one snapshotNum per domain that has
+snapshots. Those per-domain calls go out together over the one connection (libvirt's remote driver
+multiplexes concurrent calls), so over a slow link they cost a few round trips, not one per domain.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping
@@ -70,9 +74,17 @@ def record_matches(record: DomainRecord, options: Collection[str]) -> bool:
     """Whether `virsh list <options>` would list the domain: listAllDomains' filter, in Python.
 
     Mirrors virDomainObjMatchFilter (src/conf/virdomainobjlist.c) on the flags list_flags builds,
-    so the live list can decide from one record whether a VM belongs in a filtered view.
+    so the list can decide from the watchers' records which VMs a filtered view holds.
     """
-    flags = list_flags(options)
+    return _matches(list_flags(options), record)
+
+
+def record_matcher(options: Collection[str]) -> Callable[[DomainRecord], bool]:
+    """record_matches for many records with the same options."""
+    return functools.partial(_matches, list_flags(options))
+
+
+def _matches(flags: int, record: DomainRecord) -> bool:
     state = record.state
     state_filter = flags & (_STATE_RUNNING | _STATE_PAUSED | _STATE_SHUTOFF | _STATE_OTHER)
     in_state = not state_filter or bool(
@@ -170,6 +182,10 @@ def host_facts(uri: str) -> HostFacts:
 _STATS = (
     libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON
 )
+# A listing of at least this many domains sends its per-domain calls from a pool of threads shared by every
+# host (libvirtd itself serves 5 calls of one client at once by default: max_client_requests).
+_CONCURRENT_FROM, _CONCURRENT_CALLS = 8, 64
+_per_domain_calls = ThreadPoolExecutor(max_workers=_CONCURRENT_CALLS, thread_name_prefix="virt-domain-read")
 
 
 def list_domains(uri: str, options: Collection[str] = ("all",)) -> list[DomainRecord]:
@@ -184,7 +200,9 @@ def get_domain(uri: str, uuid: str) -> DomainRecord:
         return records_for(uri, conn, [conn.lookupByUUIDString(uuid)])[0]
 
 
-def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDomain]) -> list[DomainRecord]:
+def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDomain],
+                known_titles: Mapping[str, str] | None = None) -> list[DomainRecord]:
+    """Every list column of `domains`; a title in `known_titles` (by UUID) is not read again."""
     if not domains:
         return []
 
@@ -195,11 +213,13 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
     autostart = uuids_with(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
     managed_save = uuids_with(libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
     with_snapshots = uuids_with(libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)
-    records = []
-    for dom, stats in conn.domainListGetStats(domains, _STATS):
+    titles = known_titles or {}
+
+    def read(listed: tuple[libvirt.virDomain, dict[str, int]]) -> DomainRecord | None:
+        dom, stats = listed
         uuid = dom.UUIDString()
         try:
-            title = _title(dom)
+            title = titles[uuid] if uuid in titles else _title(dom)
             snapshots = dom.snapshotNum() if uuid in with_snapshots else 0
             vcpus, memory_kib = stats.get("vcpu.current"), stats.get("balloon.current")
             if vcpus is None or memory_kib is None:
@@ -207,26 +227,30 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
                 _state, _max_kib, memory_kib, vcpus, _cpu_time = dom.info()
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                continue  # undefined since the listing: it is simply gone, not the host
+                return None  # undefined since the listing: it is simply gone, not the host
             raise
         state = state_from_number(stats.get("state.state", 0))
         domain_id = dom.ID()
-        records.append(
-            DomainRecord(
-                uuid=uuid,
-                name=dom.name(),
-                title=title,
-                state=state,
-                reason=reason_label(state, stats.get("state.reason", 0)),
-                persistent=uuid in persistent,
-                autostart=uuid in autostart,
-                managed_save=uuid in managed_save,
-                snapshots=snapshots,
-                vcpus=vcpus,
-                memory_kib=memory_kib,
-                id=domain_id if domain_id >= 0 else None,
-            )
+        return DomainRecord(
+            uuid=uuid,
+            name=dom.name(),
+            title=title,
+            state=state,
+            reason=reason_label(state, stats.get("state.reason", 0)),
+            persistent=uuid in persistent,
+            autostart=uuid in autostart,
+            managed_save=uuid in managed_save,
+            snapshots=snapshots,
+            vcpus=vcpus,
+            memory_kib=memory_kib,
+            id=domain_id if domain_id >= 0 else None,
         )
+
+    listed = conn.domainListGetStats(domains, _STATS)
+    # name(), UUIDString() and ID() are answered from the domain object; only the title, the snapshot
+    # count and info() go to the host, so a large listing sends them all at once.
+    reads = map(read, listed) if len(listed) < _CONCURRENT_FROM else _per_domain_calls.map(read, listed)
+    records = [record for record in reads if record is not None]
     # A running guest's addresses, as its agent last told them: one read of the store for the whole listing.
     known = known_addresses(uri, [record.uuid for record in records if record.id is not None])
     return [replace(record, addresses=known[record.uuid]) if record.uuid in known else record

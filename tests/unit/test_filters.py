@@ -180,8 +180,12 @@ def test_a_normal_request_gets_the_whole_page(admin_user: User, embedded_host: H
 
 def test_json_has_exactly_the_documented_keys(admin_user: User, embedded_host: Host, office: Host):
     payload = client_for(admin_user).get("/domains/", {"all": "", "format": "json"}).json()
-    assert set(payload) == {"domains", "unreachable_hosts"}
+    assert set(payload) == {"count", "page", "pages", "per_page", "domains", "hosts", "unreachable_hosts"}
+    assert (payload["count"], payload["page"], payload["pages"], payload["per_page"]) == (4, 1, 1, 50)
     assert payload["unreachable_hosts"] == []
+    # Neither host has a watcher in this test: both are read for the request (and the watchers asked to take them).
+    assert payload["hosts"] == [{"host": "embedded", "watched": False, "listed_at": None},
+                                {"host": "office", "watched": False, "listed_at": None}]
     assert len(payload["domains"]) == 4
     for row in payload["domains"]:
         assert set(row) == DOMAIN_KEYS

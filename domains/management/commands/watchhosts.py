@@ -22,7 +22,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from domains import virt
+from domains import catalog, virt
 from domains.supervisor import Supervisor
 
 LEASE_KEY = "live:watchhosts:lease"
@@ -66,7 +66,7 @@ class Command(BaseCommand):
                 await asyncio.wait_for(stop.wait(), RENEW_SECONDS)
 
     async def _watch(self, me: str, stop: asyncio.Event, resync_seconds: float) -> None:
-        supervisor = Supervisor(watcher_options={"resync_seconds": resync_seconds})
+        supervisor = Supervisor(watcher_options={"resync_seconds": resync_seconds}, publisher=catalog.Publisher())
         running = asyncio.create_task(supervisor.run())
         try:
             while not stop.is_set() and not running.done():
