@@ -159,7 +159,7 @@ def inventories(hosts: list[Host], *, deadline: float | None = None) -> dict[Hos
     unwatched = [host for host in hosts if host not in found]
     if unwatched:
         found.update(_read_now(unwatched, max(0.0, ends_at - time.monotonic())))
-        live.watch_hosts()
+        live.watch_hosts(host.pk for host in unwatched)
     return {host: found[host] for host in hosts}
 
 

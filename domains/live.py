@@ -244,17 +244,17 @@ def nudge(*, host_id: int, uuid: str | None = None) -> None:
     _send(WATCHERS_GROUP, {"type": "live.nudge", "host_id": host_id, "uuid": uuid})
 
 
-_hosts_asked_at = 0.0
+_watch_asked_at: dict[int, float] = {}  # host id: when this process last asked for it to be watched
 
 
-def watch_hosts() -> None:
-    """Ask whoever runs the watchers to look at the host table now (a list met a host nobody watches);
-    at most once a second from a process."""
-    global _hosts_asked_at
-    if time.monotonic() - _hosts_asked_at < 1.0:
-        return
-    _hosts_asked_at = time.monotonic()
-    _send(WATCHERS_GROUP, {"type": "live.hosts"})
+def watch_hosts(host_ids: Iterable[int]) -> None:
+    """Ask whoever runs the watchers to look at the host table now: a list met these hosts, which nobody
+    watches. At most once a second per host from a process."""
+    now = time.monotonic()
+    asking = [host_id for host_id in host_ids if now - _watch_asked_at.get(host_id, -1.0) >= 1.0]
+    if asking:
+        _watch_asked_at.update(dict.fromkeys(asking, now))
+        publish_from_thread(WATCHERS_GROUP, {"type": "live.hosts"})
 
 
 def grants_changed() -> None:

@@ -2,7 +2,8 @@
 
 The sockets send the pages' own partials as htmx out-of-band swaps (domains.live, domains.consumers);
 tests assert on what the page then shows: a row and its HTML, a removal, a host's banner, the VM page's
-summary or "gone" notice, a migration's progress, or "fetch the list again".
+summary or "gone" notice, a migration's progress, "fetch the list again", or a page of a longer list's
+order and footer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ def read(text: str | bytes) -> dict[str, Any]:
     _tag, style, target, content = match.groups()
     found = _ID.search(content)
     element_id = found.group(1) if found else None
+    if target == "#results tbody" and style == "order":
+        return {"type": "order", "ids": _ID.findall(content)}
+    if target == "#list-footer":
+        return {"type": "footer", "html": content.strip()}
     if target == "#results tbody":
         return {"type": "row", "id": element_id, "html": content.strip()} if style == "upsert" else \
             {"type": "remove", "id": element_id}

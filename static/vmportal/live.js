@@ -3,16 +3,20 @@
 // partials rendered from the templates; htmx connects, reconnects with backoff and swaps them. This file
 // keeps only what htmx does not do:
 // - the swaps of the "live" extension (<body hx-ext="live">): `upsert` replaces the element with the
-//   pushed one's id, or gives it its place in (host, name) order inside the target; `discard` removes it
-//   from the target if it is there; `refetch` has the target fetch itself again (its live-refresh trigger).
+//   pushed one's id, or gives it its place in the list's order (the table's data-sort column, then host
+//   and name, as the server sorts) inside the target; `discard` removes it from the target if it is there;
+//   `order` (a page of a longer list moved) puts the target's rows in the order given and drops the others;
+//   `refetch` has the target fetch itself again (its live-refresh trigger).
 //   An element with a request of its own in flight (an action's button) is not replaced under it: htmx
 //   ignores the answer of a request whose element left the page. Its latest push waits for the answer.
-//   The list's count follows its rows, in the template's words.
+//   The count of a list that fits on its page follows its rows, in the template's words; a longer list's
+//   count and pager come from the server.
 // - the socket's address: the list's own query string (the server filters as the page does), and `since`,
 //   when the shown data was read (the list's results carry it, a VM page's hook its own);
 // - the indicator in the top bar; once a lost connection is back the page fetches what it shows again,
 //   since it may have missed changes meanwhile;
-// - the filter form's swap subscribes anew; close code 4401 (the session ended) stops reconnecting.
+// - a list swapped in for another query (the filter form, a column heading, the pager) subscribes anew;
+//   close code 4401 (the session ended) stops reconnecting.
 (function () {
   "use strict";
 
@@ -99,7 +103,7 @@
 
   document.addEventListener("htmx:beforeSwap", function (event) {
     const from = event.detail.requestConfig && event.detail.requestConfig.elt;
-    if (event.detail.target.id !== "results" || !from || from.id !== "filters") return;
+    if (event.detail.target.id !== "results" || !from || from.id === "results") return;  // its own refresh
     stale = true;
     clearTimeout(resubscribeTimer);
     resubscribeTimer = setTimeout(resubscribe, 1000);  // in case no address is pushed (an error answer)
@@ -116,12 +120,27 @@
     return element && (element.classList.contains("htmx-request") || element.querySelector(".htmx-request"));
   }
 
-  function sortKey(element) {
-    return [element.dataset.host || "", element.dataset.name || ""];
+  const NUMERIC = ["vcpus", "memory", "snapshots"];
+  const YES_NO = ["autostart", "persistent", "managedSave"];
+
+  function sortKey(element) {  // domains.filters.ListQuery.sort_key: the column's value, host, name
+    const table = element.closest("table") || document.querySelector("#results table");
+    const column = ((table && table.dataset.sort) || "host").replace(/_(.)/g, function (_m, c) { return c.toUpperCase(); });
+    let value = element.dataset[column] || "";
+    if (NUMERIC.indexOf(column) >= 0) value = Number(value);
+    if (YES_NO.indexOf(column) >= 0) value = value === "true" ? 1 : 0;
+    return [value, element.dataset.host || "", element.dataset.name || ""];
   }
 
-  function before(a, b) {  // (host, name) order, as the server sorts the list
-    return a[0] < b[0] || (a[0] === b[0] && a[1] < b[1]);
+  function before(a, b) {  // the list's order; descending reverses the whole key, as the server does
+    const table = document.querySelector("#results table");
+    const descending = table && table.dataset.descending !== undefined;
+    const [x, y] = descending ? [b, a] : [a, b];
+    for (let i = 0; i < x.length; i++) {
+      if (x[i] < y[i]) return true;
+      if (x[i] > y[i]) return false;
+    }
+    return false;
   }
 
   function upsert(element, target) {
@@ -136,7 +155,7 @@
       const fresh = element.querySelector("details.menu");
       if (menu && menu.open && fresh) fresh.open = true;
       const [oldKey, key] = [sortKey(existing), sortKey(element)];
-      if (oldKey[0] === key[0] && oldKey[1] === key[1]) {
+      if (!before(oldKey, key) && !before(key, oldKey)) {
         existing.replaceWith(element);
         return element;
       }
@@ -155,9 +174,16 @@
     if (shown && target.contains(shown)) shown.remove();
   }
 
+  function order(listed, target) {
+    const rows = new Map(Array.from(target.children).map(function (row) { return [row.id, row]; }));
+    const wanted = listed.map(function (element) { return rows.get(element.id); }).filter(Boolean);
+    rows.forEach(function (row) { if (wanted.indexOf(row) < 0) row.remove(); });
+    wanted.forEach(function (row) { target.appendChild(row); });
+  }
+
   function recount() {
     const count = document.querySelector("#results .count");
-    if (!count) return;
+    if (!count || document.querySelector("#list-footer .pager")) return;  // a longer list: the server counts
     const rows = document.querySelectorAll("#results [id^='domain-']").length;
     count.textContent = rows + " " + (rows === 1 ? count.dataset.one : count.dataset.many);
   }
@@ -185,6 +211,8 @@
         placed = pushed.map(function (element) { return upsert(element, target); }).filter(Boolean);
       } else if (style === "discard") {
         pushed.forEach(function (element) { discard(element, target); });
+      } else if (style === "order") {
+        order(pushed, target);
       } else if (style === "refetch") {
         refetch(target);
       } else {

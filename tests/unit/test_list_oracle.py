@@ -9,7 +9,9 @@ commands earlier in the same virsh invocation, and through the pool on the dashb
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -17,11 +19,13 @@ from itertools import combinations
 from pathlib import Path
 
 import pytest
+from channels.db import database_sync_to_async
 from django.test import Client
 
 from accounts.models import User
 from domains import virt
 from domains.models import Host
+from domains.supervisor import start_supervisor, stop_supervisor
 from tests.conftest import client_for
 
 INVENTORY = Path(__file__).resolve().parents[1] / "fixtures" / "inventory.xml"
@@ -339,3 +343,31 @@ def test_reasons_after_lifecycle_actions_match_virsh_domstate(admin: Client):
     assert {"paused (user)", "shut off (saved)", "shut off (destroyed)", "running (unpaused)"} <= set(
         expected.values()
     )
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_watchers_records_list_what_virsh_lists(admin_user: User, oracle_host: Host):
+    """The list is served from what the host's watcher keeps (domains.catalog), filtered in Python:
+    the same answers as virsh, for every option set, as from a listing made for the request."""
+    supervisor = await start_supervisor()
+    try:
+        deadline = time.monotonic() + 5
+        while (watcher := supervisor.watcher(oracle_host.pk)) is None or watcher.reachable is not True:
+            assert time.monotonic() < deadline, "the watcher did not list its host"
+            await asyncio.sleep(0.05)
+        await database_sync_to_async(_every_option_set_as_virsh)(admin_user)
+    finally:
+        await stop_supervisor()
+
+
+def _every_option_set_as_virsh(admin_user: User) -> None:
+    admin = client_for(admin_user)
+    for options in OPTION_SETS:
+        expected = virsh_list(options, "name", must_succeed=False)
+        response = dashboard(admin, *options, json=True)
+        if expected.returncode != 0:
+            assert response.status_code == 400, options
+            continue
+        body = response.json()
+        assert body["hosts"] == [{"host": HOST, "watched": True, "listed_at": body["hosts"][0]["listed_at"]}]
+        assert sorted(row["name"] for row in body["domains"]) == sorted(lines(expected.stdout)), options

@@ -507,7 +507,7 @@ async def test_a_demoted_admin_no_longer_receives_what_it_may_not_see(
     # Both rows leave: the one pushed and the one the page rendered (the socket follows the page it opened on).
     removed = [await admin.receive(10 * RECHECK), await admin.receive()]
     assert sorted(message["id"] for message in removed if message["type"] == "remove") == [
-        f"domain-embedded-{TEST_DOMAIN_UUID}", f"domain-embedded-{OTHER_UUID}"]
+        f"domain-embedded-{OTHER_UUID}", f"domain-embedded-{TEST_DOMAIN_UUID}"]
     assert await admin.receive() == {"type": "refresh"}  # the list again, in its new scope
     await publish(embedded_host, changed(SEQ + 1, record(OTHER_UUID, "secret", title="still secret")))
     await publish(embedded_host, changed(SEQ + 2, record(state=virt.DomainState.PAUSED)))
