@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 from django.http import QueryDict
 
@@ -51,6 +51,8 @@ class ListQuery:
     descending: bool = False
     page: int = 1
     per_page: int = DEFAULT_PAGE_SIZE
+    page_sizes: ClassVar[tuple[int, ...]] = PAGE_SIZES  # the choices the page offers
+    default_per_page: ClassVar[int] = DEFAULT_PAGE_SIZE
 
     @property
     def table(self) -> bool:

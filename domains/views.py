@@ -24,7 +24,7 @@ from vmportal import clients
 from . import migration_jobs, selectors, services, virt
 from .access import Right, require_admin
 from .errors import error_message
-from .filters import LIST_OPTIONS, PAGE_SIZES, ListQueryError, parse_list_query
+from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
 from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, MigrationForm, SnapshotForm
 from .models import Host
 from .rows import row_element_id
@@ -89,7 +89,6 @@ def domain_list(request: AuthedRequest) -> HttpResponse:
         "listing": listing,
         "query": query,
         "list_options": LIST_OPTIONS,
-        "page_sizes": PAGE_SIZES,
         "may_define": bool(selectors.define_hosts(user=request.user)),
     })
 

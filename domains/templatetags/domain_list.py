@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import template
+from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
 from domains import live
@@ -24,6 +25,9 @@ def sort_heading(query: ListQuery, column: str, label: str) -> dict[str, object]
             "direction": ("descending" if query.descending else "ascending") if query.sort == column else ""}
 
 
-@register.inclusion_tag("domains/_pager_link.html")
-def pager_link(query: ListQuery, page: int, label: str, rel: str) -> dict[str, object]:
-    return {"querystring": query.querystring(page=page), "label": label, "rel": rel}
+@register.simple_tag
+def list_link(query: ListQuery, label: object, rel: str = "", **changes: int) -> SafeString:
+    """A link to another view of the same list (a page, a page size), swapped in place by htmx."""
+    url = "?" + query.querystring(**changes)
+    return format_html('<a href="{}"{} hx-get="{}" hx-target="#results" hx-swap="outerHTML" hx-push-url="true">{}</a>',
+                       url, format_html(' rel="{}"', rel) if rel else "", url, label)

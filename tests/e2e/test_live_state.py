@@ -42,19 +42,66 @@ def live_host(live_app: LiveApp, lab1: lab.LabHost) -> Iterator[str]:
     live_app.manage("hosts", "remove", name)
 
 
-@pytest.fixture
-def guest(lab1: lab.LabHost, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    """A running transient guest of 32 MiB on lab1: (name, uuid). It is gone once it stops."""
-    name, domain_uuid = f"live-e2e-{secrets.token_hex(3)}", str(uuid.uuid4())
-    xml = tmp_path / "guest.xml"
+def start_guest(lab1: lab.LabHost, directory: Path, name: str) -> str:
+    """A running transient guest of 32 MiB on lab1, with nothing to boot; its UUID. It is gone once it stops."""
+    domain_uuid = str(uuid.uuid4())
+    xml = directory / f"{name}.xml"
     xml.write_text(
         f"<domain type='kvm'><name>{name}</name><uuid>{domain_uuid}</uuid><memory unit='MiB'>32</memory>"
         "<vcpu>1</vcpu><os><type arch='x86_64' machine='pc'>hvm</type></os>"
         "<devices><emulator>/usr/bin/qemu-system-x86_64</emulator></devices></domain>"
     )
     virsh(lab1, "create", str(xml))
-    yield name, domain_uuid
+    return domain_uuid
+
+
+def destroy_guest(lab1: lab.LabHost, name: str) -> None:
     subprocess.run(["virsh", "--connect", lab1.uri, "destroy", name], capture_output=True, timeout=60, check=False)
+
+
+@pytest.fixture
+def guest(lab1: lab.LabHost, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A running transient guest on lab1: (name, uuid)."""
+    name = f"live-e2e-{secrets.token_hex(3)}"
+    domain_uuid = start_guest(lab1, tmp_path, name)
+    yield name, domain_uuid
+    destroy_guest(lab1, name)
+
+
+def test_a_row_leaving_a_page_brings_the_next_page_s_first_in_place(
+    page: Page, live_app: LiveApp, lab1: lab.LabHost, live_host: str, tmp_path: Path
+) -> None:
+    """A page of a longer list (one row a page, by name): the row that leaves the view is replaced by the
+    one from the next page, and comes back in its sorted place, with the count and pager following."""
+    tag = secrets.token_hex(3)
+    names = [f"paged-{tag}-a", f"paged-{tag}-b"]
+    uuids = [start_guest(lab1, tmp_path, name) for name in names]
+    try:
+        login(page, live_app.create_user(f"olga-pages-{tag}", role="operator"))
+        page.goto(f"/domains/?state-running&host={live_host}&q=paged-{tag}&sort=name&per_page=1")
+        expect(page.locator("#live-indicator")).to_have_attribute("data-live", "on")
+        rows = page.locator("#results tbody tr[data-name]")
+        count = page.locator("#list-footer .count")
+        expect(rows).to_have_count(1)
+        expect(page.locator(f"#domain-{live_host}-{uuids[0]}")).to_have_count(1)
+        expect(count).to_have_text("1–1 of 2 virtual machines")
+        expect(page.locator("#list-footer a[rel=next]")).to_have_count(1)
+        page.evaluate("window.__marker = 1")
+
+        virsh(lab1, "suspend", names[0])  # leaves the running view: page 1 now holds the second
+        expect(page.locator(f"#domain-{live_host}-{uuids[1]}")).to_have_count(1, timeout=LIVE_MS)
+        expect(rows).to_have_count(1)
+        expect(count).to_have_text("1 virtual machine")
+        expect(page.locator("#list-footer a[rel=next]")).to_have_count(0)
+
+        virsh(lab1, "resume", names[0])  # back, and first by name
+        expect(page.locator(f"#domain-{live_host}-{uuids[0]}")).to_have_count(1, timeout=LIVE_MS)
+        expect(rows).to_have_count(1)
+        expect(count).to_have_text("1–1 of 2 virtual machines")
+        assert page.evaluate("window.__marker") == 1, "the page was reloaded"
+    finally:
+        for name in names:
+            destroy_guest(lab1, name)
 
 
 def test_virsh_suspend_shows_paused_in_the_open_list_without_reload(
