@@ -56,6 +56,7 @@ class Stack:
     session_key: str
     daphne_ports: list[int]
     logs: list[Path]
+    watchhosts: subprocess.Popen[bytes] | None = None
 
     def manage(self, *args: str) -> str:
         result = subprocess.run([PYTHON, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True,
@@ -90,6 +91,7 @@ def stack(redis_url: str, tmp_path: Path, lab_hosts: list[lab.LabHost]) -> Itera
         with log.open("wb") as out:
             processes.append(subprocess.Popen([PYTHON, "manage.py", "watchhosts"], cwd=REPO, env=env, stdout=out,
                                               stderr=subprocess.STDOUT))
+        stack.watchhosts = processes[-1]
         for name in ("a", "b"):
             port = free_port()
             log = var_dir / f"daphne-{name}.log"

@@ -26,8 +26,10 @@ from domains import catalog, virt
 from domains.supervisor import Supervisor
 
 LEASE_KEY = "live:watchhosts:lease"
-LEASE_SECONDS = 15
-RENEW_SECONDS = 5
+# A holder that dies (killed, its machine gone) leaves the lease to expire; a standby looks every
+# RENEW_SECONDS, so it takes over within LEASE_SECONDS + RENEW_SECONDS (8 s) of the last renewal.
+LEASE_SECONDS = 6
+RENEW_SECONDS = 2
 
 
 class Command(BaseCommand):
