@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import catalog, virt
-from .access import DomainKey, rights_from, visible_hosts
+from .access import ALL_RIGHTS, DomainKey, rights_from, visible_hosts
 from .filters import ListQuery
 from .live import LiveRow
 
@@ -61,23 +61,27 @@ class Page:
         return tuple((row.host.pk, row.uuid) for row in self.rows)
 
 
+# One row of a whole list, as cheap to keep as can be; only a page's rows become LiveRows.
+_Entry = tuple["Host", virt.DomainRecord, frozenset[Any], bool]  # host, record, rights, unreachable
+
+
 class _Orders:
     """Whole-list orders, least recently used dropped first."""
 
     def __init__(self) -> None:
-        self._kept: OrderedDict[Hashable, tuple[LiveRow, ...]] = OrderedDict()
+        self._kept: OrderedDict[Hashable, list[_Entry]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> tuple[LiveRow, ...] | None:
+    def get(self, key: Hashable) -> list[_Entry] | None:
         with self._lock:
-            rows = self._kept.get(key)
-            if rows is not None:
+            entries = self._kept.get(key)
+            if entries is not None:
                 self._kept.move_to_end(key)
-            return rows
+            return entries
 
-    def put(self, key: Hashable, rows: tuple[LiveRow, ...]) -> None:
+    def put(self, key: Hashable, entries: list[_Entry]) -> None:
         with self._lock:
-            self._kept[key] = rows
+            self._kept[key] = entries
             while len(self._kept) > ORDERS_KEPT:
                 self._kept.popitem(last=False)
 
@@ -89,35 +93,37 @@ def _scope_key(granted: Granted) -> Hashable:
     return None if granted is None else tuple(sorted((key, tuple(sorted(rights))) for key, rights in granted.items()))
 
 
-def ordered(inventories: dict[Host, catalog.HostInventory], granted: Granted, query: ListQuery) -> tuple[LiveRow, ...]:
+def ordered(inventories: dict[Host, catalog.HostInventory], granted: Granted, query: ListQuery) -> list[_Entry]:
     """Every row of the list, in its order: the VMs the user may see that the query keeps."""
     view = query.view
     versions = tuple((host.pk, host.name, inventory.version) for host, inventory in inventories.items())
     cacheable = all(inventory.version is not None for inventory in inventories.values())
     key = (versions, _scope_key(granted), view)
-    if cacheable and (rows := _orders.get(key)) is not None:
-        return rows
+    if cacheable and (entries := _orders.get(key)) is not None:
+        return entries
     keeps = virt.record_matcher(view.options)
-    found: list[tuple[Any, LiveRow]] = []
+    found: list[tuple[Any, _Entry]] = []
     for host, inventory in inventories.items():
+        host_id, host_name, unreachable = host.pk, host.name, not inventory.reachable
         for record in inventory.records:
-            rights = rights_from(granted, (host.pk, record.uuid))
-            if rights and keeps(record) and view.matches_text(record):
-                found.append((view.sort_key(host.name, record),
-                              LiveRow(host, record, rights, unreachable=not inventory.reachable)))
+            rights = ALL_RIGHTS if granted is None else rights_from(granted, (host_id, record.uuid))
+            if rights and keeps(record) and (not view.text or view.matches_text(record)):
+                found.append((view.sort_key(host_name, record), (host, record, rights, unreachable)))
     found.sort(key=lambda item: item[0], reverse=view.descending)
-    rows = tuple(row for _key, row in found)
+    entries = [entry for _key, entry in found]
     if cacheable:
-        _orders.put(key, rows)
-    return rows
+        _orders.put(key, entries)
+    return entries
 
 
-def page_of(rows: tuple[LiveRow, ...], query: ListQuery) -> Page:
+def page_of(entries: list[_Entry], query: ListQuery) -> Page:
     """The query's page of the whole list; past the last page, the last page (as Django's Paginator.get_page)."""
-    pages = max(1, -(-len(rows) // query.per_page))
+    pages = max(1, -(-len(entries) // query.per_page))
     number = min(query.page, pages)
     start = (number - 1) * query.per_page
-    return Page(rows[start:start + query.per_page], len(rows), number, query.per_page)
+    rows = tuple(LiveRow(host, record, rights, unreachable=unreachable)
+                 for host, record, rights, unreachable in entries[start:start + query.per_page])
+    return Page(rows, len(entries), number, query.per_page)
 
 
 @dataclass(frozen=True)

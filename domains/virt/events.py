@@ -357,7 +357,10 @@ class HostWatcher:
 
     def _connect(self) -> None:
         # A test:// inventory file gives every connection its own copy: watch the dashboard's own one.
-        shared = pool.get(self.uri) if _per_connection_state(self.uri) else SharedConnection(self._open())
+        try:
+            shared = pool.get(self.uri) if _per_connection_state(self.uri) else SharedConnection(self._open())
+        except HostUnreachable as error:  # the pool's own deadline: tried again like any failed connect
+            raise libvirt.libvirtError(str(error)) from error
         if not shared.acquire():  # the pool retired it meanwhile: the next round takes its new one
             raise libvirt.libvirtError("the pooled connection was closed while the watcher took it")
         self._generation += 1

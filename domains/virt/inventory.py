@@ -63,11 +63,25 @@ def list_flags(options: Collection[str]) -> int:
     return flags
 
 
-def _either(flags: int, yes: int, no: int, value: bool) -> bool:
-    """One of libvirt's paired filters: neither flag keeps everything, else a set flag must agree."""
-    if not flags & (yes | no):
-        return True
-    return bool((flags & yes and value) or (flags & no and not value))
+_STATE_RUNNING = libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING
+_STATE_PAUSED = libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED
+_STATE_SHUTOFF = libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF
+_STATE_OTHER = libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER
+
+
+# libvirt's paired filters: the flag that keeps a domain whose value is true, the one for false, the value.
+_PAIRED_FILTERS: tuple[tuple[int, int, Callable[[DomainRecord], bool]], ...] = (
+    # libvirt's "active" is "has an id", which a crashed domain of some drivers keeps.
+    (_ACTIVE, _INACTIVE, lambda record: record.active),
+    (libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT, libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT,
+     lambda record: record.persistent),
+    (libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, libvirt.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE,
+     lambda record: record.managed_save),
+    (libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART, libvirt.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART,
+     lambda record: record.autostart),
+    (libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT, libvirt.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT,
+     lambda record: record.snapshots > 0),
+)
 
 
 def record_matches(record: DomainRecord, options: Collection[str]) -> bool:
@@ -76,43 +90,34 @@ def record_matches(record: DomainRecord, options: Collection[str]) -> bool:
     Mirrors virDomainObjMatchFilter (src/conf/virdomainobjlist.c) on the flags list_flags builds,
     so the list can decide from the watchers' records which VMs a filtered view holds.
     """
-    return _matches(list_flags(options), record)
+    return record_matcher(options)(record)
 
 
 def record_matcher(options: Collection[str]) -> Callable[[DomainRecord], bool]:
-    """record_matches for many records with the same options."""
-    return functools.partial(_matches, list_flags(options))
+    """record_matches for many records with the same options: only the checks the options ask for."""
+    return _matcher(list_flags(options))
 
 
-def _matches(flags: int, record: DomainRecord) -> bool:
-    state = record.state
-    state_filter = flags & (_STATE_RUNNING | _STATE_PAUSED | _STATE_SHUTOFF | _STATE_OTHER)
-    in_state = not state_filter or bool(
-        (flags & _STATE_RUNNING and state is DomainState.RUNNING)
-        or (flags & _STATE_PAUSED and state is DomainState.PAUSED)
-        or (flags & _STATE_SHUTOFF and state is DomainState.SHUTOFF)
-        or (flags & _STATE_OTHER
-            and state not in (DomainState.RUNNING, DomainState.PAUSED, DomainState.SHUTOFF))
-    )
-    return (
-        in_state
-        # libvirt's "active" is "has an id", which a crashed domain of some drivers keeps.
-        and _either(flags, _ACTIVE, _INACTIVE, record.active)
-        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT,
-                    libvirt.VIR_CONNECT_LIST_DOMAINS_TRANSIENT, record.persistent)
-        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE,
-                    libvirt.VIR_CONNECT_LIST_DOMAINS_NO_MANAGEDSAVE, record.managed_save)
-        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
-                    libvirt.VIR_CONNECT_LIST_DOMAINS_NO_AUTOSTART, record.autostart)
-        and _either(flags, libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT,
-                    libvirt.VIR_CONNECT_LIST_DOMAINS_NO_SNAPSHOT, record.snapshots > 0)
-    )
-
-
-_STATE_RUNNING = libvirt.VIR_CONNECT_LIST_DOMAINS_RUNNING
-_STATE_PAUSED = libvirt.VIR_CONNECT_LIST_DOMAINS_PAUSED
-_STATE_SHUTOFF = libvirt.VIR_CONNECT_LIST_DOMAINS_SHUTOFF
-_STATE_OTHER = libvirt.VIR_CONNECT_LIST_DOMAINS_OTHER
+@functools.lru_cache(maxsize=256)
+def _matcher(flags: int) -> Callable[[DomainRecord], bool]:
+    checks: list[Callable[[DomainRecord], bool]] = []
+    if flags & (_STATE_RUNNING | _STATE_PAUSED | _STATE_SHUTOFF | _STATE_OTHER):
+        named = {DomainState.RUNNING: _STATE_RUNNING, DomainState.PAUSED: _STATE_PAUSED,
+                 DomainState.SHUTOFF: _STATE_SHUTOFF}
+        states = frozenset(state for state, flag in named.items() if flags & flag)
+        others = bool(flags & _STATE_OTHER)
+        checks.append(lambda record: record.state in states or (others and record.state not in named))
+    for yes, no, value in _PAIRED_FILTERS:
+        # Neither flag keeps everything, and so do both.
+        if flags & yes and not flags & no:
+            checks.append(value)
+        elif flags & no and not flags & yes:
+            checks.append(lambda record, value=value: not value(record))  # type: ignore[misc]
+    if not checks:
+        return lambda record: True
+    if len(checks) == 1:
+        return checks[0]
+    return lambda record: all(check(record) for check in checks)
 
 
 @dataclass(frozen=True, slots=True)
