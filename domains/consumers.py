@@ -178,13 +178,14 @@ class DomainListConsumer(_LiveConsumer):
         return True
 
     async def _follow_hosts(self) -> None:
-        hosts = await database_sync_to_async(_hosts_in_view)(self.granted, self.query)
-        self.hosts.update(hosts)
-        await self._join(*(live.host_group(host_id) for host_id in hosts))
+        self.visible = await database_sync_to_async(_hosts_in_view)(self.granted, self.query)
+        self.hosts.update((host.pk, host.name) for host in self.visible)
+        await self._join(*(live.host_group(host.pk) for host in self.visible))
 
     async def _read_page(self) -> listing.Page:
         # Off the shared sync thread: a host nobody watches yet is read, within the host deadline.
-        found = await database_sync_to_async(listing.list_for, thread_sensitive=False)(self.granted, self.query)
+        found = await database_sync_to_async(listing.list_for, thread_sensitive=False)(
+            self.granted, self.query, hosts=self.visible)
         return found.page
 
     @property
@@ -385,9 +386,9 @@ class DomainPageConsumer(_LiveConsumer):
             await self.send(text_data=live.gone_message())
 
 
-def _hosts_in_view(granted: Granted, query: ListQuery) -> dict[int, str]:
+def _hosts_in_view(granted: Granted, query: ListQuery) -> list[Host]:
     """The hosts whose VMs the list may show this user: access.visible_hosts, as selectors.domain_list."""
-    return dict(visible_hosts(granted, name=query.host).values_list("pk", "name"))
+    return list(visible_hosts(granted, name=query.host))
 
 
 def _enabled_host(name: str) -> Host | None:

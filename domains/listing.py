@@ -133,8 +133,9 @@ class Listing:
     hosts: list[Host]  # every enabled host the user may see VMs of
 
 
-def list_for(granted: Granted, query: ListQuery) -> Listing:
-    """The query's page of the list for a user with this scope (access.domain_scope)."""
-    hosts = list(visible_hosts(granted))
+def list_for(granted: Granted, query: ListQuery, *, hosts: list[Host] | None = None) -> Listing:
+    """The query's page of the list for a user with this scope (access.domain_scope); `hosts`, when the
+    caller already has them, are the enabled hosts it may see VMs of (access.visible_hosts)."""
+    hosts = list(visible_hosts(granted)) if hosts is None else hosts
     inventories = catalog.inventories([host for host in hosts if not query.host or host.name == query.host])
     return Listing(page_of(ordered(inventories, granted, query), query), inventories, hosts)
