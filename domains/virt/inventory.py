@@ -214,10 +214,10 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
     def uuids_with(flag: int) -> set[str]:
         return {dom.UUIDString() for dom in conn.listAllDomains(_EVERY | flag)}
 
-    persistent = uuids_with(libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT)
-    autostart = uuids_with(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
-    managed_save = uuids_with(libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE)
-    with_snapshots = uuids_with(libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT)
+    # Four round trips at once rather than one after another (a slow link's latency, paid once).
+    persistent, autostart, managed_save, with_snapshots = _per_domain_calls.map(uuids_with, (
+        libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
+        libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT))
     titles = known_titles or {}
 
     def read(listed: tuple[libvirt.virDomain, dict[str, int]]) -> DomainRecord | None:
