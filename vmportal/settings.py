@@ -104,17 +104,21 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# A live hub's channel carries every live message for its whole process, and the watchers' channel every
+# page's replay request (domains.hub, domains.supervisor): room for a burst, where a page's was 100.
+LIVE_CHANNEL_CAPACITY = {"live-hub.*": 10_000, "live-watchers.*": 10_000}
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "channel_capacity": LIVE_CHANNEL_CAPACITY},
         }
     }
     CACHES: dict[str, dict[str, Any]] = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "vmportal.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "vmportal.layers.InMemoryChannelLayer",
+                                  "CONFIG": {"channel_capacity": LIVE_CHANNEL_CAPACITY}}}
     # It holds every running guest's addresses (domains/guest_addresses.py): far more than the default 300 entries.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                           "OPTIONS": {"MAX_ENTRIES": 100_000}}}
