@@ -153,7 +153,10 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         raise NotImplementedError
 
     async def resync(self, since: int) -> None:
-        await self.ask_replay(since)
+        try:
+            await self.ask_replay(since)
+        except Exception:  # a layer just back may fail a first call: the page fetched itself again anyway
+            logger.warning("asking for a live socket's replay failed", exc_info=True)
 
     def _fresh(self, key: DomainKey, seq: int) -> bool:
         """Apply only what is newer than what this socket already showed (a resync may arrive late)."""

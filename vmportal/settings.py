@@ -104,14 +104,22 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
-# A live hub's channel carries every live message for its whole process, and the watchers' channel every
-# page's replay request (domains.hub, domains.supervisor): room for a burst, where a page's was 100.
-LIVE_CHANNEL_CAPACITY = {"live-hub.*": 10_000, "live-watchers.*": 10_000}
+# A process's channels are its live hub's, which carries every live message for the whole process, and its
+# watchers' (every page's replay request): room for a burst (domains.hub, domains.supervisor). They keep the
+# layer's default prefix: channels-redis receives for one prefix per process, and another would wait on it.
+LIVE_CHANNEL_CAPACITY = {"specific.*": 10_000}
 if REDIS_URL:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "channel_capacity": LIVE_CHANNEL_CAPACITY},
+            # redis-py's read timeout (5 s by default) raced channels-redis's blocking receive (5 s) and lost.
+            # After a Redis restart each pooled connection fails its first command: tried again once, on a
+            # new connection, instead of losing that message.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15,
+                                  "retry_on_error": [RedisConnectionError]}],
+                       "channel_capacity": LIVE_CHANNEL_CAPACITY},
         }
     }
     CACHES: dict[str, dict[str, Any]] = {
