@@ -28,7 +28,6 @@ from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
 
-HUB_CHANNEL_PREFIX = "live-hub"  # settings.CHANNEL_LAYERS gives channels of this prefix room for bursts
 MAILBOX_CAPACITY = 500  # messages waiting for one socket before it counts as fallen behind
 REJOIN_SECONDS = 3600.0  # group memberships expire in the layer (a day by default): renewed this often
 RETRY_SECONDS = 0.5  # how often a failed layer is tried again
@@ -108,7 +107,7 @@ class LiveHub:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        self.channel = await self.layer.new_channel(HUB_CHANNEL_PREFIX)
+        self.channel = await self.layer.new_channel()  # room for a burst: settings.LIVE_CHANNEL_CAPACITY
         self._tasks = [asyncio.create_task(self._receive_forever()), asyncio.create_task(self._rejoin_forever())]
 
     async def stop(self) -> None:

@@ -28,7 +28,6 @@ logger = logging.getLogger(__name__)
 HOST_REFRESH_SECONDS = 10.0  # how often the supervisor re-reads the host table
 MIGRATION_SETTLE_SECONDS = 15.0  # how often it looks for jobs no runner follows
 LAYER_RETRY_SECONDS = 0.5  # how soon the nudge listener tries a failed channel layer again
-WATCHERS_CHANNEL_PREFIX = "live-watchers"  # settings.LIVE_CHANNEL_CAPACITY: every page's replay request
 
 
 class Supervisor:
@@ -151,7 +150,7 @@ class Supervisor:
         The group is joined again now and then (memberships expire), and after the layer failed (a restarted
         Redis forgot it)."""
         layer = get_channel_layer()
-        channel = await layer.new_channel(WATCHERS_CHANNEL_PREFIX)
+        channel = await layer.new_channel()
         while True:
             try:
                 await layer.group_add(WATCHERS_GROUP, channel)

@@ -31,13 +31,13 @@ async def test_a_fan_out_delivers_to_every_member():
 
 
 async def test_a_channel_capacity_setting_applies_to_the_channels_it_names():
-    layer = InMemoryChannelLayer(capacity=2, channel_capacity={"live-hub.*": 5})
-    hub, page = await layer.new_channel("live-hub"), await layer.new_channel()
+    layer = InMemoryChannelLayer(capacity=2, channel_capacity={"specific.*": 5})
+    own, other = await layer.new_channel(), await layer.new_channel("other.")
     for seq in range(5):
-        await layer.send(hub, {"type": "live.domain", "seq": seq})
+        await layer.send(own, {"type": "live.domain", "seq": seq})
     with pytest.raises(ChannelFull):
-        await layer.send(hub, {"type": "live.domain", "seq": 5})
+        await layer.send(own, {"type": "live.domain", "seq": 5})
     for seq in range(2):
-        await layer.send(page, {"type": "live.domain", "seq": seq})
+        await layer.send(other, {"type": "live.domain", "seq": seq})
     with pytest.raises(ChannelFull):
-        await layer.send(page, {"type": "live.domain", "seq": 2})
+        await layer.send(other, {"type": "live.domain", "seq": 2})
