@@ -97,14 +97,18 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         self.since_fallback = self.since if self.since is not None else live.rendered_at()
         self.applied: dict[int, int] = {}
         self.mailbox = (await running_hub()).mailbox(self._handle_live)
-        if not await self.subscribe():
-            await self.close(code=REJECTED)
-            return
-        await self._join(live.GRANTS_GROUP, live.session_group(self.session_key))
-        await self.accept()
-        self.mailbox.start()
-        if self.since is not None:  # what changed between the page's render and now, told to this socket only
-            await self.ask_replay(self.since)
+        try:
+            if not await self.subscribe():
+                await self.close(code=REJECTED)
+                return
+            await self._join(live.GRANTS_GROUP, live.session_group(self.session_key))
+            await self.accept()
+            self.mailbox.start()
+            if self.since is not None:  # what changed between the page's render and now, told to this socket only
+                await self.ask_replay(self.since)
+        except BaseException:  # the layer is away, say: a socket that failed to open follows nothing
+            await self.mailbox.close()
+            raise
         self._recheck = asyncio.create_task(self._recheck_forever())
 
     async def subscribe(self) -> bool:

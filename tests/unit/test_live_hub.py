@@ -7,6 +7,7 @@ list and VM page sockets through the ASGI router and make the process's hub fall
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +21,7 @@ from domains import live, virt
 from domains.hub import CATCHING_UP, RESYNC, LiveHub, Mailbox, running_hub
 from domains.models import Host
 from tests.conftest import TEST_DOMAIN_UUID
-from tests.unit.test_live_consumers import SEQ, changed, connect, publish, record
+from tests.unit.test_live_consumers import SEQ, changed, connect, open_socket, publish, record
 from vmportal.layers import InMemoryChannelLayer
 
 
@@ -219,3 +220,19 @@ async def test_pages_say_they_are_catching_up_while_the_layer_is_away_then_resyn
     assert 'data-state="paused"' in (await listing.receive())["html"]  # live again: its groups joined anew
     assert 'data-state="paused"' in (await page.receive())["html"]
 
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_socket_that_fails_to_open_follows_nothing(
+    admin_user: User, embedded_host: Host, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def layer_away(*args: object, **kwargs: object) -> None:
+        raise ConnectionError("the layer is away")
+
+    monkeypatch.setattr(live, "ask_replay", layer_away)
+    communicator, _connected, _code = await open_socket(f"/ws/domains/?all&since={SEQ}", admin_user)
+    with contextlib.suppress(ConnectionError):
+        await communicator.wait(1)
+    hub, layer = await running_hub(), get_channel_layer()
+    assert hub.channel not in layer.groups.get(live.host_group(embedded_host.pk), {})
+    assert hub.channel not in layer.groups.get(live.GRANTS_GROUP, {})
