@@ -101,7 +101,9 @@ class LiveHub:
         self._rejoin_seconds = rejoin_seconds
         self._retry_seconds = retry_seconds
         self._followers: dict[str, set[Mailbox]] = {}  # layer group, or a mailbox's own address -> mailboxes
-        self._joining: dict[str, asyncio.Future[None]] = {}
+        # Joining and leaving the layer's groups, one at a time: a group left by its last socket while another
+        # joins it is discarded before it is added again (the other order would leave it followed but not joined).
+        self._membership = asyncio.Lock()
         self._mailboxes: set[Mailbox] = set()
         self._addresses = itertools.count()
         self._tasks: list[asyncio.Task[None]] = []
@@ -125,43 +127,29 @@ class LiveHub:
 
     async def join(self, mailbox: Mailbox, group: str) -> None:
         """The mailbox receives the group's messages once this returns (the process joins it if it is the first)."""
-        followers = self._followers.setdefault(group, set())
-        first = not followers and group not in self._joining
-        followers.add(mailbox)
-        mailbox.groups.add(group)
-        if first:
-            self._joining[group] = joined = asyncio.ensure_future(self.layer.group_add(group, self.channel))
-            try:
-                await joined
-            except BaseException:
-                self._forget(mailbox, group)
-                raise
-            finally:
-                self._joining.pop(group, None)
-        elif group in self._joining:
-            await asyncio.shield(self._joining[group])
+        async with self._membership:
+            followers = self._followers.get(group)
+            if not followers:
+                await self.layer.group_add(group, self.channel)
+                followers = self._followers[group] = set()
+            followers.add(mailbox)
+            mailbox.groups.add(group)
 
     async def leave(self, mailbox: Mailbox) -> None:
         self._mailboxes.discard(mailbox)
         self._followers.pop(mailbox.address, None)
         for group in list(mailbox.groups):
-            if self._forget(mailbox, group):
+            async with self._membership:
+                mailbox.groups.discard(group)
+                followers = self._followers.get(group, set())
+                followers.discard(mailbox)
+                if followers:
+                    continue
+                self._followers.pop(group, None)
                 try:
                     await self.layer.group_discard(group, self.channel)
                 except Exception:  # the layer is away: the membership expires with it, or is never renewed
                     logger.debug("leaving %s failed", group, exc_info=True)
-
-    def _forget(self, mailbox: Mailbox, group: str) -> bool:
-        """Whether nobody in this process follows the group any more."""
-        mailbox.groups.discard(group)
-        followers = self._followers.get(group)
-        if followers is None:
-            return False
-        followers.discard(mailbox)
-        if followers:
-            return False
-        del self._followers[group]
-        return True
 
     def _groups(self) -> list[str]:
         return [group for group in self._followers if not group.startswith("reply.")]
@@ -199,8 +187,9 @@ class LiveHub:
             mailbox.put(RESYNC)
 
     async def _join_all(self) -> None:
-        for group in self._groups():
-            await self.layer.group_add(group, self.channel)
+        async with self._membership:
+            for group in self._groups():
+                await self.layer.group_add(group, self.channel)
 
     async def _rejoin_forever(self) -> None:
         while True:

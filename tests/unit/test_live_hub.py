@@ -114,6 +114,22 @@ async def test_the_process_leaves_a_group_when_its_last_socket_does(hub: LiveHub
     assert hub.channel not in hub.layer.groups.get("host.1", {})
 
 
+async def test_a_socket_joining_as_the_last_one_leaves_keeps_the_process_in_the_group(hub: LiveHub) -> None:
+    """Redis answers each call on a connection of its own: a leave still under way must not undo a join."""
+    leaving, _noted = await follower(hub, "host.1")
+    discard = hub.layer.group_discard
+
+    async def slow_discard(group: str, channel: str) -> None:
+        await asyncio.sleep(0.1)
+        await discard(group, channel)
+
+    hub.layer.group_discard = slow_discard
+    _left, (_joining, noted) = await asyncio.gather(leaving.close(), follower(hub, "host.1"))
+    assert hub.channel in hub.layer.groups["host.1"]
+    await hub.layer.group_send("host.1", live.addressed("host.1", {"type": "live.domain", "seq": 1}))
+    await until(lambda: noted.messages)
+
+
 async def test_a_reply_reaches_the_one_socket_it_is_addressed_to(hub: LiveHub) -> None:
     asking, asked = await follower(hub, "host.1")
     _other, other = await follower(hub, "host.1")
