@@ -1,17 +1,23 @@
 """How long a libvirt state change takes to reach every open page, on the in-memory and Redis layers.
 
-    .venv/bin/python bench/live_latency.py [--clients 1,100,1000] [--changes 30]
+    .venv/bin/python bench/live_latency.py [--clients 1,100,1000] [--changes 30] [--setups memory,redis,redis-2]
+                                           [--profile DIR]
 
-For each layer it starts one server process: real daphne (in that process) serving the real ASGI
-application, with the watcher of test:///default inside it. Without Redis that is the default
-deployment (the application starts the watchers with its first connection); with Redis (Debian's redis-server on a free
-loopback port, from a temporary directory) the watchers run as `manage.py watchhosts` does and the
-events travel through channels-redis, even though the consumers happen to share the process.
-The server pauses and resumes the `test` VM in turns, noting the wall-clock time just before each
+Three set-ups, each with real daphne serving the real ASGI application and the watcher of test:///default:
+    memory    one process: the default deployment (the application starts the watchers with its first
+              connection), the in-memory layer;
+    redis     one process, Redis between the watchers (run as `manage.py watchhosts` does) and the pages,
+              even though they happen to share the process;
+    redis-2   the scale-out of the README: the watchers in a process of their own, two daphne processes
+              sharing the pages (half each), all through Redis.
+Redis is Debian's redis-server on a free loopback port, from a temporary directory.
+The watching process pauses and resumes the `test` VM in turns, noting the wall-clock time just before each
 libvirt call; a separate client process holds N real websocket connections to /ws/domains/?all,
 as N operators' list pages, and notes when each receives the row with the new state.
-Latency = arrival - libvirt call, per client per change; p50 and p99 over all of them. Last, the
-p99 against a 3 s polling interval (the best of older panels, which poll every 3 to 10 s).
+Latency = arrival - libvirt call, per client per change; p50 and p99 over all of them, and the updates
+that never arrived (the benchmark exits non-zero if any is missing). Last, the p99 against a 3 s polling
+interval (the best of older panels, which poll every 3 to 10 s). --profile writes each server process's
+cProfile statistics to DIR.
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -33,10 +38,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from tests.support.changing_watchers import TEST_UUID, Changes, profiled  # noqa: E402
 from tests.support.portal import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port  # noqa: E402
 
 PYTHON = sys.executable
-TEST_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # the "test" VM of test:///default
 POLL_SECONDS = 3.0
 TARGET_P99_MS = 100.0
 
@@ -46,10 +51,11 @@ def raise_file_limit() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-# --- The server process: daphne in this process, the watcher, and the changes. ---
+# --- The server processes: daphne, the watcher and the changes, together or apart. ---
 
 
-def serve(port: int, layer: str) -> None:
+def serve(port: int, watch: bool, redis: bool, profile: str | None) -> None:
+    """daphne in this process; with `watch`, the watchers (embedded without Redis) and the changes too."""
     raise_file_limit()
     import django
 
@@ -64,40 +70,19 @@ def serve(port: int, layer: str) -> None:
 
     loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
 
-    paused = False  # across measurements: an odd count leaves the VM paused for the next one
-
-    async def changes(count: int, interval: float) -> None:
-        nonlocal paused
-        times = []
-        for _ in range(count):
-            action = virt.Action.RESUME if paused else virt.Action.PAUSE
-            paused = not paused
-            started = time.time()
-            virt.run_action("test:///default", TEST_UUID, action)
-            times.append([started, "paused" if action is virt.Action.PAUSE else "running"])
-            await asyncio.sleep(interval)
-        print(json.dumps({"changes": times}), flush=True)
-
-    def command(line: str) -> None:
-        words = line.split()
-        if words[:1] == ["go"]:
-            loop.create_task(changes(int(words[1]), float(words[2])))
-
-    def read_commands() -> None:
-        for line in sys.stdin:
-            loop.call_soon_threadsafe(command, line)
-        loop.call_soon_threadsafe(reactor.stop)  # type: ignore[misc]
-
     async def start_watchers() -> None:
-        if layer == "redis":  # as `manage.py watchhosts` does
+        if watch and redis:  # as `manage.py watchhosts` does
             virt.initialize()
             await Supervisor().start()
         print("ready", flush=True)
 
-    threading.Thread(target=read_commands, daemon=True).start()
+    if watch:
+        Changes().follow_commands(loop, reactor.stop)  # type: ignore[misc]
     reactor.callWhenRunning(lambda: loop.create_task(start_watchers()))
-    Server(application=application, endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
-           signal_handlers=True, verbosity=0).run()
+    # The handshakes of a thousand pages opening at once on a loaded machine may take longer than daphne's 5 s.
+    server = Server(application=application, endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
+                    signal_handlers=True, verbosity=0, websocket_handshake_timeout=60)
+    profiled(profile, server.run)
 
 
 # --- The client process: N websockets, each noting when each row arrives. ---
@@ -114,12 +99,13 @@ async def listen(client: LiveSocket, arrivals: list[tuple[float, str]], stop: as
                     arrivals.append((now, state))
 
 
-async def clients(port: int, count: int, session_key: str, seconds: float) -> None:
+async def clients(ports: list[int], count: int, session_key: str, seconds: float) -> None:
     raise_file_limit()
     connections: list[LiveSocket] = []
     for start in range(0, count, 50):  # a page load at a time would be slower still; 50 at once is polite
-        connections += await asyncio.gather(*(LiveSocket.open(port, "/ws/domains/?all", session_key=session_key)
-                                              for _ in range(start, min(count, start + 50))))
+        connections += await asyncio.gather(*(
+            LiveSocket.open(ports[page % len(ports)], "/ws/domains/?all", session_key=session_key)
+            for page in range(start, min(count, start + 50))))
     arrivals: list[list[tuple[float, str]]] = [[] for _ in connections]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(listen(client, into, stop))
@@ -160,7 +146,13 @@ class Process:
         self.popen.stdin.flush()
 
     def stop(self) -> None:
-        stop_process(self.popen)
+        """Its stdin closed first: a watching process stops by itself (and writes its profile)."""
+        assert self.popen.stdin is not None
+        self.popen.stdin.close()
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            stop_process(self.popen)
 
 
 def prepare(var_dir: Path, env: dict[str, str]) -> str:
@@ -184,15 +176,16 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
-def measure(env: dict[str, str], port: int, session_key: str, count: int, changes: int) -> tuple[list[float], int]:
+def measure(env: dict[str, str], watcher: Process, ports: list[int], session_key: str, count: int,
+            changes: int) -> tuple[list[float], int]:
     interval = 0.25 if count <= 100 else 1.0  # a change per page every quarter second is plenty
-    client = Process([PYTHON, __file__, "clients", "--port", str(port), "--count", str(count),
+    client = Process([PYTHON, __file__, "clients", "--ports", ",".join(map(str, ports)), "--count", str(count),
                       "--cookie", session_key, "--linger", str(2 + count / 500)], env)
     try:
-        client.expect("ready", timeout=300)
+        client.expect("ready", timeout=600)
         time.sleep(1.5)  # the freshly started watcher's first listing reaches the pages first
-        SERVER.say(f"go {changes} {interval}")
-        done = json.loads(SERVER.expect("{", timeout=300))["changes"]
+        watcher.say(f"go {changes} {interval}")
+        done = json.loads(watcher.expect("{", timeout=300))["changes"]
         client.say("done")
         arrivals = json.loads(client.expect("{", timeout=300))["arrivals"]
     finally:
@@ -214,37 +207,49 @@ def measure(env: dict[str, str], port: int, session_key: str, count: int, change
     return latencies, lost
 
 
-SERVER: Process
-
-
-def run_layer(layer: str, client_counts: list[int], changes: int) -> dict[int, tuple[float, float, int, int]]:
-    global SERVER
+def run_setup(setup: str, client_counts: list[int], changes: int,
+              profile_dir: Path | None) -> dict[int, tuple[float, float, int, int]]:
     results: dict[int, tuple[float, float, int, int]] = {}
-    with tempfile.TemporaryDirectory(prefix=f"live-bench-{layer}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"live-bench-{setup}-") as tmp:
         var_dir = Path(tmp)
         (var_dir / "static").mkdir()
         env = portal_env(var_dir, VMPORTAL_LOG_LEVEL="WARNING")
         redis = None
-        if layer == "redis":
+        if setup != "memory":
             redis_port = free_port()
             redis = subprocess.Popen(["redis-server", "--bind", "127.0.0.1", "--port", str(redis_port), "--dir", tmp,
                                       "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
             wait_for_port(redis_port)
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         session_key = prepare(var_dir, env)
-        port = free_port()
-        SERVER = Process([PYTHON, __file__, "serve", "--port", str(port), "--layer", layer], env)
+
+        def profile(name: str) -> list[str]:
+            return ["--profile", str(profile_dir / f"{setup}-{name}.pstats")] if profile_dir else []
+
+        servers: list[Process] = []
         try:
-            SERVER.expect("ready")
-            wait_for_port(port)
+            if setup == "redis-2":  # the watchers apart, two daphne processes
+                servers.append(Process([PYTHON, "-m", "tests.support.changing_watchers", *profile("watch")], env))
+                ports = [free_port(), free_port()]
+                servers += [Process([PYTHON, __file__, "serve", "--port", str(port), *profile(f"daphne-{n}")], env)
+                            for n, port in enumerate(ports)]
+            else:
+                ports = [free_port()]
+                servers.append(Process([PYTHON, __file__, "serve", "--port", str(ports[0]), "--watch",
+                                        *(["--redis"] if redis else []), *profile("daphne")], env))
+            for server in servers:
+                server.expect("ready")
+            for port in ports:
+                wait_for_port(port)
             for count in client_counts:
-                latencies, lost = measure(env, port, session_key, count, changes)
+                latencies, lost = measure(env, servers[0], ports, session_key, count, changes)
                 p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
                 results[count] = (p50, p99, len(latencies), lost)
-                print(f"{layer:7} {count:6d} clients  p50 {p50:8.1f} ms  p99 {p99:8.1f} ms"
+                print(f"{setup:7} {count:6d} clients  p50 {p50:8.1f} ms  p99 {p99:8.1f} ms"
                       f"  ({len(latencies)} arrivals, {lost} missing)", flush=True)
         finally:
-            SERVER.stop()
+            for server in servers:
+                server.stop()
             if redis is not None:
                 redis.terminate()
                 redis.wait()
@@ -256,36 +261,47 @@ def main() -> None:
     sub = parser.add_subparsers(dest="role")
     server = sub.add_parser("serve")
     server.add_argument("--port", type=int, required=True)
-    server.add_argument("--layer", choices=("memory", "redis"), required=True)
+    server.add_argument("--watch", action="store_true", help="run the watchers and the changes here too")
+    server.add_argument("--redis", action="store_true", help="the watchers publish through Redis")
+    server.add_argument("--profile")
     client = sub.add_parser("clients")
-    client.add_argument("--port", type=int, required=True)
+    client.add_argument("--ports", required=True)
     client.add_argument("--count", type=int, required=True)
     client.add_argument("--cookie", required=True)
     client.add_argument("--linger", type=float, default=2.0)
     parser.add_argument("--clients", default="1,100,1000", help="comma-separated numbers of open pages")
     parser.add_argument("--changes", type=int, default=30, help="state changes per measurement")
-    parser.add_argument("--layers", default="memory,redis")
+    parser.add_argument("--setups", default="memory,redis,redis-2", help="memory, redis, redis-2 (see above)")
+    parser.add_argument("--profile", type=Path, help="a directory for each server process's cProfile statistics")
     arguments = parser.parse_args()
 
     if arguments.role == "serve":
-        serve(arguments.port, arguments.layer)
+        serve(arguments.port, arguments.watch, arguments.redis, arguments.profile)
         return
     if arguments.role == "clients":
-        asyncio.run(clients(arguments.port, arguments.count, arguments.cookie, arguments.linger))
+        ports = [int(port) for port in arguments.ports.split(",")]
+        asyncio.run(clients(ports, arguments.count, arguments.cookie, arguments.linger))
         return
 
-    if "redis" in arguments.layers and shutil.which("redis-server") is None:
+    setups = arguments.setups.split(",")
+    if set(setups) - {"memory"} and shutil.which("redis-server") is None:
         parser.error("redis-server is missing (Debian package redis-server)")
+    if arguments.profile:
+        arguments.profile.mkdir(parents=True, exist_ok=True)
     counts = [int(count) for count in arguments.clients.split(",")]
     print(f"latency from a libvirt state change to its row on N open list pages ({arguments.changes} changes each)")
-    results = {layer: run_layer(layer, counts, arguments.changes) for layer in arguments.layers.split(",")}
+    results = {setup: run_setup(setup, counts, arguments.changes, arguments.profile) for setup in setups}
     print()
-    for layer, by_count in results.items():
-        for count, (_p50, p99, _n, _lost) in by_count.items():
-            verdict = "" if count != 100 else ("  (target < 100 ms: met)" if p99 < TARGET_P99_MS
-                                               else "  (target < 100 ms: missed)")
-            print(f"p99 / 3 s polling interval, {layer}, {count} clients: {p99 / 1000 / POLL_SECONDS:.4f}"
-                  f"  ({POLL_SECONDS * 1000 / p99:.0f}x sooner){verdict}")
+    missing = 0
+    for setup, by_count in results.items():
+        for count, (_p50, p99, _n, lost) in by_count.items():
+            missing += lost
+            verdict = "" if count != 1000 else ("  (target < 100 ms: met)" if p99 < TARGET_P99_MS
+                                                else "  (target < 100 ms: missed)")
+            print(f"p99 / 3 s polling interval, {setup}, {count} clients: {p99 / 1000 / POLL_SECONDS:.4f}"
+                  f"  ({POLL_SECONDS * 1000 / p99:.0f}x sooner), {lost} missing{verdict}")
+    if missing:
+        sys.exit(f"{missing} updates never arrived")
 
 
 if __name__ == "__main__":

@@ -11,10 +11,14 @@ templates/domains/), which htmx's websocket extension applies (swap styles of st
     order:#results tbody       a page of a longer list changed: its rows, in order (others leave it)
     #list-footer               that page's count and pager
     upsert/discard:#host-banners   a host's "does not answer" banner, shown or taken away
-    refetch:#results           the list fetches itself again (views without table rows, a new grant)
+    refetch:#results           the list fetches itself again (views without table rows, a new grant, a resync)
     upsert:#summary            the VM page's summary (detail.html#summary), or its "no longer exists" notice
+    refetch:#summary           the VM page fetches its summary again (a resync)
     upsert:#migration-slot     a migration job's progress, to admins only: on the VM page, or on the job's
                                own page (whose socket asks with ?job=<id> for that job alone)
+    indicate:#live-indicator   "catching up" while this process's channel layer is away, "live" once resynced
+Channel-layer messages reach a socket through its process's live hub (domains.hub), which joins the groups
+for it: a socket has no channel of its own.
 Close codes: 4403 not allowed (the handshake is refused); 4401 the session ended (logout, expiry,
 password change, deactivation), after which live.js stops reconnecting; 1011 re-checks kept failing.
 """
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from channels.consumer import get_handler_name
@@ -36,6 +41,7 @@ from accounts.sessions import session_user
 from . import listing, live, virt
 from .access import DomainKey, Right, domain_scope, is_admin, rights_from, visible_hosts
 from .filters import ListQuery, ListQueryError, parse_list_query
+from .hub import Mailbox, running_hub
 from .models import Host
 
 if TYPE_CHECKING:
@@ -54,11 +60,16 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
     user: User
     granted: Granted
     ended = False  # its session ended: closing, nothing more to re-check
+    failed = False  # a handler failed: the socket closes, and its page reconnects and fetches itself again
+    mailbox: Mailbox
+    # No channel of its own (no layer alias names one): the process's hub receives for every socket.
+    channel_layer_alias = "live sockets receive through domains.hub"
 
     # Channels closes stale database connections before every handler, a thread hop each time. These
     # handlers never touch the database (those that do go through database_sync_to_async, which
     # closes them itself), and they run once per open page for every event.
-    DATABASE_FREE = frozenset({"live.domain", "live.removed", "live.host", "live.migration", "live.replayed"})
+    DATABASE_FREE = frozenset({"live.domain", "live.removed", "live.host", "live.migration", "live.replayed",
+                               "live.catching_up", "live.resync"})
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, get_handler_name(message), None) if message["type"] in self.DATABASE_FREE else None
@@ -84,14 +95,22 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         since = self.params.pop("since", [""])[-1]
         self.since = int(since) if since.isdigit() else None
         self.seen: dict[DomainKey, int] = {}  # the highest sequence applied, per VM
-        self._groups: set[str] = set()
-        if not await self.subscribe():
-            await self.close(code=REJECTED)
-            return
-        await self._join(live.GRANTS_GROUP, live.session_group(self.session_key))
-        await self.accept()
-        if self.since is not None:  # what changed between the page's render and now, told to this socket only
-            await self.ask_replay(self.since)
+        # The latest event applied per host, from which a resync replays; before any, the page's render.
+        self.since_fallback = self.since if self.since is not None else live.rendered_at()
+        self.applied: dict[int, int] = {}
+        self.mailbox = (await running_hub()).mailbox(self._handle_live)
+        try:
+            if not await self.subscribe():
+                await self.close(code=REJECTED)
+                return
+            await self._join(live.GRANTS_GROUP, live.session_group(self.session_key))
+            await self.accept()
+            self.mailbox.start()
+            if self.since is not None:  # what changed between the page's render and now, told to this socket only
+                await self.ask_replay(self.since)
+        except BaseException:  # the layer is away, say: a socket that failed to open follows nothing
+            await self.mailbox.close()
+            raise
         self._recheck = asyncio.create_task(self._recheck_forever())
 
     async def subscribe(self) -> bool:
@@ -104,14 +123,46 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         recheck = getattr(self, "_recheck", None)
         if recheck is not None:
             recheck.cancel()
-        for group in getattr(self, "_groups", ()):
-            await self.channel_layer.group_discard(group, self.channel_name)
+        mailbox = getattr(self, "mailbox", None)
+        if mailbox is not None:
+            await mailbox.close()
 
     async def _join(self, *groups: str) -> None:
         for group in groups:
-            if group not in self._groups:
-                await self.channel_layer.group_add(group, self.channel_name)
-                self._groups.add(group)
+            if group not in self.mailbox.groups:
+                await self.mailbox.hub.join(self.mailbox, group)
+
+    async def _handle_live(self, message: dict[str, Any]) -> None:
+        """A message from the hub, in order; a failure closes the socket rather than leave its page stale."""
+        if self.failed:
+            return
+        try:
+            await self.dispatch(message)
+        except Exception:
+            self.failed = True
+            logger.exception("a live socket failed handling %s; closing it", message.get("type"))
+            await self.close(code=1011)
+            return
+        if "seq" in message:
+            self.applied[message["host_id"]] = max(message["seq"], self.applied.get(message["host_id"], 0))
+
+    async def live_catching_up(self, event: dict[str, Any]) -> None:
+        await self.send(text_data=live.indicator_message("catching-up"))
+
+    async def live_resync(self, event: dict[str, Any]) -> None:
+        """After the layer came back, or after this socket fell behind: what it may have missed, again."""
+        await self.resync(min((self.applied.get(host_id, self.since_fallback) for host_id in self.followed_hosts()),
+                              default=self.since_fallback))
+        await self.send(text_data=live.indicator_message("on"))
+
+    def followed_hosts(self) -> Iterable[int]:
+        raise NotImplementedError
+
+    async def resync(self, since: int) -> None:
+        try:
+            await self.ask_replay(since)
+        except Exception:  # a layer just back may fail a first call: the page fetched itself again anyway
+            logger.warning("asking for a live socket's replay failed", exc_info=True)
 
     def _fresh(self, key: DomainKey, seq: int) -> bool:
         """Apply only what is newer than what this socket already showed (a resync may arrive late)."""
@@ -205,7 +256,14 @@ class DomainListConsumer(_LiveConsumer):
             await self._hide(key)
 
     async def ask_replay(self, since: int) -> None:
-        await live.ask_replay(self.channel_name, self.hosts, since)
+        await live.ask_replay(self.mailbox.return_address, self.hosts, since)
+
+    def followed_hosts(self) -> Iterable[int]:
+        return self.hosts
+
+    async def resync(self, since: int) -> None:
+        await self.send(text_data=live.refresh_message())  # rows it may have missed: the page fetches itself again
+        await super().resync(since)
 
     async def live_replayed(self, event: dict[str, Any]) -> None:
         host_id = event["host_id"]
@@ -338,7 +396,15 @@ class DomainPageConsumer(_LiveConsumer):
         return True
 
     async def ask_replay(self, since: int) -> None:
-        await live.ask_replay(self.channel_name, [self.host_id], since, uuid=self.uuid)
+        await live.ask_replay(self.mailbox.return_address, [self.host_id], since, uuid=self.uuid)
+
+    def followed_hosts(self) -> Iterable[int]:
+        return (self.host_id,)
+
+    async def resync(self, since: int) -> None:
+        if self.job is None:
+            await self.send(text_data=live.summary_refresh_message())
+        await super().resync(since)
 
     async def live_replayed(self, event: dict[str, Any]) -> None:
         for seq, data in event["changed"]:

@@ -4,8 +4,10 @@
         └─ Supervisor (domains.supervisor; one per watching process, on its asyncio loop): publishes records
              ├─ group host.<id>      → list pages (consumers.DomainListConsumer)
              └─ group domain.<uuid>  → VM pages  (consumers.DomainPageConsumer)
-    each consumer filters per recipient through domains.access and the page's own query,
-    and pushes the same row (or summary) partial the HTTP views render.
+    each process's live hub (domains.hub) joins those groups once for all of its sockets and hands each
+    message to the consumers following the group; each consumer filters per recipient through
+    domains.access and the page's own query, and pushes the same row (or summary) partial the HTTP views
+    render. Every message names the group it was sent to (addressed()): that is how the hub routes it.
 
 Who runs the Supervisor: without REDIS_URL, the web process's ASGI application (vmportal.lifespan) starts
 it on the server's own event loop and stops it at shutdown (the in-memory layer reaches only that process);
@@ -37,6 +39,7 @@ from django.utils.safestring import mark_safe
 from . import virt
 from .access import Right
 from .filters import ListQuery
+from .hub import ReturnAddress
 from .models import Host
 from .rows import DomainRow, row_element_id
 
@@ -159,6 +162,18 @@ def summary_message(host_id: int, host_name: str, record: virt.DomainRecord, rig
 
 
 @functools.cache
+def indicator_message(state: str) -> str:
+    """The live indicator in the top bar: "catching-up" while the channel layer is away, "on" once resynced."""
+    return render_to_string("domains/live.html#pushed_indicator", {"state": state})
+
+
+@functools.cache
+def summary_refresh_message() -> str:
+    """The VM page fetches its summary again (a resync)."""
+    return render_to_string("domains/detail.html#pushed_refresh")
+
+
+@functools.cache
 def gone_message() -> str:
     """The VM page's VM is gone, or the user may no longer see it."""
     return render_to_string("domains/detail.html#pushed_gone")
@@ -177,6 +192,11 @@ def in_view(query: ListQuery, host_name: str, record: virt.DomainRecord) -> bool
     return query.matches_text(record) and virt.record_matches(record, query.options)
 
 
+def addressed(group: str, message: dict[str, Any]) -> dict[str, Any]:
+    """A message as sent to a group: it names the group, which the receiving process's hub routes by."""
+    return {**message, "group": group}
+
+
 # --- Broadcasts from services and signals (sync callers). ---
 
 
@@ -185,7 +205,7 @@ def _send(group: str, message: dict[str, Any]) -> None:
     if layer is None:
         return
     try:
-        async_to_sync(layer.group_send)(group, message)
+        async_to_sync(layer.group_send)(group, addressed(group, message))
     except Exception:  # a broadcast never fails the write that caused it
         logger.exception("live broadcast to %s failed", group)
 
@@ -213,7 +233,7 @@ def publish_from_thread(group: str, message: dict[str, Any]) -> None:
         except RuntimeError:
             running = None
         if running is not loop:
-            future = asyncio.run_coroutine_threadsafe(layer.group_send(group, message), loop)
+            future = asyncio.run_coroutine_threadsafe(layer.group_send(group, addressed(group, message)), loop)
             future.add_done_callback(_log_failure(group))
             return
     _send(group, message)
@@ -227,10 +247,12 @@ def _log_failure(group: str) -> Any:
     return check
 
 
-async def ask_replay(channel_name: str, host_ids: Iterable[int], since: int, uuid: str | None = None) -> None:
-    """Ask whoever runs the watchers for what changed since a page was rendered, sent to its socket."""
-    await get_channel_layer().group_send(WATCHERS_GROUP, {
-        "type": "live.replay", "host_ids": list(host_ids), "since": since, "uuid": uuid, "reply_to": channel_name})
+async def ask_replay(reply_to: ReturnAddress, host_ids: Iterable[int], since: int, uuid: str | None = None) -> None:
+    """Ask whoever runs the watchers for what changed since a page was rendered (or last heard), sent to its
+    socket (through its process's hub: the reply names the socket's address there as its group)."""
+    await get_channel_layer().group_send(WATCHERS_GROUP, addressed(WATCHERS_GROUP, {
+        "type": "live.replay", "host_ids": list(host_ids), "since": since, "uuid": uuid,
+        "reply_to": reply_to.channel, "reply_group": reply_to.group}))
 
 
 def rendered_at() -> int:
@@ -269,7 +291,11 @@ def _close_sockets_of_session(sender: object, request: HttpRequest | None = None
 
 
 def messages_for(host: Host, event: virt.HostEvent) -> list[tuple[str, dict[str, Any]]]:
-    """The channel-layer messages that carry one watcher event, with the groups they go to."""
+    """The channel-layer messages that carry one watcher event, with the groups they go to (and name)."""
+    return [(group, addressed(group, message)) for group, message in _messages_for(host, event)]
+
+
+def _messages_for(host: Host, event: virt.HostEvent) -> list[tuple[str, dict[str, Any]]]:
     base = {"host_id": host.pk, "host_name": host.name, "seq": event.seq}
     if isinstance(event, virt.DomainChanged):
         message = {"type": "live.domain", **base, "record": record_to_wire(event.record),

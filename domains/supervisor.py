@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 HOST_REFRESH_SECONDS = 10.0  # how often the supervisor re-reads the host table
 MIGRATION_SETTLE_SECONDS = 15.0  # how often it looks for jobs no runner follows
+LAYER_RETRY_SECONDS = 0.5  # how soon the nudge listener tries a failed channel layer again
 
 
 class Supervisor:
@@ -185,14 +186,20 @@ class Supervisor:
             logger.exception("publishing the records of hosts %s failed", sorted(host_ids))
 
     async def _listen_for_nudges(self) -> None:
-        """Nudges (re-read a VM or a host) and replays (tell one page what changed since it was rendered)."""
+        """Nudges (re-read a VM or a host) and replays (tell one page what changed since it was rendered).
+        The group is joined again now and then (memberships expire), and after the layer failed (a restarted
+        Redis forgot it)."""
         layer = get_channel_layer()
         channel = await layer.new_channel()
         while True:
-            await layer.group_add(WATCHERS_GROUP, channel)  # again now and then: memberships expire
             try:
+                await layer.group_add(WATCHERS_GROUP, channel)
                 message = await asyncio.wait_for(layer.receive(channel), timeout=3600)
             except TimeoutError:
+                continue
+            except Exception:
+                logger.warning("listening for nudges failed; again in %s s", LAYER_RETRY_SECONDS, exc_info=True)
+                await asyncio.sleep(LAYER_RETRY_SECONDS)
                 continue
             try:
                 if message.get("type") == "live.hosts":
@@ -221,9 +228,10 @@ class Supervisor:
             changed = [[seq, record_to_wire(record)] for seq, record in news.changed if uuid in (None, record.uuid)]
             removed = [[seq, gone] for seq, gone in news.removed if uuid in (None, gone)]
             if changed or removed or news.lost:
-                await layer.send(request["reply_to"], {
-                    "type": "live.replayed", "host_id": host.pk, "host_name": host.name, "changed": changed,
-                    "removed": removed, "lost": list(news.lost) if news.lost else None})
+                await layer.send(request["reply_to"], {  # to the asking socket, through its process's hub
+                    "type": "live.replayed", "group": request["reply_group"], "host_id": host.pk,
+                    "host_name": host.name, "changed": changed, "removed": removed,
+                    "lost": list(news.lost) if news.lost else None})
 
 
 def _enabled_hosts() -> list[Host]:

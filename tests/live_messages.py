@@ -40,6 +40,10 @@ def read(text: str | bytes) -> dict[str, Any]:
                 "message": shown.removeprefix(f"Host {host}: ")}
     if target == "#results" and style == "refetch":
         return {"type": "refresh"}
+    if target == "#summary" and style == "refetch":
+        return {"type": "refresh-summary"}
+    if target == "#live-indicator":
+        return {"type": "indicator", "state": re.search(r'data-live="([^"]*)"', content).group(1)}  # type: ignore[union-attr]
     if target == "#summary":
         return {"type": "gone"} if 'class="message warning gone"' in content else \
             {"type": "summary", "html": content.strip()}

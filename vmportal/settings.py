@@ -104,17 +104,29 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# A process's channels are its live hub's, which carries every live message for the whole process, and its
+# watchers' (every page's replay request): room for a burst (domains.hub, domains.supervisor). They keep the
+# layer's default prefix: channels-redis receives for one prefix per process, and another would wait on it.
+LIVE_CHANNEL_CAPACITY = {"specific.*": 10_000}
 if REDIS_URL:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            # redis-py's read timeout (5 s by default) raced channels-redis's blocking receive (5 s) and lost.
+            # After a Redis restart each pooled connection fails its first command: tried again once, on a
+            # new connection, instead of losing that message.
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15,
+                                  "retry_on_error": [RedisConnectionError]}],
+                       "channel_capacity": LIVE_CHANNEL_CAPACITY},
         }
     }
     CACHES: dict[str, dict[str, Any]] = {
         "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "vmportal.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "vmportal.layers.InMemoryChannelLayer",
+                                  "CONFIG": {"channel_capacity": LIVE_CHANNEL_CAPACITY}}}
     # It holds every running guest's addresses (domains/guest_addresses.py): far more than the default 300 entries.
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache",
                           "OPTIONS": {"MAX_ENTRIES": 100_000}}}

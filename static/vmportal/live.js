@@ -14,7 +14,8 @@
 // - the socket's address: the list's own query string (the server filters as the page does), and `since`,
 //   when the shown data was read (the list's results carry it, a VM page's hook its own);
 // - the indicator in the top bar; once a lost connection is back the page fetches what it shows again,
-//   since it may have missed changes meanwhile;
+//   since it may have missed changes meanwhile; the server says (`indicate` swap) when its own side is
+//   catching up (its channel layer was away) and when it is live again;
 // - a list swapped in for another query (the filter form, a column heading, the pager) subscribes anew;
 //   close code 4401 (the session ended) stops reconnecting.
 (function () {
@@ -51,9 +52,11 @@
     indicator.hidden = false;
     indicator.dataset.live = state === "ended" ? "off" : state;
     indicator.textContent = state === "on" ? "live" : state === "connecting" ? "connecting…"
-      : state === "ended" ? "logged out" : "offline";
+      : state === "catching-up" ? "catching up…" : state === "ended" ? "logged out" : "offline";
     indicator.title = state === "on" ? "Changes appear as they happen."
       : state === "ended" ? "Your session has ended: log in again to see changes."
+      : state === "catching-up" ? "The server lost track of changes for a moment: this page may be out of date "
+        + "until it has caught up."
       : "Not connected: this page may be out of date. Reconnecting…";
   }
 
@@ -215,6 +218,9 @@
         order(pushed, target);
       } else if (style === "refetch") {
         refetch(target);
+      } else if (style === "indicate") {
+        pushed.forEach(function (element) { indicate(element.dataset.live); });
+        return [];
       } else {
         return false;
       }

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+from channels.exceptions import ChannelFull
+
 from vmportal.layers import InMemoryChannelLayer
 
 
@@ -25,3 +28,16 @@ async def test_a_fan_out_delivers_to_every_member():
     await layer.group_send("host.1", {"type": "live.domain", "seq": 7})
     received = [await layer.receive(f"page.{page}") for page in range(50)]
     assert [message["seq"] for message in received] == [7] * 50
+
+
+async def test_a_channel_capacity_setting_applies_to_the_channels_it_names():
+    layer = InMemoryChannelLayer(capacity=2, channel_capacity={"specific.*": 5})
+    own, other = await layer.new_channel(), await layer.new_channel("other.")
+    for seq in range(5):
+        await layer.send(own, {"type": "live.domain", "seq": seq})
+    with pytest.raises(ChannelFull):
+        await layer.send(own, {"type": "live.domain", "seq": 5})
+    for seq in range(2):
+        await layer.send(other, {"type": "live.domain", "seq": seq})
+    with pytest.raises(ChannelFull):
+        await layer.send(other, {"type": "live.domain", "seq": 2})

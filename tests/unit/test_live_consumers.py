@@ -379,9 +379,10 @@ async def test_a_migration_jobs_page_receives_that_jobs_progress_alone(
     vm_page = await connect(sockets, f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", admin_user)
     await publish(embedded_host, changed(SEQ, record(state=virt.DomainState.PAUSED, reason="migration")))
     for job_id in (8, 7):
-        await get_channel_layer().group_send(live.domain_group(TEST_DOMAIN_UUID), {
+        group = live.domain_group(TEST_DOMAIN_UUID)
+        await get_channel_layer().group_send(group, live.addressed(group, {
             "type": "live.migration", "job_id": job_id, "uuid": TEST_DOMAIN_UUID, "state": "running",
-            "html": f'<section id="migration-{job_id}"></section>', "reported_at": None})
+            "html": f'<section id="migration-{job_id}"></section>', "reported_at": None}))
     await publish(embedded_host, virt.DomainRemoved(SEQ + 1, TEST_DOMAIN_UUID, record()))
 
     assert await job_page.receive() == {"type": "migration", "id": "migration-7",

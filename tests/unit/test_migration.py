@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from accounts.models import User
 from audit.models import AuditEntry
-from domains import migration_jobs, services
+from domains import live, migration_jobs, services
 from domains.models import Grant, Host, MigrationJob
 from domains.supervisor import Supervisor
 from domains.virt import migration as vmig
@@ -329,9 +329,10 @@ async def test_progress_reaches_admins_with_the_vm_open_and_no_one_else(settings
     admin, ok_admin, _ = await open_socket(path, admin_user)
     operator, ok_operator, _ = await open_socket(path, operator_user)
     assert ok_admin and ok_operator
-    await get_channel_layer().group_send(f"domain.{TEST_DOMAIN_UUID}", {
+    group = f"domain.{TEST_DOMAIN_UUID}"
+    await get_channel_layer().group_send(group, live.addressed(group, {
         "type": "live.migration", "job_id": 7, "uuid": TEST_DOMAIN_UUID, "state": "running",
-        "html": "<section id='migration-7'></section>", "reported_at": 1.5})
+        "html": "<section id='migration-7'></section>", "reported_at": 1.5}))
     message = read(await admin.receive_from(2))
     assert (message["type"], message["id"]) == ("migration", "migration-7")
     assert await operator.receive_nothing(0.3)

@@ -5,7 +5,9 @@ enabled host (following the Hosts page as it changes, replacing a watcher that d
 through channels-redis. It owns that work: libvirt's event loop is initialised first, and SIGINT or
 SIGTERM stops the watchers and gives up the lease.
 A second copy waits as a standby: the one holding the lease in the shared cache watches, so there
-is never more than one watcher per host.
+is never more than one watcher per host. While Redis is away nobody can take the lease over: the watchers
+go on (their events wait in their history for the pages' replays), and a restarted Redis that forgot the
+lease has it taken again by its holder.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class Command(BaseCommand):
         me = f"{socket.gethostname()}:{os.getpid()}"
         waiting_said = False
         while not stop.is_set():
-            if await sync_to_async(cache.add)(LEASE_KEY, me, LEASE_SECONDS):
+            if await sync_to_async(_take_lease)(me):
                 self.stdout.write(f"watching every enabled host ({me})", ending="\n")
                 self.stdout.flush()
                 await self._watch(me, stop, resync_seconds)
@@ -74,14 +76,36 @@ class Command(BaseCommand):
             while not stop.is_set() and not running.done():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), RENEW_SECONDS)
-                if await sync_to_async(cache.get)(LEASE_KEY) != me:
+                try:
+                    holds = await sync_to_async(_renew)(me)
+                except Exception as error:  # Redis is away: nobody else can take the lease meanwhile
+                    self.stderr.write(f"cannot renew the watchhosts lease ({error}); watching on")
+                    continue
+                if not holds:
                     self.stderr.write("lost the watchhosts lease; stopping these watchers")
                     break
-                await sync_to_async(cache.touch)(LEASE_KEY, LEASE_SECONDS)
         finally:
             running.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await running
             await supervisor.stop()
-            if await sync_to_async(cache.get)(LEASE_KEY) == me:
-                await sync_to_async(cache.delete)(LEASE_KEY)
+            with contextlib.suppress(Exception):  # Redis away: the lease expires by itself
+                if await sync_to_async(cache.get)(LEASE_KEY) == me:
+                    await sync_to_async(cache.delete)(LEASE_KEY)
+
+
+def _take_lease(me: str) -> bool:
+    try:
+        return bool(cache.add(LEASE_KEY, me, LEASE_SECONDS))
+    except Exception:  # Redis is away: nobody holds it for now; asked again in RENEW_SECONDS
+        return False
+
+
+def _renew(me: str) -> bool:
+    """Whether `me` still holds the lease, renewed; a restarted Redis forgot it: taken again if nobody has."""
+    if cache.get(LEASE_KEY) is None:
+        cache.add(LEASE_KEY, me, LEASE_SECONDS)
+    if cache.get(LEASE_KEY) != me:
+        return False
+    cache.touch(LEASE_KEY, LEASE_SECONDS)
+    return True
