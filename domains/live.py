@@ -102,20 +102,27 @@ class LiveRow(DomainRow):
         return () if self.unreachable else super().actions
 
 
+# Stands for the request's CSRF token in a row rendered once for every request (row_html's `for_page`).
+FORM_TOKEN_MARKER = "form-token-of-the-request"  # noqa: S105 (a placeholder, not a secret)
+
+
 @functools.lru_cache(maxsize=8192)
 def render_partial(template: str, host_id: int, host_name: str, record: virt.DomainRecord,
-                   rights: frozenset[Right], unreachable: bool, details_changed: bool = False) -> str:
+                   rights: frozenset[Right], unreachable: bool, details_changed: bool = False,
+                   for_page: bool = False) -> str:
     """A partial about one VM; shared by every recipient with the same rights on the same record.
 
-    Rendered without a request: the partials' forms post through htmx, whose CSRF header <body> sets.
+    Rendered without a request: pushed partials' forms post through htmx, whose CSRF header <body> sets;
+    a page's (`for_page`) carry FORM_TOKEN_MARKER where the request's token goes, for forms without script.
     """
     row = LiveRow(Host(pk=host_id, name=host_name), record, rights, unreachable=unreachable)
-    return render_to_string(template, {"row": row, "details_changed": details_changed})
+    context = {"row": row, "details_changed": details_changed}
+    return render_to_string(template, {**context, "csrf_token": FORM_TOKEN_MARKER} if for_page else context)
 
 
 def row_html(host_id: int, host_name: str, record: virt.DomainRecord, rights: frozenset[Right],
-             *, unreachable: bool = False) -> str:
-    return render_partial("domains/list.html#row", host_id, host_name, record, rights, unreachable)
+             *, unreachable: bool = False, for_page: bool = False) -> str:
+    return render_partial("domains/list.html#row", host_id, host_name, record, rights, unreachable, False, for_page)
 
 
 # --- What the live sockets send: out-of-band swaps of the pages' own partials (static/vmportal/live.js). ---

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from django import template
+from django.middleware.csrf import get_token
+from django.template import Context
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
@@ -12,10 +14,13 @@ from domains.filters import ListQuery
 register = template.Library()
 
 
-@register.simple_tag
-def list_row(row: live.LiveRow) -> SafeString:
-    """The row partial, rendered once per record and rights and shared with the live push (live.row_html)."""
-    html = live.row_html(row.host.pk, row.host.name, row.record, row.rights, unreachable=row.unreachable)
+@register.simple_tag(takes_context=True)
+def list_row(context: Context, row: live.LiveRow) -> SafeString:
+    """The row partial, rendered once per record and rights (live.row_html), with this request's CSRF token."""
+    html = live.row_html(row.host.pk, row.host.name, row.record, row.rights, unreachable=row.unreachable,
+                         for_page=True)
+    # The token's characters need no escaping: Django's are letters and digits.
+    html = html.replace(live.FORM_TOKEN_MARKER, get_token(context["request"]))
     return mark_safe(html)  # noqa: S308 (rendered from domains/list.html#row, escaped there)
 
 

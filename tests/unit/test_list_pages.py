@@ -4,6 +4,7 @@ page of a longer list that rows of other pages move."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
+from django.test import Client
 
 from accounts.models import User
 from domains import catalog, virt
@@ -156,3 +158,17 @@ async def test_a_row_leaving_a_page_of_a_longer_list_brings_the_next_one(
     row = await page.receive()
     assert row["type"] == "row" and "renamed" in row["html"]
     assert await page.silent()
+
+
+def test_a_rows_actions_post_without_script(admin_user: User, five: Host):
+    """Rows are rendered once for every request, but each page's forms carry that request's CSRF token."""
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(admin_user)
+    page = client.get("/domains/", {"all": "", "host": "five"}).content.decode()
+    alpha = NAMES.index("alpha")
+    form = re.search(rf'<form method="post" action="(/domains/five/{UUIDS[alpha]}/[^"]*)".*?'
+                     r'name="csrfmiddlewaretoken" value="([^"]+)"', page, re.DOTALL)
+    assert form is not None, "the row's form carries no token"
+    answer = client.post(form.group(1), {"action": "pause", "csrfmiddlewaretoken": form.group(2)})
+    assert answer.status_code == 302  # done and redirected, not refused (403)
+    assert virt.get_domain(five.uri, UUIDS[alpha]).state is virt.DomainState.PAUSED
