@@ -8,10 +8,12 @@ directory, started and stopped here; the servers share a throw-away var dir (SQL
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -168,3 +170,22 @@ async def test_a_foreign_origin_is_refused_by_every_process(stack: Stack) -> Non
         with pytest.raises(ConnectionRefusedError, match="403"):
             await LiveSocket.open(port, "/ws/domains/?all", session_key=stack.session_key,
                                   origin="http://evil.example")
+
+
+def test_every_daphne_process_lists_what_watchhosts_published(stack: Stack, lab_hosts: list[lab.LabHost]) -> None:
+    """The list is served from the records watchhosts publishes, by each daphne process, without asking lab1."""
+    lab1 = lab_hosts[0]
+    expected = sorted(virsh(lab1, "list", "--all", "--name").split())
+    for port in stack.daphne_ports:
+        deadline = time.monotonic() + 30
+        while True:
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/domains/?all&per_page=500&format=json",
+                                             headers={"Cookie": f"sessionid={stack.session_key}"})
+            with urllib.request.urlopen(request, timeout=30) as answer:  # noqa: S310 (our own loopback server)
+                body = json.load(answer)
+            if body["hosts"] == [{"host": lab1.name, "watched": True, "listed_at": body["hosts"][0]["listed_at"]}]:
+                break
+            assert time.monotonic() < deadline, f"daphne on {port} never listed from the published records: {body}"
+            time.sleep(0.5)
+        assert sorted(row["name"] for row in body["domains"]) == expected
+        assert body["hosts"][0]["listed_at"] is not None
