@@ -171,6 +171,9 @@ _Work = _Reread | _Closed | _Resync | _Stop
 
 
 GONE_MEMORY_SECONDS = 600.0
+# How often a periodic listing reads again what events keep current (titles, an inactive domain's vCPUs and
+# memory): for changes some APIs make without an event.
+FULL_READ_SECONDS = 600.0
 
 
 class _Clock:
@@ -221,6 +224,7 @@ class HostWatcher:
         self._reachable: bool | None = None
         self._answered = threading.Event()  # it listed the host, or found it unreachable, at least once
         self._listed_at: float | None = None
+        self._read_whole_at = 0.0  # monotonic time of the last listing that re-read every domain whole
         self._version = 0
         self._snapshot: tuple[DomainRecord, ...] | None = None  # records(), kept until they change
         self._lock = threading.Lock()
@@ -422,11 +426,14 @@ class HostWatcher:
     def _resync(self, *, full: bool) -> None:
         conn = self._connection()
         seq = self._seq()
-        # Titles change with an event (metadata, define) the watcher re-reads on; a full listing, after a
-        # (re)connect, may have missed some.
+        # A title, or an inactive domain's vCPUs and memory, change with an event (metadata, define) the
+        # watcher re-reads on; a full listing, after a (re)connect, may have missed some.
+        whole = full or time.monotonic() - self._read_whole_at > FULL_READ_SECONDS
         with self._lock:
-            titles = {} if full else {uuid: record.title for uuid, (_seq, record) in self._records.items()}
-        listed = records_for(self.uri, conn, conn.listAllDomains(0), known_titles=titles)
+            known = {} if whole else {uuid: record for uuid, (_seq, record) in self._records.items()}
+        listed = records_for(self.uri, conn, conn.listAllDomains(0), known=known)
+        if whole:
+            self._read_whole_at = time.monotonic()
         was_reachable, self._reachable = self._reachable, True
         self._listed_at = time.time()
         changed: list[tuple[DomainRecord, DomainRecord | None]] = []

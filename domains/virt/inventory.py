@@ -2,8 +2,9 @@
 
 A listing costs a constant number of round trips per host (listAllDomains with virsh's own
 filter flags, a few flag-only listings for the boolean columns, one domainListGetStats), plus
-one metadata call per domain for its title (unless the caller already knows it: the watchers learn
-of a new title from libvirt's metadata and define events) and one snapshotNum per domain that has
+one metadata call per domain for its title, one info() per domain whose statistics lack vCPUs and
+memory (a shut-off QEMU domain's), unless the caller already knows them (the watchers learn of a new
+title or definition from libvirt's metadata and define events), and one snapshotNum per domain that has
 snapshots. Those per-domain calls go out together over the one connection (libvirt's remote driver
 multiplexes concurrent calls), so over a slow link they cost a few round trips, not one per domain.
 """
@@ -206,8 +207,9 @@ def get_domain(uri: str, uuid: str) -> DomainRecord:
 
 
 def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDomain],
-                known_titles: Mapping[str, str] | None = None) -> list[DomainRecord]:
-    """Every list column of `domains`; a title in `known_titles` (by UUID) is not read again."""
+                known: Mapping[str, DomainRecord] | None = None) -> list[DomainRecord]:
+    """Every list column of `domains`. Of a domain in `known` (by UUID, as last read), the title is not read
+    again, nor the vCPUs and memory its statistics lack."""
     if not domains:
         return []
 
@@ -218,17 +220,20 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
     persistent, autostart, managed_save, with_snapshots = _per_domain_calls.map(uuids_with, (
         libvirt.VIR_CONNECT_LIST_DOMAINS_PERSISTENT, libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART,
         libvirt.VIR_CONNECT_LIST_DOMAINS_MANAGEDSAVE, libvirt.VIR_CONNECT_LIST_DOMAINS_HAS_SNAPSHOT))
-    titles = known_titles or {}
+    last_read = known or {}
 
     def read(listed: tuple[libvirt.virDomain, dict[str, int]]) -> DomainRecord | None:
         dom, stats = listed
         uuid = dom.UUIDString()
+        before = last_read.get(uuid)
         try:
-            title = titles[uuid] if uuid in titles else _title(dom)
+            title = before.title if before is not None else _title(dom)
             snapshots = dom.snapshotNum() if uuid in with_snapshots else 0
             vcpus, memory_kib = stats.get("vcpu.current"), stats.get("balloon.current")
-            if vcpus is None or memory_kib is None:
-                # Drivers without the vcpu/balloon stat groups (the test driver) need info().
+            if (vcpus is None or memory_kib is None) and before is not None:
+                vcpus, memory_kib = before.vcpus, before.memory_kib
+            elif vcpus is None or memory_kib is None:
+                # Stats without the vcpu/balloon groups (an inactive domain, the test driver) need info().
                 _state, _max_kib, memory_kib, vcpus, _cpu_time = dom.info()
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
@@ -257,8 +262,8 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
     reads = map(read, listed) if len(listed) < _CONCURRENT_FROM else _per_domain_calls.map(read, listed)
     records = [record for record in reads if record is not None]
     # A running guest's addresses, as its agent last told them: one read of the store for the whole listing.
-    known = known_addresses(uri, [record.uuid for record in records if record.id is not None])
-    return [replace(record, addresses=known[record.uuid]) if record.uuid in known else record
+    addresses = known_addresses(uri, [record.uuid for record in records if record.id is not None])
+    return [replace(record, addresses=addresses[record.uuid]) if record.uuid in addresses else record
             for record in records]
 
 

@@ -193,3 +193,28 @@ def test_news_a_listing_cannot_tell_survives_a_resync_in_the_same_batch(events: 
         assert isinstance(refreshed, DomainChanged) and refreshed.details
     finally:
         watcher._disconnect()
+
+
+def test_periodic_listings_reuse_what_events_keep_current(events: Events, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Over a slow link each title read is a round trip: a periodic listing reuses the titles (and an inactive
+    domain's vCPUs and memory) the watcher knows, and re-reads them whole every FULL_READ_SECONDS."""
+    from domains.virt import events as watcher_module
+    from domains.virt import inventory
+
+    virt.pool.get(URI)
+    watcher = HostWatcher(URI, events, name="embedded", resync_seconds=3600)
+    reads: list[str] = []
+    real_title = inventory._title
+    monkeypatch.setattr(inventory, "_title", lambda dom, **kwargs: reads.append(dom.name()) or real_title(dom))
+    watcher._connect()
+    try:
+        watcher._resync(full=True)
+        assert reads == ["test"]
+        reads.clear()
+        watcher._resync(full=False)
+        assert reads == []  # known: not asked again
+        monkeypatch.setattr(watcher_module, "FULL_READ_SECONDS", 0.0)
+        watcher._resync(full=False)
+        assert reads == ["test"]
+    finally:
+        watcher._disconnect()
