@@ -205,7 +205,12 @@ def test_periodic_listings_reuse_what_events_keep_current(events: Events, monkey
     watcher = HostWatcher(URI, events, name="embedded", resync_seconds=3600)
     reads: list[str] = []
     real_title = inventory._title
-    monkeypatch.setattr(inventory, "_title", lambda dom, **kwargs: reads.append(dom.name()) or real_title(dom))
+
+    def counted_title(dom: object, **kwargs: bool) -> str:
+        reads.append(dom.name())  # type: ignore[attr-defined]
+        return real_title(dom)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(inventory, "_title", counted_title)
     watcher._connect()
     try:
         watcher._resync(full=True)
