@@ -208,7 +208,7 @@ def test_periodic_listings_reuse_what_events_keep_current(events: Events, monkey
 
     def counted_title(dom: object, **kwargs: bool) -> str:
         reads.append(dom.name())  # type: ignore[attr-defined]
-        return real_title(dom)  # type: ignore[arg-type]
+        return real_title(dom)
 
     monkeypatch.setattr(inventory, "_title", counted_title)
     watcher._connect()
