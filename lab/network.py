@@ -322,7 +322,9 @@ def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
 
 
-RELAY_PORT = 7999  # inside each host: where lab.delay takes the connections a slow link delays
+# Inside each host: where lab.delay takes the connections a slow link delays. Below every host's display
+# range (5900 + 100·(N−1) onwards): 7999 was lab21's last display port.
+RELAY_PORT = 5899
 _RELAY = Path(__file__).with_name("delay.py")
 
 
