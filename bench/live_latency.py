@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench.stats import percentile  # noqa: E402
 from tests.support.changing_watchers import TEST_UUID, Changes, profiled  # noqa: E402
 from tests.support.portal import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port  # noqa: E402
 
@@ -169,11 +170,6 @@ def prepare(var_dir: Path, env: dict[str, str]) -> str:
         "User.objects.create_user('bench-operator', role='operator')\n"
         + session_code("bench-operator") + "print(session_key)\n"
     )).strip()
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * len(ordered)) - 1))]
 
 
 def measure(env: dict[str, str], watcher: Process, ports: list[int], session_key: str, count: int,

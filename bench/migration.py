@@ -35,6 +35,7 @@ import django  # noqa: E402
 django.setup()
 
 import lab  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 from tests.integration.test_migration_lab import define, remove_leftovers  # noqa: E402
 from tests.support.portal import free_port, portal_env  # noqa: E402
 
@@ -50,11 +51,6 @@ def manage(env: dict[str, str], *args: str) -> str:
     if done.returncode:
         raise SystemExit(f"manage.py {' '.join(args)}: {done.stderr}")
     return done.stdout
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
 def main() -> None:

@@ -322,7 +322,9 @@ def _link_exists(name: str) -> bool:
     return Path("/sys/class/net", name).exists()
 
 
-RELAY_PORT = 7999  # inside each host: where lab.delay takes the connections a slow link delays
+# Inside each host: where lab.delay takes the connections a slow link delays. Below every host's display
+# range (5900 + 100·(N−1) onwards): 7999 was lab21's last display port.
+RELAY_PORT = 5899
 _RELAY = Path(__file__).with_name("delay.py")
 
 
@@ -347,9 +349,12 @@ def set_link(paths: HostPaths, *, delay_ms: int = 0, silent: bool = False) -> No
     if silent:
         run([*inside, "iptables", "-A", "INPUT", "-i", "eth0", "-j", "DROP"])
     if delay_ms:
-        # In the host's mount namespace too, so that `down` stops it with the host's other processes.
-        started = subprocess.Popen([*inside, sys.executable, str(_RELAY), str(RELAY_PORT), str(delay_ms)],  # noqa: S603
-                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True)
+        # In the host's mount namespace too, so that `down` stops it with the host's other processes. Its
+        # complaints (a peer reset while a chunk waits) go to the host's log, not to whoever slowed the link.
+        with (paths.state_dir / "log" / "delay.log").open("ab") as log:
+            started = subprocess.Popen([*inside, sys.executable, str(_RELAY), str(RELAY_PORT), str(delay_ms)],  # noqa: S603
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                                       start_new_session=True)
         if started.stdout is None or started.stdout.readline().strip() != b"ready":
             started.kill()
             raise LabError(f"the delaying relay of {paths.name} did not start")

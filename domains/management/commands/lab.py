@@ -1,4 +1,7 @@
-"""`manage.py lab up [--hosts N] [--network] | status | down`: the real libvirt lab, registered as dashboard hosts."""
+"""`manage.py lab up [--hosts N] [--no-demo] [--no-network] | status | down`.
+
+The real libvirt lab, its hosts registered as dashboard hosts.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ class Command(BaseCommand):
         sub = parser.add_subparsers(dest="action", required=True)
         up = sub.add_parser("up", help="start the lab hosts and demo VMs, register them as hosts")
         up.add_argument("--hosts", type=int, default=2)
+        up.add_argument("--no-demo", action="store_true", help="start the hosts without the demo VMs")
         up.add_argument(
             "--no-network", action="store_true",
             help="leave the hosts off the lab network and register their unix sockets (as VMPORTAL_LAB_NETWORK=0)",
@@ -30,7 +34,8 @@ class Command(BaseCommand):
     def handle(self, *args: Any, action: str, **options: Any) -> None:
         try:
             if action == "up":
-                self._up(options["hosts"], network=False if options["no_network"] else None)
+                self._up(options["hosts"], demo_inventory=not options["no_demo"],
+                         network=False if options["no_network"] else None)
             elif action == "status":
                 for host in lab.status():
                     state = "running" if host.running else "stopped"
@@ -43,12 +48,12 @@ class Command(BaseCommand):
         except lab.LabError as error:
             raise CommandError(str(error)) from error
 
-    def _up(self, count: int, *, network: bool | None) -> None:
+    def _up(self, count: int, *, demo_inventory: bool, network: bool | None) -> None:
         usable, reason = lab.available()
         if not usable:
             raise CommandError(f"The lab cannot run here: {reason}")
         actor = system_actor()
-        for lab_host in lab.up(hosts=count, network=network):
+        for lab_host in lab.up(hosts=count, demo_inventory=demo_inventory, network=network):
             # Over SSH or TLS, as users register theirs (the unix socket without the lab network).
             self._register(actor, lab_host.name, lab_host.uri, lab_host.migration_address)
 
