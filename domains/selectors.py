@@ -132,6 +132,11 @@ def define_hosts(*, user: User) -> list[Host]:
     return [host for host in enabled_hosts() if define_limits(user, host) is not None]
 
 
+def may_define(*, user: User) -> bool:
+    """Whether the user may define a VM on some enabled host (the list's "New VM"): the first one found will do."""
+    return any(define_limits(user, host) is not None for host in enabled_hosts().iterator())
+
+
 @dataclass(frozen=True)
 class DefineContext:
     host: Host

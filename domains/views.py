@@ -89,7 +89,7 @@ def domain_list(request: AuthedRequest) -> HttpResponse:
         "listing": listing,
         "query": query,
         "list_options": LIST_OPTIONS,
-        "may_define": bool(selectors.define_hosts(user=request.user)),
+        "may_define": selectors.may_define(user=request.user),
     })
 
 

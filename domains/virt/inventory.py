@@ -2,11 +2,12 @@
 
 A listing costs a constant number of round trips per host (listAllDomains with virsh's own
 filter flags, a few flag-only listings for the boolean columns, one domainListGetStats), plus
-one metadata call per domain for its title, one info() per domain whose statistics lack vCPUs and
-memory (a shut-off QEMU domain's), unless the caller already knows them (the watchers learn of a new
-title or definition from libvirt's metadata and define events), and one snapshotNum per domain that has
-snapshots. Those per-domain calls go out together over the one connection (libvirt's remote driver
-multiplexes concurrent calls), so over a slow link they cost a few round trips, not one per domain.
+one metadata call per domain for its title (its definition instead when its statistics lack vCPUs
+and memory, as a shut-off QEMU domain's do: one call for the three), unless the caller already knows
+them (the watchers learn of a new title or definition from libvirt's metadata and define events),
+and one snapshotNum per domain that has snapshots. Those per-domain calls go out together over the
+one connection (libvirt's remote driver multiplexes concurrent calls), so over a slow link they cost
+a few round trips, not one per domain.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import functools
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -189,8 +191,9 @@ _STATS = (
     libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_BALLOON
 )
 # A listing of at least this many domains sends its per-domain calls from a pool of threads shared by every
-# host (libvirtd itself serves 5 calls of one client at once by default: max_client_requests).
-_CONCURRENT_FROM, _CONCURRENT_CALLS = 8, 64
+# host: enough for 25 hosts listed at once, as libvirtd serves 5 calls of one client at a time by default
+# (max_client_requests).
+_CONCURRENT_FROM, _CONCURRENT_CALLS = 8, 128
 _per_domain_calls = ThreadPoolExecutor(max_workers=_CONCURRENT_CALLS, thread_name_prefix="virt-domain-read")
 
 
@@ -227,14 +230,18 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
         uuid = dom.UUIDString()
         before = last_read.get(uuid)
         try:
-            title = before.title if before is not None else _title(dom)
             snapshots = dom.snapshotNum() if uuid in with_snapshots else 0
             vcpus, memory_kib = stats.get("vcpu.current"), stats.get("balloon.current")
-            if (vcpus is None or memory_kib is None) and before is not None:
-                vcpus, memory_kib = before.vcpus, before.memory_kib
+            if before is not None:
+                title = before.title
+                if vcpus is None or memory_kib is None:
+                    vcpus, memory_kib = before.vcpus, before.memory_kib
             elif vcpus is None or memory_kib is None:
-                # Stats without the vcpu/balloon groups (an inactive domain, the test driver) need info().
-                _state, _max_kib, memory_kib, vcpus, _cpu_time = dom.info()
+                # Statistics without the vcpu/balloon groups (an inactive domain, the test driver): its
+                # definition tells them, and its title, in one call.
+                title, vcpus, memory_kib = _defined(dom)
+            else:
+                title = _title(dom)
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                 return None  # undefined since the listing: it is simply gone, not the host
@@ -257,14 +264,23 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
         )
 
     listed = conn.domainListGetStats(domains, _STATS)
-    # name(), UUIDString() and ID() are answered from the domain object; only the title, the snapshot
-    # count and info() go to the host, so a large listing sends them all at once.
+    # name(), UUIDString() and ID() are answered from the domain object; only the title (or definition) and
+    # the snapshot count go to the host, so a large listing sends them all at once.
     reads = map(read, listed) if len(listed) < _CONCURRENT_FROM else _per_domain_calls.map(read, listed)
     records = [record for record in reads if record is not None]
     # A running guest's addresses, as its agent last told them: one read of the store for the whole listing.
     addresses = known_addresses(uri, [record.uuid for record in records if record.id is not None])
     return [replace(record, addresses=addresses[record.uuid]) if record.uuid in addresses else record
             for record in records]
+
+
+def _defined(dom: libvirt.virDomain) -> tuple[str, int, int]:
+    """The title, vCPUs and memory (KiB: libvirt writes every size in KiB) of the domain's definition."""
+    root = ET.fromstring(dom.XMLDesc(0))  # noqa: S314 (libvirt's own XML)
+    vcpu = root.find("vcpu")
+    vcpus = int(vcpu.get("current", vcpu.text or "1")) if vcpu is not None else 1
+    memory = root.findtext("currentMemory") or root.findtext("memory") or "0"
+    return root.findtext("title") or "", vcpus, int(memory)
 
 
 def _title(dom: libvirt.virDomain, *, again_if_error_lost: bool = True) -> str:
