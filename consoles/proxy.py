@@ -349,8 +349,8 @@ def _close_quietly(sock: socket.socket) -> None:
 class ConsoleWatch:
     """Re-checks every open console's session and right, all in one thread, every re-check interval.
 
-    One thread and one database connection (closed after each round) for the whole proxy, however many
-    consoles are open. A console whose user logged out or lost the right is ended; so is one whose
+    One thread and one database connection (closed at the end of each round) for the whole proxy, however
+    many consoles are open. A console whose user logged out or lost the right is ended; so is one whose
     re-check failed three times in a row (fail closed).
     """
 
@@ -380,34 +380,37 @@ class ConsoleWatch:
         for handler in self.handlers():
             handler.end(reason)
 
-    def recheck(self) -> None:
-        """One round: every console open now, re-checked once."""
+    def _recheck(self, handler: ConsoleRequestHandler) -> None:
         with self._lock:
-            watched = list(self._open.items())
-        for handler, (console, failures) in watched:
-            try:
-                reason = services.console_recheck(console)
-                failures = 0
-            except Exception:
-                failures += 1
-                logger.warning("re-checking a console failed", exc_info=True)
-                reason = "could not re-check the console's right" if failures >= self.FAILURES_TO_END else None
-            with self._lock:
-                if handler in self._open:
-                    self._open[handler] = (console, failures)
-            if reason:
-                handler.end(reason)
+            if handler not in self._open:
+                return  # closed meanwhile
+            console, failures = self._open[handler]
+        try:
+            reason = services.console_recheck(console)
+            failures = 0
+        except Exception:
+            failures += 1
+            logger.warning("re-checking a console failed", exc_info=True)
+            reason = "could not re-check the console's right" if failures >= self.FAILURES_TO_END else None
+        with self._lock:
+            if handler in self._open:
+                self._open[handler] = (console, failures)
+        if reason:
+            handler.end(reason)
 
     def _run(self) -> None:
+        """Rounds of one interval each, the consoles' re-checks spread evenly over it: a round's database
+        work does not hold the interpreter for a stretch in which every relay waits (their round trips)."""
         interval = conf.recheck_seconds()
-        next_round = time.monotonic() + interval
+        start = time.monotonic()
         while True:
-            time.sleep(max(0.0, next_round - time.monotonic()))
-            next_round = max(next_round + interval, time.monotonic())  # a slow round delays, never bunches
-            try:
-                self.recheck()
-            finally:
-                connections.close_all()  # no database connection held between rounds
+            handlers = self.handlers()
+            for turn, handler in enumerate(handlers, start=1):
+                time.sleep(max(0.0, start + interval * turn / len(handlers) - time.monotonic()))
+                self._recheck(handler)
+            connections.close_all()  # no database connection held between rounds
+            time.sleep(max(0.0, start + interval - time.monotonic()))  # a round with no console to re-check
+            start = max(start + interval, time.monotonic())  # a slow round delays the next, never bunches it
 
 
 class ConsoleProxyServer(LibProxyServer):
