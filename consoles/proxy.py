@@ -139,12 +139,21 @@ class ConsoleRequestHandler(ProxyRequestHandler):
         self.target: tuple[str, int] | None = None
         self.display: socket.socket | None = None
         self.ended_by = ""
+        self.opening = True
+        self.server.console_opening()
 
     def handle(self) -> None:
         try:
             super().handle()
         finally:
+            self._opened()
             connections.close_all()  # this thread's; the next connection's thread opens its own
+
+    def _opened(self) -> None:
+        """This connection needs libvirt no more (it relays now, or has ended)."""
+        if self.opening:
+            self.opening = False
+            self.server.console_opened()
 
     def validate_connection(self) -> None:
         self.tickets.client_addr = self.client_ip()
@@ -185,6 +194,7 @@ class ConsoleRequestHandler(ProxyRequestHandler):
                 reason = f"display unreachable: {error}"
                 raise self.CClose(1011, "Failed to connect to the display") from None
             channel = rfb.authenticate_display(self, self.display, console)
+            self._opened()
             self.server.watch.add(self, console)
             if channel is None:
                 self._relay(self.display)
@@ -425,8 +435,23 @@ class ConsoleProxyServer(LibProxyServer):
         self.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.watch = ConsoleWatch()
         self.pipes = SplicePipes(RELAY_PIPE_BYTES)
+        self._opening = 0
+        self._opening_lock = threading.Lock()
         super().__init__(RequestHandlerClass=ConsoleRequestHandler, listen_host=host, listen_port=port,
                          heartbeat=heartbeat, verbose=verbose)  # no `web`: it serves no files (SECURITY.md rule 7)
+
+    def console_opening(self) -> None:
+        with self._opening_lock:
+            self._opening += 1
+
+    def console_opened(self) -> None:
+        """The last console to finish opening closes the pooled libvirt connections: a proxy that only relays
+        holds no connection to a host (for an SSH host, no login beside its consoles' shared master)."""
+        with self._opening_lock:
+            self._opening -= 1
+            idle = self._opening == 0
+        if idle:
+            virt.pool.close_all()  # one still in use is closed when its user is done with it
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """One log line per failed connection (through the ticket-masking filter), not a traceback on stderr."""
