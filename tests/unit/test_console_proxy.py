@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from accounts.models import User
+from audit.models import AuditEntry
 from consoles import services
 from consoles.proxy import ConsoleProxyServer, ConsoleRequestHandler
 from domains.models import Grant, Host
@@ -102,3 +103,18 @@ def test_two_consoles_upgraded_at_once_each_reach_their_own_tickets_display(
     finally:
         ann.ws.close()
         bob.ws.close()
+
+
+def test_a_stopping_proxy_ends_its_consoles_and_audits_their_close(sessions: dict[str, str]) -> None:
+    server = ConsoleProxyServer(host="127.0.0.1", port=0, heartbeat=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ws = ClientWebSocket({"Cookie": f"sessionid={sessions['ann']}"})
+    stream = Stream(ws.open(f"ws://127.0.0.1:{server.server_address[1]}/websockify?token={ticket('ann', 'vm-ann')}",
+                            origin=PAGE_ORIGIN))
+    assert greeting(stream) == "vm-ann"
+    server.shutdown()
+    server.stop("proxy stopped", wait=5)
+    with pytest.raises(ConnectionError, match="4001"):
+        stream.chunk()
+    closed = AuditEntry.objects.get(action="console.close", actor_name="ann")
+    assert closed.message.startswith("proxy stopped")
