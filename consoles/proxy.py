@@ -211,6 +211,9 @@ class ConsoleRequestHandler(ProxyRequestHandler):
             reason = f"display refused: {refusal}"
             raise self.CClose(1011, "The display refused the connection") from None
         except BaseException as error:
+            if self.ended_by and isinstance(error, OSError):  # ended while writing to the display it shut down
+                reason = self.ended_by
+                raise self.CClose(CLOSE_ENDED, f"Console ended: {reason}") from None
             reason = f"proxy stopped ({type(error).__name__})"
             raise
         finally:
