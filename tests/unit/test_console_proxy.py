@@ -83,9 +83,12 @@ def test_two_consoles_upgraded_at_once_each_reach_their_own_tickets_display(
     both_upgraded = threading.Barrier(2, timeout=10)
     log_message = ConsoleRequestHandler.log_message
 
+    held: list[ConsoleRequestHandler] = []
+
     def log_then_wait(handler: ConsoleRequestHandler, format: str, *args: object) -> None:  # noqa: A002
         log_message(handler, format, *args)
         if "WebSocket connection" in format:  # websockify says so between the upgrade and the relay
+            held.append(handler)
             both_upgraded.wait()
 
     monkeypatch.setattr(ConsoleRequestHandler, "log_message", log_then_wait)
@@ -98,6 +101,7 @@ def test_two_consoles_upgraded_at_once_each_reach_their_own_tickets_display(
     with ThreadPoolExecutor(2) as pool:
         ann, bob = pool.map(open_console, ("ann", "bob"))
     try:
+        assert len(held) == 2, "the connections were not held together: nothing was tested"
         assert (greeting(ann), greeting(bob)) == ("vm-ann", "vm-bob")
         assert echoes(ann) and echoes(bob)
     finally:
