@@ -11,7 +11,6 @@ displays are relayed from the first byte.
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
 import struct
@@ -22,6 +21,7 @@ from websockify.websocket import WebSocketWantReadError
 
 from domains import virt
 
+from . import polling
 from .tls import TlsChannel, client_context
 
 if TYPE_CHECKING:
@@ -167,7 +167,7 @@ class _Browser:
 
     def read(self, count: int) -> bytes:
         while len(self.buffer) < count:
-            if not select.select([self.handler.request], [], [], TIMEOUT)[0]:
+            if not polling.ready([self.handler.request], timeout=TIMEOUT)[0]:
                 raise DisplayRefused("the browser did not answer")
             try:
                 message = self.handler.request.recvmsg()
@@ -182,5 +182,5 @@ class _Browser:
     def write(self, data: bytes) -> None:
         pending = self.handler.send_frames([data])
         while pending:
-            select.select([], [self.handler.request], [], TIMEOUT)
+            polling.ready([], [self.handler.request], TIMEOUT)
             pending = self.handler.send_frames()

@@ -1,20 +1,21 @@
 """TLS towards a display through memory buffers (ssl.SSLObject), over a socket that stays a plain one.
 
-websockify's relay loop selects on sockets, which misses what an SSL socket has already decrypted and
-buffered. So the proxy hands websockify one end of a socket pair, and `relay` carries bytes between
-the other end and the display: one thread, one select loop that owns every read and write of the TLS
+The proxy's relay loop polls sockets, which misses what an SSL socket has already decrypted and
+buffered. So the proxy relays to one end of a socket pair, and `relay` carries bytes between the
+other end and the display: one thread, one poll loop that owns every read and write of the TLS
 state, and the display's socket stays the plain one the console re-check can shut down.
 """
 
 from __future__ import annotations
 
-import select
 import socket
 import ssl
 from collections.abc import Callable
 from typing import TypeVar
 
 from domains import virt
+
+from . import polling
 
 CHUNK = 65536
 T = TypeVar("T")
@@ -87,7 +88,7 @@ class TlsChannel:
                     if not waiting
                 ]
                 writers = [sock for sock, waiting in ((plain, to_plain), (self.sock, to_display)) if waiting]
-                readable, writable, _ = select.select(readers, writers, [])
+                readable, writable = polling.ready(readers, writers)
                 if self.sock in readable:
                     received = self.sock.recv(CHUNK)
                     if not received:
@@ -105,7 +106,7 @@ class TlsChannel:
                     to_plain = to_plain[plain.send(to_plain) :]
                 if self.sock in writable:
                     to_display = to_display[self.sock.send(to_display) :]
-        except (OSError, ValueError):  # ValueError: a socket closed under select by another thread
+        except (OSError, ValueError):  # ValueError: a socket closed by another thread before the poll
             return
 
     def _decrypted(self) -> tuple[bytes, bool]:

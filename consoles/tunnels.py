@@ -3,8 +3,8 @@
 A display on a remote host's loopback or unix socket (an endpoint with an `ssh` route) is reached
 through OpenSSH's connection multiplexing: one master connection per route (user, host, port, key,
 known hosts, ssh command) logs in once (`-M -N -f`) and, with ControlPersist, stays in the background
-after its last console, so it outlives the process websockify forks for each console. Each console
-is one channel of that connection:
+after its last console, and serves every proxy process. Each console is one channel of that
+connection:
 
 - a TCP display: a mux client `ssh -W host:port` on one end of a socketpair, ended with the console;
 - a unix-socket display: a forward the master listens for (`-O forward -L local:remote`), connected to

@@ -101,6 +101,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Tests in a file, as the server runs: threads (migration runners) then wait for each other's locks
     # instead of failing at once, as they do on the shared in-memory database Django would use.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # One writer at a time: the console proxy's threads (hundreds of consoles opening and closing in one
+    # process) wait their turn longer than sqlite3's 5 s before "database is locked".
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")

@@ -1,5 +1,5 @@
-"""Per-user console limits against the real proxy: each console is a process websockify forked, and the
-open ones are counted across all of them (and by the portal issuing tickets) through the database."""
+"""Per-user console limits against the real proxy: the open consoles are counted through the database, so
+every proxy process (each console a thread of one) and the portal issuing tickets see the same numbers."""
 
 from __future__ import annotations
 

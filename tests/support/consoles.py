@@ -13,6 +13,7 @@ import ssl
 import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from urllib.parse import urlsplit
 from websockify.websocket import WebSocket, WebSocketWantReadError
 
 from tests.support.portal import free_port, portal_env, session_code, stop_process, wait_for_port
+
+CLIENT_READ = 1 << 20
 
 
 class ClientWebSocket(WebSocket):
@@ -44,6 +47,20 @@ class ClientWebSocket(WebSocket):
         self.connect(url, origin=origin)
         self.socket.settimeout(timeout)
         return self
+
+    def _recv(self) -> bool:
+        """What has arrived, up to 1 MiB, as a browser (and the benchmark's raw TCP client) reads it.
+
+        websockify's own reads 4 KiB at a time into a growing bytes object: a screen of 640x480 pixels
+        (1.2 MB) would cost this client 300 reads and copying quadratic in its size.
+        """
+        data = self.socket.recv(CLIENT_READ)
+        if not data:
+            return False
+        while isinstance(self.socket, ssl.SSLSocket) and self.socket.pending():  # decrypted, not yet read
+            data += self.socket.recv(CLIENT_READ)
+        self._recv_buffer += data
+        return True
 
     def send_request(self, type: str, path: str) -> None:  # noqa: A002 - websockify's signature
         super().send_request(type, self._request_target)
@@ -167,6 +184,53 @@ def close_reason(stream: Stream, width: int, height: int, timeout: float = 15) -
         except ConnectionError as closed:
             return str(closed)
     raise AssertionError(f"the console stayed open for {timeout} s")
+
+
+def display_host_uri(path: Path, displays: dict[str, tuple[str, int]]) -> str:
+    """A libvirt test-driver host whose running VMs ({name: (uuid, port)}) have VNC displays on loopback ports:
+    the proxy finds them as it finds a guest's."""
+    path.write_text("<node>" + "".join(
+        f"<domain type='test'><name>{name}</name><uuid>{uuid}</uuid><memory>65536</memory><vcpu>1</vcpu>"
+        f"<os><type>hvm</type></os><devices><graphics type='vnc' port='{port}' autoport='no'>"
+        "<listen type='address' address='127.0.0.1'/></graphics></devices></domain>"
+        for name, (uuid, port) in displays.items()) + "</node>")
+    return f"test://{path}"
+
+
+class NamedDisplay:
+    """A loopback display that sends `<name>\\n` to each connection, then echoes what it receives."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(f"{self.name}\n".encode())
+            while data := conn.recv(4096):
+                conn.sendall(data)
+
+
+def greeting(stream: Stream) -> str:
+    line = b""
+    while not line.endswith(b"\n"):
+        line += stream.read(1)
+    return line.decode().strip()
+
+
+def echoes(stream: Stream) -> bool:
+    stream.write(b"ping")
+    return stream.read(4) == b"ping"
 
 
 def wait_for(predicate: object, timeout: float, message: str, interval: float = 0.2) -> None:

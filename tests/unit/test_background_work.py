@@ -10,7 +10,7 @@ from tests.support.source import PRODUCT_PACKAGES, ROOT, product_files
 
 # The modules that own background threads (README, "Background work"): libvirt's event loop and the
 # watchers, the agents' address readers, a migration's blocking call and its job's runner, and the
-# re-check of one open console in the proxy's process for it.
+# console proxy's re-check of its open consoles and its TLS displays' relays.
 THREAD_OWNERS = {
     "domains/virt/events.py",
     "domains/virt/agent.py",
