@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -126,9 +127,11 @@ async def clients(ports: list[int], count: int, session_key: str, seconds: float
 
 
 class Process:
-    def __init__(self, args: list[str], env: dict[str, str]) -> None:
+    """A server or client process spoken to through its standard input and output; `stderr` takes its logs."""
+
+    def __init__(self, args: list[str], env: dict[str, str], stderr: IO[str] | None = None) -> None:
         self.popen = subprocess.Popen(args, cwd=REPO, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                      text=True)
+                                      stderr=stderr, text=True)
 
     def expect(self, prefix: str, timeout: float = 120) -> str:
         deadline = time.monotonic() + timeout
