@@ -79,9 +79,10 @@ def serve(port: int, watch: bool, redis: bool, profile: str | None) -> None:
     if watch:
         Changes().follow_commands(loop, reactor.stop)  # type: ignore[misc]
     reactor.callWhenRunning(lambda: loop.create_task(start_watchers()))
-    # The handshakes of a thousand pages opening at once on a loaded machine may take longer than daphne's 5 s.
+    # A thousand pages opening at once on a loaded machine may take longer than daphne allows a handshake (5 s)
+    # and a connecting application (20 s): it would refuse them (403).
     server = Server(application=application, endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
-                    signal_handlers=True, verbosity=0, websocket_handshake_timeout=60)
+                    signal_handlers=True, verbosity=0, websocket_handshake_timeout=120, websocket_connect_timeout=120)
     profiled(profile, server.run)
 
 
