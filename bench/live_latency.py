@@ -103,14 +103,17 @@ async def listen(client: LiveSocket, arrivals: list[tuple[float, str]], stop: as
 async def clients(ports: list[int], count: int, session_key: str, seconds: float) -> None:
     raise_file_limit()
     connections: list[LiveSocket] = []
+    arrivals: list[list[tuple[float, str]]] = []
+    tasks = []
+    stop = asyncio.Event()
     for start in range(0, count, 50):  # a page load at a time would be slower still; 50 at once is polite
-        connections += await asyncio.gather(*(
+        opened = await asyncio.gather(*(
             LiveSocket.open(ports[page % len(ports)], "/ws/domains/?all", session_key=session_key)
             for page in range(start, min(count, start + 50))))
-    arrivals: list[list[tuple[float, str]]] = [[] for _ in connections]
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(listen(client, into, stop))
-             for client, into in zip(connections, arrivals, strict=True)]
+        for client in opened:  # read at once: a socket whose pings wait for the last one to open is closed
+            connections.append(client)
+            arrivals.append([])
+            tasks.append(asyncio.create_task(listen(client, arrivals[-1], stop)))
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "done": the changes are over
     await asyncio.sleep(seconds)
