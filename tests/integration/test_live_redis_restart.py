@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_live_redis import Stack
 from tests.live_messages import read
 from tests.support.portal import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port
 
@@ -57,12 +58,10 @@ class Redis:
 
 
 @dataclass
-class Stack:
-    env: dict[str, str]
+class RestartingStack(Stack):
+    """test_live_redis's stack, with a Redis it may restart and watchers that change test:///default."""
+
     redis: Redis
-    session_key: str = ""
-    daphne_ports: list[int] = field(default_factory=list)
-    logs: list[Path] = field(default_factory=list)
     watchers: subprocess.Popen[str] | None = None
 
     def change(self) -> str:
@@ -74,23 +73,16 @@ class Stack:
             assert line, "the watchers' process ended"
         return str(json.loads(line)["changes"][0][1])
 
-    def manage(self, *args: str) -> str:
-        result = subprocess.run([PYTHON, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True,
-                                text=True, timeout=120, check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
-
-    def log_text(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')}" for log in self.logs)
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(tmp_path: Path) -> Iterator[RestartingStack]:
     redis = Redis(tmp_path)
     redis.start()
     var_dir = tmp_path / "var"
     var_dir.mkdir()
-    stack = Stack(env=portal_env(var_dir, REDIS_URL=redis.url, VMPORTAL_LOG_LEVEL="WARNING"), redis=redis)
+    stack = RestartingStack(env=portal_env(var_dir, REDIS_URL=redis.url, VMPORTAL_LOG_LEVEL="WARNING"),
+                            session_key="", daphne_ports=[], logs=[], redis=redis)
     processes: list[subprocess.Popen[Any]] = []
     try:
         stack.manage("migrate", "--noinput", "-v", "0")
@@ -133,13 +125,13 @@ async def until(page: LiveSocket, check: Any, timeout: float) -> dict[str, Any]:
     return message
 
 
-async def changed_everywhere(stack: Stack, pages: list[LiveSocket]) -> None:
+async def changed_everywhere(stack: RestartingStack, pages: list[LiveSocket]) -> None:
     state = await asyncio.to_thread(stack.change)
     await asyncio.gather(*(until(page, lambda m: m["type"] == "row" and f'data-state="{state}"' in m["html"],
                                  RESYNC_SECONDS) for page in pages))
 
 
-async def test_a_redis_restart_has_every_page_say_it_is_catching_up_then_resync(stack: Stack) -> None:
+async def test_a_redis_restart_has_every_page_say_it_is_catching_up_then_resync(stack: RestartingStack) -> None:
     pages = [await LiveSocket.open(port, "/ws/domains/?all", session_key=stack.session_key)
              for port in stack.daphne_ports for _ in range(PAGES_PER_PROCESS)]
     try:
