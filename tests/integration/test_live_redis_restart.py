@@ -1,4 +1,5 @@
-"""Live state when Redis restarts under open pages: the watchers apart, two daphne processes, and the pages.
+"""Live state when Redis restarts, or a daphne process dies, under open pages: the watchers apart, two daphne
+processes, and the pages.
 
 Debian's redis-server runs on a free loopback port without persistence, so a restart forgets every group
 membership, as a crashed or upgraded Redis does. The host is test:///default, whose `test` VM the watchers'
@@ -63,6 +64,7 @@ class RestartingStack(Stack):
 
     redis: Redis
     watchers: subprocess.Popen[str] | None = None
+    daphnes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def change(self) -> str:
         """Pauses or resumes the `test` VM in the watchers' process; the state it is in now."""
@@ -106,9 +108,10 @@ def stack(tmp_path: Path) -> Iterator[RestartingStack]:
             log = var_dir / f"daphne-{name}.log"
             stack.logs.append(log)
             with log.open("wb") as out:
-                processes.append(subprocess.Popen([DAPHNE, "-b", "127.0.0.1", "-p", str(port),
-                                                   "vmportal.asgi:application"],
-                                                  cwd=REPO, env=stack.env, stdout=out, stderr=subprocess.STDOUT))
+                stack.daphnes.append(subprocess.Popen([DAPHNE, "-b", "127.0.0.1", "-p", str(port),
+                                                       "vmportal.asgi:application"],
+                                                      cwd=REPO, env=stack.env, stdout=out, stderr=subprocess.STDOUT))
+            processes.append(stack.daphnes[-1])
             wait_for_port(port, processes[-1], log)
             stack.daphne_ports.append(port)
         yield stack
@@ -153,4 +156,33 @@ async def test_a_redis_restart_has_every_page_say_it_is_catching_up_then_resync(
         pytest.fail(f"{error!r}; the servers' logs:\n{stack.log_text()}")
     finally:
         for page in pages:
+            page.close()
+
+
+async def test_a_killed_daphne_process_leaves_the_other_live_and_its_pages_resync_there(
+    stack: RestartingStack,
+) -> None:
+    first, second = [[await LiveSocket.open(port, "/ws/domains/?all", session_key=stack.session_key)
+                      for _ in range(PAGES_PER_PROCESS)] for port in stack.daphne_ports]
+    reconnected: list[LiveSocket] = []
+    try:
+        await changed_everywhere(stack, first + second)
+        shown_at = time.time_ns() // 1000  # what the first process's pages last showed
+        stack.daphnes[0].kill()
+        state = await asyncio.to_thread(stack.change)  # a change they miss
+        await asyncio.gather(*(until(page, lambda m: m["type"] == "row" and f'data-state="{state}"' in m["html"],
+                                     RESYNC_SECONDS) for page in second))
+        for page in first:
+            with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+                await asyncio.wait_for(page.receive_text(), RESYNC_SECONDS)
+        # What live.js does: reconnect (through the proxy, to the process still up) with the time its data
+        # was read; the change it missed is replayed to it.
+        reconnected = [await LiveSocket.open(stack.daphne_ports[1], f"/ws/domains/?all&since={shown_at}",
+                                             session_key=stack.session_key) for _ in first]
+        await asyncio.gather(*(until(page, lambda m: m["type"] == "row" and f'data-state="{state}"' in m["html"],
+                                     RESYNC_SECONDS) for page in reconnected))
+    except (TimeoutError, ConnectionError) as error:
+        pytest.fail(f"{error!r}; the servers' logs:\n{stack.log_text()}")
+    finally:
+        for page in first + second + reconnected:
             page.close()
