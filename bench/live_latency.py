@@ -17,9 +17,9 @@ as N operators' list pages, and notes when each receives the row with the new st
 Latency = arrival - libvirt call, per client per change; p50 and p99 over all of them, and the updates
 that never arrived (the benchmark exits non-zero if any is missing). On a machine other work keeps busy
 latency says more about the neighbours than about the push: the servers' CPU time per change and page
-(from /proc, while the changes run) is the steadier measure of the work an event costs. Last, the p99 against a 3 s polling
-interval (the best of older panels, which poll every 3 to 10 s). --profile writes each server process's
-cProfile statistics to DIR.
+(from /proc, while the changes run) is the steadier measure of the work an event costs. Last, the p99
+against a 3 s polling interval (the best of older panels, which poll every 3 to 10 s). --profile writes
+each server process's cProfile statistics to DIR.
 """
 
 from __future__ import annotations
