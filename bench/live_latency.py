@@ -15,9 +15,11 @@ The watching process pauses and resumes the `test` VM in turns, noting the wall-
 libvirt call; a separate client process holds N real websocket connections to /ws/domains/?all,
 as N operators' list pages, and notes when each receives the row with the new state.
 Latency = arrival - libvirt call, per client per change; p50 and p99 over all of them, and the updates
-that never arrived (the benchmark exits non-zero if any is missing). Last, the p99 against a 3 s polling
-interval (the best of older panels, which poll every 3 to 10 s). --profile writes each server process's
-cProfile statistics to DIR.
+that never arrived (the benchmark exits non-zero if any is missing). On a machine other work keeps busy
+latency says more about the neighbours than about the push: the servers' CPU time per change and page
+(from /proc, while the changes run) is the steadier measure of the work an event costs. Last, the p99
+against a 3 s polling interval (the best of older panels, which poll every 3 to 10 s). --profile writes
+each server process's cProfile statistics to DIR.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import shutil
 import statistics
@@ -81,9 +84,10 @@ def serve(port: int, watch: bool, redis: bool, profile: str | None) -> None:
     if watch:
         Changes().follow_commands(loop, reactor.stop)  # type: ignore[misc]
     reactor.callWhenRunning(lambda: loop.create_task(start_watchers()))
-    # The handshakes of a thousand pages opening at once on a loaded machine may take longer than daphne's 5 s.
+    # A thousand pages opening at once on a loaded machine may take longer than daphne allows a handshake (5 s)
+    # and a connecting application (20 s): it would refuse them (403).
     server = Server(application=application, endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
-                    signal_handlers=True, verbosity=0, websocket_handshake_timeout=60)
+                    signal_handlers=True, verbosity=0, websocket_handshake_timeout=120, websocket_connect_timeout=120)
     profiled(profile, server.run)
 
 
@@ -104,14 +108,17 @@ async def listen(client: LiveSocket, arrivals: list[tuple[float, str]], stop: as
 async def clients(ports: list[int], count: int, session_key: str, seconds: float) -> None:
     raise_file_limit()
     connections: list[LiveSocket] = []
+    arrivals: list[list[tuple[float, str]]] = []
+    tasks = []
+    stop = asyncio.Event()
     for start in range(0, count, 50):  # a page load at a time would be slower still; 50 at once is polite
-        connections += await asyncio.gather(*(
+        opened = await asyncio.gather(*(
             LiveSocket.open(ports[page % len(ports)], "/ws/domains/?all", session_key=session_key)
             for page in range(start, min(count, start + 50))))
-    arrivals: list[list[tuple[float, str]]] = [[] for _ in connections]
-    stop = asyncio.Event()
-    tasks = [asyncio.create_task(listen(client, into, stop))
-             for client, into in zip(connections, arrivals, strict=True)]
+        for client in opened:  # read at once: a socket whose pings wait for the last one to open is closed
+            connections.append(client)
+            arrivals.append([])
+            tasks.append(asyncio.create_task(listen(client, arrivals[-1], stop)))
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)  # "done": the changes are over
     await asyncio.sleep(seconds)
@@ -175,18 +182,28 @@ def prepare(var_dir: Path, env: dict[str, str]) -> str:
     )).strip()
 
 
-def measure(env: dict[str, str], watcher: Process, ports: list[int], session_key: str, count: int,
-            changes: int) -> tuple[list[float], int]:
+def cpu_seconds(process: Process) -> float:
+    """The CPU time a process used so far (all its threads): less at the mercy of a busy machine than latency."""
+    fields = Path(f"/proc/{process.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def measure(env: dict[str, str], servers: list[Process], ports: list[int], session_key: str, count: int,
+            changes: int) -> tuple[list[float], int, float]:
+    """Latencies (ms), updates that never arrived, and the servers' CPU time per change (s) meanwhile."""
+    watcher = servers[0]
     interval = 0.25 if count <= 100 else 1.0  # a change per page every quarter second is plenty
     client = Process([PYTHON, __file__, "clients", "--ports", ",".join(map(str, ports)), "--count", str(count),
                       "--cookie", session_key, "--linger", str(2 + count / 500)], env)
     try:
         client.expect("ready", timeout=600)
         time.sleep(1.5)  # the freshly started watcher's first listing reaches the pages first
+        cpu_before = sum(map(cpu_seconds, servers))
         watcher.say(f"go {changes} {interval}")
         done = json.loads(watcher.expect("{", timeout=300))["changes"]
         client.say("done")
-        arrivals = json.loads(client.expect("{", timeout=300))["arrivals"]
+        arrivals = json.loads(client.expect("{", timeout=300))["arrivals"]  # after what was on its way
+        cpu = (sum(map(cpu_seconds, servers)) - cpu_before) / changes
     finally:
         client.stop()
     # Rows arrive in order. Change k is shown by the first row in its state after it (and after the row
@@ -203,7 +220,7 @@ def measure(env: dict[str, str], watcher: Process, ports: list[int], session_key
                 continue
             latencies.append((per_client[position][0] - started) * 1000)
             position += 1
-    return latencies, lost
+    return latencies, lost, cpu
 
 
 def run_setup(setup: str, client_counts: list[int], changes: int,
@@ -241,11 +258,12 @@ def run_setup(setup: str, client_counts: list[int], changes: int,
             for port in ports:
                 wait_for_port(port)
             for count in client_counts:
-                latencies, lost = measure(env, servers[0], ports, session_key, count, changes)
+                latencies, lost, cpu = measure(env, servers, ports, session_key, count, changes)
                 p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
                 results[count] = (p50, p99, len(latencies), lost)
                 print(f"{setup:7} {count:6d} clients  p50 {p50:8.1f} ms  p99 {p99:8.1f} ms"
-                      f"  ({len(latencies)} arrivals, {lost} missing)", flush=True)
+                      f"  ({len(latencies)} arrivals, {lost} missing)"
+                      f"  servers' CPU {cpu * 1e6 / count:6.0f} us per change per page", flush=True)
         finally:
             for server in servers:
                 server.stop()

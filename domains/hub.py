@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 MAILBOX_CAPACITY = 500  # messages waiting for one socket before it counts as fallen behind
 REJOIN_SECONDS = 3600.0  # group memberships expire in the layer (a day by default): renewed this often
 RETRY_SECONDS = 0.5  # how often a failed layer is tried again
+REPLY_PREFIX = "reply."  # a socket's own address in its hub, followed like a group the layer never sees
 
 CATCHING_UP = {"type": "live.catching_up"}
 RESYNC = {"type": "live.resync"}
@@ -96,7 +97,6 @@ class LiveHub:
                  rejoin_seconds: float = REJOIN_SECONDS, retry_seconds: float = RETRY_SECONDS) -> None:
         self.layer = layer
         self.channel = ""
-        self.catching_up = False
         self.mailbox_capacity = mailbox_capacity
         self._rejoin_seconds = rejoin_seconds
         self._retry_seconds = retry_seconds
@@ -120,7 +120,7 @@ class LiveHub:
 
     def mailbox(self, deliver: Deliver) -> Mailbox:
         """A new socket's mailbox, with its own return address; it follows groups through join()."""
-        mailbox = Mailbox(self, f"reply.{next(self._addresses)}", deliver, self.mailbox_capacity)
+        mailbox = Mailbox(self, f"{REPLY_PREFIX}{next(self._addresses)}", deliver, self.mailbox_capacity)
         self._mailboxes.add(mailbox)
         self._followers[mailbox.address] = {mailbox}
         return mailbox
@@ -152,7 +152,7 @@ class LiveHub:
                     logger.debug("leaving %s failed", group, exc_info=True)
 
     def _groups(self) -> list[str]:
-        return [group for group in self._followers if not group.startswith("reply.")]
+        return [group for group in self._followers if not group.startswith(REPLY_PREFIX)]
 
     async def _receive_forever(self) -> None:
         while True:
@@ -171,7 +171,6 @@ class LiveHub:
     async def _catch_up(self) -> None:
         """Every socket is told it is catching up; once the layer answers, the groups are joined again (a
         restarted Redis forgot them) and every socket resyncs."""
-        self.catching_up = True
         for mailbox in list(self._mailboxes):
             mailbox.put(CATCHING_UP)
         while True:
@@ -181,7 +180,6 @@ class LiveHub:
                 break
             except Exception:
                 logger.debug("the channel layer still does not answer", exc_info=True)
-        self.catching_up = False
         logger.warning("the live hub has the channel layer back; resyncing %d sockets", len(self._mailboxes))
         for mailbox in list(self._mailboxes):
             mailbox.put(RESYNC)

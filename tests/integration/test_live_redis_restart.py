@@ -1,4 +1,5 @@
-"""Live state when Redis restarts under open pages: the watchers apart, two daphne processes, and the pages.
+"""Live state when Redis restarts, or a daphne process dies, under open pages: the watchers apart, two daphne
+processes, and the pages.
 
 Debian's redis-server runs on a free loopback port without persistence, so a restart forgets every group
 membership, as a crashed or upgraded Redis does. The host is test:///default, whose `test` VM the watchers'
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.test_live_redis import Stack
 from tests.live_messages import read
 from tests.support.portal import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port
 
@@ -57,13 +59,12 @@ class Redis:
 
 
 @dataclass
-class Stack:
-    env: dict[str, str]
+class RestartingStack(Stack):
+    """test_live_redis's stack, with a Redis it may restart and watchers that change test:///default."""
+
     redis: Redis
-    session_key: str = ""
-    daphne_ports: list[int] = field(default_factory=list)
-    logs: list[Path] = field(default_factory=list)
     watchers: subprocess.Popen[str] | None = None
+    daphnes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def change(self) -> str:
         """Pauses or resumes the `test` VM in the watchers' process; the state it is in now."""
@@ -74,23 +75,16 @@ class Stack:
             assert line, "the watchers' process ended"
         return str(json.loads(line)["changes"][0][1])
 
-    def manage(self, *args: str) -> str:
-        result = subprocess.run([PYTHON, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True,
-                                text=True, timeout=120, check=False)
-        assert result.returncode == 0, result.stdout + result.stderr
-        return result.stdout
-
-    def log_text(self) -> str:
-        return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')}" for log in self.logs)
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
+def stack(tmp_path: Path) -> Iterator[RestartingStack]:
     redis = Redis(tmp_path)
     redis.start()
     var_dir = tmp_path / "var"
     var_dir.mkdir()
-    stack = Stack(env=portal_env(var_dir, REDIS_URL=redis.url, VMPORTAL_LOG_LEVEL="WARNING"), redis=redis)
+    stack = RestartingStack(env=portal_env(var_dir, REDIS_URL=redis.url, VMPORTAL_LOG_LEVEL="WARNING"),
+                            session_key="", daphne_ports=[], logs=[], redis=redis)
     processes: list[subprocess.Popen[Any]] = []
     try:
         stack.manage("migrate", "--noinput", "-v", "0")
@@ -114,9 +108,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             log = var_dir / f"daphne-{name}.log"
             stack.logs.append(log)
             with log.open("wb") as out:
-                processes.append(subprocess.Popen([DAPHNE, "-b", "127.0.0.1", "-p", str(port),
-                                                   "vmportal.asgi:application"],
-                                                  cwd=REPO, env=stack.env, stdout=out, stderr=subprocess.STDOUT))
+                stack.daphnes.append(subprocess.Popen([DAPHNE, "-b", "127.0.0.1", "-p", str(port),
+                                                       "vmportal.asgi:application"],
+                                                      cwd=REPO, env=stack.env, stdout=out, stderr=subprocess.STDOUT))
+            processes.append(stack.daphnes[-1])
             wait_for_port(port, processes[-1], log)
             stack.daphne_ports.append(port)
         yield stack
@@ -133,13 +128,13 @@ async def until(page: LiveSocket, check: Any, timeout: float) -> dict[str, Any]:
     return message
 
 
-async def changed_everywhere(stack: Stack, pages: list[LiveSocket]) -> None:
+async def changed_everywhere(stack: RestartingStack, pages: list[LiveSocket]) -> None:
     state = await asyncio.to_thread(stack.change)
     await asyncio.gather(*(until(page, lambda m: m["type"] == "row" and f'data-state="{state}"' in m["html"],
                                  RESYNC_SECONDS) for page in pages))
 
 
-async def test_a_redis_restart_has_every_page_say_it_is_catching_up_then_resync(stack: Stack) -> None:
+async def test_a_redis_restart_has_every_page_say_it_is_catching_up_then_resync(stack: RestartingStack) -> None:
     pages = [await LiveSocket.open(port, "/ws/domains/?all", session_key=stack.session_key)
              for port in stack.daphne_ports for _ in range(PAGES_PER_PROCESS)]
     try:
@@ -161,4 +156,33 @@ async def test_a_redis_restart_has_every_page_say_it_is_catching_up_then_resync(
         pytest.fail(f"{error!r}; the servers' logs:\n{stack.log_text()}")
     finally:
         for page in pages:
+            page.close()
+
+
+async def test_a_killed_daphne_process_leaves_the_other_live_and_its_pages_resync_there(
+    stack: RestartingStack,
+) -> None:
+    first, second = [[await LiveSocket.open(port, "/ws/domains/?all", session_key=stack.session_key)
+                      for _ in range(PAGES_PER_PROCESS)] for port in stack.daphne_ports]
+    reconnected: list[LiveSocket] = []
+    try:
+        await changed_everywhere(stack, first + second)
+        shown_at = time.time_ns() // 1000  # what the first process's pages last showed
+        stack.daphnes[0].kill()
+        state = await asyncio.to_thread(stack.change)  # a change they miss
+        await asyncio.gather(*(until(page, lambda m: m["type"] == "row" and f'data-state="{state}"' in m["html"],
+                                     RESYNC_SECONDS) for page in second))
+        for page in first:
+            with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+                await asyncio.wait_for(page.receive_text(), RESYNC_SECONDS)
+        # What live.js does: reconnect (through the proxy, to the process still up) with the time its data
+        # was read; the change it missed is replayed to it.
+        reconnected = [await LiveSocket.open(stack.daphne_ports[1], f"/ws/domains/?all&since={shown_at}",
+                                             session_key=stack.session_key) for _ in first]
+        await asyncio.gather(*(until(page, lambda m: m["type"] == "row" and f'data-state="{state}"' in m["html"],
+                                     RESYNC_SECONDS) for page in reconnected))
+    except (TimeoutError, ConnectionError) as error:
+        pytest.fail(f"{error!r}; the servers' logs:\n{stack.log_text()}")
+    finally:
+        for page in first + second + reconnected:
             page.close()

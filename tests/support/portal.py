@@ -74,7 +74,8 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
 
 
 class LiveSocket:
-    """The browser's side of a live-state websocket (RFC 6455, text frames), small enough to open by the thousand."""
+    """The browser's side of a live-state websocket (RFC 6455: text frames, and pings answered), small enough to
+    open by the thousand."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
@@ -106,8 +107,16 @@ class LiveSocket:
             opcode = first & 0x0F
             if opcode == 0x8:
                 raise ConnectionResetError("closed by the server")
+            if opcode == 0x9:  # as a browser does: daphne closes a socket whose pings go unanswered (50 s)
+                self._send_frame(0xA, payload)
             if opcode == 0x1:
                 return payload
+
+    def _send_frame(self, opcode: int, payload: bytes) -> None:
+        """A control frame (at most 125 bytes), masked as every frame from a client is."""
+        mask = os.urandom(4)
+        self.writer.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
+                          + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload)))
 
     def close(self) -> None:
         self.writer.close()

@@ -1,11 +1,12 @@
-"""Fixtures of the unit layer: storage on test:///default owned by the two tenants."""
+"""Fixtures of the unit layer: storage on test:///default owned by the two tenants, and live sockets."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import libvirt
 import pytest
+from channels.testing import WebsocketCommunicator
 
 from accounts.models import User
 from domains.models import DefineAllowance, Host, OwnedVolume, StoragePool
@@ -47,3 +48,12 @@ def storage(hypervisor: libvirt.virConnect, embedded_host: Host, tenant_user: Us
 
 def volumes_in(conn: libvirt.virConnect, pool: str = "default-pool") -> set[str]:
     return set(conn.storagePoolLookupByName(pool).listVolumes())
+
+
+@pytest.fixture
+async def sockets() -> AsyncIterator[list[WebsocketCommunicator]]:
+    """The live sockets a test opened (test_live_consumers.connect), disconnected after it."""
+    opened: list[WebsocketCommunicator] = []
+    yield opened
+    for communicator in opened:
+        await communicator.disconnect()

@@ -91,14 +91,6 @@ async def open_socket(path: str, user: User | None, origin: tuple[bytes, bytes] 
 
 
 @pytest.fixture
-async def sockets() -> AsyncIterator[list[WebsocketCommunicator]]:
-    opened: list[WebsocketCommunicator] = []
-    yield opened
-    for communicator in opened:
-        await communicator.disconnect()
-
-
-@pytest.fixture
 async def embedded_watchers(embedded_host: Host) -> AsyncIterator[None]:
     """This process runs the watchers, as the default deployment's web process does; they have listed the
     host when the test begins, and stop after it."""

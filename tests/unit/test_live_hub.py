@@ -1,7 +1,8 @@
 """The live hub (domains.hub): one channel per process for all of its sockets, on the in-memory layer.
 
 The first tests drive a hub alone with mailboxes that note what they are handed; the last ones open real
-list and VM page sockets through the ASGI router and make the process's hub fall behind or lose its layer.
+list and VM page sockets through the ASGI router (test_live_consumers's helpers) and make the process's hub
+fall behind or lose its layer.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 import pytest
 from channels.layers import get_channel_layer
-from channels.testing import WebsocketCommunicator
 
 from accounts.models import User
 from domains import live, virt
@@ -173,14 +173,6 @@ async def test_a_layer_that_goes_away_has_every_socket_catch_up_then_resync(hub:
 
 
 # --- Through the real sockets: what the page is told. ---
-
-@pytest.fixture
-async def sockets() -> AsyncIterator[list[WebsocketCommunicator]]:
-    opened: list[WebsocketCommunicator] = []
-    yield opened
-    for communicator in opened:
-        await communicator.disconnect()
-
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_list_page_that_fell_behind_fetches_itself_again(
