@@ -58,7 +58,7 @@ class Redis:
             stop_process(self.process)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RestartingStack(Stack):
     """test_live_redis's stack, with a Redis it may restart and watchers that change test:///default."""
 

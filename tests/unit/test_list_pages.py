@@ -19,7 +19,7 @@ from domains import catalog, virt
 from domains.models import Host
 from domains.supervisor import start_supervisor, stop_supervisor
 from tests.conftest import client_for
-from tests.unit.test_live_consumers import connect, publish, sockets  # noqa: F401 (the fixture)
+from tests.unit.test_live_consumers import connect, publish
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -138,7 +138,7 @@ def test_what_watchhosts_publishes_is_what_other_processes_list(admin_user: User
 
 
 async def test_a_row_leaving_a_page_of_a_longer_list_brings_the_next_one(
-    sockets, admin_user: User, five: Host  # noqa: F811
+    sockets, admin_user: User, five: Host
 ):
     page = await connect(sockets, "/ws/domains/?state-running&host=five&per_page=2", admin_user)
     records = {record.name: record for record in await database_sync_to_async(virt.list_domains)(five.uri)}
