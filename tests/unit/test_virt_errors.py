@@ -321,7 +321,8 @@ def test_a_title_read_whose_error_was_cleared_reads_again(conn: libvirt.virConne
 
 
 def test_a_title_read_that_keeps_failing_fails(conn: libvirt.virConnect):
-    dom = conn.lookupByUUIDString(TEST_DOMAIN_UUID)
-    dom.undefine()  # test:///default's domain runs: undefining makes it transient, destroying removes it
+    # A transient domain of its own, destroyed: gone, whatever state other tests left test:///default in.
+    dom = conn.createXML("<domain type='test'><name>gone-before-its-title</name><memory>8192</memory>"
+                         "<os><type>hvm</type></os></domain>")
     dom.destroy()
     assert raised_by(lambda: inventory._title(dom)).get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
