@@ -66,6 +66,22 @@ class Stack:
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
+    def start_daphne(self, var_dir: Path, name: str) -> subprocess.Popen[bytes]:
+        """One more daphne process of the stack, logging to var_dir/daphne-<name>.log, once it listens."""
+        port = free_port()
+        log = var_dir / f"daphne-{name}.log"
+        self.logs.append(log)
+        with log.open("wb") as out:
+            process = subprocess.Popen([DAPHNE, "-b", "127.0.0.1", "-p", str(port), "vmportal.asgi:application"],
+                                       cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(port, process, log)
+        except BaseException:
+            stop_process(process)
+            raise
+        self.daphne_ports.append(port)
+        return process
+
     def log_text(self) -> str:
         return "\n".join(f"--- {log.name}\n{log.read_text(errors='replace')}" for log in self.logs)
 
@@ -94,16 +110,7 @@ def stack(redis_url: str, tmp_path: Path, lab_hosts: list[lab.LabHost]) -> Itera
             processes.append(subprocess.Popen([PYTHON, "manage.py", "watchhosts"], cwd=REPO, env=env, stdout=out,
                                               stderr=subprocess.STDOUT))
         stack.watchhosts = processes[-1]
-        for name in ("a", "b"):
-            port = free_port()
-            log = var_dir / f"daphne-{name}.log"
-            stack.logs.append(log)
-            with log.open("wb") as out:
-                processes.append(subprocess.Popen([DAPHNE, "-b", "127.0.0.1", "-p", str(port),
-                                                   "vmportal.asgi:application"],
-                                                  cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT))
-            wait_for_port(port, processes[-1], log)
-            stack.daphne_ports.append(port)
+        processes += [stack.start_daphne(var_dir, name) for name in ("a", "b")]
         yield stack
     finally:
         for process in processes:

@@ -30,7 +30,6 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = str(Path(sys.executable))
-DAPHNE = str(Path(sys.executable).parent / "daphne")
 PAGES_PER_PROCESS = 20
 RESYNC_SECONDS = 10  # the bound: from Redis answering again to every page resynced
 
@@ -104,16 +103,8 @@ def stack(tmp_path: Path) -> Iterator[RestartingStack]:
         processes.append(stack.watchers)
         assert stack.watchers.stdout is not None and stack.watchers.stdout.readline() == "ready\n"
         for name in ("a", "b"):
-            port = free_port()
-            log = var_dir / f"daphne-{name}.log"
-            stack.logs.append(log)
-            with log.open("wb") as out:
-                stack.daphnes.append(subprocess.Popen([DAPHNE, "-b", "127.0.0.1", "-p", str(port),
-                                                       "vmportal.asgi:application"],
-                                                      cwd=REPO, env=stack.env, stdout=out, stderr=subprocess.STDOUT))
+            stack.daphnes.append(stack.start_daphne(var_dir, name))
             processes.append(stack.daphnes[-1])
-            wait_for_port(port, processes[-1], log)
-            stack.daphne_ports.append(port)
         yield stack
     finally:
         for process in processes:
