@@ -25,7 +25,6 @@ password change, deactivation), after which live.js stops reconnecting; 1011 re-
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -33,16 +32,17 @@ from typing import TYPE_CHECKING, Any
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.conf import settings
 from django.http import QueryDict
 
-from accounts.sessions import session_user
+from vmportal import frames
+from vmportal.frames import FrameWriter
 
 from . import listing, live, virt
 from .access import DomainKey, Right, domain_scope, is_admin, rights_from, visible_hosts
 from .filters import ListQuery, ListQueryError, parse_list_query
 from .hub import Mailbox, running_hub
 from .models import Host
+from .rechecks import running_rechecks
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -60,6 +60,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
     user: User
     granted: Granted
     ended = False  # its session ended: closing, nothing more to re-check
+    recheck_failures = 0  # re-checks failed in a row
     failed = False  # a handler failed: the socket closes, and its page reconnects and fetches itself again
     mailbox: Mailbox
     # No channel of its own (no layer alias names one): the process's hub receives for every socket.
@@ -69,7 +70,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
     # handlers never touch the database (those that do go through database_sync_to_async, which
     # closes them itself), and they run once per open page for every event.
     DATABASE_FREE = frozenset({"live.domain", "live.removed", "live.host", "live.migration", "live.replayed",
-                               "live.catching_up", "live.resync"})
+                               "live.catching_up", "live.resync", "live.recheck", "live.grants", "live.logout"})
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, get_handler_name(message), None) if message["type"] in self.DATABASE_FREE else None
@@ -89,6 +90,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=REJECTED)
             return
         self.user = user
+        self.frames: FrameWriter | None = self.scope.get(frames.SCOPE_KEY)
         self.granted = await database_sync_to_async(domain_scope)(user)
         # The page's query, and `since`: when the page's data was read (live.rendered_at), added by live.js.
         self.params = QueryDict(self.scope.get("query_string", b"").decode(), mutable=True)
@@ -111,7 +113,6 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         except BaseException:  # the layer is away, say: a socket that failed to open follows nothing
             await self.mailbox.close()
             raise
-        self._recheck = asyncio.create_task(self._recheck_forever())
 
     async def subscribe(self) -> bool:
         raise NotImplementedError
@@ -120,12 +121,14 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         raise NotImplementedError
 
     async def disconnect(self, code: int) -> None:
-        recheck = getattr(self, "_recheck", None)
-        if recheck is not None:
-            recheck.cancel()
         mailbox = getattr(self, "mailbox", None)
         if mailbox is not None:
             await mailbox.close()
+
+    async def push(self, text: str) -> None:
+        """A message to the page: straight onto daphne's socket when it can (vmportal.frames), else through ASGI."""
+        if self.frames is None or not self.frames.write(text):
+            await self.send(text_data=text)
 
     async def _join(self, *groups: str) -> None:
         for group in groups:
@@ -147,13 +150,13 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
             self.applied[message["host_id"]] = max(message["seq"], self.applied.get(message["host_id"], 0))
 
     async def live_catching_up(self, event: dict[str, Any]) -> None:
-        await self.send(text_data=live.indicator_message("catching-up"))
+        await self.push(live.indicator_message("catching-up"))
 
     async def live_resync(self, event: dict[str, Any]) -> None:
         """After the layer came back, or after this socket fell behind: what it may have missed, again."""
         await self.resync(min((self.applied.get(host_id, self.since_fallback) for host_id in self.followed_hosts()),
                               default=self.since_fallback))
-        await self.send(text_data=live.indicator_message("on"))
+        await self.push(live.indicator_message("on"))
 
     def followed_hosts(self) -> Iterable[int]:
         raise NotImplementedError
@@ -171,38 +174,39 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         self.seen[key] = seq
         return True
 
-    async def _recheck_forever(self) -> None:
-        """Sessions expire, passwords change, users are deactivated or demoted (the admin site), and grants
-        reach a user's groups, with no broadcast to say so: every LIVE_RECHECK_SECONDS, look again."""
-        failures = 0
-        while not self.ended:
-            await asyncio.sleep(float(settings.LIVE_RECHECK_SECONDS))
-            try:
-                await self.live_grants({})
-                failures = 0
-            except Exception:
-                failures += 1
-                logger.warning("re-checking a live socket failed (%d in a row)", failures, exc_info=True)
-                if failures >= RECHECK_FAILURES:  # fail closed; live.js reconnects, and is checked anew
-                    await self.close(code=1011)
-                    return
+    async def live_recheck(self, event: dict[str, Any]) -> None:
+        """The hub's turn, every LIVE_RECHECK_SECONDS: sessions expire, passwords change, users are deactivated
+        or demoted (the admin site), and grants reach a user's groups, with no broadcast to say so."""
+        await self.live_grants(event)
 
-    async def _session_holds(self) -> bool:
-        """Reads the user through its session as Django does on a request; closes the socket once it ended."""
-        user = await database_sync_to_async(session_user)(self.session_key)
-        if user is None or user.pk != self.user.pk:
+    async def live_grants(self, event: dict[str, Any]) -> None:
+        """Grants changed (a broadcast), or the re-check's turn: the session and the rights, read again."""
+        if self.ended:
+            return
+        try:
+            standing = await running_rechecks().standing(self.session_key)
+        except Exception:
+            self.recheck_failures += 1
+            logger.warning("re-checking a live socket failed (%d in a row)", self.recheck_failures, exc_info=True)
+            if self.recheck_failures >= RECHECK_FAILURES:  # fail closed; live.js reconnects, and is checked anew
+                await self.close(code=1011)
+            return
+        self.recheck_failures = 0
+        if standing.user is None or standing.user.pk != self.user.pk:
             self.ended = True
             await self.close(code=SESSION_ENDED)
-            return False
-        self.user = user  # with its role as it is now
-        return True
+            return
+        self.user = standing.user  # with its role as it is now
+        before, self.granted = self.granted, standing.granted
+        await self.rights_changed(before)
+
+    async def rights_changed(self, before: Granted) -> None:
+        """What the page shows, after the rights were read again (`before`: as they were)."""
+        raise NotImplementedError
 
     async def live_logout(self, event: dict[str, Any]) -> None:
         self.ended = True
         await self.close(code=SESSION_ENDED)
-
-    async def live_grants(self, event: dict[str, Any]) -> None:
-        raise NotImplementedError
 
 
 class DomainListConsumer(_LiveConsumer):
@@ -262,7 +266,7 @@ class DomainListConsumer(_LiveConsumer):
         return self.hosts
 
     async def resync(self, since: int) -> None:
-        await self.send(text_data=live.refresh_message())  # rows it may have missed: the page fetches itself again
+        await self.push(live.refresh_message())  # rows it may have missed: the page fetches itself again
         await super().resync(since)
 
     async def live_replayed(self, event: dict[str, Any]) -> None:
@@ -270,7 +274,7 @@ class DomainListConsumer(_LiveConsumer):
         if host_id not in self.hosts:
             return
         if event["lost"]:
-            await self.send(text_data=live.host_message(host_id, event["host_name"], message=event["lost"][1]))
+            await self.push(live.host_message(host_id, event["host_name"], message=event["lost"][1]))
         for seq, data in event["changed"]:
             await self._show(host_id, live.record_from_wire(data), seq, unreachable=bool(event["lost"]))
         for seq, uuid in event["removed"]:
@@ -281,7 +285,7 @@ class DomainListConsumer(_LiveConsumer):
         if host_id not in self.hosts:
             return
         self.hosts[host_id] = event["host_name"]
-        await self.send(text_data=live.host_message(host_id, event["host_name"],
+        await self.push(live.host_message(host_id, event["host_name"],
                                                     message="" if event["reachable"] else event["message"]))
         if self.paged and self.query.table:
             await self._move_page()
@@ -293,10 +297,7 @@ class DomainListConsumer(_LiveConsumer):
             if self._fresh(key, event["seq"]) and rights_from(self.granted, key):
                 await self._hide(key)
 
-    async def live_grants(self, event: dict[str, Any]) -> None:
-        if not await self._session_holds():
-            return
-        before, self.granted = self.granted, await database_sync_to_async(domain_scope)(self.user)
+    async def rights_changed(self, before: Granted) -> None:
         if before == self.granted:
             return
         # What it may no longer see leaves the page: a revoked grant, or a role demoted from every VM (whose
@@ -307,7 +308,7 @@ class DomainListConsumer(_LiveConsumer):
         if before is None or self.granted is None or set(self.granted) - set(before):
             # Newly visible VMs (or a new role): their records are with the watcher, the list with the page.
             await self._follow_hosts()
-            await self.send(text_data=live.refresh_message())
+            await self.push(live.refresh_message())
 
     async def _show(self, host_id: int, record: virt.DomainRecord, seq: int, *, unreachable: bool,
                     previous: virt.DomainRecord | None = None) -> None:
@@ -326,11 +327,11 @@ class DomainListConsumer(_LiveConsumer):
             return
         if not self.query.table:  # the name/UUID lists have no row partial: the page re-fetches itself
             self.shown[key] = True
-            await self.send(text_data=live.refresh_message())
+            await self.push(live.refresh_message())
             return
         entered = not self.shown.get(key)
         self.shown[key] = True
-        await self.send(text_data=live.row_message(host_id, host_name, record, rights, unreachable))
+        await self.push(live.row_message(host_id, host_name, record, rights, unreachable))
         if entered and sum(self.shown.values()) > self.page.per_page:
             await self._move_page()  # the list outgrew its page: the last row goes to the next one
 
@@ -349,7 +350,7 @@ class DomainListConsumer(_LiveConsumer):
         if not stays:
             await self._move_page()
         elif shown is not None:
-            await self.send(text_data=live.row_message(key[0], host_name, record, rights, unreachable))
+            await self.push(live.row_message(key[0], host_name, record, rights, unreachable))
 
     async def _move_page(self) -> None:
         """Read the page again and tell the difference: rows that entered or changed, the order, the count."""
@@ -358,12 +359,12 @@ class DomainListConsumer(_LiveConsumer):
         for row in self.page.rows:
             key = (row.host.pk, row.uuid)
             if shown_before.get(key) != row:
-                await self.send(text_data=live.row_message(row.host.pk, row.host.name, row.record, row.rights,
+                await self.push(live.row_message(row.host.pk, row.host.name, row.record, row.rights,
                                                            row.unreachable))
         self.shown = dict.fromkeys(shown_before, False) | dict.fromkeys(self.page.keys, True)
-        await self.send(text_data=live.order_message(self.page))
+        await self.push(live.order_message(self.page))
         if (before.count, before.number, before.pages) != (self.page.count, self.page.number, self.page.pages):
-            await self.send(text_data=live.footer_message(self.page, self.query))
+            await self.push(live.footer_message(self.page, self.query))
 
     async def _hide(self, key: DomainKey) -> None:
         host_name = self.hosts.get(key[0])
@@ -373,7 +374,7 @@ class DomainListConsumer(_LiveConsumer):
             await self._move_page()  # a row of the page leaves: the next page's first takes its place
             return
         self.shown[key] = False
-        await self.send(text_data=live.removal_message(host_name, key[1]) if self.query.table
+        await self.push(live.removal_message(host_name, key[1]) if self.query.table
                         else live.refresh_message())
 
 
@@ -403,7 +404,7 @@ class DomainPageConsumer(_LiveConsumer):
 
     async def resync(self, since: int) -> None:
         if self.job is None:
-            await self.send(text_data=live.summary_refresh_message())
+            await self.push(live.summary_refresh_message())
         await super().resync(since)
 
     async def live_replayed(self, event: dict[str, Any]) -> None:
@@ -427,12 +428,9 @@ class DomainPageConsumer(_LiveConsumer):
         """A migration job's progress (domains.migration_jobs): admins run migrations, and only they see them."""
         if not is_admin(self.user) or self.job not in (None, str(event["job_id"])):
             return
-        await self.send(text_data=live.migration_message(event["html"]))
+        await self.push(live.migration_message(event["html"]))
 
-    async def live_grants(self, event: dict[str, Any]) -> None:
-        if not await self._session_holds():
-            return
-        before, self.granted = self.granted, await database_sync_to_async(domain_scope)(self.user)
+    async def rights_changed(self, before: Granted) -> None:
         if Right.VIEW not in rights_from(self.granted, self.key):
             await self._gone()
             await self.close()
@@ -443,13 +441,13 @@ class DomainPageConsumer(_LiveConsumer):
         if self.last is None or self.job is not None:
             return
         record, unreachable = self.last
-        await self.send(text_data=live.summary_message(self.host_id, self.host_name, record,
+        await self.push(live.summary_message(self.host_id, self.host_name, record,
                                                        rights_from(self.granted, self.key), unreachable=unreachable,
                                                        details_changed=details))
 
     async def _gone(self) -> None:
         if self.job is None:
-            await self.send(text_data=live.gone_message())
+            await self.push(live.gone_message())
 
 
 def _hosts_in_view(granted: Granted, query: ListQuery) -> list[Host]:

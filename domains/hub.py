@@ -7,11 +7,13 @@ whatever the number of pages open in it. Messages say which group they were sent
 them); a reply meant for one socket (live.replayed) comes to the hub's channel under that socket's own
 return address.
 
-Two things a socket is told through its mailbox, in order with everything else (consumers.py handles them):
+Three things a socket is told through its mailbox, in order with everything else (consumers.py handles them):
     live.catching_up   the channel layer failed (Redis restarted): what the page shows may be going stale
     live.resync        fetch what the page shows again and replay what changed since its last applied
                        event: after the layer came back, or when the socket fell behind (its mailbox
                        overflowed, and what waited in it was dropped)
+    live.recheck       every LIVE_RECHECK_SECONDS, to every socket at once: read the session and rights
+                       again (domains.rechecks answers them together)
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, NamedTuple
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ REPLY_PREFIX = "reply."  # a socket's own address in its hub, followed like a gr
 
 CATCHING_UP = {"type": "live.catching_up"}
 RESYNC = {"type": "live.resync"}
+RECHECK = {"type": "live.recheck"}
 
 Deliver = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -110,7 +114,8 @@ class LiveHub:
 
     async def start(self) -> None:
         self.channel = await self.layer.new_channel()  # room for a burst: settings.LIVE_CHANNEL_CAPACITY
-        self._tasks = [asyncio.create_task(self._receive_forever()), asyncio.create_task(self._rejoin_forever())]
+        self._tasks = [asyncio.create_task(self._receive_forever()), asyncio.create_task(self._rejoin_forever()),
+                       asyncio.create_task(self._recheck_forever())]
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -196,6 +201,12 @@ class LiveHub:
                 await self._join_all()
             except Exception:  # the receiving task notices too, and catches up
                 logger.warning("renewing the live hub's groups failed", exc_info=True)
+
+    async def _recheck_forever(self) -> None:
+        while True:
+            await asyncio.sleep(float(settings.LIVE_RECHECK_SECONDS))
+            for mailbox in list(self._mailboxes):
+                mailbox.put(RECHECK)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[LiveHub, asyncio.Future[None]]] = \

@@ -79,13 +79,21 @@ def record_to_wire(record: virt.DomainRecord) -> dict[str, Any]:
     }
 
 
+_DECODED = "decoded"  # where a received record keeps its decoding
+
+
 def record_from_wire(data: dict[str, Any]) -> virt.DomainRecord:
-    return virt.DomainRecord(
-        uuid=data["uuid"], name=data["name"], title=data["title"], state=virt.DomainState(data["state"]),
-        reason=data["reason"], persistent=data["persistent"], autostart=data["autostart"],
-        managed_save=data["managed_save"], snapshots=data["snapshots"], vcpus=data["vcpus"],
-        memory_kib=data["memory_kib"], id=data["id"], addresses=tuple(data.get("addresses") or ()),
-    )
+    """The record of a received message, decoded once for every socket it reaches (the hub hands them all
+    the same message, which no one sends on)."""
+    record: virt.DomainRecord | None = data.get(_DECODED)
+    if record is None:
+        record = data[_DECODED] = virt.DomainRecord(
+            uuid=data["uuid"], name=data["name"], title=data["title"], state=virt.DomainState(data["state"]),
+            reason=data["reason"], persistent=data["persistent"], autostart=data["autostart"],
+            managed_save=data["managed_save"], snapshots=data["snapshots"], vcpus=data["vcpus"],
+            memory_kib=data["memory_kib"], id=data["id"], addresses=tuple(data.get("addresses") or ()),
+        )
+    return record
 
 
 # --- What a page shows: the same partials as the HTTP views. ---

@@ -27,7 +27,7 @@ from django.test import Client
 from django.utils import timezone
 
 from accounts.models import User
-from domains import guest_addresses, live, services, virt
+from domains import guest_addresses, live, rechecks, services, virt
 from domains.models import Grant, Host
 from domains.supervisor import HOST_REFRESH_SECONDS, start_supervisor, stop_supervisor
 from tests.conftest import TEST_DOMAIN_UUID
@@ -485,6 +485,28 @@ async def test_a_live_session_stays_open_across_rechecks(quick_recheck, tenant_u
     assert await tenant.silent(5 * RECHECK)
     await publish(embedded_host, changed(SEQ, record()))
     assert (await tenant.receive())["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}"
+
+
+async def test_the_sockets_of_a_process_are_rechecked_together(
+    quick_recheck, tenant_user: User, tenant_grant: Grant, operator_user: User, embedded_host: Host, sockets,
+    monkeypatch
+) -> None:
+    reads: list[list[str]] = []
+    read_standings = rechecks._read
+
+    def read_counted(session_keys: list[str]) -> dict[str, rechecks.Standing]:
+        reads.append(session_keys)
+        return read_standings(session_keys)
+
+    monkeypatch.setattr(rechecks, "_read", read_counted)
+    opened = [await connect(sockets, "/ws/domains/?all", user) for user in (tenant_user, tenant_user, operator_user)]
+    opened.append(await connect(sockets, f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", operator_user))
+    await asyncio.sleep(4.5 * RECHECK)
+    # Four sessions (each connect logs in anew), every interval read together: one thread hop, not four.
+    assert 3 <= len(reads) <= 5
+    assert all(len(session_keys) == 4 for session_keys in reads)
+    for socket in opened:
+        assert await socket.silent(0.01)  # all still open, told nothing
 
 
 async def test_a_demoted_admin_no_longer_receives_what_it_may_not_see(
