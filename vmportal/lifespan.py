@@ -17,7 +17,9 @@ import atexit
 import logging
 from typing import Any
 
-from domains import supervisor, virt
+from asgiref.sync import sync_to_async
+
+from domains import live, supervisor, virt
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ class BackgroundWork:
         self.application = application
         self._by_lifespan = False
         self._stop_at_exit = False
+        self._warmed_up = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -46,6 +49,9 @@ class BackgroundWork:
 
     async def _start(self) -> None:
         virt.initialize()
+        if not self._warmed_up:
+            self._warmed_up = True
+            await sync_to_async(live.warm_up, thread_sensitive=False)()
         if supervisor.embedded_watchers_enabled():
             await supervisor.start_supervisor()  # once: a later call on the same loop returns at once
 
