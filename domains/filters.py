@@ -8,13 +8,14 @@ host then name breaking ties; `page` and `per_page` choose which rows are sent.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from django.http import QueryDict
 
-from .virt import LIST_OPTIONS, DomainRecord
+from .virt import LIST_OPTIONS, DomainRecord, record_matcher
 
 OUTPUT_FLAGS = ("table", "name", "uuid", "title")
 
@@ -54,9 +55,14 @@ class ListQuery:
     page_sizes: ClassVar[tuple[int, ...]] = PAGE_SIZES  # the choices the page offers
     default_per_page: ClassVar[int] = DEFAULT_PAGE_SIZE
 
-    @property
+    @functools.cached_property  # asked for every event by every list page's socket
     def table(self) -> bool:
         return not (self.outputs & {"name", "uuid"})
+
+    @functools.cached_property
+    def matches_options(self) -> Callable[[DomainRecord], bool]:
+        """virsh's filter for these options (virt.record_matcher), compiled once per query."""
+        return record_matcher(self.options)
 
     @property
     def show_titles(self) -> bool:

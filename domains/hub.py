@@ -60,7 +60,7 @@ class Mailbox:
         self._deliver = deliver
         self._capacity = capacity
         self._waiting: deque[dict[str, Any]] = deque()
-        self._wake = asyncio.Event()
+        self._idle: asyncio.Future[None] | None = None  # what its task waits on while nothing waits for it
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -74,7 +74,8 @@ class Mailbox:
             self._waiting.clear()
             self._waiting.append(RESYNC)
         self._waiting.append(message)
-        self._wake.set()
+        if self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     def start(self) -> None:
         """Handle what arrives from now on (the socket is accepted: until then, messages wait)."""
@@ -87,11 +88,13 @@ class Mailbox:
         await self.hub.leave(self)
 
     async def _handle_forever(self) -> None:
+        # A bare future rather than an asyncio.Event: this wakes once per event for every open page.
+        loop = asyncio.get_running_loop()
         while True:
-            await self._wake.wait()
-            self._wake.clear()
             while self._waiting:
                 await self._deliver(self._waiting.popleft())
+            self._idle = loop.create_future()
+            await self._idle
 
 
 class LiveHub:

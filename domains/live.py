@@ -215,7 +215,7 @@ def in_view(query: ListQuery, host_name: str, record: virt.DomainRecord) -> bool
     """Whether the list page with `query` shows the VM: virsh's options, the host and the text filter."""
     if query.host and query.host != host_name:
         return False
-    return query.matches_text(record) and virt.record_matches(record, query.options)
+    return query.matches_text(record) and query.matches_options(record)
 
 
 def addressed(group: str, message: dict[str, Any]) -> dict[str, Any]:
