@@ -84,6 +84,12 @@ def libvirt_event_loop() -> None:
 
 
 @pytest.fixture(autouse=True)
+def no_frozen_heap(settings) -> None:
+    """The tests' own process is not a web process: what its tests leave behind must stay collectable."""
+    settings.FREEZE_STARTUP_HEAP = False
+
+
+@pytest.fixture(autouse=True)
 def fresh_hypervisor_connections() -> Iterator[None]:
     """test:///default keeps its state while any connection to it is open: close them all."""
     virt.pool.close_all()

@@ -14,10 +14,12 @@ ends the watchers' threads and libvirt connections.
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 from typing import Any
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 
 from domains import live, supervisor, virt
 
@@ -52,6 +54,11 @@ class BackgroundWork:
         if not self._warmed_up:
             self._warmed_up = True
             await sync_to_async(live.warm_up, thread_sensitive=False)()
+            if settings.FREEZE_STARTUP_HEAP:
+                # A full collection holds the event loop, and every open page's update, for as long as it
+                # walks the heap (150-250 ms at 1,000 open pages, 40 % of it this startup heap).
+                gc.collect()
+                gc.freeze()
         if supervisor.embedded_watchers_enabled():
             await supervisor.start_supervisor()  # once: a later call on the same loop returns at once
 

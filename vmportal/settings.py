@@ -191,6 +191,9 @@ KEEPALIVE_COUNT = max(0, int(os.environ.get("VMPORTAL_KEEPALIVE_COUNT", "3")))
 # re-checks its session and rights (a session ended elsewhere, a password change, a deactivation or a
 # demotion reaches it within this); how many console connections one user may ask for per minute and
 # keep open at once (0: no limit).
+# The web process's startup heap (Django, the templates, every module: objects as old as the process) is
+# frozen out of the garbage collector's full collections once it is warmed up (vmportal.lifespan).
+FREEZE_STARTUP_HEAP = True
 LIVE_RECHECK_SECONDS = max(0.1, float(os.environ.get("VMPORTAL_LIVE_RECHECK_SECONDS", "10")))
 CONSOLE_TICKETS_PER_MINUTE = max(0, int(os.environ.get("VMPORTAL_CONSOLE_TICKETS_PER_MINUTE", "20")))
 CONSOLE_OPEN_LIMIT = max(0, int(os.environ.get("VMPORTAL_CONSOLE_OPEN_LIMIT", "10")))
