@@ -1,7 +1,7 @@
 """How long a libvirt state change takes to reach every open page, on the in-memory and Redis layers.
 
     .venv/bin/python bench/live_latency.py [--clients 1,100,1000] [--changes 30] [--setups memory,redis,redis-2]
-                                           [--profile DIR]
+                                           [--profile DIR] [--per-change]
 
 Three set-ups, each with real daphne serving the real ASGI application and the watcher of test:///default:
     memory    one process: the default deployment (the application starts the watchers with its first
@@ -189,7 +189,7 @@ def cpu_seconds(process: Process) -> float:
 
 
 def measure(env: dict[str, str], servers: list[Process], ports: list[int], session_key: str, count: int,
-            changes: int) -> tuple[list[float], int, float]:
+            changes: int, per_change: bool = False) -> tuple[list[float], int, float]:
     """Latencies (ms), updates that never arrived, and the servers' CPU time per change (s) meanwhile."""
     watcher = servers[0]
     interval = 0.25 if count <= 100 else 1.0  # a change per page every quarter second is plenty
@@ -209,9 +209,10 @@ def measure(env: dict[str, str], servers: list[Process], ports: list[int], sessi
     # Rows arrive in order. Change k is shown by the first row in its state after it (and after the row
     # that showed change k-1). Had the watcher folded k into k+1, k's row is the one after: counted slow.
     latencies, lost = [], 0
+    by_change: list[list[float]] = [[] for _change in done]
     for per_client in arrivals:
         position = 0
-        for started, state in done:
+        for change, (started, state) in enumerate(done):
             while position < len(per_client) and (per_client[position][1] != state
                                                   or per_client[position][0] < started):
                 position += 1
@@ -219,12 +220,19 @@ def measure(env: dict[str, str], servers: list[Process], ports: list[int], sessi
                 lost += 1
                 continue
             latencies.append((per_client[position][0] - started) * 1000)
+            by_change[change].append(latencies[-1])
             position += 1
+    if per_change:  # a change every page saw late (a pause of the whole process) stands out from a slow sweep
+        for change, (started, _state) in enumerate(done):
+            seen = sorted(by_change[change])
+            if seen:
+                print(f"  change {change:3d} at {started - done[0][0]:6.1f} s: first {seen[0]:6.1f} ms,"
+                      f" median {statistics.median(seen):6.1f} ms, last {seen[-1]:6.1f} ms", flush=True)
     return latencies, lost, cpu
 
 
-def run_setup(setup: str, client_counts: list[int], changes: int,
-              profile_dir: Path | None) -> dict[int, tuple[float, float, int, int]]:
+def run_setup(setup: str, client_counts: list[int], changes: int, profile_dir: Path | None,
+              per_change: bool = False) -> dict[int, tuple[float, float, int, int]]:
     results: dict[int, tuple[float, float, int, int]] = {}
     with tempfile.TemporaryDirectory(prefix=f"live-bench-{setup}-") as tmp:
         var_dir = Path(tmp)
@@ -258,7 +266,7 @@ def run_setup(setup: str, client_counts: list[int], changes: int,
             for port in ports:
                 wait_for_port(port)
             for count in client_counts:
-                latencies, lost, cpu = measure(env, servers, ports, session_key, count, changes)
+                latencies, lost, cpu = measure(env, servers, ports, session_key, count, changes, per_change)
                 p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
                 results[count] = (p50, p99, len(latencies), lost)
                 print(f"{setup:7} {count:6d} clients  p50 {p50:8.1f} ms  p99 {p99:8.1f} ms"
@@ -290,6 +298,7 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=30, help="state changes per measurement")
     parser.add_argument("--setups", default="memory,redis,redis-2", help="memory, redis, redis-2 (see above)")
     parser.add_argument("--profile", type=Path, help="a directory for each server process's cProfile statistics")
+    parser.add_argument("--per-change", action="store_true", help="each change's first, median and last arrival")
     arguments = parser.parse_args()
 
     if arguments.role == "serve":
@@ -307,7 +316,8 @@ def main() -> None:
         arguments.profile.mkdir(parents=True, exist_ok=True)
     counts = [int(count) for count in arguments.clients.split(",")]
     print(f"latency from a libvirt state change to its row on N open list pages ({arguments.changes} changes each)")
-    results = {setup: run_setup(setup, counts, arguments.changes, arguments.profile) for setup in setups}
+    results = {setup: run_setup(setup, counts, arguments.changes, arguments.profile, arguments.per_change)
+               for setup in setups}
     print()
     missing = 0
     for setup, by_count in results.items():
