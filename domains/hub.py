@@ -23,7 +23,7 @@ import itertools
 import logging
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine, Generator
 from typing import Any, NamedTuple
 
 from channels.layers import get_channel_layer
@@ -40,7 +40,7 @@ CATCHING_UP = {"type": "live.catching_up"}
 RESYNC = {"type": "live.resync"}
 RECHECK = {"type": "live.recheck"}
 
-Deliver = Callable[[dict[str, Any]], Awaitable[None]]
+Deliver = Callable[[dict[str, Any]], Coroutine[Any, Any, None]]
 
 
 class ReturnAddress(NamedTuple):
@@ -50,8 +50,29 @@ class ReturnAddress(NamedTuple):
     group: str
 
 
+class _Suspended:
+    """A delivery begun at once (Mailbox.put) that has to wait: its socket's task finishes it, first."""
+
+    def __init__(self, delivery: Coroutine[Any, Any, None], awaited: Any) -> None:
+        self._delivery = delivery
+        self._awaited = awaited  # what the delivery yielded: the future it waits for (asyncio's protocol)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        try:
+            yield self._awaited  # the task waits for it, as if it had been the one to await it
+        except BaseException:  # cancelled (the socket closed): the delivery ends there too
+            self._delivery.close()
+            raise
+        yield from self._delivery.__await__()
+
+
 class Mailbox:
-    """One socket's messages from the hub, handled in order by one task of its own; bounded."""
+    """One socket's messages from the hub, handled in order by one task of its own; bounded.
+
+    A message that finds the task idle is handled at once by the hub's own call, until it has to wait:
+    most deliveries never do (a row written straight to the socket, vmportal.frames), and a task switch
+    per open page per event costs as much as the rest of the delivery.
+    """
 
     def __init__(self, hub: LiveHub, address: str, deliver: Deliver, capacity: int) -> None:
         self.hub = hub
@@ -59,8 +80,9 @@ class Mailbox:
         self.groups: set[str] = set()
         self._deliver = deliver
         self._capacity = capacity
-        self._waiting: deque[dict[str, Any]] = deque()
+        self._waiting: deque[dict[str, Any] | _Suspended] = deque()
         self._idle: asyncio.Future[None] | None = None  # what its task waits on while nothing waits for it
+        self._delivering_now = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -68,6 +90,10 @@ class Mailbox:
         return ReturnAddress(self.hub.channel, self.address)
 
     def put(self, message: dict[str, Any]) -> None:
+        idle = self._idle
+        if idle is not None and not idle.done() and not self._waiting and not self._delivering_now:
+            self._deliver_now(message, idle)
+            return
         if len(self._waiting) >= self._capacity:
             # Fallen behind: what waits is dropped, and the socket resyncs instead of silently missing it.
             logger.warning("a live socket fell %d messages behind; resyncing it", len(self._waiting))
@@ -76,6 +102,21 @@ class Mailbox:
         self._waiting.append(message)
         if self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
+
+    def _deliver_now(self, message: dict[str, Any], idle: asyncio.Future[None]) -> None:
+        delivery = self._deliver(message)
+        self._delivering_now = True
+        try:
+            awaited = delivery.send(None)
+        except StopIteration:
+            return
+        except Exception:  # as a failed delivery ends its task, it must not end the hub's
+            logger.exception("delivering a live message failed")
+            return
+        finally:
+            self._delivering_now = False
+        self._waiting.append(_Suspended(delivery, awaited))
+        idle.set_result(None)
 
     def start(self) -> None:
         """Handle what arrives from now on (the socket is accepted: until then, messages wait)."""
@@ -92,7 +133,8 @@ class Mailbox:
         loop = asyncio.get_running_loop()
         while True:
             while self._waiting:
-                await self._deliver(self._waiting.popleft())
+                waiting = self._waiting.popleft()
+                await (waiting if isinstance(waiting, _Suspended) else self._deliver(waiting))
             self._idle = loop.create_future()
             await self._idle
 

@@ -18,6 +18,7 @@ from channels.layers import get_channel_layer
 
 from accounts.models import User
 from domains import live, virt
+from domains.consumers import DomainListConsumer
 from domains.hub import CATCHING_UP, RESYNC, LiveHub, Mailbox, running_hub
 from domains.models import Host
 from tests.conftest import TEST_DOMAIN_UUID
@@ -104,6 +105,38 @@ async def test_one_message_per_process_reaches_every_socket_following_the_group(
     assert other[1].messages == []
 
 
+async def test_a_socket_waiting_for_work_is_handed_its_message_in_the_hub_s_own_call(hub: LiveHub) -> None:
+    mailbox, noted = await follower(hub)
+    await asyncio.sleep(0)  # its task starts, and waits for work
+    mailbox.put({"type": "live.domain", "seq": 1})
+    assert noted.types() == ["live.domain"]  # handled before put() returned: no task switch per page
+
+
+async def test_a_delivery_that_has_to_wait_is_finished_before_the_messages_after_it(hub: LiveHub) -> None:
+    mailbox, noted = await follower(hub)
+    await asyncio.sleep(0)
+    noted.flowing.clear()
+    for seq in (1, 2, 3):
+        mailbox.put({"type": "live.domain", "seq": seq})
+    assert noted.messages == []
+    noted.flowing.set()
+    await until(lambda: len(noted.messages) == 3)
+    assert [message["seq"] for message in noted.messages] == [1, 2, 3]
+    mailbox.put({"type": "live.domain", "seq": 4})  # idle again: at once
+    assert [message["seq"] for message in noted.messages] == [1, 2, 3, 4]
+
+
+async def test_a_socket_closing_while_its_delivery_waits_ends_that_delivery(hub: LiveHub) -> None:
+    mailbox, noted = await follower(hub)
+    await asyncio.sleep(0)
+    noted.flowing.clear()
+    mailbox.put({"type": "live.domain", "seq": 1})
+    await mailbox.close()
+    noted.flowing.set()
+    await asyncio.sleep(0.05)
+    assert noted.messages == []
+
+
 async def test_the_process_leaves_a_group_when_its_last_socket_does(hub: LiveHub) -> None:
     first, _noted = await follower(hub, "host.1", "live.grants")
     second, _noted = await follower(hub, "host.1")
@@ -176,15 +209,27 @@ async def test_a_layer_that_goes_away_has_every_socket_catch_up_then_resync(hub:
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_list_page_that_fell_behind_fetches_itself_again(
-    admin_user: User, embedded_host: Host, sockets
+    admin_user: User, embedded_host: Host, sockets, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (await running_hub()).mailbox_capacity = 3
     admin = await connect(sockets, "/ws/domains/?all", admin_user)
+    # A socket that cannot keep up: its first row waits until the whole burst reached the hub.
+    caught_up = asyncio.Event()
+    push = DomainListConsumer.push
+
+    async def slow_push(consumer: DomainListConsumer, text: str) -> None:
+        await caught_up.wait()
+        await push(consumer, text)
+
+    monkeypatch.setattr(DomainListConsumer, "push", slow_push)
     states = [virt.DomainState.PAUSED, virt.DomainState.RUNNING] * 5
     hub, layer = await running_hub(), get_channel_layer()
-    for seq, state in enumerate(states):  # a burst on the hub's channel: all handed over before the page runs
+    for seq, state in enumerate(states):
         group, message = live.messages_for(embedded_host, changed(SEQ + seq, record(state=state)))[0]
         await layer.send(hub.channel, message)
+    while (queue := layer.channels.get(hub.channel)) is not None and queue.qsize():  # the hub has them all
+        await asyncio.sleep(0.01)
+    caught_up.set()
     told = [await admin.receive()]
     while not await admin.silent():
         told.append(await admin.receive())
