@@ -19,6 +19,7 @@ Three things a socket is told through its mailbox, in order with everything else
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import itertools
 import logging
 import weakref
@@ -83,6 +84,7 @@ class Mailbox:
         self._waiting: deque[dict[str, Any] | _Suspended] = deque()
         self._idle: asyncio.Future[None] | None = None  # what its task waits on while nothing waits for it
         self._delivering_now = False
+        self._context = contextvars.copy_context()  # its task's, in which put() hands a message over too
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -107,7 +109,9 @@ class Mailbox:
         delivery = self._deliver(message)
         self._delivering_now = True
         try:
-            awaited = delivery.send(None)
+            # In the task's own context, as if the task ran it: asgiref keeps per-context state across a
+            # delivery's awaits (its single-thread executor's deadlock guard, for one).
+            awaited = self._context.run(delivery.send, None)
         except StopIteration:
             return
         except Exception:  # as a failed delivery ends its task, it must not end the hub's
@@ -121,7 +125,7 @@ class Mailbox:
     def start(self) -> None:
         """Handle what arrives from now on (the socket is accepted: until then, messages wait)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._handle_forever())
+            self._task = asyncio.create_task(self._handle_forever(), context=self._context)
 
     async def close(self) -> None:
         if self._task is not None:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
 from accounts.models import User
@@ -124,6 +125,24 @@ async def test_a_delivery_that_has_to_wait_is_finished_before_the_messages_after
     assert [message["seq"] for message in noted.messages] == [1, 2, 3]
     mailbox.put({"type": "live.domain", "seq": 4})  # idle again: at once
     assert [message["seq"] for message in noted.messages] == [1, 2, 3, 4]
+
+
+async def test_a_delivery_handed_over_at_once_runs_in_its_socket_s_context(hub: LiveHub) -> None:
+    """asgiref keeps state per context across a delivery's awaits: its single-thread executor's deadlock
+    guard, set in the context that starts a call and cleared in the one that finishes it."""
+    done: list[int] = []
+
+    async def reads_the_database(message: dict[str, Any]) -> None:
+        await sync_to_async(done.append)(message["seq"])  # thread-sensitive, as database_sync_to_async
+
+    mailboxes = [hub.mailbox(reads_the_database) for _ in range(2)]
+    for mailbox in mailboxes:
+        mailbox.start()
+    await asyncio.sleep(0)
+    for seq in range(4):
+        mailboxes[seq % 2].put({"type": "live.domain", "seq": seq})  # would deadlock-guard the second time
+        await until(lambda handed=seq + 1: len(done) == handed)
+    assert done == [0, 1, 2, 3]
 
 
 async def test_a_socket_closing_while_its_delivery_waits_ends_that_delivery(hub: LiveHub) -> None:
