@@ -73,6 +73,26 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
             process.wait()
 
 
+def upgrade_request(port: int, path: str, *, session_key: str, origin: str | None = None) -> bytes:
+    """A browser's websocket handshake for the portal on the loopback port, logged in with the session."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        f"Origin: {origin or f'http://127.0.0.1:{port}'}\r\nCookie: sessionid={session_key}\r\n\r\n"
+    ).encode()
+
+
+def control_frame(opcode: int, payload: bytes) -> bytes:
+    """A control frame (at most 125 bytes), masked as every frame from a client is."""
+    mask = os.urandom(4)
+    return (bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
+            + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload)))
+
+
+PING, PONG, CLOSE, TEXT = 0x9, 0xA, 0x8, 0x1
+
+
 class LiveSocket:
     """The browser's side of a live-state websocket (RFC 6455: text frames, and pings answered), small enough to
     open by the thousand."""
@@ -83,12 +103,7 @@ class LiveSocket:
     @classmethod
     async def open(cls, port: int, path: str, *, session_key: str, origin: str | None = None) -> LiveSocket:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write((
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
-            f"Origin: {origin or f'http://127.0.0.1:{port}'}\r\nCookie: sessionid={session_key}\r\n\r\n"
-        ).encode())
+        writer.write(upgrade_request(port, path, session_key=session_key, origin=origin))
         head = await reader.readuntil(b"\r\n\r\n")
         if not head.startswith(b"HTTP/1.1 101"):
             raise ConnectionRefusedError(head.split(b"\r\n", 1)[0].decode())
@@ -105,18 +120,12 @@ class LiveSocket:
                 length = int.from_bytes(await self.reader.readexactly(8), "big")
             payload = await self.reader.readexactly(length)
             opcode = first & 0x0F
-            if opcode == 0x8:
+            if opcode == CLOSE:
                 raise ConnectionResetError("closed by the server")
-            if opcode == 0x9:  # as a browser does: daphne closes a socket whose pings go unanswered (50 s)
-                self._send_frame(0xA, payload)
-            if opcode == 0x1:
+            if opcode == PING:  # as a browser does: daphne closes a socket whose pings go unanswered (50 s)
+                self.writer.write(control_frame(PONG, payload))
+            if opcode == TEXT:
                 return payload
-
-    def _send_frame(self, opcode: int, payload: bytes) -> None:
-        """A control frame (at most 125 bytes), masked as every frame from a client is."""
-        mask = os.urandom(4)
-        self.writer.write(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
-                          + bytes(byte ^ mask[index % 4] for index, byte in enumerate(payload)))
 
     def close(self) -> None:
         self.writer.close()
