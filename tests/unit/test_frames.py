@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import socket
 import struct
+from typing import Any
 
 import pytest
 from autobahn.websocket.protocol import WebSocketProtocol as AutobahnProtocol
@@ -122,3 +123,21 @@ def test_a_socket_not_plainly_open_is_sent_the_ordinary_way(connected, how: str)
     browser.setblocking(False)
     with pytest.raises(BlockingIOError):
         browser.recv(10)
+
+
+async def test_the_middleware_offers_the_writer_to_daphne_s_websockets_alone() -> None:
+    seen: list[dict] = []
+
+    async def consumer(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope)
+
+    middleware = frames.DirectFrames(consumer)
+    send, _protocol = daphne_send()
+    await middleware({"type": "websocket"}, None, send)
+
+    async def another_servers_send(message: dict) -> None:
+        raise AssertionError("not called")
+
+    await middleware({"type": "websocket"}, None, another_servers_send)
+    assert isinstance(seen[0][frames.SCOPE_KEY], frames.FrameWriter)
+    assert frames.SCOPE_KEY not in seen[1]
