@@ -76,4 +76,8 @@ _rechecks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Rechecks] = weak
 
 def running_rechecks() -> Rechecks:
     """The running loop's re-checks (tests run a loop per test)."""
-    return _rechecks.setdefault(asyncio.get_running_loop(), Rechecks())
+    loop = asyncio.get_running_loop()
+    rechecks = _rechecks.get(loop)
+    if rechecks is None:
+        rechecks = _rechecks[loop] = Rechecks()
+    return rechecks
