@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -111,6 +112,23 @@ async def test_a_socket_waiting_for_work_is_handed_its_message_in_the_hub_s_own_
     await asyncio.sleep(0)  # its task starts, and waits for work
     mailbox.put({"type": "live.domain", "seq": 1})
     assert noted.types() == ["live.domain"]  # handled before put() returned: no task switch per page
+
+
+async def test_no_garbage_collection_runs_while_a_message_is_handed_to_every_socket(hub: LiveHub) -> None:
+    collecting: list[bool] = []
+
+    async def notes_the_collector(message: dict[str, Any]) -> None:
+        collecting.append(gc.isenabled())
+
+    for _socket in range(3):
+        mailbox = hub.mailbox(notes_the_collector)
+        await hub.join(mailbox, "host.1")
+        mailbox.start()
+    await asyncio.sleep(0)
+    await hub.layer.group_send("host.1", live.addressed("host.1", {"type": "live.domain", "seq": 7}))
+    await until(lambda: len(collecting) == 3)
+    assert collecting == [False, False, False]
+    assert gc.isenabled()  # deferred, not turned off
 
 
 async def test_a_delivery_that_has_to_wait_is_finished_before_the_messages_after_it(hub: LiveHub) -> None:
