@@ -186,8 +186,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         try:
             standing = await running_rechecks().standing(self.session_key)
         except Exception:
-            self.recheck_failures += 1
-            logger.warning("re-checking a live socket failed (%d in a row)", self.recheck_failures, exc_info=True)
+            self.recheck_failures += 1  # the reason is logged once for every socket (domains.rechecks)
             if self.recheck_failures >= RECHECK_FAILURES:  # fail closed; live.js reconnects, and is checked anew
                 await self.close(code=1011)
             return

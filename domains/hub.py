@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import gc
 import itertools
 import logging
@@ -61,12 +62,20 @@ class _Suspended:
         self._awaited = awaited  # what the delivery yielded: the future it waits for (asyncio's protocol)
 
     def __await__(self) -> Generator[Any, None, None]:
-        try:
-            yield self._awaited  # the task waits for it, as if it had been the one to await it
-        except BaseException:  # cancelled (the socket closed): the delivery ends there too
-            self._delivery.close()
-            raise
-        yield from self._delivery.__await__()
+        """Drives the delivery on, as its task would have: what it waits for comes back as a result, or as
+        the exception it ended with (or the task's cancellation), thrown into the delivery."""
+        awaited = self._awaited
+        while True:
+            try:
+                yield awaited
+            except BaseException as error:  # noqa: BLE001 (handed to the delivery, which decides)
+                step = functools.partial(self._delivery.throw, error)
+            else:
+                step = functools.partial(self._delivery.send, None)
+            try:
+                awaited = step()
+            except StopIteration:
+                return
 
 
 class Mailbox:

@@ -11,6 +11,7 @@ distinct user's rights once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -22,6 +23,8 @@ from .access import Scope, domain_scope
 
 if TYPE_CHECKING:
     from accounts.models import User
+
+logger = logging.getLogger(__name__)
 
 
 class Standing(NamedTuple):
@@ -49,7 +52,8 @@ class Rechecks:
         waiting, self._waiting = self._waiting, {}
         try:
             standings = await database_sync_to_async(_read)(list(waiting))
-        except Exception as error:  # each socket counts its failures (consumers.RECHECK_FAILURES)
+        except Exception as error:  # said once here; each socket counts its failures (consumers.RECHECK_FAILURES)
+            logger.warning("re-checking the live sockets of %d sessions failed", len(waiting), exc_info=True)
             for answers in waiting.values():
                 for answer in answers:
                     if not answer.done():

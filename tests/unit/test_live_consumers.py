@@ -509,6 +509,25 @@ async def test_the_sockets_of_a_process_are_rechecked_together(
         assert await socket.silent(0.01)  # all still open, told nothing
 
 
+async def test_sockets_whose_re_checks_keep_failing_close_and_the_failure_is_told_once_a_turn(
+    quick_recheck, tenant_user: User, tenant_grant: Grant, embedded_host: Host, monkeypatch, caplog
+) -> None:
+    def database_away(session_keys: list[str]) -> dict[str, rechecks.Standing]:
+        raise ConnectionError("the database is away")
+
+    opened = []
+    for _page in range(3):
+        communicator, connected, _code = await open_socket("/ws/domains/?all", tenant_user)
+        assert connected
+        opened.append(communicator)
+    monkeypatch.setattr(rechecks, "_read", database_away)
+    with caplog.at_level(logging.WARNING, logger="domains.rechecks"):
+        for communicator in opened:  # fail closed: the page reconnects, and is checked anew
+            assert await closed_with(communicator) == 1011
+    told = [record for record in caplog.records if record.name == "domains.rechecks"]
+    assert 3 <= len(told) <= 5  # one a turn for the three sockets, not one per socket
+
+
 async def test_a_demoted_admin_no_longer_receives_what_it_may_not_see(
     quick_recheck, admin_user: User, embedded_host: Host, sockets
 ) -> None:

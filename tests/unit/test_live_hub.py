@@ -163,6 +163,24 @@ async def test_a_delivery_handed_over_at_once_runs_in_its_socket_s_context(hub: 
     assert done == [0, 1, 2, 3]
 
 
+async def test_what_a_waiting_delivery_waited_for_fails_with_reaches_the_delivery(hub: LiveHub) -> None:
+    answer: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+    caught: list[str] = []
+
+    async def waits_for_an_answer(message: dict[str, Any]) -> None:
+        try:
+            await answer
+        except ConnectionError as error:
+            caught.append(str(error))
+
+    mailbox = hub.mailbox(waits_for_an_answer)
+    mailbox.start()
+    await asyncio.sleep(0)
+    mailbox.put({"type": "live.recheck"})  # begun at once, then it waits
+    answer.set_exception(ConnectionError("the database is away"))
+    await until(lambda: caught == ["the database is away"])
+
+
 async def test_a_socket_closing_while_its_delivery_waits_ends_that_delivery(hub: LiveHub) -> None:
     mailbox, noted = await follower(hub)
     await asyncio.sleep(0)
