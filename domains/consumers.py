@@ -40,7 +40,7 @@ from vmportal.frames import FrameWriter
 from . import listing, live, virt
 from .access import DomainKey, Right, domain_scope, is_admin, rights_from, visible_hosts
 from .filters import ListQuery, ListQueryError, parse_list_query
-from .hub import Mailbox, running_hub
+from .hub import RESYNC, Mailbox, running_hub
 from .models import Host
 from .rechecks import running_rechecks
 
@@ -107,6 +107,8 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
                 return
             await self._join(live.GRANTS_GROUP, live.session_group(self.session_key))
             await self.accept()
+            if self.frames is not None:
+                self.frames.watch_backlog(lambda: self.mailbox.put(RESYNC))
             self.mailbox.start()
             if self.since is not None:  # what changed between the page's render and now, told to this socket only
                 await self.ask_replay(self.since)
@@ -126,7 +128,8 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
             await mailbox.close()
 
     async def push(self, text: str) -> None:
-        """A message to the page: straight onto daphne's socket when it can (vmportal.frames), else through ASGI."""
+        """A message to the page: straight onto daphne's socket when it can (vmportal.frames), else through ASGI;
+        dropped while the page does not take what it is sent (it resyncs once it has taken it all)."""
         if self.frames is None or not self.frames.write(text):
             await self.send(text_data=text)
 

@@ -12,12 +12,18 @@ closing, another ASGI server than daphne) takes the ordinary ASGI way. Either wa
 DirectFrames, the outermost websocket middleware, finds daphne's protocol behind the ASGI `send` it
 is given (daphne passes `partial(Server.handle_reply, protocol)`) and offers it to consumers as
 scope["frames"]; consumers.push() uses it.
+
+A page that does not take what it is sent (a stalled browser, a slow link) would otherwise grow Twisted's
+buffer without bound: once more than BACKLOG_BYTES wait for it, the writer counts as behind, frames for
+it are dropped, and once everything waiting has been sent the consumer is told to resync the page.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import struct
+from collections.abc import Callable
 from typing import Any
 
 from daphne.server import Server
@@ -27,6 +33,8 @@ from twisted.internet.tcp import Connection
 from vmportal.origins import ASGIApp, Scope
 
 SCOPE_KEY = "frames"
+BACKLOG_BYTES = 1 << 20  # unsent bytes waiting for one page before it counts as behind
+BACKLOG_CHECK_SECONDS = 0.5  # how often a page behind is looked at again
 
 
 @functools.lru_cache(maxsize=256)
@@ -48,16 +56,28 @@ class FrameWriter:
 
     def __init__(self, protocol: WebSocketProtocol) -> None:
         self._protocol = protocol
+        self.behind = False  # more than BACKLOG_BYTES waited to be sent: what is pushed meanwhile is dropped
+        self._caught_up: Callable[[], None] | None = None
+
+    def watch_backlog(self, caught_up: Callable[[], None]) -> None:
+        """From now on the writer falls behind past BACKLOG_BYTES, and `caught_up` is called once all that
+        waited has been sent (the page then missed what was dropped meanwhile)."""
+        self._caught_up = caught_up
 
     def write(self, text: str) -> bool:
-        """Sends `text`, or returns False for the caller to send it the ordinary way."""
+        """Sends `text` (or drops it while behind), or returns False for the caller to send it the ordinary way."""
         protocol, transport = self._protocol, self._protocol.transport
         if (protocol.state != protocol.STATE_OPEN or not isinstance(transport, Connection) or transport.TLS
                 or not transport.connected or transport.disconnecting):
             return False
+        if self.behind:
+            return True
         frame = text_frame(text)
-        if transport._tempDataLen or len(transport.dataBuffer) > transport.offset:  # earlier bytes wait: after them
-            transport.write(frame)
+        if _waiting(transport):  # earlier bytes wait: after them, unless too many wait
+            if self._caught_up is not None and _waiting(transport) > BACKLOG_BYTES:
+                self._fall_behind()
+            else:
+                transport.write(frame)
             return True
         try:
             sent = transport.socket.send(frame)
@@ -68,6 +88,28 @@ class FrameWriter:
         if sent < len(frame):
             transport.write(frame[sent:])
         return True
+
+    def _fall_behind(self) -> None:
+        # Twisted tells its connection's producer when its buffer empties, but daphne's HTTP channel holds
+        # that place (it stays the producer of the upgraded connection): the writer looks now and then.
+        self.behind = True
+        asyncio.get_running_loop().call_later(BACKLOG_CHECK_SECONDS, self._check_caught_up)
+
+    def _check_caught_up(self) -> None:
+        transport = self._protocol.transport
+        if not transport.connected:
+            return
+        if _waiting(transport):
+            asyncio.get_running_loop().call_later(BACKLOG_CHECK_SECONDS, self._check_caught_up)
+            return
+        self.behind = False
+        if self._caught_up is not None:  # only watch_backlog's writers fall behind
+            self._caught_up()
+
+
+def _waiting(transport: Connection) -> int:
+    """The bytes Twisted holds for the connection, not yet handed to the kernel."""
+    return transport._tempDataLen + len(transport.dataBuffer) - transport.offset
 
 
 def frame_writer(send: Any) -> FrameWriter | None:

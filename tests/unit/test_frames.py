@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import socket
 import struct
@@ -141,3 +142,30 @@ async def test_the_middleware_offers_the_writer_to_daphne_s_websockets_alone() -
     await middleware({"type": "websocket"}, None, another_servers_send)
     assert isinstance(seen[0][frames.SCOPE_KEY], frames.FrameWriter)
     assert frames.SCOPE_KEY not in seen[1]
+
+
+async def test_a_page_past_its_backlog_is_dropped_frames_until_all_it_waited_for_is_sent(
+    connected, monkeypatch
+) -> None:
+    writer, _protocol, transport, _browser = connected
+    monkeypatch.setattr(frames, "BACKLOG_CHECK_SECONDS", 0.01)
+    caught_up: list[bool] = []
+    writer.watch_backlog(lambda: caught_up.append(True))
+    transport.write(b"x" * (frames.BACKLOG_BYTES + 1))  # a browser that stopped reading
+    assert writer.write("a row") and writer.behind
+    assert writer.write("another row")
+    assert transport.buffered == [b"x" * (frames.BACKLOG_BYTES + 1)]  # both dropped, nothing added
+    await asyncio.sleep(0.05)
+    assert caught_up == []  # still waiting
+    transport.buffered.clear()
+    transport._tempDataLen = 0  # Twisted sent it all
+    await asyncio.sleep(0.05)
+    assert caught_up == [True] and not writer.behind
+    assert writer.write("the next row") and transport.buffered == []
+
+
+def test_a_writer_nobody_watches_never_drops(connected) -> None:
+    writer, _protocol, transport, _browser = connected
+    transport.write(b"x" * (frames.BACKLOG_BYTES + 1))
+    assert writer.write("a row") and not writer.behind
+    assert transport.buffered[-1] == frames.text_frame("a row")

@@ -429,6 +429,56 @@ async def test_logging_out_closes_that_sessions_sockets(admin_user: User, embedd
     await other_session.disconnect()
 
 
+class FakeFrames:
+    """vmportal.frames.FrameWriter as a page behind a stalled link looks to its consumer."""
+
+    def __init__(self) -> None:
+        self.behind = False
+        self.written: list[dict[str, Any]] = []
+        self.caught_up: Any = None
+
+    def write(self, text: str) -> bool:
+        if not self.behind:  # behind, it drops what it is handed (and says it took care of it)
+            self.written.append(read(text))
+        return True
+
+    def watch_backlog(self, caught_up: Any) -> None:
+        self.caught_up = caught_up
+
+
+async def test_a_page_behind_on_its_socket_is_sent_nothing_then_resynced_once_it_took_everything(
+    operator_user: User, embedded_host: Host
+) -> None:
+    frames = FakeFrames()
+    cookie = (b"cookie", await database_sync_to_async(session_cookie)(operator_user))
+    communicator = WebsocketCommunicator(router, "/ws/domains/?all", headers=[ORIGIN, HOST, cookie])
+    communicator.scope["frames"] = frames
+    assert (await communicator.connect())[0]
+    try:
+        await publish(embedded_host, changed(SEQ, record()))
+        await until_true(lambda: len(frames.written) == 1)
+        assert frames.written[0]["type"] == "row"
+
+        frames.behind = True  # Twisted paused it: more than BACKLOG_BYTES wait to be sent
+        await publish(embedded_host, changed(SEQ + 1, record(state=virt.DomainState.PAUSED)))
+        await asyncio.sleep(0.2)
+        assert len(frames.written) == 1  # dropped, not buffered without end
+
+        frames.behind = False
+        frames.caught_up()  # all that waited was sent: the page resyncs
+        await until_true(lambda: {"type": "refresh"} in frames.written)
+        assert frames.written[-1] == {"type": "indicator", "state": "on"}
+    finally:
+        await communicator.disconnect()
+
+
+async def until_true(check: Any, timeout: float = 2) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "not within the time"
+        await asyncio.sleep(0.01)
+
+
 # --- Sessions that end, users that change, with no broadcast to say so: the re-check finds them. ---
 
 RECHECK = 0.2  # VMPORTAL_LIVE_RECHECK_SECONDS in these tests; each waits a few intervals, far below the default
