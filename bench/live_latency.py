@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -43,7 +42,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.stats import percentile  # noqa: E402
-from tests.support.changing_watchers import TEST_UUID, Changes, profiled  # noqa: E402
+from tests.support.changing_watchers import TEST_UUID, prepare_portal  # noqa: E402
 from tests.support.portal import (  # noqa: E402
     PING,
     PONG,
@@ -51,55 +50,16 @@ from tests.support.portal import (  # noqa: E402
     control_frame,
     free_port,
     portal_env,
-    session_code,
+    raise_file_limit,
     stop_process,
     upgrade_request,
     wait_for_port,
 )
 
 PYTHON = sys.executable
+SERVER = [PYTHON, "-m", "tests.support.changing_watchers"]  # the watchers, or daphne (--daphne PORT)
 POLL_SECONDS = 3.0
 TARGET_P99_MS = 100.0
-
-
-def raise_file_limit() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-# --- The server processes: daphne, the watcher and the changes, together or apart. ---
-
-
-def serve(port: int, watch: bool, redis: bool, profile: str | None) -> None:
-    """daphne in this process; with `watch`, the watchers (embedded without Redis) and the changes too."""
-    raise_file_limit()
-    import django
-
-    django.setup()
-    from daphne.endpoints import build_endpoint_description_strings
-    from daphne.server import Server  # installs Twisted's asyncio reactor on its own loop
-    from twisted.internet import reactor
-
-    from domains import virt
-    from domains.supervisor import Supervisor
-    from vmportal.asgi import application
-
-    loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
-
-    async def start_watchers() -> None:
-        if watch and redis:  # as `manage.py watchhosts` does
-            virt.initialize()
-            await Supervisor().start()
-        print("ready", flush=True)
-
-    if watch:
-        Changes().follow_commands(loop, reactor.stop)  # type: ignore[misc]
-    reactor.callWhenRunning(lambda: loop.create_task(start_watchers()))
-    # A thousand pages opening at once on a loaded machine may take longer than daphne allows a handshake (5 s)
-    # and a connecting application (20 s): it would refuse them (403).
-    server = Server(application=application, endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
-                    signal_handlers=True, verbosity=0, websocket_handshake_timeout=120, websocket_connect_timeout=120)
-    profiled(profile, server.run)
 
 
 # --- The client process: N websockets, each noting when each row arrives. ---
@@ -229,22 +189,6 @@ class Process:
             stop_process(self.popen)
 
 
-def prepare(var_dir: Path, env: dict[str, str]) -> str:
-    """Database with the embedded host and an operator; the operator's session key."""
-    def manage(*args: str) -> str:
-        return subprocess.run([PYTHON, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                              check=True).stdout
-
-    manage("migrate", "--noinput", "-v", "0")
-    return manage("shell", "--no-imports", "-c", (
-        "from accounts.models import User\n"
-        "from domains.models import Host\n"
-        "Host.objects.create(name='embedded', uri='test:///default')\n"
-        "User.objects.create_user('bench-operator', role='operator')\n"
-        + session_code("bench-operator") + "print(session_key)\n"
-    )).strip()
-
-
 def cpu_seconds(process: Process) -> float:
     """The CPU time a process used so far (all its threads): less at the mercy of a busy machine than latency."""
     fields = Path(f"/proc/{process.popen.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -308,7 +252,7 @@ def run_setup(setup: str, client_counts: list[int], changes: int, profile_dir: P
                                       "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL)
             wait_for_port(redis_port)
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
-        session_key = prepare(var_dir, env)
+        session_key = prepare_portal(env)
 
         def profile(name: str) -> list[str]:
             return ["--profile", str(profile_dir / f"{setup}-{name}.pstats")] if profile_dir else []
@@ -316,14 +260,14 @@ def run_setup(setup: str, client_counts: list[int], changes: int, profile_dir: P
         servers: list[Process] = []
         try:
             if setup == "redis-2":  # the watchers apart, two daphne processes
-                servers.append(Process([PYTHON, "-m", "tests.support.changing_watchers", *profile("watch")], env))
+                servers.append(Process([*SERVER, *profile("watch")], env))
                 ports = [free_port(), free_port()]
-                servers += [Process([PYTHON, __file__, "serve", "--port", str(port), *profile(f"daphne-{n}")], env)
+                servers += [Process([*SERVER, "--daphne", str(port), *profile(f"daphne-{n}")], env)
                             for n, port in enumerate(ports)]
             else:
                 ports = [free_port()]
-                servers.append(Process([PYTHON, __file__, "serve", "--port", str(ports[0]), "--watch",
-                                        *(["--redis"] if redis else []), *profile("daphne")], env))
+                servers.append(Process([*SERVER, "--daphne", str(ports[0]), "--watch", *(["--redis"] if redis else []),
+                                        *profile("daphne")], env))
             for server in servers:
                 server.expect("ready")
             for port in ports:
@@ -347,11 +291,6 @@ def run_setup(setup: str, client_counts: list[int], changes: int, profile_dir: P
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="role")
-    server = sub.add_parser("serve")
-    server.add_argument("--port", type=int, required=True)
-    server.add_argument("--watch", action="store_true", help="run the watchers and the changes here too")
-    server.add_argument("--redis", action="store_true", help="the watchers publish through Redis")
-    server.add_argument("--profile")
     client = sub.add_parser("clients")
     client.add_argument("--ports", required=True)
     client.add_argument("--count", type=int, required=True)
@@ -364,9 +303,6 @@ def main() -> None:
     parser.add_argument("--per-change", action="store_true", help="each change's first, median and last arrival")
     arguments = parser.parse_args()
 
-    if arguments.role == "serve":
-        serve(arguments.port, arguments.watch, arguments.redis, arguments.profile)
-        return
     if arguments.role == "clients":
         ports = [int(port) for port in arguments.ports.split(",")]
         asyncio.run(clients(ports, arguments.count, arguments.cookie, arguments.linger))

@@ -3,7 +3,7 @@
     .venv/bin/python bench/soak.py [--minutes 60] [--rate 10] [--pages 200] [--consoles 20] [--redis]
 
 One portal as deployed: daphne serving the real ASGI application with the watchers of test:///default in
-it (bench/live_latency.py's server, whose `test` VM is paused and resumed on command), and
+it (tests/support/changing_watchers.py's server, whose `test` VM is paused and resumed on command), and
 `manage.py consoleproxy` with a synthetic display reported as a running VM's VNC display
 (bench/console_proxy.py's), both on one database. --redis puts Redis between them as the README's
 scale-out does. The `test` VM changes state `--rate` times a second for `--minutes`; a client process holds
@@ -34,10 +34,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench.console_proxy import ORIGIN, UUID, Proxied, display_server, process_tree  # noqa: E402
-from bench.live_latency import Process, raise_file_limit  # noqa: E402
+from bench.live_latency import SERVER, Process  # noqa: E402
 from tests.support.changing_watchers import TEST_UUID  # noqa: E402
 from tests.support.consoles import ConsoleStack, display_host_uri  # noqa: E402
-from tests.support.portal import LiveSocket, free_port, wait_for_port  # noqa: E402
+from tests.support.portal import LiveSocket, free_port, raise_file_limit, wait_for_port  # noqa: E402
 
 PYTHON = sys.executable
 SAMPLE_SECONDS = 10.0
@@ -189,8 +189,8 @@ def main() -> int:
     daphne_port = free_port()
     logs = [stack.var_dir / "consoleproxy.log", work / "daphne.log"]
     with logs[1].open("w") as daphne_log:
-        daphne = Process([PYTHON, str(REPO / "bench" / "live_latency.py"), "serve", "--port", str(daphne_port),
-                          "--watch", *(["--redis"] if args.redis else [])], stack.env, stderr=daphne_log)
+        daphne = Process([*SERVER, "--daphne", str(daphne_port), "--watch", *(["--redis"] if args.redis else [])],
+                         stack.env, stderr=daphne_log)
     client: Process | None = None
     consoles: Consoles | None = None
     try:

@@ -2,11 +2,15 @@
 the tests that need changes made where the watchers run (test:///default's state lives in its process).
 
     python -m tests.support.changing_watchers [--profile FILE]
+    python -m tests.support.changing_watchers --daphne PORT [--watch [--redis]] [--profile FILE]
 
-runs them apart, as `manage.py watchhosts` does with Redis (REDIS_URL and the portal's settings from the
-environment); bench/live_latency.py also puts them in its daphne process. On stdin, "go <count> <interval>"
+The first runs them apart, as `manage.py watchhosts` does with Redis (REDIS_URL and the portal's settings
+from the environment). The second serves the real ASGI application with daphne on PORT; with --watch the
+watchers and the changes run in it too: embedded (the default deployment), or with --redis publishing
+through Redis as watchhosts does. Each prints "ready" once it serves. On stdin, "go <count> <interval>"
 pauses and resumes the VM in turns, <count> times, <interval> seconds apart, then prints
 {"changes": [[wall-clock time just before the libvirt call, "paused" or "running"], ...]}; stdin's end stops it.
+prepare_portal() makes the database these expect: the embedded host, and an operator's session.
 """
 
 from __future__ import annotations
@@ -15,12 +19,18 @@ import argparse
 import asyncio
 import cProfile
 import json
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+from tests.support.portal import raise_file_limit, session_code
 
 TEST_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # the "test" VM of test:///default
+REPO = Path(__file__).resolve().parents[2]
+PYTHON = sys.executable
 
 
 class Changes:
@@ -91,7 +101,62 @@ def watch_apart(profile: str | None) -> None:
     profiled(profile, lambda: asyncio.run(main()))
 
 
+def serve_daphne(port: int, *, watch: bool, redis: bool, profile: str | None) -> None:
+    """daphne in this process; with `watch`, the watchers (embedded without Redis) and the changes too."""
+    raise_file_limit()
+    import django
+
+    django.setup()
+    from daphne.endpoints import build_endpoint_description_strings
+    from daphne.server import Server  # installs Twisted's asyncio reactor on its own loop
+    from twisted.internet import reactor
+
+    from domains import virt
+    from domains.supervisor import Supervisor
+    from vmportal.asgi import application
+
+    loop: asyncio.AbstractEventLoop = reactor._asyncioEventloop
+
+    async def start_watchers() -> None:
+        if watch and redis:  # as `manage.py watchhosts` does
+            virt.initialize()
+            await Supervisor().start()
+        print("ready", flush=True)
+
+    if watch:
+        Changes().follow_commands(loop, reactor.stop)  # type: ignore[misc]
+    reactor.callWhenRunning(lambda: loop.create_task(start_watchers()))
+    # A thousand pages opening at once on a loaded machine may take longer than daphne allows a handshake (5 s)
+    # and a connecting application (20 s): it would refuse them (403).
+    server = Server(application=application, endpoints=build_endpoint_description_strings(host="127.0.0.1", port=port),
+                    signal_handlers=True, verbosity=0, websocket_handshake_timeout=120, websocket_connect_timeout=120)
+    profiled(profile, server.run)
+
+
+def prepare_portal(env: dict[str, str]) -> str:
+    """Database with the embedded host and an operator; the operator's session key."""
+    def manage(*args: str) -> str:
+        return subprocess.run([PYTHON, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                              check=True).stdout
+
+    manage("migrate", "--noinput", "-v", "0")
+    return manage("shell", "--no-imports", "-c", (
+        "from accounts.models import User\n"
+        "from domains.models import Host\n"
+        "Host.objects.create(name='embedded', uri='test:///default')\n"
+        "User.objects.create_user('bench-operator', role='operator')\n"
+        + session_code("bench-operator") + "print(session_key)\n"
+    )).strip()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", help="write the process's cProfile statistics to this file")
-    watch_apart(parser.parse_args().profile)
+    parser.add_argument("--daphne", type=int, metavar="PORT", help="serve the application with daphne on PORT")
+    parser.add_argument("--watch", action="store_true", help="with --daphne: the watchers and changes there too")
+    parser.add_argument("--redis", action="store_true", help="with --watch: the watchers publish through Redis")
+    arguments = parser.parse_args()
+    if arguments.daphne:
+        serve_daphne(arguments.daphne, watch=arguments.watch, redis=arguments.redis, profile=arguments.profile)
+    else:
+        watch_apart(arguments.profile)

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import os
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -29,6 +30,12 @@ def portal_env(var_dir: Path, **settings: str) -> dict[str, str]:
                 "VMPORTAL_ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONUNBUFFERED": "1"})
     env.update(settings)
     return env
+
+
+def raise_file_limit() -> None:
+    """As many open files as this user may have: a thousand sockets in one process need more than the default."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def session_code(username: str) -> str:
