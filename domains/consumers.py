@@ -59,7 +59,7 @@ RECHECK_FAILURES = 3  # re-checks failing in a row (the database is away) before
 class _LiveConsumer(AsyncJsonWebsocketConsumer):
     user: User
     granted: Granted
-    ended = False  # its session ended: closing, nothing more to re-check
+    ended = False  # its session ended (or could not be checked): closing, nothing more to re-check
     recheck_failures = 0  # re-checks failed in a row
     failed = False  # a handler failed: the socket closes, and its page reconnects and fetches itself again
     mailbox: Mailbox
@@ -191,6 +191,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         except Exception:
             self.recheck_failures += 1  # the reason is logged once for every socket (domains.rechecks)
             if self.recheck_failures >= RECHECK_FAILURES:  # fail closed; live.js reconnects, and is checked anew
+                self.ended = True
                 await self.close(code=1011)
             return
         self.recheck_failures = 0
