@@ -9,14 +9,19 @@ interval rather than a wrong one, and so does a VM that was not in both samples.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import libvirt
 
 from .connections import connection
+
+logger = logging.getLogger(__name__)
 
 # stats groups read in one call (virConnectGetAllDomainStats); the flags leave out nothing.
 _STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
@@ -77,22 +82,76 @@ class DomainUsage:
 
 
 def sample_host(uri: str) -> HostCounters:
-    """Every VM's counters and the host's, in one round of calls whatever the number of VMs."""
+    """A sample on a pooled connection (`manage.py collectstats --once`, tests)."""
     with connection(uri) as conn:
-        taken_at, monotonic = time.time(), time.monotonic()
-        stats = conn.getAllDomainStats(_STATS, 0)
-        info = conn.getInfo()  # [model, memory MiB, cpus, ...]
-        host_cpu = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, 0)
-        try:
-            memory_free_kib: int | None = int(conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)["free"])
-        except libvirt.libvirtError:  # the test driver has none
-            memory_free_kib = None
-        return HostCounters(
-            monotonic=monotonic, taken_at=taken_at, cpus=int(info[2]),
-            cpu_busy_ns=int(host_cpu.get("kernel", 0)) + int(host_cpu.get("user", 0)),
-            memory_total_kib=int(info[1]) * 1024, memory_free_kib=memory_free_kib,
-            domains=tuple(domain_counters(dom.UUIDString(), values) for dom, values in stats),
-        )
+        return sample(conn)
+
+
+def sample(conn: libvirt.virConnect) -> HostCounters:
+    """Every VM's counters and the host's, in one round of calls whatever the number of VMs."""
+    taken_at, monotonic = time.time(), time.monotonic()
+    stats = conn.getAllDomainStats(_STATS, 0)
+    info = conn.getInfo()  # [model, memory MiB, cpus, ...]
+    host_cpu = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, 0)
+    try:
+        memory_free_kib: int | None = int(conn.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS, 0)["free"])
+    except libvirt.libvirtError:  # the test driver has none
+        memory_free_kib = None
+    return HostCounters(
+        monotonic=monotonic, taken_at=taken_at, cpus=int(info[2]),
+        cpu_busy_ns=int(host_cpu.get("kernel", 0)) + int(host_cpu.get("user", 0)),
+        memory_total_kib=int(info[1]) * 1024, memory_free_kib=memory_free_kib,
+        domains=tuple(domain_counters(dom.UUIDString(), values) for dom, values in stats),
+    )
+
+
+class UsageSampler:
+    """Samples one host every `interval` seconds on its own thread and connection, and hands each sample
+    to `sampled` (on that thread). A sample that fails is skipped, and the connection opened again for
+    the next: the rates then span the gap, or a restarted VM gives none (`rates`)."""
+
+    def __init__(self, *, name: str, connect: Callable[[], libvirt.virConnect],
+                 sampled: Callable[[HostCounters], None], interval: float) -> None:
+        self._connect = connect
+        self._sampled = sampled
+        self._interval = interval
+        self._conn: libvirt.virConnect | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"usage-{name}", daemon=True)
+
+    def start(self) -> UsageSampler:
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stopping.wait(max(0.0, next_at - time.monotonic())):
+            next_at += self._interval  # on a fixed grid: a slow sample does not push the later ones back
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                counters = sample(self._conn)
+            except libvirt.libvirtError as error:
+                logger.info("sampling usage failed: %s", error)
+                self._close()
+                continue
+            self._sampled(counters)
+        self._close()
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                self._conn.close()
+            self._conn = None
 
 
 def domain_counters(uuid: str, values: Mapping[str, Any]) -> DomainCounters:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import pytest
 
@@ -79,3 +80,23 @@ def test_the_test_driver_is_sampled_in_one_round_with_its_vm() -> None:
     sampled = usage.sample_host("test:///default")
     assert [domain.uuid for domain in sampled.domains] == [TEST_DOMAIN_UUID]
     assert sampled.cpus > 0 and sampled.memory_total_kib > 0
+
+
+def test_the_sampler_hands_over_a_sample_every_interval_on_its_own_connection() -> None:
+    import libvirt
+
+    samples: list[usage.HostCounters] = []
+    opened: list[libvirt.virConnect] = []
+
+    def connect() -> libvirt.virConnect:
+        opened.append(libvirt.open("test:///default"))
+        return opened[-1]
+
+    sampler = usage.UsageSampler(name="embedded", connect=connect, sampled=samples.append, interval=0.05).start()
+    deadline = time.monotonic() + 5
+    while len(samples) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    sampler.stop()
+    assert len(samples) >= 3 and len(opened) == 1
+    assert samples[0].monotonic < samples[1].monotonic < samples[2].monotonic
+    assert not sampler.alive
