@@ -1,0 +1,97 @@
+"""Usage history: each VM's rates kept at three resolutions, averages and maxima (issue 14, groundwork).
+
+Every sample's rates (domains.virt.usage.rates) are a point of the finest resolution; the coarser ones
+are made as the collector goes, in memory: each VM has an open bucket per resolution, and a bucket is
+written once, when the first rate past its end arrives. So the database takes one row per VM per
+finished bucket and never re-reads what it keeps to downsample it. A collector that restarts loses its
+open buckets: a gap, never a wrong figure.
+
+What is kept, per VM (RESOLUTIONS): 10 s points for an hour (360), 1 min for a day (1,440), 30 min for a
+month (1,440): at most 3,240 points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from .virt.usage import DomainUsage
+
+
+@dataclass(frozen=True)
+class Resolution:
+    seconds: int
+    kept_seconds: int
+
+    @property
+    def points(self) -> int:
+        return self.kept_seconds // self.seconds
+
+
+RESOLUTIONS = (Resolution(10, 3600), Resolution(60, 86400), Resolution(1800, 30 * 86400))
+
+# The figures a point keeps, each as an average and a maximum over its bucket.
+FIGURES = tuple(f.name for f in fields(DomainUsage) if f.name not in ("uuid", "memory_source"))
+
+
+@dataclass(frozen=True)
+class Point:
+    """One VM's figures over one bucket: [start, start + resolution)."""
+
+    uuid: str
+    resolution: int
+    start: int  # epoch seconds, a multiple of the resolution
+    samples: int
+    average: dict[str, float]
+    maximum: dict[str, float]
+
+
+@dataclass
+class _Bucket:
+    start: int
+    samples: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    maxima: dict[str, float] = field(default_factory=dict)
+
+    def add(self, usage: DomainUsage) -> None:
+        self.samples += 1
+        for name in FIGURES:
+            value = float(getattr(usage, name))
+            self.sums[name] = self.sums.get(name, 0.0) + value
+            self.maxima[name] = max(self.maxima.get(name, value), value)
+
+    def point(self, uuid: str, resolution: int) -> Point:
+        return Point(uuid, resolution, self.start, self.samples,
+                     {name: total / self.samples for name, total in self.sums.items()}, dict(self.maxima))
+
+
+class Downsampler:
+    """The open buckets of every VM a collector follows; `add` returns the points that closed."""
+
+    def __init__(self, resolutions: tuple[Resolution, ...] = RESOLUTIONS) -> None:
+        self.resolutions = resolutions
+        self._open: dict[tuple[str, int], _Bucket] = {}  # (uuid, resolution seconds): its open bucket
+
+    def add(self, at: float, usage: DomainUsage) -> list[Point]:
+        """A rate measured at `at` (epoch seconds): added to each resolution's bucket."""
+        closed = []
+        for resolution in self.resolutions:
+            start = int(at) // resolution.seconds * resolution.seconds
+            key = (usage.uuid, resolution.seconds)
+            bucket = self._open.get(key)
+            if bucket is not None and bucket.start != start:
+                closed.append(bucket.point(usage.uuid, resolution.seconds))
+                bucket = None
+            if bucket is None:
+                bucket = self._open[key] = _Bucket(start)
+            bucket.add(usage)
+        return closed
+
+    def forget(self, uuid: str) -> list[Point]:
+        """The VM is gone (or no longer followed here): its open buckets, closed as they are."""
+        return [self._open.pop((uuid, resolution.seconds)).point(uuid, resolution.seconds)
+                for resolution in self.resolutions if (uuid, resolution.seconds) in self._open]
+
+
+def oldest_kept(resolution: Resolution, now: float) -> int:
+    """Points of this resolution that start before this (epoch seconds) are pruned."""
+    return int(now) - resolution.kept_seconds
