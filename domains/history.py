@@ -1,4 +1,4 @@
-"""Usage history: each VM's rates kept at three resolutions, averages and maxima (issue 14, groundwork).
+"""Usage history: each VM's rates (and its host's) kept at three resolutions, averages and maxima.
 
 Every sample's rates (domains.virt.usage.rates) are a point of the finest resolution; the coarser ones
 are made as the collector goes, in memory: each VM has an open bucket per resolution, and a bucket is
@@ -6,14 +6,17 @@ written once, when the first rate past its end arrives. So the database takes on
 finished bucket and never re-reads what it keeps to downsample it. A collector that restarts loses its
 open buckets: a gap, never a wrong figure.
 
-What is kept, per VM (RESOLUTIONS): 10 s points for an hour (360), 1 min for a day (1,440), 30 min for a
-month (1,440): at most 3,240 points.
+What is kept, per VM and per host (RESOLUTIONS): 10 s points for an hour (360), 1 min for a day (1,440),
+30 min for a month (1,440): at most 3,240 rows of models.UsagePoint. `prune` deletes what is older, and
+the collecting process calls it (domains.supervisor, manage.py collectstats).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
+from .models import UsagePoint
 from .virt.usage import DomainUsage
 
 
@@ -28,6 +31,7 @@ class Resolution:
 
 
 RESOLUTIONS = (Resolution(10, 3600), Resolution(60, 86400), Resolution(1800, 30 * 86400))
+HOST = ""  # the uuid under which a host's own figures are kept
 
 # The figures a point keeps, each as an average and a maximum over its bucket.
 FIGURES = tuple(f.name for f in fields(DomainUsage) if f.name not in ("uuid", "memory_source"))
@@ -35,9 +39,10 @@ FIGURES = tuple(f.name for f in fields(DomainUsage) if f.name not in ("uuid", "m
 
 @dataclass(frozen=True)
 class Point:
-    """One VM's figures over one bucket: [start, start + resolution)."""
+    """One VM's (or host's) figures over one bucket: [start, start + resolution)."""
 
-    uuid: str
+    host_id: int
+    uuid: str  # HOST for the host's own
     resolution: int
     start: int  # epoch seconds, a multiple of the resolution
     samples: int
@@ -59,8 +64,8 @@ class _Bucket:
             self.sums[name] = self.sums.get(name, 0.0) + value
             self.maxima[name] = max(self.maxima.get(name, value), value)
 
-    def point(self, uuid: str, resolution: int) -> Point:
-        return Point(uuid, resolution, self.start, self.samples,
+    def point(self, host_id: int, uuid: str, resolution: int) -> Point:
+        return Point(host_id, uuid, resolution, self.start, self.samples,
                      {name: total / self.samples for name, total in self.sums.items()}, dict(self.maxima))
 
 
@@ -69,29 +74,48 @@ class Downsampler:
 
     def __init__(self, resolutions: tuple[Resolution, ...] = RESOLUTIONS) -> None:
         self.resolutions = resolutions
-        self._open: dict[tuple[str, int], _Bucket] = {}  # (uuid, resolution seconds): its open bucket
+        self._open: dict[tuple[int, str, int], _Bucket] = {}  # (host, uuid, resolution seconds): its open bucket
 
-    def add(self, at: float, usage: DomainUsage) -> list[Point]:
+    def add(self, at: float, host_id: int, usage: DomainUsage) -> list[Point]:
         """A rate measured at `at` (epoch seconds): added to each resolution's bucket."""
         closed = []
         for resolution in self.resolutions:
             start = int(at) // resolution.seconds * resolution.seconds
-            key = (usage.uuid, resolution.seconds)
+            key = (host_id, usage.uuid, resolution.seconds)
             bucket = self._open.get(key)
             if bucket is not None and bucket.start != start:
-                closed.append(bucket.point(usage.uuid, resolution.seconds))
+                closed.append(bucket.point(host_id, usage.uuid, resolution.seconds))
                 bucket = None
             if bucket is None:
                 bucket = self._open[key] = _Bucket(start)
             bucket.add(usage)
         return closed
 
-    def forget(self, uuid: str) -> list[Point]:
+    def forget(self, host_id: int, uuid: str) -> list[Point]:
         """The VM is gone (or no longer followed here): its open buckets, closed as they are."""
-        return [self._open.pop((uuid, resolution.seconds)).point(uuid, resolution.seconds)
-                for resolution in self.resolutions if (uuid, resolution.seconds) in self._open]
+        return [self._open.pop((host_id, uuid, resolution.seconds)).point(host_id, uuid, resolution.seconds)
+                for resolution in self.resolutions if (host_id, uuid, resolution.seconds) in self._open]
+
+    def following(self, host_id: int) -> set[str]:
+        return {uuid for (host, uuid, _seconds) in self._open if host == host_id}
 
 
 def oldest_kept(resolution: Resolution, now: float) -> int:
     """Points of this resolution that start before this (epoch seconds) are pruned."""
     return int(now) - resolution.kept_seconds
+
+
+def save(points: Iterable[Point]) -> int:
+    """The closed points, in one statement (a bucket written twice, after a restart, keeps its first)."""
+    rows = [UsagePoint(host_id=point.host_id, domain_uuid=point.uuid or None, resolution=point.resolution,
+                       start=point.start, samples=point.samples, **point.average,
+                       **{f"{name}_max": value for name, value in point.maximum.items()})
+            for point in points]
+    UsagePoint.objects.bulk_create(rows, ignore_conflicts=True)
+    return len(rows)
+
+
+def prune(now: float) -> int:
+    """Deletes every point older than its resolution keeps; the number deleted."""
+    return sum(UsagePoint.objects.filter(resolution=resolution.seconds, start__lt=oldest_kept(resolution, now))
+               .delete()[0] for resolution in RESOLUTIONS)

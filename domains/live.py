@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import json
 import logging
 import time
 from collections.abc import Iterable
@@ -185,6 +186,11 @@ def summary_message(host_id: int, host_name: str, record: virt.DomainRecord, rig
     """The VM page's summary; `details_changed` has the page ask the guest agent again."""
     return render_partial("domains/detail.html#pushed_summary", host_id, host_name, record, rights, unreachable,
                           details_changed)
+
+
+def usage_sample_message(sample: dict[str, Any]) -> str:
+    """A VM's latest usage for its page's charts: `t` (epoch seconds) and the figures of domains.history."""
+    return render_to_string("domains/usage.html#pushed_sample", {"sample": json.dumps(sample)})
 
 
 @functools.cache

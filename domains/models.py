@@ -203,3 +203,58 @@ class MigrationJob(models.Model):
     @property
     def mode(self) -> str:
         return "live" if self.live else "offline"
+
+
+class UsagePoint(models.Model):
+    """What one VM (or, without a UUID, its host) used over one bucket of one resolution (domains.history):
+    each figure's average, and its maximum as `<figure>_max`. Pruned by age per resolution by the process
+    that collects (domains.history.RESOLUTIONS states what is kept: at most 3,240 points per VM)."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="+")
+    domain_uuid = models.UUIDField(null=True, blank=True)  # None: the host's own figures
+    resolution = models.PositiveIntegerField()  # seconds
+    start = models.BigIntegerField()  # epoch seconds, a multiple of the resolution
+    samples = models.PositiveSmallIntegerField()
+    cpu_percent = models.FloatField()  # of the VM's vCPUs (of the host's CPUs, for the host itself)
+    cpu_percent_max = models.FloatField()
+    host_cpu_percent = models.FloatField()
+    host_cpu_percent_max = models.FloatField()
+    memory_used_kib = models.FloatField()
+    memory_used_kib_max = models.FloatField()
+    disk_read_bytes_per_second = models.FloatField()
+    disk_read_bytes_per_second_max = models.FloatField()
+    disk_write_bytes_per_second = models.FloatField()
+    disk_write_bytes_per_second_max = models.FloatField()
+    disk_read_iops = models.FloatField()
+    disk_read_iops_max = models.FloatField()
+    disk_write_iops = models.FloatField()
+    disk_write_iops_max = models.FloatField()
+    net_receive_bytes_per_second = models.FloatField()
+    net_receive_bytes_per_second_max = models.FloatField()
+    net_transmit_bytes_per_second = models.FloatField()
+    net_transmit_bytes_per_second_max = models.FloatField()
+    net_receive_packets_per_second = models.FloatField()
+    net_receive_packets_per_second_max = models.FloatField()
+    net_transmit_packets_per_second = models.FloatField()
+    net_transmit_packets_per_second_max = models.FloatField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["host", "domain_uuid", "resolution", "start"],
+                                               name="usage_point_once_per_bucket")]
+        indexes = [models.Index(fields=["resolution", "start"], name="usage_point_age")]  # pruning
+
+    def __str__(self) -> str:
+        return f"{self.domain_uuid or 'host'} at {self.start} ({self.resolution} s)"
+
+
+class HostUsage(models.Model):
+    """A host's latest sample (domains.collector): the counters /metrics exports and the rates the list
+    shows, readable by every process (the collecting one may be `watchhosts`, or `collectstats --once`)."""
+
+    host = models.OneToOneField(Host, on_delete=models.CASCADE, primary_key=True, related_name="usage")
+    taken_at = models.FloatField()  # epoch seconds
+    counters = models.JSONField()  # domains.virt.usage.HostCounters as plain data
+    rates = models.JSONField(default=dict)  # uuid: the VM's DomainUsage over the last interval, as plain data
+
+    def __str__(self) -> str:
+        return f"{self.host} at {self.taken_at}"

@@ -187,6 +187,12 @@ HOST_DEADLINE_SECONDS = float(os.environ.get("VMPORTAL_HOST_DEADLINE", "3"))
 KEEPALIVE_INTERVAL = max(1, int(os.environ.get("VMPORTAL_KEEPALIVE_INTERVAL", "2")))
 KEEPALIVE_COUNT = max(0, int(os.environ.get("VMPORTAL_KEEPALIVE_COUNT", "3")))
 
+# Usage (domains.usage): each host watcher takes one bulk sample of its host's VMs this often, in seconds;
+# 0 takes none. The history kept per VM is domains.history.RESOLUTIONS'.
+USAGE_INTERVAL_SECONDS = max(0.0, float(os.environ.get("VMPORTAL_USAGE_INTERVAL", "10")))
+# GET /metrics answers only `Authorization: Bearer <this>`; without one set, it answers nobody.
+METRICS_TOKEN = os.environ.get("VMPORTAL_METRICS_TOKEN", "")
+
 # Websockets and consoles, per user (SECURITY.md, "Websockets" and rule 11): how often an open live page
 # re-checks its session and rights (a session ended elsewhere, a password change, a deactivation or a
 # demotion reaches it within this); how many console connections one user may ask for per minute and

@@ -33,6 +33,7 @@ class DomainCounters:
     """One VM's counters at one instant, as libvirt reports them (zero where a group is not reported)."""
 
     uuid: str
+    name: str
     state: int
     vcpus: int
     cpu_ns: int
@@ -101,7 +102,7 @@ def sample(conn: libvirt.virConnect) -> HostCounters:
         monotonic=monotonic, taken_at=taken_at, cpus=int(info[2]),
         cpu_busy_ns=int(host_cpu.get("kernel", 0)) + int(host_cpu.get("user", 0)),
         memory_total_kib=int(info[1]) * 1024, memory_free_kib=memory_free_kib,
-        domains=tuple(domain_counters(dom.UUIDString(), values) for dom, values in stats),
+        domains=tuple(domain_counters(dom.UUIDString(), dom.name(), values) for dom, values in stats),
     )
 
 
@@ -154,7 +155,7 @@ class UsageSampler:
             self._conn = None
 
 
-def domain_counters(uuid: str, values: Mapping[str, Any]) -> DomainCounters:
+def domain_counters(uuid: str, name: str, values: Mapping[str, Any]) -> DomainCounters:
     """One domain's entry of getAllDomainStats, summed over its disks and interfaces."""
     maximum = int(values.get("balloon.maximum", 0))
     current = int(values.get("balloon.current", maximum))
@@ -164,7 +165,7 @@ def domain_counters(uuid: str, values: Mapping[str, Any]) -> DomainCounters:
     else:
         used, source = current, "allocation"
     return DomainCounters(
-        uuid=uuid.lower(), state=int(values.get("state.state", 0)), vcpus=int(values.get("vcpu.current", 0)),
+        uuid=uuid.lower(), name=name, state=int(values.get("state.state", 0)), vcpus=int(values.get("vcpu.current", 0)),
         cpu_ns=int(values.get("cpu.time", 0)), memory_max_kib=maximum, memory_used_kib=used, memory_source=source,
         disk_read_bytes=_summed(values, "block", "rd.bytes"), disk_write_bytes=_summed(values, "block", "wr.bytes"),
         disk_read_requests=_summed(values, "block", "rd.reqs"),
@@ -186,6 +187,22 @@ _RATES = {  # DomainUsage's per-second field: the DomainCounters field it comes 
     "net_receive_packets_per_second": "net_receive_packets",
     "net_transmit_packets_per_second": "net_transmit_packets",
 }
+
+
+def host_rates(previous: HostCounters, current: HostCounters, domains: list[DomainUsage]) -> DomainUsage | None:
+    """The host's own use between two samples (uuid ""): its CPUs' busy time, its memory in use (what its
+    VMs use where the host does not tell its free memory), and its VMs' disk and network rates summed."""
+    seconds = current.monotonic - previous.monotonic
+    busy_ns = current.cpu_busy_ns - previous.cpu_busy_ns
+    if seconds <= 0 or busy_ns < 0:
+        return None
+    cpu = busy_ns / (seconds * 1e9) * 100 / current.cpus if current.cpus else 0.0
+    if current.memory_free_kib is None:
+        memory, source = sum(domain.memory_used_kib for domain in domains), "domains"
+    else:
+        memory, source = current.memory_total_kib - current.memory_free_kib, "host"
+    return DomainUsage(uuid="", cpu_percent=cpu, host_cpu_percent=cpu, memory_used_kib=memory, memory_source=source,
+                       **{name: sum(getattr(domain, name) for domain in domains) for name in _RATES})
 
 
 def rates(previous: HostCounters, current: HostCounters) -> list[DomainUsage]:

@@ -23,7 +23,7 @@ def test_a_minute_of_ten_second_rates_is_one_minute_point_with_its_average_and_m
     start = 1_800_000_000 // 1800 * 1800  # a bucket boundary of every resolution
     closed = []
     for step, cpu in enumerate([10.0, 20.0, 30.0, 40.0, 50.0, 90.0, 5.0]):  # the 7th opens the next minute
-        closed += sampler.add(start + step * 10, used(cpu))
+        closed += sampler.add(start + step * 10, 1, used(cpu))
     ten_seconds = [point for point in closed if point.resolution == 10]
     assert [point.start for point in ten_seconds] == [start + step * 10 for step in range(6)]
     [minute] = [point for point in closed if point.resolution == 60]
@@ -37,13 +37,13 @@ def test_a_minute_of_ten_second_rates_is_one_minute_point_with_its_average_and_m
 def test_each_vm_has_buckets_of_its_own_and_a_vm_that_goes_closes_its_own() -> None:
     sampler = history.Downsampler()
     other = "99999999-2222-3333-4444-555555555555"
-    sampler.add(1_800_000_000, used(10.0))
-    sampler.add(1_800_000_000, used(70.0, other))
-    points = sampler.forget(other)
+    sampler.add(1_800_000_000, 1, used(10.0))
+    sampler.add(1_800_000_000, 1, used(70.0, other))
+    points = sampler.forget(1, other)
     assert {point.resolution for point in points} == {10, 60, 1800}
     assert {point.uuid for point in points} == {other}
     assert all(point.average["cpu_percent"] == 70.0 for point in points)
-    assert sampler.forget(other) == []
+    assert sampler.forget(1, other) == []
 
 
 def test_what_is_kept_per_vm_is_bounded() -> None:

@@ -32,11 +32,11 @@ def stats(cpu_ns: int, *, read: int = 0, written: int = 0, received: int = 0, ba
 def host(at: float, *entries: tuple[str, dict]) -> usage.HostCounters:
     return usage.HostCounters(monotonic=at, taken_at=1_800_000_000 + at, cpus=8, cpu_busy_ns=0,
                               memory_total_kib=16 << 20, memory_free_kib=8 << 20,
-                              domains=tuple(usage.domain_counters(uuid, values) for uuid, values in entries))
+                              domains=tuple(usage.domain_counters(uuid, "vm", values) for uuid, values in entries))
 
 
 def test_a_domain_s_disks_and_interfaces_are_summed_and_the_guest_s_memory_figures_preferred() -> None:
-    counters = usage.domain_counters(UUID.upper(), stats(5, read=8192, written=100, received=3000))
+    counters = usage.domain_counters(UUID.upper(), "vm", stats(5, read=8192, written=100, received=3000))
     assert (counters.uuid, counters.vcpus, counters.cpu_ns) == (UUID, 2, 5)
     assert (counters.disk_read_bytes, counters.disk_write_bytes, counters.disk_read_requests) == (16384, 100, 2)
     assert (counters.net_receive_bytes, counters.net_receive_packets) == (3000, 2)
@@ -44,7 +44,7 @@ def test_a_domain_s_disks_and_interfaces_are_summed_and_the_guest_s_memory_figur
 
 
 def test_without_the_balloon_driver_s_figures_memory_is_the_allocation_and_says_so() -> None:
-    counters = usage.domain_counters(UUID, stats(5, balloon=False))
+    counters = usage.domain_counters(UUID, "vm", stats(5, balloon=False))
     assert (counters.memory_used_kib, counters.memory_source) == (2097152, "allocation")
 
 

@@ -1,0 +1,105 @@
+"""Usage collection, the Django side: each host's samples into rates, history and its latest figures.
+
+The host watchers sample (domains.virt.usage: one bulk call per host per interval). The process that runs
+them (domains.supervisor) hands each sample to its Collector (`collect`: arithmetic only, on its loop),
+keeps what that gives (`store`, off the loop: the finished history points and the host's latest sample,
+models.HostUsage) and pushes the rates to the host's pages (live.usage_news). `manage.py collectstats
+--once` does the same for one sample of every host, taking its rates from the sample stored before.
+
+models.HostUsage holds the latest sample as plain data (`counters_to_plain`): the counters /metrics
+exports, and the rates of the last interval, by UUID, with the host's own under history.HOST.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import transaction
+
+from . import history
+from .models import HostUsage
+from .virt.usage import DomainCounters, DomainUsage, HostCounters, host_rates, rates
+
+_DOMAIN_FIELDS = tuple(f.name for f in dataclasses.fields(DomainCounters) if f.name != "uuid")
+_HOST_FIELDS = ("taken_at", "cpus", "cpu_busy_ns", "memory_total_kib", "memory_free_kib")
+
+
+@dataclass(frozen=True)
+class Collected:
+    """What one sample of one host gave."""
+
+    host_id: int
+    counters: HostCounters
+    domains: list[DomainUsage]  # each VM's rates over the interval (none after a gap)
+    host: DomainUsage | None  # the host's own
+    points: list[history.Point]  # history points the sample closed
+
+
+class Collector:
+    """Rates from each host's previous sample, and the history buckets they fill (one per process)."""
+
+    def __init__(self) -> None:
+        self._previous: dict[int, HostCounters] = {}
+        self._downsampler = history.Downsampler()
+
+    def collect(self, host_id: int, counters: HostCounters, *, previous: HostCounters | None = None) -> Collected:
+        """`previous`: the sample to take rates from when this collector has none of the host (collectstats)."""
+        previous = self._previous.get(host_id, previous)
+        self._previous[host_id] = counters
+        domains = rates(previous, counters) if previous is not None else []
+        host = host_rates(previous, counters, domains) if previous is not None else None
+        points = [point for usage in [*domains, *([host] if host else [])]
+                  for point in self._downsampler.add(counters.taken_at, host_id, usage)]
+        present = {domain.uuid for domain in counters.domains} | {history.HOST}
+        for uuid in self._downsampler.following(host_id) - present:  # gone from the host: its buckets close
+            points += self._downsampler.forget(host_id, uuid)
+        return Collected(host_id, counters, domains, host, points)
+
+    def forget(self, host_id: int) -> list[history.Point]:
+        """No longer sampled here: the host's open buckets, closed as they are."""
+        self._previous.pop(host_id, None)
+        return [point for uuid in self._downsampler.following(host_id)
+                for point in self._downsampler.forget(host_id, uuid)]
+
+
+def store(collected: Collected) -> None:
+    """The closed points and the host's latest sample, in one transaction."""
+    with transaction.atomic():
+        history.save(collected.points)
+        HostUsage.objects.update_or_create(host_id=collected.host_id, defaults={
+            "taken_at": collected.counters.taken_at, "counters": counters_to_plain(collected.counters),
+            "rates": rates_to_plain(collected)})
+
+
+def stored_counters(host_id: int) -> HostCounters | None:
+    """The host's latest stored sample (another process's, or an earlier run's), on this process's clock."""
+    latest = HostUsage.objects.filter(host_id=host_id).first()
+    return counters_from_plain(latest.counters) if latest is not None else None
+
+
+def counters_to_plain(counters: HostCounters) -> dict[str, Any]:
+    plain: dict[str, Any] = {name: getattr(counters, name) for name in _HOST_FIELDS}
+    plain["domains"] = {domain.uuid: {name: getattr(domain, name) for name in _DOMAIN_FIELDS}
+                        for domain in counters.domains}
+    return plain
+
+
+def counters_from_plain(plain: dict[str, Any]) -> HostCounters:
+    # Rates are taken on the monotonic clock; a sample from elsewhere is placed on it by its age.
+    monotonic = time.monotonic() - (time.time() - plain["taken_at"])
+    domains = tuple(DomainCounters(uuid=uuid, **values) for uuid, values in plain["domains"].items())
+    return HostCounters(monotonic=monotonic, domains=domains, **{name: plain[name] for name in _HOST_FIELDS})
+
+
+def usage_to_plain(usage: DomainUsage) -> dict[str, Any]:
+    return {name: getattr(usage, name) for name in (*history.FIGURES, "memory_source")}
+
+
+def rates_to_plain(collected: Collected) -> dict[str, dict[str, Any]]:
+    plain = {usage.uuid: usage_to_plain(usage) for usage in collected.domains}
+    if collected.host is not None:
+        plain[history.HOST] = usage_to_plain(collected.host)
+    return plain
