@@ -16,6 +16,7 @@ templates/domains/), which htmx's websocket extension applies (swap styles of st
     refetch:#summary           the VM page fetches its summary again (a resync)
     upsert:#migration-slot     a migration job's progress, to admins only: on the VM page, or on the job's
                                own page (whose socket asks with ?job=<id> for that job alone)
+    usage:#usage               the VM's latest usage, for the VM page's charts (domains.usage)
     indicate:#live-indicator   "catching up" while this process's channel layer is away, "live" once resynced
 Channel-layer messages reach a socket through its process's live hub (domains.hub), which joins the groups
 for it: a socket has no channel of its own.
@@ -70,7 +71,8 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
     # handlers never touch the database (those that do go through database_sync_to_async, which
     # closes them itself), and they run once per open page for every event.
     DATABASE_FREE = frozenset({"live.domain", "live.removed", "live.host", "live.migration", "live.replayed",
-                               "live.catching_up", "live.resync", "live.recheck", "live.grants", "live.logout"})
+                               "live.catching_up", "live.resync", "live.recheck", "live.grants", "live.logout",
+                               "live.usage"})
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         handler = getattr(self, get_handler_name(message), None) if message["type"] in self.DATABASE_FREE else None
@@ -396,7 +398,7 @@ class DomainPageConsumer(_LiveConsumer):
         self.last: tuple[virt.DomainRecord, bool] | None = None
         if Right.VIEW not in rights_from(self.granted, self.key):
             return False
-        await self._join(live.domain_group(self.uuid))
+        await self._join(live.domain_group(self.uuid), *(() if self.job else (live.usage_group(host.pk),)))
         return True
 
     async def ask_replay(self, since: int) -> None:
@@ -426,6 +428,12 @@ class DomainPageConsumer(_LiveConsumer):
     async def live_removed(self, event: dict[str, Any]) -> None:
         if event["host_id"] == self.host_id and self._fresh(self.key, event["seq"]):
             await self._gone()
+
+    async def live_usage(self, event: dict[str, Any]) -> None:
+        """The host's sample: this VM's rates, for the charts (the socket's VIEW right is re-checked as ever)."""
+        rates = event["rates"].get(self.uuid)
+        if event["host_id"] == self.host_id and rates is not None and Right.VIEW in rights_from(self.granted, self.key):
+            await self.push(live.usage_sample_message({"t": event["taken_at"], **rates}))
 
     async def live_migration(self, event: dict[str, Any]) -> None:
         """A migration job's progress (domains.migration_jobs): admins run migrations, and only they see them."""

@@ -115,6 +115,34 @@ def save(points: Iterable[Point]) -> int:
     return len(rows)
 
 
+def merge(points: Iterable[Point]) -> int:
+    """The points, each combined with the one already kept for its bucket (samples-weighted averages, the
+    larger maxima): for a collector that runs now and then (collectstats --once), whose every point is a
+    bucket's part."""
+    points = list(points)
+    keys = {(point.host_id, point.resolution, point.start) for point in points}
+    kept: dict[tuple[int, str, int, int], UsagePoint] = {}
+    for host_id, resolution, start in keys:
+        for stored in UsagePoint.objects.filter(host_id=host_id, resolution=resolution, start=start):
+            kept[(host_id, str(stored.domain_uuid) if stored.domain_uuid else HOST, resolution, start)] = stored
+    fresh: list[Point] = []
+    combined: list[UsagePoint] = []
+    for point in points:
+        row = kept.get((point.host_id, point.uuid, point.resolution, point.start))
+        if row is None:
+            fresh.append(point)
+            continue
+        total = row.samples + point.samples
+        for name in FIGURES:
+            average = (getattr(row, name) * row.samples + point.average[name] * point.samples) / total
+            setattr(row, name, average)
+            setattr(row, f"{name}_max", max(getattr(row, f"{name}_max"), point.maximum[name]))
+        row.samples = total
+        combined.append(row)
+    UsagePoint.objects.bulk_update(combined, ["samples", *FIGURES, *(f"{name}_max" for name in FIGURES)])
+    return save(fresh) + len(combined)
+
+
 def prune(now: float) -> int:
     """Deletes every point older than its resolution keeps; the number deleted."""
     return sum(UsagePoint.objects.filter(resolution=resolution.seconds, start__lt=oldest_kept(resolution, now))

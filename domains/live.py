@@ -37,7 +37,7 @@ from django.dispatch import receiver
 from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
 
-from . import virt
+from . import usage, virt
 from .access import ALL_RIGHTS, Right
 from .filters import ListQuery
 from .hub import ReturnAddress
@@ -57,6 +57,11 @@ GRANTS_GROUP = "live.grants"  # every live consumer: grants changed, re-check wh
 
 def host_group(host_id: int) -> str:
     return f"host.{host_id}"
+
+
+def usage_group(host_id: int) -> str:
+    """Each sample's rates of every VM of the host (domains.supervisor): one message per host and interval."""
+    return f"usage.{host_id}"
 
 
 def domain_group(uuid: str) -> str:
@@ -186,6 +191,12 @@ def summary_message(host_id: int, host_name: str, record: virt.DomainRecord, rig
     """The VM page's summary; `details_changed` has the page ask the guest agent again."""
     return render_partial("domains/detail.html#pushed_summary", host_id, host_name, record, rights, unreachable,
                           details_changed)
+
+
+def usage_news(collected: usage.Collected) -> dict[str, Any]:
+    """A host's sample for its pages: when it was taken, and each VM's rates over the interval before it."""
+    return {"type": "live.usage", "host_id": collected.host_id, "taken_at": collected.counters.taken_at,
+            "rates": {domain.uuid: usage.usage_to_plain(domain) for domain in collected.domains}}
 
 
 def usage_sample_message(sample: dict[str, Any]) -> str:

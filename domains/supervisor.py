@@ -5,7 +5,9 @@ starts this process's supervisor and stops it at shutdown; with REDIS_URL `manag
 one. It replaces a watcher whose thread died, answers replay requests, and runs the settling of
 migration jobs no runner follows (a service: services.migrations_settle_stale). Its watchers are the
 list's source (domains.catalog): registered there in this process, and with a publisher (watchhosts)
-written to the shared cache for the web processes, before their events go out.
+written to the shared cache for the web processes, before their events go out. Its watchers also sample
+what their hosts' VMs use (every USAGE_INTERVAL_SECONDS): the supervisor keeps the history (domains.usage,
+domains.history, pruned here) and pushes each host's rates to its pages.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,7 +24,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import catalog, live, services, virt
+from . import catalog, history, live, services, usage, virt
 from .live import WATCHERS_GROUP, messages_for, record_to_wire
 from .models import Host
 
@@ -30,6 +33,7 @@ logger = logging.getLogger(__name__)
 HOST_REFRESH_SECONDS = 10.0  # how often the supervisor re-reads the host table
 MIGRATION_SETTLE_SECONDS = 15.0  # how often it looks for jobs no runner follows
 LAYER_RETRY_SECONDS = 0.5  # how soon the nudge listener tries a failed channel layer again
+PRUNE_SECONDS = 600.0  # how often usage history older than it is kept is deleted
 
 
 class Supervisor:
@@ -38,8 +42,11 @@ class Supervisor:
     def __init__(self, *, watcher_options: dict[str, Any] | None = None,
                  refresh_seconds: float = HOST_REFRESH_SECONDS,
                  settle_seconds: float = MIGRATION_SETTLE_SECONDS,
-                 publisher: catalog.Publisher | None = None) -> None:
+                 publisher: catalog.Publisher | None = None, usage_interval: float | None = None) -> None:
         self._watcher_options = watcher_options or {}
+        self._usage_interval = settings.USAGE_INTERVAL_SECONDS if usage_interval is None else usage_interval
+        self._collector = usage.Collector()
+        self._samples: asyncio.Queue[tuple[Host, virt.usage.HostCounters]] = asyncio.Queue()
         self._publisher = publisher
         self._refresh_seconds = refresh_seconds
         self._settle_seconds = settle_seconds
@@ -64,7 +71,7 @@ class Supervisor:
         await self._refresh_hosts()
         self._tasks = [asyncio.create_task(coroutine) for coroutine in
                        (self._publish_forever(), self._listen_for_nudges(), self._refresh_forever(),
-                        self._settle_migrations_forever())]
+                        self._settle_migrations_forever(), self._collect_forever(), self._prune_forever())]
 
     async def run(self) -> None:
         """start(), then run until cancelled; the watchers stop with it."""
@@ -88,8 +95,12 @@ class Supervisor:
         _stop_all(watcher for _host, watcher in watchers.values())
 
     def _unlist(self, host_id: int) -> None:
-        """The host's records are no longer kept current from here."""
+        """The host's records are no longer kept current from here, nor its usage sampled."""
         catalog.watching(host_id, None)
+        try:
+            history.save(self._collector.forget(host_id))
+        except Exception:  # its open buckets are lost: a gap in its history
+            logger.warning("keeping the last usage of host %s failed", host_id, exc_info=True)
         if self._publisher is not None:
             try:
                 self._publisher.withdraw(host_id)
@@ -115,7 +126,8 @@ class Supervisor:
             await sync_to_async(_stop_all, thread_sensitive=False)(stopping)
         for pk, host in hosts.items():
             if pk not in self._watchers:
-                watcher = virt.HostWatcher(host.uri, self._sink(host), name=host.name, **self._watcher_options)
+                watcher = virt.HostWatcher(host.uri, self._sink(host), name=host.name, sampled=self._usage_sink(host),
+                                           usage_interval=self._usage_interval, **self._watcher_options)
                 self._watchers[pk] = (host, watcher)
                 catalog.watching(pk, watcher)
                 watcher.start()
@@ -154,6 +166,44 @@ class Supervisor:
                 loop.call_soon_threadsafe(self._outbox.put_nowait, (host, event))
 
         return hand_over
+
+    def _usage_sink(self, host: Host) -> virt.usage.SampleSink:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the supervisor has not started")
+
+        def hand_over(counters: virt.usage.HostCounters) -> None:  # on the watcher's sampling thread
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is collecting any more
+                loop.call_soon_threadsafe(self._samples.put_nowait, (host, counters))
+
+        return hand_over
+
+    async def _collect_forever(self) -> None:
+        """Each sample: rates and history points here (arithmetic), kept off the loop, then pushed."""
+        layer = get_channel_layer()
+        while True:
+            host, counters = await self._samples.get()
+            if host.pk not in self._watchers:  # unlisted since it was taken
+                continue
+            collected = self._collector.collect(host.pk, counters)
+            try:
+                await database_sync_to_async(usage.store, thread_sensitive=False)(collected)
+            except Exception:
+                logger.exception("keeping the usage of %s failed", host.name)
+            if collected.domains:
+                group = live.usage_group(host.pk)
+                try:
+                    await layer.group_send(group, live.addressed(group, live.usage_news(collected)))
+                except Exception:
+                    logger.warning("pushing the usage of %s failed", host.name, exc_info=True)
+
+    async def _prune_forever(self) -> None:
+        while True:
+            try:
+                await database_sync_to_async(history.prune, thread_sensitive=False)(time.time())
+            except Exception:
+                logger.exception("pruning the usage history failed")
+            await asyncio.sleep(PRUNE_SECONDS)
 
     async def _publish_forever(self) -> None:
         layer = get_channel_layer()

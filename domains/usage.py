@@ -69,9 +69,13 @@ def store(collected: Collected) -> None:
     """The closed points and the host's latest sample, in one transaction."""
     with transaction.atomic():
         history.save(collected.points)
-        HostUsage.objects.update_or_create(host_id=collected.host_id, defaults={
-            "taken_at": collected.counters.taken_at, "counters": counters_to_plain(collected.counters),
-            "rates": rates_to_plain(collected)})
+        HostUsage.objects.update_or_create(host_id=collected.host_id, defaults=latest_row(collected))
+
+
+def latest_row(collected: Collected) -> dict[str, Any]:
+    """models.HostUsage's fields for the sample."""
+    return {"taken_at": collected.counters.taken_at, "counters": counters_to_plain(collected.counters),
+            "rates": rates_to_plain(collected)}
 
 
 def stored_counters(host_id: int) -> HostCounters | None:

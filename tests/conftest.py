@@ -90,6 +90,13 @@ def no_frozen_heap(settings) -> None:
 
 
 @pytest.fixture(autouse=True)
+def no_usage_sampling(settings) -> None:
+    """Supervisors started by tests sample no usage (a thread writing to the database under every test that
+    watches a host); the usage tests ask for it."""
+    settings.USAGE_INTERVAL_SECONDS = 0
+
+
+@pytest.fixture(autouse=True)
 def fresh_hypervisor_connections() -> Iterator[None]:
     """test:///default keeps its state while any connection to it is open: close them all."""
     virt.pool.close_all()

@@ -5,7 +5,7 @@ starts nothing: every Django process `configure()`s it (DomainsConfig.ready), an
 watch or migrate (daphne, watchhosts, consoleproxy) also `initialize()` libvirt's event loop.
 """
 
-from . import migration
+from . import migration, usage
 from .actions import Action, PowerMode, available_actions, delete_domain, run_action
 from .agent import GuestInfo, guest_info
 from .connections import configure, pool
@@ -66,6 +66,7 @@ from .transports import SshRoute, TlsMaterial, tls_material
 
 __all__ = [
     "migration",
+    "usage",
     "configure",
     "initialize",
     "DomainChanged",

@@ -82,6 +82,9 @@ class DomainUsage:
     net_transmit_packets_per_second: float
 
 
+SampleSink = Callable[[HostCounters], None]
+
+
 def sample_host(uri: str) -> HostCounters:
     """A sample on a pooled connection (`manage.py collectstats --once`, tests)."""
     with connection(uri) as conn:
@@ -112,7 +115,7 @@ class UsageSampler:
     the next: the rates then span the gap, or a restarted VM gives none (`rates`)."""
 
     def __init__(self, *, name: str, connect: Callable[[], libvirt.virConnect],
-                 sampled: Callable[[HostCounters], None], interval: float) -> None:
+                 sampled: SampleSink, interval: float) -> None:
         self._connect = connect
         self._sampled = sampled
         self._interval = interval
