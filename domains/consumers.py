@@ -38,7 +38,7 @@ from django.http import QueryDict
 from vmportal import frames
 from vmportal.frames import FrameWriter
 
-from . import listing, live, virt
+from . import listing, live, metrics, virt
 from .access import DomainKey, Right, domain_scope, is_admin, rights_from, visible_hosts
 from .filters import ListQuery, ListQueryError, parse_list_query
 from .hub import RESYNC, Mailbox, running_hub
@@ -63,6 +63,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
     ended = False  # its session ended (or could not be checked): closing, nothing more to re-check
     recheck_failures = 0  # re-checks failed in a row
     failed = False  # a handler failed: the socket closes, and its page reconnects and fetches itself again
+    counted = False  # among the open websockets /metrics reports
     mailbox: Mailbox
     # No channel of its own (no layer alias names one): the process's hub receives for every socket.
     channel_layer_alias = "live sockets receive through domains.hub"
@@ -109,6 +110,8 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
                 return
             await self._join(live.GRANTS_GROUP, live.session_group(self.session_key))
             await self.accept()
+            metrics.websocket_opened()
+            self.counted = True
             if self.frames is not None:
                 self.frames.watch_backlog(lambda: self.mailbox.put(RESYNC))
             self.mailbox.start()
@@ -125,6 +128,9 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         raise NotImplementedError
 
     async def disconnect(self, code: int) -> None:
+        if self.counted:
+            metrics.websocket_closed()
+            self.counted = False
         mailbox = getattr(self, "mailbox", None)
         if mailbox is not None:
             await mailbox.close()

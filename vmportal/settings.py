@@ -58,6 +58,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "domains.metrics.RequestDurationMiddleware",  # first, so it times everything the others do too
     "django.middleware.security.SecurityMiddleware",
     "vmportal.csp.ContentSecurityPolicyMiddleware",  # before WhiteNoise, so static files carry it too
     "whitenoise.middleware.WhiteNoiseMiddleware",

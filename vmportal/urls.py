@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from domains import metrics
+
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="domains:list", permanent=False)),
     path("accounts/", include("accounts.urls")),
@@ -9,6 +11,8 @@ urlpatterns = [
     path("", include("audit.urls")),
     path("", include("consoles.urls")),
     path("admin/", admin.site.urls),
+    # For Prometheus: a bearer token, no session (domains/metrics.py).
+    path("metrics", metrics.scrape, name="metrics"),
 ]
 
 # Inside the site's layout, with its navigation (vmportal/errors.py); used when DEBUG is off.

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from accounts.models import User
-from domains import history, live, usage
+from domains import history, live, metrics, usage
 from domains.models import Host, HostUsage, UsagePoint
 from domains.supervisor import Supervisor
 from domains.virt.usage import DomainCounters, HostCounters, sample_host
@@ -173,3 +173,16 @@ async def test_the_vm_page_is_pushed_its_own_vm_s_figures_only(embedded_host: Ho
     await socket.disconnect()
     assert 'hx-swap-oob="usage:#usage"' in pushed
     assert "1800000000.0" in pushed and "12.5" in pushed and "99.0" not in pushed
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_an_open_page_socket_counts_among_the_open_websockets_until_it_closes(
+        embedded_host: Host, operator_user: User) -> None:
+    def open_sockets() -> float | None:
+        return metrics.REGISTRY.get_sample_value("vmportal_websockets_open")
+
+    before = await database_sync_to_async(open_sockets)()
+    socket = await page_socket(operator_user, f"/ws/domains/{embedded_host.name}/{TEST_DOMAIN_UUID}/")
+    assert await database_sync_to_async(open_sockets)() == (before or 0) + 1
+    await socket.disconnect()
+    assert await database_sync_to_async(open_sockets)() == before
