@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.http import Http404
 
-from . import listing, migration_jobs, virt
+from . import history, listing, migration_jobs, virt
 from .access import (
     DefineLimits,
     Right,
@@ -22,7 +24,7 @@ from .access import (
 )
 from .errors import error_message
 from .filters import ListQuery
-from .models import Host, MigrationJob
+from .models import Host, HostUsage, MigrationJob, UsagePoint
 from .rows import DomainRow
 
 if TYPE_CHECKING:
@@ -121,6 +123,56 @@ def domain_guest_info(*, user: User | AnonymousUser, host_name: str, uuid: str) 
         return virt.guest_info(host.uri, uuid)
     except virt.DomainNotFound as error:
         raise Http404("No such virtual machine.") from error
+
+
+# --- Usage history (issue 14): a VM's figures over a span, from the points domains.history keeps. ---
+
+# span: (the resolution of its points, how far back it reaches), in seconds.
+USAGE_SPANS: dict[str, tuple[int, int]] = {
+    "hour": (10, 3600),
+    "day": (60, 86400),
+    "week": (1800, 7 * 86400),
+    "month": (1800, 30 * 86400),
+}
+
+
+class UnknownSpan(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class UsageSeries:
+    """A VM's usage over a span, as columns: `t` (each point's start, epoch seconds), each figure of
+    domains.history's average and its maximum as `<figure>_max`, all ordered by time."""
+
+    span: str
+    resolution: int  # seconds
+    memory_source: str | None  # of its latest sample: "guest" or "allocation"; None before any
+    columns: dict[str, list[float]]
+
+
+def usage_series(*, user: User | AnonymousUser, host_name: str, uuid: str, span: str,
+                 now: float | None = None) -> UsageSeries:
+    """The VM's kept points of the span's resolution that start within the span (ending `now`).
+
+    Read from the database only: a VM the gate hides is a 404, whatever its host says."""
+    host, _rights = _gate(user, host_name, uuid, Right.VIEW)
+    if span not in USAGE_SPANS:
+        raise UnknownSpan(f"Unknown span: choose one of {', '.join(USAGE_SPANS)}.")
+    resolution, seconds = USAGE_SPANS[span]
+    since = int(time.time() if now is None else now) - seconds
+    names = [name for figure in history.FIGURES for name in (figure, f"{figure}_max")]
+    rows = (UsagePoint.objects.filter(host=host, domain_uuid=uuid, resolution=resolution, start__gte=since)
+            .order_by("start").values_list("start", *names))
+    columns: dict[str, list[float]] = {name: [] for name in ("t", *names)}
+    for start, *values in rows:
+        columns["t"].append(start)
+        for name, value in zip(names, values, strict=True):
+            columns[name].append(round(value, 3))
+    memory_source = (HostUsage.objects.filter(host=host)
+                     .values_list(KeyTextTransform("memory_source", KeyTransform(uuid.lower(), "rates")), flat=True)
+                     .first())
+    return UsageSeries(span, resolution, memory_source, columns)
 
 
 def host_list() -> QuerySet[Host]:

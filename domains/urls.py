@@ -10,6 +10,7 @@ urlpatterns = [
     path("domains/<slug:host_name>/<uuid:uuid>/", views.domain_detail, name="detail"),
     path("domains/<slug:host_name>/<uuid:uuid>/display/", views.domain_display, name="display"),
     path("domains/<slug:host_name>/<uuid:uuid>/agent/", views.domain_agent, name="agent"),
+    path("domains/<slug:host_name>/<uuid:uuid>/usage/", views.domain_usage, name="usage"),
     path("domains/<slug:host_name>/<uuid:uuid>/action/", views.domain_action, name="action"),
     path("domains/<slug:host_name>/<uuid:uuid>/delete/", views.domain_delete, name="delete"),
     path("domains/<slug:host_name>/<uuid:uuid>/snapshots/", views.snapshot_create, name="snapshot-create"),

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, TypeVar
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -103,6 +104,21 @@ def domain_detail(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRes
     # An unreachable host (or any libvirt error) is answered by vmportal.errors.VirtErrorMiddleware.
     page = selectors.domain_page(user=request.user, host_name=host_name, uuid=str(uuid))
     return render(request, "domains/detail.html", {"page": page, "row": page.row})
+
+
+@login_required
+@require_GET
+def domain_usage(request: AuthedRequest, host_name: str, uuid: UUID) -> JsonResponse:
+    """The VM's usage charts' figures over ?span=hour|day|week|month (default hour), from the kept history."""
+    span = request.GET.get("span", "hour")
+    try:
+        usage = selectors.usage_series(user=request.user, host_name=host_name, uuid=str(uuid), span=span)
+    except selectors.UnknownSpan as error:
+        return JsonResponse({"error": str(error)}, status=400)
+    return JsonResponse({
+        "span": usage.span, "resolution": usage.resolution, "memory_source": usage.memory_source,
+        "interval": settings.USAGE_INTERVAL_SECONDS, "series": usage.columns,
+    })
 
 
 @login_required

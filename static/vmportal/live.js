@@ -6,7 +6,9 @@
 //   pushed one's id, or gives it its place in the list's order (the table's data-sort column, then host
 //   and name, as the server sorts) inside the target; `discard` removes it from the target if it is there;
 //   `order` (a page of a longer list moved) puts the target's rows in the order given and drops the others;
-//   `refetch` has the target fetch itself again (its live-refresh trigger).
+//   `refetch` has the target fetch itself again (its live-refresh trigger); `usage` inserts nothing: it
+//   hands the pushed element's data-sample (a VM's figures of the last interval, JSON) to the VM page's
+//   charts as a "usage-sample" event on the target, whose detail is the parsed sample (usage.js).
 //   An element with a request of its own in flight (an action's button) is not replaced under it: htmx
 //   ignores the answer of a request whose element left the page. Its latest push waits for the answer.
 //   The count of a list that fits on its page follows its rows, in the template's words; a longer list's
@@ -202,6 +204,16 @@
     });
   }
 
+  function handOver(pushed, target) {  // pushed: the wrapper itself (it has no children)
+    let sample;
+    try {
+      sample = JSON.parse(pushed.dataset.sample);
+    } catch (error) {
+      return;  // not a sample: nothing to draw
+    }
+    target.dispatchEvent(new CustomEvent("usage-sample", {detail: sample}));
+  }
+
   document.addEventListener("htmx:afterRequest", function () {
     setTimeout(flushWaiting, 50);  // after the answer has been swapped in and settled
   });
@@ -218,6 +230,9 @@
         order(pushed, target);
       } else if (style === "refetch") {
         refetch(target);
+      } else if (style === "usage") {
+        handOver(fragment, target);
+        return [];
       } else if (style === "indicate") {
         pushed.forEach(function (element) { indicate(element.dataset.live); });
         return [];

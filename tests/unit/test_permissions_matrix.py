@@ -98,6 +98,7 @@ MATRIX: tuple[Row, ...] = (
     Row("domains:display", "GET", vm_actor(200), kwargs=VM, shows="Display of test"),
     Row("domains:display", "POST", vm_actor(400), kwargs=VM, data={"video_model": "no-such-model"}),
     Row("domains:agent", "GET", vm_actor(200), kwargs=VM, shows="Guest agent"),
+    Row("domains:usage", "GET", vm_actor(200), kwargs=VM, query="span=day", shows='"resolution": 60'),
     Row("domains:action", "POST", vm_actor(Redirect(VM_PAGE)), kwargs=VM, data={"action": "pause"},
         audit="domain.pause"),
     Row("domains:action", "GET", everyone(405), kwargs=VM),
@@ -138,12 +139,19 @@ MATRIX: tuple[Row, ...] = (
     Row("domains:migration-action", "POST", admin_only(Redirect(JOB_PAGE)), kwargs=JOB, data={"action": "cancel"},
         audit="domain.migrate-cancel"),
     Row("domains:migration-action", "GET", everyone(405), kwargs=JOB),
+    # Prometheus' bearer token, not a session: every role without it is refused alike (test_metrics.py).
+    Row("metrics", "GET", everyone(401, anonymous=401)),
 )
 
 
 @pytest.fixture(autouse=True)
 def fast_password_hashing(settings) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
+def metrics_token(settings) -> None:
+    settings.METRICS_TOKEN = "matrix-metrics-token"  # configured: without one /metrics is a 404 for everybody
 
 
 @pytest.fixture
