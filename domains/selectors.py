@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
-from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.fields.json import KeyTransform
 from django.http import Http404
 
 from . import history, listing, migration_jobs, virt
@@ -153,7 +153,8 @@ class UsageSeries:
 
 def usage_series(*, user: User | AnonymousUser, host_name: str, uuid: str, span: str,
                  now: float | None = None) -> UsageSeries:
-    """The VM's kept points of the span's resolution that start within the span (ending `now`).
+    """The VM's kept points of the span's resolution that start within the span (ending `now`); the hour
+    ends with the latest sample's rates when they are newer than its last point.
 
     Read from the database only: a VM the gate hides is a 404, whatever its host says."""
     host, _rights = _gate(user, host_name, uuid, Right.VIEW)
@@ -169,10 +170,17 @@ def usage_series(*, user: User | AnonymousUser, host_name: str, uuid: str, span:
         columns["t"].append(start)
         for name, value in zip(names, values, strict=True):
             columns[name].append(round(value, 3))
-    memory_source = (HostUsage.objects.filter(host=host)
-                     .values_list(KeyTextTransform("memory_source", KeyTransform(uuid.lower(), "rates")), flat=True)
-                     .first())
-    return UsageSeries(span, resolution, memory_source, columns)
+    latest = (HostUsage.objects.filter(host=host)
+              .values_list("taken_at", KeyTransform(uuid.lower(), "rates")).first())
+    taken_at, rates = latest if latest is not None else (0.0, None)
+    if (span == "hour" and rates and all(figure in rates for figure in history.FIGURES)
+            and taken_at >= (columns["t"][-1] + resolution if columns["t"] else since)):
+        # The latest sample is in a bucket still open: the chart reaches now, as its pushes will go on.
+        columns["t"].append(taken_at)
+        for figure in history.FIGURES:
+            columns[figure].append(round(rates[figure], 3))
+            columns[f"{figure}_max"].append(round(rates[figure], 3))
+    return UsageSeries(span, resolution, rates.get("memory_source") if rates else None, columns)
 
 
 def host_list() -> QuerySet[Host]:

@@ -106,6 +106,21 @@ def test_the_memory_source_is_the_latest_sample_s(source: str, admin_user: User,
         "memory_source"] is None  # no figures of that VM in the sample
 
 
+def test_the_hour_ends_with_the_latest_sample_when_its_bucket_is_still_open(admin_user: User, embedded_host: Host):
+    now = time.time()
+    closed = bucket(now, 10) - 20
+    seed(embedded_host, closed, 10, 5.0)
+    seed(embedded_host, bucket(now, 60) - 60, 60, 5.0)
+    figures = dict.fromkeys(history.FIGURES, 77.0) | {"memory_source": "guest"}
+    HostUsage.objects.create(host=embedded_host, taken_at=now, counters={}, rates={TEST_DOMAIN_UUID: figures})
+    hour = client_for(admin_user).get(usage_url()).json()["series"]
+    assert (hour["t"], hour["cpu_percent"], hour["cpu_percent_max"]) == ([closed, now], [5.0, 77.0], [10.0, 77.0])
+    day = client_for(admin_user).get(usage_url(), {"span": "day"}).json()["series"]
+    assert 77.0 not in day["cpu_percent"]  # the longer spans keep to their closed points
+    HostUsage.objects.filter(host=embedded_host).update(taken_at=closed + 5)  # inside the last point's bucket
+    assert client_for(admin_user).get(usage_url()).json()["series"]["t"] == [closed]
+
+
 @pytest.mark.parametrize("span", ["year", "", "HOUR", "hour;day"])
 def test_a_span_that_is_not_offered_is_a_400_that_names_those_that_are(span: str, admin_user: User,
                                                                        embedded_host: Host):
