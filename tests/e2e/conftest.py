@@ -124,8 +124,9 @@ class LiveApp:
 def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
     var_dir = tmp_path_factory.mktemp("vmportal-var")
     port = free_port()
-    app = LiveApp(url=f"http://127.0.0.1:{port}", env=portal_env(var_dir), var_dir=var_dir,
-                  log_path=var_dir / "daphne.log")
+    # Usage sampled every 2 s: the usage charts follow a few real samples within seconds.
+    app = LiveApp(url=f"http://127.0.0.1:{port}", env=portal_env(var_dir, VMPORTAL_USAGE_INTERVAL="2"),
+                  var_dir=var_dir, log_path=var_dir / "daphne.log")
     serving = False
     try:
         # collectstatic needs no database, so it runs alongside migrate; WhiteNoise indexes
