@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -13,7 +14,7 @@ from django.db.models import QuerySet
 from django.db.models.fields.json import KeyTransform
 from django.http import Http404
 
-from . import history, listing, migration_jobs, virt
+from . import history, listing, migration_jobs, usage, virt
 from .access import (
     DefineLimits,
     Right,
@@ -181,6 +182,36 @@ def usage_series(*, user: User | AnonymousUser, host_name: str, uuid: str, span:
             columns[figure].append(round(rates[figure], 3))
             columns[f"{figure}_max"].append(round(rates[figure], 3))
     return UsageSeries(span, resolution, rates.get("memory_source") if rates else None, columns)
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A VM among the top consumers, by its latest sample's rates."""
+
+    host: Host
+    uuid: str
+    name: str
+    cpu_percent: float
+    memory_used_kib: float
+    memory_source: str
+
+
+@dataclass(frozen=True)
+class TopConsumers:
+    cpu: list[Consumer]
+    memory: list[Consumer]
+
+
+def top_consumers(*, user: User | AnonymousUser, hosts: list[Host], count: int = 5) -> TopConsumers:
+    """The VMs of these hosts using the most CPU and the most memory now, among those the user may see."""
+    scope = domain_scope(user)
+    latest = usage.latest(host.pk for host in hosts)
+    found = [Consumer(host, uuid, figures["name"], figures["cpu_percent"], figures["memory_used_kib"],
+                      figures["memory_source"])
+             for host in hosts if host.pk in latest
+             for uuid, figures in latest[host.pk].domains.items() if rights_from(scope, (host.pk, uuid))]
+    return TopConsumers(heapq.nlargest(count, found, key=lambda consumer: consumer.cpu_percent),
+                        heapq.nlargest(count, found, key=lambda consumer: consumer.memory_used_kib))
 
 
 def host_list() -> QuerySet[Host]:

@@ -7,13 +7,18 @@ models.HostUsage) and pushes the rates to the host's pages (live.usage_news). `m
 --once` does the same for one sample of every host, taking its rates from the sample stored before.
 
 models.HostUsage holds the latest sample as plain data (`counters_to_plain`): the counters /metrics
-exports, and the rates of the last interval, by UUID, with the host's own under history.HOST.
+exports, and the rates of the last interval, by UUID, with the host's own under history.HOST; each VM's
+with its name and its CPU % over the last TREND_SAMPLES samples (the list's trend). `latest` reads them
+for the list and the host page, parsed once per sample in each process.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +30,7 @@ from .virt.usage import DomainCounters, DomainUsage, HostCounters, host_rates, r
 
 _DOMAIN_FIELDS = tuple(f.name for f in dataclasses.fields(DomainCounters) if f.name != "uuid")
 _HOST_FIELDS = ("taken_at", "cpus", "cpu_busy_ns", "memory_total_kib", "memory_free_kib")
+TREND_SAMPLES = 30  # the CPU % a list row's trend shows: the last five minutes at the default interval
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class Collected:
     domains: list[DomainUsage]  # each VM's rates over the interval (none after a gap)
     host: DomainUsage | None  # the host's own
     points: list[history.Point]  # history points the sample closed
+    trends: dict[str, list[float]]  # each VM's CPU % over its latest samples, oldest first
 
 
 class Collector:
@@ -44,6 +51,7 @@ class Collector:
     def __init__(self) -> None:
         self._previous: dict[int, HostCounters] = {}
         self._downsampler = history.Downsampler()
+        self._trends: dict[tuple[int, str], deque[float]] = {}
 
     def collect(self, host_id: int, counters: HostCounters, *, previous: HostCounters | None = None) -> Collected:
         """`previous`: the sample to take rates from when this collector has none of the host (collectstats)."""
@@ -56,11 +64,18 @@ class Collector:
         present = {domain.uuid for domain in counters.domains} | {history.HOST}
         for uuid in self._downsampler.following(host_id) - present:  # gone from the host: its buckets close
             points += self._downsampler.forget(host_id, uuid)
-        return Collected(host_id, counters, domains, host, points)
+            self._trends.pop((host_id, uuid), None)
+        trends = {}
+        for domain in domains:
+            trend = self._trends.setdefault((host_id, domain.uuid), deque(maxlen=TREND_SAMPLES))
+            trend.append(round(domain.cpu_percent, 1))
+            trends[domain.uuid] = list(trend)
+        return Collected(host_id, counters, domains, host, points, trends)
 
     def forget(self, host_id: int) -> list[history.Point]:
         """No longer sampled here: the host's open buckets, closed as they are."""
         self._previous.pop(host_id, None)
+        self._trends = {key: trend for key, trend in self._trends.items() if key[0] != host_id}
         return [point for uuid in self._downsampler.following(host_id)
                 for point in self._downsampler.forget(host_id, uuid)]
 
@@ -103,7 +118,48 @@ def usage_to_plain(usage: DomainUsage) -> dict[str, Any]:
 
 
 def rates_to_plain(collected: Collected) -> dict[str, dict[str, Any]]:
-    plain = {usage.uuid: usage_to_plain(usage) for usage in collected.domains}
+    names = {domain.uuid: domain.name for domain in collected.counters.domains}
+    plain = {usage.uuid: usage_to_plain(usage) | {"name": names[usage.uuid], "trend": collected.trends[usage.uuid]}
+             for usage in collected.domains}
     if collected.host is not None:
         plain[history.HOST] = usage_to_plain(collected.host)
     return plain
+
+
+@dataclass(frozen=True)
+class LatestUsage:
+    """A host's latest sample as the list and the host page read it: the host's own rates (None before two
+    samples) and each VM's, with its name and trend, by UUID."""
+
+    taken_at: float
+    host: dict[str, Any] | None
+    domains: dict[str, dict[str, Any]]
+
+
+class _LatestMirror:
+    """This process's parsed copy of each host's latest sample, read again when a newer one is stored."""
+
+    def __init__(self) -> None:
+        self._hosts: dict[int, LatestUsage] = {}
+        self._lock = threading.Lock()
+
+    def read(self, host_ids: Iterable[int]) -> dict[int, LatestUsage]:
+        taken = dict(HostUsage.objects.filter(host_id__in=list(host_ids)).values_list("host_id", "taken_at"))
+        with self._lock:
+            found = {host_id: self._hosts[host_id] for host_id, taken_at in taken.items()
+                     if host_id in self._hosts and self._hosts[host_id].taken_at == taken_at}
+        stale = [host_id for host_id in taken if host_id not in found]
+        for host_id, taken_at, by_uuid in HostUsage.objects.filter(host_id__in=stale).values_list(
+                "host_id", "taken_at", "rates"):
+            found[host_id] = LatestUsage(taken_at, by_uuid.pop(history.HOST, None), by_uuid)
+        with self._lock:
+            self._hosts.update((host_id, found[host_id]) for host_id in stale if host_id in found)
+        return found
+
+
+_latest = _LatestMirror()
+
+
+def latest(host_ids: Iterable[int]) -> dict[int, LatestUsage]:
+    """The hosts' latest samples (hosts never sampled left out)."""
+    return _latest.read(host_ids)

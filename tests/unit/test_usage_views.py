@@ -248,3 +248,20 @@ def test_a_pushed_sample_is_an_out_of_band_usage_swap_carrying_the_sample_as_jso
     [(tag, attrs)] = _elements(live.usage_sample_message(sample))
     assert attrs["hx-swap-oob"] == "usage:#usage"
     assert json.loads(attrs["data-sample"] or "") == sample
+
+
+def test_the_top_consumers_are_the_latest_sample_s_and_a_tenant_sees_only_its_own(
+        admin_user: User, tenant_user: User, tenant_grant: Grant, embedded_host: Host):
+    def figures(name: str, cpu: float, memory: float) -> dict[str, object]:
+        return dict.fromkeys(history.FIGURES, 0.0) | {"name": name, "cpu_percent": cpu, "memory_used_kib": memory,
+                                                      "memory_source": "guest", "trend": [cpu]}
+
+    HostUsage.objects.create(host=embedded_host, taken_at=time.time(), counters={}, rates={
+        TEST_DOMAIN_UUID: figures("test", 10.0, 900.0), OTHER_UUID: figures("busy", 90.0, 100.0),
+        "00000000-0000-0000-0000-0000000000cc": figures("big", 50.0, 5000.0),
+        history.HOST: figures("", 40.0, 6000.0)})
+    every = selectors.top_consumers(user=admin_user, hosts=[embedded_host], count=2)
+    assert [consumer.name for consumer in every.cpu] == ["busy", "big"]
+    assert [consumer.name for consumer in every.memory] == ["big", "test"]
+    own = selectors.top_consumers(user=tenant_user, hosts=[embedded_host])
+    assert [consumer.uuid for consumer in own.cpu] == [consumer.uuid for consumer in own.memory] == [TEST_DOMAIN_UUID]
