@@ -14,6 +14,7 @@ templates/domains/), which htmx's websocket extension applies (swap styles of st
     refetch:#results           the list fetches itself again (views without table rows, a new grant, a resync)
     upsert:#summary            the VM page's summary (detail.html#summary), or its "no longer exists" notice
     refetch:#summary           the VM page fetches its summary again (a resync)
+    cells:#results tbody       a host's new usage sample: the CPU and memory cells of the page's rows on it
     upsert:#migration-slot     a migration job's progress, to admins only: on the VM page, or on the job's
                                own page (whose socket asks with ?job=<id> for that job alone)
     usage:#usage               the VM's latest usage, for the VM page's charts (domains.usage)
@@ -44,6 +45,7 @@ from .filters import ListQuery, ListQueryError, parse_list_query
 from .hub import RESYNC, Mailbox, running_hub
 from .models import Host
 from .rechecks import running_rechecks
+from .rows import RowUsage, row_element_id
 
 if TYPE_CHECKING:
     from accounts.models import User
@@ -238,15 +240,21 @@ class DomainListConsumer(_LiveConsumer):
             return False
         self.hosts: dict[int, str] = {}
         self.shown: dict[DomainKey, bool] = {}  # what this socket last told the page: shown or not
+        self.usage: dict[DomainKey, RowUsage] = {}  # the latest usage of the rows the page shows
         await self._follow_hosts()
         self.page = await self._read_page()
         self.shown.update(dict.fromkeys(self.page.keys, True))
+        self._keep_usage(self.page)
         return True
 
     async def _follow_hosts(self) -> None:
         self.visible = await database_sync_to_async(_hosts_in_view)(self.granted, self.query)
         self.hosts.update((host.pk, host.name) for host in self.visible)
-        await self._join(*(live.host_group(host.pk) for host in self.visible))
+        await self._join(*(group for host in self.visible
+                           for group in (live.host_group(host.pk), live.usage_group(host.pk))))
+
+    def _keep_usage(self, page: listing.Page) -> None:
+        self.usage = {(row.host.pk, row.uuid): row.usage for row in page.rows if row.usage is not None}
 
     async def _read_page(self) -> listing.Page:
         # Off the shared sync thread: a host nobody watches yet is read, within the host deadline.
@@ -269,6 +277,25 @@ class DomainListConsumer(_LiveConsumer):
         key = (event["host_id"], event["uuid"])
         if event["host_id"] in self.hosts and self._fresh(key, event["seq"]) and rights_from(self.granted, key):
             await self._hide(key)
+
+    async def live_usage(self, event: dict[str, Any]) -> None:
+        """A host's new sample: a list in usage order is read again; another gets its rows' cells."""
+        host_id = event["host_id"]
+        host_name = self.hosts.get(host_id)
+        if host_name is None or not self.query.table:
+            return
+        if self.query.sorted_by_usage:
+            await self._move_page()
+            return
+        rates = event["rates"]
+        cells = []
+        for key, shown in self.shown.items():
+            usage = RowUsage.of(rates.get(key[1])) if shown and key[0] == host_id else None
+            if usage is not None and rights_from(self.granted, key):
+                self.usage[key] = usage
+                cells.append((row_element_id(host_name, key[1]), usage))
+        if cells:
+            await self.push(live.usage_cells_message(cells))
 
     async def ask_replay(self, since: int) -> None:
         await live.ask_replay(self.mailbox.return_address, self.hosts, since)
@@ -342,7 +369,7 @@ class DomainListConsumer(_LiveConsumer):
             return
         entered = not self.shown.get(key)
         self.shown[key] = True
-        await self.push(live.row_message(host_id, host_name, record, rights, unreachable))
+        await self.push(live.row_message(host_id, host_name, record, rights, unreachable, self.usage.get(key)))
         if entered and sum(self.shown.values()) > self.page.per_page:
             await self._move_page()  # the list outgrew its page: the last row goes to the next one
 
@@ -361,7 +388,7 @@ class DomainListConsumer(_LiveConsumer):
         if not stays:
             await self._move_page()
         elif shown is not None:
-            await self.push(live.row_message(key[0], host_name, record, rights, unreachable))
+            await self.push(live.row_message(key[0], host_name, record, rights, unreachable, self.usage.get(key)))
 
     async def _move_page(self) -> None:
         """Read the page again and tell the difference: rows that entered or changed, the order, the count."""
@@ -371,8 +398,9 @@ class DomainListConsumer(_LiveConsumer):
             key = (row.host.pk, row.uuid)
             if shown_before.get(key) != row:
                 await self.push(live.row_message(row.host.pk, row.host.name, row.record, row.rights,
-                                                           row.unreachable))
+                                                 row.unreachable, row.usage))
         self.shown = dict.fromkeys(shown_before, False) | dict.fromkeys(self.page.keys, True)
+        self._keep_usage(self.page)
         await self.push(live.order_message(self.page))
         if (before.count, before.number, before.pages) != (self.page.count, self.page.number, self.page.pages):
             await self.push(live.footer_message(self.page, self.query))

@@ -15,24 +15,29 @@ from typing import Any, ClassVar
 
 from django.http import QueryDict
 
+from .rows import RowUsage
 from .virt import LIST_OPTIONS, DomainRecord, record_matcher
 
 OUTPUT_FLAGS = ("table", "name", "uuid", "title")
 
-# Each sortable column's value for a row (the host's name, its record), compared before host and name.
-SORT_COLUMNS: dict[str, Callable[[str, DomainRecord], Any]] = {
-    "host": lambda host, record: host,
-    "name": lambda host, record: record.name,
-    "title": lambda host, record: record.title,
-    "state": lambda host, record: record.state_label,
-    "vcpus": lambda host, record: record.vcpus,
-    "memory": lambda host, record: record.memory_kib,
-    "autostart": lambda host, record: record.autostart,
-    "persistent": lambda host, record: record.persistent,
-    "managed_save": lambda host, record: record.managed_save,
-    "snapshots": lambda host, record: record.snapshots,
-    "uuid": lambda host, record: record.uuid,
+# Each sortable column's value for a row (the host's name, its record, its latest usage figures or None),
+# compared before host and name. A VM with no usage figures yet sorts as using less than any other.
+SORT_COLUMNS: dict[str, Callable[[str, DomainRecord, RowUsage | None], Any]] = {
+    "host": lambda host, record, usage: host,
+    "name": lambda host, record, usage: record.name,
+    "title": lambda host, record, usage: record.title,
+    "state": lambda host, record, usage: record.state_label,
+    "cpu": lambda host, record, usage: usage.cpu_percent if usage else -1.0,
+    "vcpus": lambda host, record, usage: record.vcpus,
+    "memory_used": lambda host, record, usage: usage.memory_used_kib if usage else -1.0,
+    "memory": lambda host, record, usage: record.memory_kib,
+    "autostart": lambda host, record, usage: record.autostart,
+    "persistent": lambda host, record, usage: record.persistent,
+    "managed_save": lambda host, record, usage: record.managed_save,
+    "snapshots": lambda host, record, usage: record.snapshots,
+    "uuid": lambda host, record, usage: record.uuid,
 }
+USAGE_SORTS = frozenset({"cpu", "memory_used"})  # orders that move with every usage sample
 PAGE_SIZES = (25, 50, 100, 200, 500)
 DEFAULT_PAGE_SIZE = 50
 
@@ -73,9 +78,13 @@ class ListQuery:
         text = self.text.casefold()
         return not text or text in record.name.casefold() or text in record.title.casefold()
 
-    def sort_key(self, host_name: str, record: DomainRecord) -> tuple[Any, str, str]:
+    def sort_key(self, host_name: str, record: DomainRecord, usage: RowUsage | None = None) -> tuple[Any, str, str]:
         """Where a row goes in this list's order (descending reverses the whole key, ties included)."""
-        return SORT_COLUMNS[self.sort](host_name, record), host_name, record.name
+        return SORT_COLUMNS[self.sort](host_name, record, usage), host_name, record.name
+
+    @property
+    def sorted_by_usage(self) -> bool:
+        return self.sort in USAGE_SORTS
 
     @property
     def order(self) -> str:

@@ -13,10 +13,11 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import catalog, virt
+from . import catalog, usage, virt
 from .access import ALL_RIGHTS, DomainKey, rights_from, visible_hosts
 from .filters import ListQuery
 from .live import LiveRow
+from .rows import RowUsage
 
 if TYPE_CHECKING:
     from .models import Host
@@ -93,10 +94,15 @@ def _scope_key(granted: Granted) -> Hashable:
     return None if granted is None else tuple(sorted((key, tuple(sorted(rights))) for key, rights in granted.items()))
 
 
-def ordered(inventories: dict[Host, catalog.HostInventory], granted: Granted, query: ListQuery) -> list[_Entry]:
-    """Every row of the list, in its order: the VMs the user may see that the query keeps."""
+def ordered(inventories: dict[Host, catalog.HostInventory], granted: Granted, query: ListQuery,
+            latest: dict[int, usage.LatestUsage]) -> list[_Entry]:
+    """Every row of the list, in its order: the VMs the user may see that the query keeps (`latest`: the
+    hosts' usage samples, for the orders by usage)."""
     view = query.view
-    versions = tuple((host.pk, host.name, inventory.version) for host, inventory in inventories.items())
+    versions: tuple[Hashable, ...] = tuple((host.pk, host.name, inventory.version)
+                                           for host, inventory in inventories.items())
+    if view.sorted_by_usage:  # such an order holds until a host's next sample
+        versions += tuple((host_id, sample.taken_at) for host_id, sample in sorted(latest.items()))
     cacheable = all(inventory.version is not None for inventory in inventories.values())
     key = (versions, _scope_key(granted), view)
     if cacheable and (entries := _orders.get(key)) is not None:
@@ -105,10 +111,12 @@ def ordered(inventories: dict[Host, catalog.HostInventory], granted: Granted, qu
     found: list[tuple[Any, _Entry]] = []
     for host, inventory in inventories.items():
         host_id, host_name, unreachable = host.pk, host.name, not inventory.reachable
+        figures = latest[host_id].domains if view.sorted_by_usage and host_id in latest else {}
         for record in inventory.records:
             rights = ALL_RIGHTS if granted is None else rights_from(granted, (host_id, record.uuid))
             if rights and keeps(record) and (not view.text or view.matches_text(record)):
-                found.append((view.sort_key(host_name, record), (host, record, rights, unreachable)))
+                found.append((view.sort_key(host_name, record, RowUsage.of(figures.get(record.uuid))),
+                              (host, record, rights, unreachable)))
     found.sort(key=lambda item: item[0], reverse=view.descending)
     entries = [entry for _key, entry in found]
     if cacheable:
@@ -116,12 +124,13 @@ def ordered(inventories: dict[Host, catalog.HostInventory], granted: Granted, qu
     return entries
 
 
-def page_of(entries: list[_Entry], query: ListQuery) -> Page:
+def page_of(entries: list[_Entry], query: ListQuery, latest: dict[int, usage.LatestUsage]) -> Page:
     """The query's page of the whole list; past the last page, the last page (as Django's Paginator.get_page)."""
     pages = max(1, -(-len(entries) // query.per_page))
     number = min(query.page, pages)
     start = (number - 1) * query.per_page
-    rows = tuple(LiveRow(host, record, rights, unreachable=unreachable)
+    rows = tuple(LiveRow(host, record, rights, unreachable=unreachable,
+                         usage=RowUsage.of(latest[host.pk].domains.get(record.uuid)) if host.pk in latest else None)
                  for host, record, rights, unreachable in entries[start:start + query.per_page])
     return Page(rows, len(entries), number, query.per_page)
 
@@ -138,4 +147,5 @@ def list_for(granted: Granted, query: ListQuery, *, hosts: list[Host] | None = N
     caller already has them, are the enabled hosts it may see VMs of (access.visible_hosts)."""
     hosts = list(visible_hosts(granted)) if hosts is None else hosts
     inventories = catalog.inventories([host for host in hosts if not query.host or host.name == query.host])
-    return Listing(page_of(ordered(inventories, granted, query), query), inventories, hosts)
+    latest = usage.latest(host.pk for host in inventories)
+    return Listing(page_of(ordered(inventories, granted, query, latest), query, latest), inventories, hosts)

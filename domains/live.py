@@ -42,7 +42,7 @@ from .access import ALL_RIGHTS, Right
 from .filters import ListQuery
 from .hub import ReturnAddress
 from .models import Host
-from .rows import DomainRow, row_element_id
+from .rows import DomainRow, RowUsage, row_element_id
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -110,10 +110,16 @@ class LiveRow(DomainRow):
     """A row as pushed; `unreachable` when its host stopped answering (shown "unknown, last seen ...")."""
 
     unreachable: bool = False
+    usage: RowUsage | None = None  # its latest usage sample's figures, where one is known
 
     @property
     def actions(self) -> tuple[virt.Action, ...]:
         return () if self.unreachable else super().actions
+
+    def as_json(self) -> dict[str, object]:
+        usage = self.usage
+        return super().as_json() | {"cpu_percent": usage.cpu_percent if usage else None,
+                                    "memory_used_kib": usage.memory_used_kib if usage else None}
 
 
 # Stands for the request's CSRF token in a row rendered once for every request (row_html's `for_page`).
@@ -123,13 +129,13 @@ FORM_TOKEN_MARKER = "form-token-of-the-request"  # noqa: S105 (a placeholder, no
 @functools.lru_cache(maxsize=8192)
 def render_partial(template: str, host_id: int, host_name: str, record: virt.DomainRecord,
                    rights: frozenset[Right], unreachable: bool, details_changed: bool = False,
-                   for_page: bool = False) -> str:
+                   for_page: bool = False, usage: RowUsage | None = None) -> str:
     """A partial about one VM; shared by every recipient with the same rights on the same record.
 
     Rendered without a request: pushed partials' forms post through htmx, whose CSRF header <body> sets;
     a page's (`for_page`) carry FORM_TOKEN_MARKER where the request's token goes, for forms without script.
     """
-    row = LiveRow(Host(pk=host_id, name=host_name), record, rights, unreachable=unreachable)
+    row = LiveRow(Host(pk=host_id, name=host_name), record, rights, unreachable=unreachable, usage=usage)
     context = {"row": row, "details_changed": details_changed}
     return render_to_string(template, {**context, "csrf_token": FORM_TOKEN_MARKER} if for_page else context)
 
@@ -146,18 +152,31 @@ def warm_up() -> None:
 
 
 def row_html(host_id: int, host_name: str, record: virt.DomainRecord, rights: frozenset[Right],
-             *, unreachable: bool = False, for_page: bool = False) -> str:
-    return render_partial("domains/list.html#row", host_id, host_name, record, rights, unreachable, False, for_page)
+             *, unreachable: bool = False, for_page: bool = False, usage: RowUsage | None = None) -> str:
+    return render_partial("domains/list.html#row", host_id, host_name, record, rights, unreachable, False, for_page,
+                          usage)
 
 
 # --- What the live sockets send: out-of-band swaps of the pages' own partials (static/vmportal/live.js). ---
 
 
 def row_message(host_id: int, host_name: str, record: virt.DomainRecord, rights: frozenset[Right],
-                unreachable: bool) -> str:
+                unreachable: bool, usage: RowUsage | None = None) -> str:
     """The list's row, replaced or put in its sorted place: rendered once for every recipient with the
     same rights."""
-    return render_partial("domains/list.html#pushed_row", host_id, host_name, record, rights, unreachable)
+    return render_partial("domains/list.html#pushed_row", host_id, host_name, record, rights, unreachable, False,
+                          False, usage)
+
+
+def usage_cells_message(cells: Iterable[tuple[str, RowUsage]]) -> str:
+    """A host's new sample for a page's rows: their CPU and memory cells, by row element id."""
+    return f'<tr hx-swap-oob="cells:#results tbody">{"".join(_usage_cells(*cell) for cell in cells)}</tr>'
+
+
+@functools.lru_cache(maxsize=16384)
+def _usage_cells(dom_id: str, usage: RowUsage) -> str:
+    # Every page showing the VM is sent the same cells: rendered once per sample.
+    return render_to_string("domains/list.html#usage_cells", {"dom_id": dom_id, "usage": usage})
 
 
 def order_message(page: listing.Page) -> str:
@@ -196,7 +215,8 @@ def summary_message(host_id: int, host_name: str, record: virt.DomainRecord, rig
 def usage_news(collected: usage.Collected) -> dict[str, Any]:
     """A host's sample for its pages: when it was taken, and each VM's rates over the interval before it."""
     return {"type": "live.usage", "host_id": collected.host_id, "taken_at": collected.counters.taken_at,
-            "rates": {domain.uuid: usage.usage_to_plain(domain) for domain in collected.domains}}
+            "rates": {domain.uuid: usage.usage_to_plain(domain) | {"trend": collected.trends[domain.uuid]}
+                      for domain in collected.domains}}
 
 
 def usage_sample_message(sample: dict[str, Any]) -> str:

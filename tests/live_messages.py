@@ -1,9 +1,9 @@
 """What a live socket's message tells the page, read back from its out-of-band swap into plain facts.
 
 The sockets send the pages' own partials as htmx out-of-band swaps (domains.live, domains.consumers);
-tests assert on what the page then shows: a row and its HTML, a removal, a host's banner, the VM page's
-summary or "gone" notice, a migration's progress, "fetch the list again", or a page of a longer list's
-order and footer.
+tests assert on what the page then shows: a row and its HTML, a removal, a usage sample's cells, a host's
+banner, the VM page's summary or "gone" notice, a migration's progress, "fetch the list again", or a page
+of a longer list's order and footer.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def read(text: str | bytes) -> dict[str, Any]:
     element_id = found.group(1) if found else None
     if target == "#results tbody" and style == "order":
         return {"type": "order", "ids": _ID.findall(content)}
+    if target == "#results tbody" and style == "cells":
+        return {"type": "cells", "ids": _ID.findall(content), "html": content.strip()}
     if target == "#list-footer":
         return {"type": "footer", "html": content.strip()}
     if target == "#results tbody":

@@ -18,7 +18,7 @@ register = template.Library()
 def list_row(context: Context, row: live.LiveRow) -> SafeString:
     """The row partial, rendered once per record and rights (live.row_html), with this request's CSRF token."""
     html = live.row_html(row.host.pk, row.host.name, row.record, row.rights, unreachable=row.unreachable,
-                         for_page=True)
+                         for_page=True, usage=row.usage)
     # The token's characters need no escaping: Django's are letters and digits.
     html = html.replace(live.FORM_TOKEN_MARKER, get_token(context["request"]))
     return mark_safe(html)  # noqa: S308 (rendered from domains/list.html#row, escaped there)

@@ -8,7 +8,8 @@
 //   `order` (a page of a longer list moved) puts the target's rows in the order given and drops the others;
 //   `refetch` has the target fetch itself again (its live-refresh trigger); `usage` inserts nothing: it
 //   hands the pushed element's data-sample (a VM's figures of the last interval, JSON) to the VM page's
-//   charts as a "usage-sample" event on the target, whose detail is the parsed sample (usage.js).
+//   charts as a "usage-sample" event on the target, whose detail is the parsed sample (usage.js); `cells`
+//   replaces each pushed cell (a row's CPU and memory after a usage sample) where its id is shown.
 //   An element with a request of its own in flight (an action's button) is not replaced under it: htmx
 //   ignores the answer of a request whose element left the page. Its latest push waits for the answer.
 //   The count of a list that fits on its page follows its rows, in the template's words; a longer list's
@@ -125,7 +126,7 @@
     return element && (element.classList.contains("htmx-request") || element.querySelector(".htmx-request"));
   }
 
-  const NUMERIC = ["vcpus", "memory", "snapshots"];
+  const NUMERIC = ["cpu", "vcpus", "memoryUsed", "memory", "snapshots"];
   const YES_NO = ["autostart", "persistent", "managedSave"];
 
   function sortKey(element) {  // domains.filters.ListQuery.sort_key: the column's value, host, name
@@ -204,6 +205,11 @@
     });
   }
 
+  function cells(cell) {  // a row's cell with a new sample's figures, in place; a row no longer shown takes none
+    const shown = document.getElementById(cell.id);
+    if (shown) shown.replaceWith(cell);
+  }
+
   function handOver(pushed, target) {  // pushed: the wrapper itself (it has no children)
     let sample;
     try {
@@ -230,6 +236,8 @@
         order(pushed, target);
       } else if (style === "refetch") {
         refetch(target);
+      } else if (style === "cells") {
+        pushed.forEach(function (cell) { cells(cell); });
       } else if (style === "usage") {
         handOver(fragment, target);
         return [];

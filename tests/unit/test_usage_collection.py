@@ -146,7 +146,7 @@ async def test_the_supervisor_samples_keeps_and_pushes_each_host_s_usage(embedde
     finally:
         await supervisor.stop()
     assert (news["type"], news["host_id"]) == ("live.usage", embedded_host.pk)
-    assert set(news["rates"][TEST_DOMAIN_UUID]) == {*history.FIGURES, "memory_source"}
+    assert set(news["rates"][TEST_DOMAIN_UUID]) == {*history.FIGURES, "memory_source", "trend"}
     latest = await database_sync_to_async(HostUsage.objects.get)(host=embedded_host)
     assert abs(latest.taken_at - time.time()) < 5
 
