@@ -6,7 +6,8 @@ import dataclasses
 import heapq
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -22,6 +23,7 @@ from .access import (
     domain_scope,
     require_admin,
     rights_from,
+    visible_hosts,
 )
 from .errors import error_message
 from .filters import ListQuery
@@ -143,12 +145,13 @@ class UnknownSpan(ValueError):
 
 @dataclass(frozen=True)
 class UsageSeries:
-    """A VM's usage over a span, as columns: `t` (each point's start, epoch seconds), each figure of
-    domains.history's average and its maximum as `<figure>_max`, all ordered by time."""
+    """A VM's (or its host's own) usage over a span, as columns: `t` (each point's start, epoch seconds), each
+    figure of domains.history's average and its maximum as `<figure>_max`, all ordered by time."""
 
     span: str
     resolution: int  # seconds
-    memory_source: str | None  # of its latest sample: "guest" or "allocation"; None before any
+    # Of its latest sample: a VM's "guest" or "allocation", a host's "host" or "domains"; None before any.
+    memory_source: str | None
     columns: dict[str, list[float]]
 
 
@@ -159,6 +162,18 @@ def usage_series(*, user: User | AnonymousUser, host_name: str, uuid: str, span:
 
     Read from the database only: a VM the gate hides is a 404, whatever its host says."""
     host, _rights = _gate(user, host_name, uuid, Right.VIEW)
+    return _usage_columns(host, uuid, span, now)
+
+
+def host_usage_series(*, user: User | AnonymousUser, host_name: str, span: str,
+                      now: float | None = None) -> UsageSeries:
+    """The host's own figures (its CPUs, its memory, its VMs' disk and network summed), as usage_series
+    reads a VM's; for admins and operators only, as the host page."""
+    return _usage_columns(_host_gate(user, host_name), None, span, now)
+
+
+def _usage_columns(host: Host, uuid: str | None, span: str, now: float | None) -> UsageSeries:
+    """The series of one VM of `host`, or with `uuid` None the host's own."""
     if span not in USAGE_SPANS:
         raise UnknownSpan(f"Unknown span: choose one of {', '.join(USAGE_SPANS)}.")
     resolution, seconds = USAGE_SPANS[span]
@@ -171,8 +186,8 @@ def usage_series(*, user: User | AnonymousUser, host_name: str, uuid: str, span:
         columns["t"].append(start)
         for name, value in zip(names, values, strict=True):
             columns[name].append(round(value, 3))
-    latest = (HostUsage.objects.filter(host=host)
-              .values_list("taken_at", KeyTransform(uuid.lower(), "rates")).first())
+    key = uuid.lower() if uuid is not None else history.HOST
+    latest = HostUsage.objects.filter(host=host).values_list("taken_at", KeyTransform(key, "rates")).first()
     taken_at, rates = latest if latest is not None else (0.0, None)
     if (span == "hour" and rates and all(figure in rates for figure in history.FIGURES)
             and taken_at >= (columns["t"][-1] + resolution if columns["t"] else since)):
@@ -212,6 +227,68 @@ def top_consumers(*, user: User | AnonymousUser, hosts: list[Host], count: int =
              for uuid, figures in latest[host.pk].domains.items() if rights_from(scope, (host.pk, uuid))]
     return TopConsumers(heapq.nlargest(count, found, key=lambda consumer: consumer.cpu_percent),
                         heapq.nlargest(count, found, key=lambda consumer: consumer.memory_used_kib))
+
+
+# --- The host page (issue 14): admins and operators only; a tenant is told nothing exists. ---
+
+
+def _host_gate(user: User | AnonymousUser, host_name: str) -> Host:
+    """An enabled host, for those who see every VM (domain_scope None: admins and operators); everybody
+    else, and a host that is unknown or disabled, gets the same 404."""
+    scope = domain_scope(user)
+    host = visible_hosts(scope, name=host_name).first() if scope is None else None
+    if host is None:
+        raise Http404("No such host.")
+    return host
+
+
+@dataclass(frozen=True)
+class HostPage:
+    """One host as its page shows it: what it says now (or why it does not answer) and its latest usage
+    sample, which outlives the host's answers (the charts read the kept history: host_usage_series)."""
+
+    host: Host
+    facts: virt.HostFacts | None  # None when the host does not answer
+    error: str  # why it does not answer, as this user may read it; "" when it does
+    pools: tuple[virt.PoolCapacity, ...] | None  # None when they could not be read
+    pools_error: str
+    taken_at: float | None  # the latest usage sample's time (epoch seconds); None before any
+    rates: dict[str, Any] | None  # the host's own figures over that sample's interval; None before two samples
+    memory_free_kib: int | None  # of that sample; None when the host does not tell (the test driver)
+    consumers: TopConsumers  # its VMs using the most, by that sample
+
+    @property
+    def sampled_at(self) -> datetime | None:
+        return datetime.fromtimestamp(self.taken_at, UTC) if self.taken_at is not None else None
+
+
+def _host_now(uri: str) -> tuple[virt.HostFacts, tuple[virt.PoolCapacity, ...] | virt.VirtError]:
+    """The host's facts, and its pools (or why they could not be read: the facts are worth showing anyway)."""
+    facts = virt.host_facts(uri)
+    try:
+        return facts, virt.pool_capacities(uri)
+    except virt.VirtError as error:
+        return facts, error
+
+
+def host_page(*, user: User | AnonymousUser, host_name: str) -> HostPage:
+    """A host that does not answer within the host deadline still has its page: the error in place of what
+    it says now, and what the database keeps about it."""
+    host = _host_gate(user, host_name)
+    answer = virt.fan_out.run({host: host.uri}, _host_now, settings.HOST_DEADLINE_SECONDS)[host]
+    facts, pools, error, pools_error = None, None, "", ""
+    if isinstance(answer, virt.VirtError):
+        error = error_message(user=user, error=answer)
+    else:
+        facts, found = answer
+        if isinstance(found, virt.VirtError):
+            pools_error = error_message(user=user, error=found)
+        else:
+            pools = found
+    latest = usage.latest([host.pk]).get(host.pk)
+    free = HostUsage.objects.filter(host=host).values_list("counters__memory_free_kib", flat=True).first()
+    return HostPage(host, facts, error, pools, pools_error, latest.taken_at if latest else None,
+                    latest.host if latest else None, free, top_consumers(user=user, hosts=[host]))
 
 
 def host_list() -> QuerySet[Host]:

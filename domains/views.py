@@ -110,9 +110,14 @@ def domain_detail(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRes
 @require_GET
 def domain_usage(request: AuthedRequest, host_name: str, uuid: UUID) -> JsonResponse:
     """The VM's usage charts' figures over ?span=hour|day|week|month (default hour), from the kept history."""
-    span = request.GET.get("span", "hour")
+    return _usage_answer(request, lambda span: selectors.usage_series(
+        user=request.user, host_name=host_name, uuid=str(uuid), span=span))
+
+
+def _usage_answer(request: AuthedRequest, read: Callable[[str], selectors.UsageSeries]) -> JsonResponse:
+    """The charts' JSON (templates/domains/usage.html) of the series `read` gives for the request's span."""
     try:
-        usage = selectors.usage_series(user=request.user, host_name=host_name, uuid=str(uuid), span=span)
+        usage = read(request.GET.get("span", "hour"))
     except selectors.UnknownSpan as error:
         return JsonResponse({"error": str(error)}, status=400)
     return JsonResponse({
@@ -237,6 +242,22 @@ def host_list(request: AuthedRequest) -> HttpResponse:
         return redirect("domains:hosts")
     return render(request, "hosts/list.html", {"hosts": selectors.host_list(), "form": form},
                   status=400 if form.errors else 200)
+
+
+@login_required
+@require_GET
+def host_detail(request: AuthedRequest, host_name: str) -> HttpResponse:
+    """Admins and operators: the host's capacity, versions, VMs, charts and top consumers. A host that does
+    not answer still has its page (selectors.host_page)."""
+    return render(request, "hosts/detail.html", {"page": selectors.host_page(user=request.user, host_name=host_name)})
+
+
+@login_required
+@require_GET
+def host_usage(request: AuthedRequest, host_name: str) -> JsonResponse:
+    """The host page's charts' figures over ?span=, as domain_usage's for a VM."""
+    return _usage_answer(request, lambda span: selectors.host_usage_series(
+        user=request.user, host_name=host_name, span=span))
 
 
 @login_required

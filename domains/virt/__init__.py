@@ -61,7 +61,7 @@ from .inventory import (
 from .serial import SerialConsole, SerialEndpoint, open_serial, serial_endpoint
 from .snapshots import create_snapshot, delete_snapshot, revert_snapshot
 from .states import DomainState
-from .storage import DiskVolume, VolumeInfo, domain_disks, pool_names
+from .storage import DiskVolume, PoolCapacity, VolumeInfo, domain_disks, pool_capacities, pool_names
 from .transports import SshRoute, TlsMaterial, tls_material
 
 __all__ = [
@@ -88,6 +88,8 @@ __all__ = [
     "VolumeInfo",
     "domain_disks",
     "pool_names",
+    "pool_capacities",
+    "PoolCapacity",
     "DomainSpec",
     "GraphicsSpec",
     "define_choices",

@@ -38,6 +38,26 @@ class DiskVolume:
     used_elsewhere: bool  # another domain of the host has the same volume
 
 
+@dataclass(frozen=True, slots=True)
+class PoolCapacity:
+    name: str
+    active: bool
+    capacity_bytes: int
+    allocation_bytes: int
+    available_bytes: int
+
+
+def pool_capacities(uri: str) -> tuple[PoolCapacity, ...]:
+    """Every storage pool of the host with its size and free space (zero for one that is not started)."""
+    with connection(uri) as conn:
+        pools = []
+        for pool in conn.listAllStoragePools(0):
+            state, capacity, allocation, available = pool.info()
+            pools.append(PoolCapacity(pool.name(), state == libvirt.VIR_STORAGE_POOL_RUNNING, capacity, allocation,
+                                      available))
+        return tuple(sorted(pools, key=lambda pool: pool.name))
+
+
 def pool_names(uri: str) -> tuple[str, ...]:
     """Every storage pool the host defines, started or not."""
     with connection(uri) as conn:

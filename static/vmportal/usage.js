@@ -1,12 +1,15 @@
-// The VM page's usage charts (templates/domains/usage.html, issue 14), drawn with uPlot:
-// - the span buttons fetch the section's data-url with ?span=hour|day|week|month (domains.views.domain_usage:
-//   columns `t` and each figure's average and `<figure>_max`, ordered by time) and draw CPU, memory, disk and
-//   network; times are the browser's local time (uPlot's own), widths follow the section's;
-// - the hour follows the live socket: live.js's `usage` swap fires "usage-sample" on #usage with the last
-//   interval's figures, which are appended; points older than the hour drop off. The longer spans fetch
-//   again once per resolution (that is how often their newest point closes) and leave the pushes alone;
-// - after the socket comes back, the shown span is fetched again (samples may have been missed meanwhile).
-// The template owns every word on the page; this file only shows or hides its notes and fills in numbers.
+// The usage charts of the VM page and of the host page (templates/domains/usage.html, issue 14), drawn with uPlot:
+// - the span buttons fetch the section's data-url with ?span=hour|day|week|month (domains.views.domain_usage and
+//   host_usage: columns `t` and each figure's average and `<figure>_max`, ordered by time) and draw CPU, memory,
+//   disk and network; times are the browser's local time (uPlot's own), widths follow the section's;
+// - on the VM page (the section's data-pushed) the hour follows the live socket: live.js's `usage` swap fires
+//   "usage-sample" on #usage with the last interval's figures, which are appended; points older than the hour
+//   drop off; after the socket comes back, the shown span is fetched again (samples may have been missed
+//   meanwhile). Without data-pushed (the host page) the hour is fetched again every sampling interval;
+// - the longer spans fetch again once per resolution (that is how often their newest point closes) and leave
+//   the pushes alone.
+// The template owns every word on the page (the memory line's label is its shown note's data-legend); this file
+// only shows or hides its notes and fills in numbers.
 (function () {
   "use strict";
 
@@ -74,8 +77,7 @@
       top: function (max) { return Math.min(Math.max(max * 1.1, 1), Math.max(max, 100)); },
     },
     memory: {
-      lines: function (source) {
-        const label = source === "allocation" ? "allocation" : source === "guest" ? "used (guest)" : "used";
+      lines: function (label) {
         return [line(label, "memory_used_kib", FIRST), line(label + ", maximum", "memory_used_kib_max", FIRST, true)];
       },
       scale: 1024,  // KiB: drawn in bytes, shown in MiB or GiB
@@ -133,6 +135,8 @@
     this.resolution = 10;
     this.interval = null;  // seconds between samples (the server's setting); 0: none are taken
     this.memorySource = null;
+    this.memoryLegend = "used";  // the memory line's label: the data-legend of the source's note
+    this.pushed = "pushed" in section.dataset;  // the live socket brings the hour's samples
     this.charts = {};  // name: its uPlot
     this.lines = {};  // name: what it draws (line())
     this.pending = [];  // samples pushed while the hour was being fetched
@@ -219,7 +223,8 @@
       pending.forEach(this.append, this);
     }
     clearInterval(this.timer);
-    this.timer = this.span === "hour" ? null : setInterval(this.fetch.bind(this), this.resolution * 1000);
+    const every = this.span !== "hour" ? this.resolution : this.pushed ? 0 : this.interval;
+    this.timer = every > 0 ? setInterval(this.fetch.bind(this), every * 1000) : null;
     this.draw();
     this.section.querySelector(".usage-charts").setAttribute("aria-busy", "false");
   };
@@ -256,9 +261,11 @@
   Usage.prototype.setMemorySource = function (source) {
     if (source === this.memorySource) return;
     this.memorySource = source;
+    this.memoryLegend = "used";
     this.section.querySelectorAll("[data-memory-source]").forEach(function (element) {
       element.hidden = element.dataset.memorySource !== source;
-    });
+      if (!element.hidden && element.dataset.legend) this.memoryLegend = element.dataset.legend;
+    }, this);
     if (this.charts.memory) {  // its lines are labelled by the source: drawn anew
       this.charts.memory.destroy();
       delete this.charts.memory;
@@ -309,7 +316,7 @@
   Usage.prototype.options = function (name, plot) {
     const chart = CHARTS[name];
     const self = this;
-    const lines = this.lines[name] = chart.lines(this.memorySource);
+    const lines = this.lines[name] = chart.lines(this.memoryLegend);
     return {
       width: Math.max(plot.clientWidth, 200),
       height: HEIGHT,

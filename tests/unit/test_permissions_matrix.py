@@ -122,6 +122,11 @@ MATRIX: tuple[Row, ...] = (
     Row("consoles:serial-tickets", "GET", everyone(405), kwargs=VM),
     Row("domains:hosts", "GET", admin_only(200), shows="Register a host"),
     Row("domains:hosts", "POST", admin_only(Redirect("/hosts/")), data=NEW_HOST),
+    # The host page and its charts: admins and operators (who see every VM); a tenant is told nothing exists.
+    Row("domains:host", "GET", roles(admin=200, operator=200, tenant=404, other=404), kwargs=HOST,
+        shows="<h1>embedded <small>host</small></h1>"),
+    Row("domains:host-usage", "GET", roles(admin=200, operator=200, tenant=404, other=404), kwargs=HOST,
+        query="span=day", shows='"resolution": 60'),
     Row("domains:host-edit", "GET", admin_only(200), kwargs=HOST, shows="Edit host embedded"),
     Row("domains:host-edit", "POST", admin_only(Redirect("/hosts/")), kwargs=HOST, data=EDITED_HOST),
     Row("domains:host-delete", "POST", admin_only(Redirect("/hosts/")), kwargs=HOST,
