@@ -63,6 +63,11 @@ def is_admin(user: User | AnonymousUser) -> bool:
     return bool(user.is_authenticated and user.is_admin)
 
 
+def sees_hosts(user: User | AnonymousUser) -> bool:
+    """Hosts' own pages and figures are for those who see every VM: admins and operators."""
+    return bool(user.is_authenticated and user.is_active and user.sees_every_domain)
+
+
 def require_admin(user: User | AnonymousUser) -> None:
     """Admin pages and actions: everybody else is not told that they exist (404)."""
     if not is_admin(user):

@@ -23,7 +23,7 @@ from .access import (
     domain_scope,
     require_admin,
     rights_from,
-    visible_hosts,
+    sees_hosts,
 )
 from .errors import error_message
 from .filters import ListQuery
@@ -206,7 +206,8 @@ class Consumer:
     host: Host
     uuid: str
     name: str
-    cpu_percent: float
+    host_cpu_percent: float  # of its host's CPUs: what it takes from the host
+    cpu_percent: float  # of its own vCPUs
     memory_used_kib: float
     memory_source: str
 
@@ -218,14 +219,15 @@ class TopConsumers:
 
 
 def top_consumers(*, user: User | AnonymousUser, hosts: list[Host], count: int = 5) -> TopConsumers:
-    """The VMs of these hosts using the most CPU and the most memory now, among those the user may see."""
+    """The VMs of these hosts taking the most of their host's CPUs and using the most memory now, among
+    those the user may see ("which VM is eating this host?")."""
     scope = domain_scope(user)
     latest = usage.latest(host.pk for host in hosts)
-    found = [Consumer(host, uuid, figures["name"], figures["cpu_percent"], figures["memory_used_kib"],
-                      figures["memory_source"])
+    found = [Consumer(host, uuid, figures["name"], figures["host_cpu_percent"], figures["cpu_percent"],
+                      figures["memory_used_kib"], figures["memory_source"])
              for host in hosts if host.pk in latest
              for uuid, figures in latest[host.pk].domains.items() if rights_from(scope, (host.pk, uuid))]
-    return TopConsumers(heapq.nlargest(count, found, key=lambda consumer: consumer.cpu_percent),
+    return TopConsumers(heapq.nlargest(count, found, key=lambda consumer: consumer.host_cpu_percent),
                         heapq.nlargest(count, found, key=lambda consumer: consumer.memory_used_kib))
 
 
@@ -233,10 +235,9 @@ def top_consumers(*, user: User | AnonymousUser, hosts: list[Host], count: int =
 
 
 def _host_gate(user: User | AnonymousUser, host_name: str) -> Host:
-    """An enabled host, for those who see every VM (domain_scope None: admins and operators); everybody
-    else, and a host that is unknown or disabled, gets the same 404."""
-    scope = domain_scope(user)
-    host = visible_hosts(scope, name=host_name).first() if scope is None else None
+    """An enabled host, for those who see hosts (access.sees_hosts: admins and operators); everybody else,
+    and a host that is unknown or disabled, gets the same 404."""
+    host = enabled_hosts().filter(name=host_name).first() if sees_hosts(user) else None
     if host is None:
         raise Http404("No such host.")
     return host

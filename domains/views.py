@@ -23,7 +23,7 @@ from audit.services import refuse
 from vmportal import clients
 
 from . import migration_jobs, selectors, services, virt
-from .access import Right, require_admin
+from .access import Right, require_admin, sees_hosts
 from .errors import error_message
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
 from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, MigrationForm, SnapshotForm
@@ -91,6 +91,7 @@ def domain_list(request: AuthedRequest) -> HttpResponse:
         "query": query,
         "list_options": LIST_OPTIONS,
         "may_define": selectors.may_define(user=request.user),
+        "consumers": selectors.top_consumers(user=request.user, hosts=listing.hosts),
     })
 
 
@@ -103,7 +104,8 @@ def _iso(timestamp: float | None) -> str | None:
 def domain_detail(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
     # An unreachable host (or any libvirt error) is answered by vmportal.errors.VirtErrorMiddleware.
     page = selectors.domain_page(user=request.user, host_name=host_name, uuid=str(uuid))
-    return render(request, "domains/detail.html", {"page": page, "row": page.row})
+    return render(request, "domains/detail.html", {"page": page, "row": page.row,
+                                                   "may_see_hosts": sees_hosts(request.user)})
 
 
 @login_required

@@ -39,8 +39,9 @@ def seed(host: Host, start: int, base: float, uuid: str | None = None, resolutio
 
 
 def figures(name: str, cpu: float, memory_kib: float, source: str = "guest") -> dict[str, object]:
-    return dict.fromkeys(history.FIGURES, 0.0) | {"name": name, "cpu_percent": cpu, "memory_used_kib": memory_kib,
-                                                  "memory_source": source, "trend": [cpu]}
+    return dict.fromkeys(history.FIGURES, 0.0) | {"name": name, "cpu_percent": cpu, "host_cpu_percent": cpu / 4,
+                                                  "memory_used_kib": memory_kib, "memory_source": source,
+                                                  "trend": [cpu]}
 
 
 def sample(host: Host, *, free_kib: int | None = 2 * 1024 * 1024, host_source: str = "host",
@@ -168,7 +169,8 @@ def test_the_latest_sample_gives_free_memory_the_host_s_figures_and_its_top_cons
     assert links(by_cpu) == [vm.format(OTHER_UUID), vm.format(BIG_UUID), vm.format(TEST_DOMAIN_UUID)]
     assert links(by_memory) == [vm.format(BIG_UUID), vm.format(TEST_DOMAIN_UUID),
                                                   vm.format(OTHER_UUID)]
-    assert "<td>90.0 %</td>" in by_cpu and "<td>10.0 %</td>" in by_cpu
+    assert "<td>22.5 % <small class=\"muted\">of the host, 90.0 % of its vCPUs</small></td>" in by_cpu
+    assert "<td>2.5 % <small class=\"muted\">of the host, 10.0 % of its vCPUs</small></td>" in by_cpu
     assert '<td>5 GiB <small class="muted">guest</small></td>' in by_memory
     assert '<td>900 MiB <small class="muted">guest</small></td>' in by_memory
     assert '<td>512 MiB <small class="muted">allocation</small></td>' in by_memory

@@ -118,3 +118,24 @@ async def test_a_page_in_cpu_order_is_put_in_the_new_sample_s_order(admin_user: 
     assert messages[-1]["ids"] == [f"domain-office-{uuid}" for uuid in (MAIL, DB, WEB)]
     assert {message["id"] for message in messages if message["type"] == "row"} == {
         f"domain-office-{uuid}" for uuid in (MAIL, WEB)}  # their figures changed; db's did not
+
+
+def test_the_list_shows_the_top_consumers_of_what_the_user_may_see(tenant_user: User, admin_user: User,
+                                                                   office: Host) -> None:
+    Grant.objects.create(host=office, domain_uuid=WEB, user=tenant_user)
+    sampled(office, **{WEB: figures(12.5, 2048) | {"name": "web", "host_cpu_percent": 3.0},
+                       DB: figures(80.0, 1024) | {"name": "db", "host_cpu_percent": 20.0}})
+    every = client_for(admin_user).get("/domains/").content.decode()
+    cpu_table = every[every.index('data-top="cpu"'):every.index('data-top="memory"')]
+    assert cpu_table.index(f'data-uuid="{DB}"') < cpu_table.index(f'data-uuid="{WEB}"')  # the host's share first
+    assert "20.0 % <small" in cpu_table and "on office" in cpu_table
+    own = client_for(tenant_user).get("/domains/").content.decode()
+    assert f'data-uuid="{WEB}"' in own and DB not in own
+
+
+def test_the_vm_page_links_its_host_for_those_who_see_hosts(operator_user: User, tenant_user: User,
+                                                          office: Host) -> None:
+    Grant.objects.create(host=office, domain_uuid=WEB, user=tenant_user)
+    link = 'href="/hosts/office/"'
+    assert link in client_for(operator_user).get(f"/domains/office/{WEB}/").content.decode()
+    assert link not in client_for(tenant_user).get(f"/domains/office/{WEB}/").content.decode()

@@ -253,8 +253,9 @@ def test_a_pushed_sample_is_an_out_of_band_usage_swap_carrying_the_sample_as_jso
 def test_the_top_consumers_are_the_latest_sample_s_and_a_tenant_sees_only_its_own(
         admin_user: User, tenant_user: User, tenant_grant: Grant, embedded_host: Host):
     def figures(name: str, cpu: float, memory: float) -> dict[str, object]:
-        return dict.fromkeys(history.FIGURES, 0.0) | {"name": name, "cpu_percent": cpu, "memory_used_kib": memory,
-                                                      "memory_source": "guest", "trend": [cpu]}
+        return dict.fromkeys(history.FIGURES, 0.0) | {"name": name, "cpu_percent": cpu, "host_cpu_percent": cpu / 2,
+                                                      "memory_used_kib": memory, "memory_source": "guest",
+                                                      "trend": [cpu]}
 
     HostUsage.objects.create(host=embedded_host, taken_at=time.time(), counters={}, rates={
         TEST_DOMAIN_UUID: figures("test", 10.0, 900.0), OTHER_UUID: figures("busy", 90.0, 100.0),
