@@ -35,6 +35,14 @@ HOST = ""  # the uuid under which a host's own figures are kept
 
 # The figures a point keeps, each as an average and a maximum over its bucket.
 FIGURES = tuple(f.name for f in fields(DomainUsage) if f.name not in ("uuid", "memory_source"))
+# Kept to a hundredth where a fraction matters (percentages, a few requests or packets a second), whole
+# otherwise (bytes a second, KiB): SQLite writes a whole REAL as an integer, in fewer bytes.
+_FRACTIONAL = frozenset({"cpu_percent", "host_cpu_percent", "disk_read_iops", "disk_write_iops",
+                         "net_receive_packets_per_second", "net_transmit_packets_per_second"})
+
+
+def _kept(name: str, value: float) -> float:
+    return round(value, 2) if name in _FRACTIONAL else float(round(value))
 
 
 @dataclass(frozen=True)
@@ -108,8 +116,9 @@ def oldest_kept(resolution: Resolution, now: float) -> int:
 def save(points: Iterable[Point]) -> int:
     """The closed points, in one statement (a bucket written twice, after a restart, keeps its first)."""
     rows = [UsagePoint(host_id=point.host_id, domain_uuid=point.uuid or None, resolution=point.resolution,
-                       start=point.start, samples=point.samples, **point.average,
-                       **{f"{name}_max": value for name, value in point.maximum.items()})
+                       start=point.start, samples=point.samples,
+                       **{name: _kept(name, value) for name, value in point.average.items()},
+                       **{f"{name}_max": _kept(name, value) for name, value in point.maximum.items()})
             for point in points]
     UsagePoint.objects.bulk_create(rows, ignore_conflicts=True)
     return len(rows)
@@ -135,8 +144,8 @@ def merge(points: Iterable[Point]) -> int:
         total = row.samples + point.samples
         for name in FIGURES:
             average = (getattr(row, name) * row.samples + point.average[name] * point.samples) / total
-            setattr(row, name, average)
-            setattr(row, f"{name}_max", max(getattr(row, f"{name}_max"), point.maximum[name]))
+            setattr(row, name, _kept(name, average))
+            setattr(row, f"{name}_max", _kept(name, max(getattr(row, f"{name}_max"), point.maximum[name])))
         row.samples = total
         combined.append(row)
     UsagePoint.objects.bulk_update(combined, ["samples", *FIGURES, *(f"{name}_max" for name in FIGURES)])

@@ -24,7 +24,7 @@ from .connections import connection
 logger = logging.getLogger(__name__)
 
 # stats groups read in one call (virConnectGetAllDomainStats); the flags leave out nothing.
-_STATS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
+STATS_GROUPS = (libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_CPU_TOTAL | libvirt.VIR_DOMAIN_STATS_BALLOON
           | libvirt.VIR_DOMAIN_STATS_VCPU | libvirt.VIR_DOMAIN_STATS_INTERFACE | libvirt.VIR_DOMAIN_STATS_BLOCK)
 
 
@@ -94,7 +94,7 @@ def sample_host(uri: str) -> HostCounters:
 def sample(conn: libvirt.virConnect) -> HostCounters:
     """Every VM's counters and the host's, in one round of calls whatever the number of VMs."""
     taken_at, monotonic = time.time(), time.monotonic()
-    stats = conn.getAllDomainStats(_STATS, 0)
+    stats = conn.getAllDomainStats(STATS_GROUPS, 0)
     info = conn.getInfo()  # [model, memory MiB, cpus, ...]
     host_cpu = conn.getCPUStats(libvirt.VIR_NODE_CPU_STATS_ALL_CPUS, 0)
     try:
