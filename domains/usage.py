@@ -46,15 +46,21 @@ class Collected:
 
 
 class Collector:
-    """Rates from each host's previous sample, and the history buckets they fill (one per process)."""
+    """Rates from each host's previous sample, and the history buckets they fill (one per process). Its
+    owner collects off its event loop and forgets a host from another thread: one call at a time."""
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()
         self._previous: dict[int, HostCounters] = {}
         self._downsampler = history.Downsampler()
         self._trends: dict[tuple[int, str], deque[float]] = {}
 
     def collect(self, host_id: int, counters: HostCounters, *, previous: HostCounters | None = None) -> Collected:
         """`previous`: the sample to take rates from when this collector has none of the host (collectstats)."""
+        with self._lock:
+            return self._collect(host_id, counters, previous)
+
+    def _collect(self, host_id: int, counters: HostCounters, previous: HostCounters | None) -> Collected:
         previous = self._previous.get(host_id, previous)
         self._previous[host_id] = counters
         domains = rates(previous, counters) if previous is not None else []
@@ -74,10 +80,11 @@ class Collector:
 
     def forget(self, host_id: int) -> list[history.Point]:
         """No longer sampled here: the host's open buckets, closed as they are."""
-        self._previous.pop(host_id, None)
-        self._trends = {key: trend for key, trend in self._trends.items() if key[0] != host_id}
-        return [point for uuid in self._downsampler.following(host_id)
-                for point in self._downsampler.forget(host_id, uuid)]
+        with self._lock:
+            self._previous.pop(host_id, None)
+            self._trends = {key: trend for key, trend in self._trends.items() if key[0] != host_id}
+            return [point for uuid in self._downsampler.following(host_id)
+                    for point in self._downsampler.forget(host_id, uuid)]
 
 
 def store(collected: Collected) -> None:
