@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -223,15 +224,26 @@ def top_consumers(*, user: User | AnonymousUser, hosts: list[Host], count: int =
     those the user may see ("which VM is eating this host?")."""
     scope = domain_scope(user)
     latest = usage.latest(host.pk for host in hosts)
-    found = [Consumer(host, uuid, figures["name"], figures["host_cpu_percent"], figures["cpu_percent"],
-                      figures["memory_used_kib"], figures["memory_source"])
-             for host in hosts if host.pk in latest
-             for uuid, figures in latest[host.pk].domains.items() if rights_from(scope, (host.pk, uuid))]
-    return TopConsumers(heapq.nlargest(count, found, key=lambda consumer: consumer.host_cpu_percent),
-                        heapq.nlargest(count, found, key=lambda consumer: consumer.memory_used_kib))
+
+    def candidates(ranked: Callable[[usage.LatestUsage], tuple[str, ...]]) -> list[Consumer]:
+        # Who sees every VM: each host's own leaders (usage.TOP_KEPT of them) hold the top; others: their VMs.
+        found = []
+        for host in hosts:
+            sample = latest.get(host.pk)
+            if sample is None:
+                continue
+            uuids = ranked(sample) if scope is None else [uuid for host_id, uuid in scope if host_id == host.pk]
+            found += [_consumer(host, uuid, sample.domains[uuid]) for uuid in uuids if uuid in sample.domains]
+        return found
+
+    return TopConsumers(
+        heapq.nlargest(count, candidates(lambda sample: sample.top_cpu), key=lambda vm: vm.host_cpu_percent),
+        heapq.nlargest(count, candidates(lambda sample: sample.top_memory), key=lambda vm: vm.memory_used_kib))
 
 
-# --- The host page (issue 14): admins and operators only; a tenant is told nothing exists. ---
+def _consumer(host: Host, uuid: str, figures: dict[str, Any]) -> Consumer:
+    return Consumer(host, uuid, figures["name"], figures["host_cpu_percent"], figures["cpu_percent"],
+                    figures["memory_used_kib"], figures["memory_source"])
 
 
 def _host_gate(user: User | AnonymousUser, host_name: str) -> Host:

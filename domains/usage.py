@@ -15,6 +15,7 @@ for the list and the host page, parsed once per sample in each process.
 from __future__ import annotations
 
 import dataclasses
+import heapq
 import threading
 import time
 from collections import deque
@@ -133,14 +134,28 @@ def rates_to_plain(collected: Collected) -> dict[str, dict[str, Any]]:
     return plain
 
 
+TOP_KEPT = 10  # a host's VMs kept in order of CPU and of memory, for the top consumers of every VM
+
+
 @dataclass(frozen=True)
 class LatestUsage:
     """A host's latest sample as the list and the host page read it: the host's own rates (None before two
-    samples) and each VM's, with its name and trend, by UUID."""
+    samples) and each VM's, with its name and trend, by UUID; and the UUIDs of its TOP_KEPT VMs taking the
+    most of the host's CPUs and using the most memory, most first (so that the top consumers of thousands
+    of VMs cost a few per host, not a look at each VM)."""
 
     taken_at: float
     host: dict[str, Any] | None
     domains: dict[str, dict[str, Any]]
+    top_cpu: tuple[str, ...]
+    top_memory: tuple[str, ...]
+
+    @classmethod
+    def parsed(cls, taken_at: float, rates: dict[str, dict[str, Any]]) -> LatestUsage:
+        host = rates.pop(history.HOST, None)
+        return cls(taken_at, host, rates,
+                   tuple(heapq.nlargest(TOP_KEPT, rates, key=lambda uuid: rates[uuid]["host_cpu_percent"])),
+                   tuple(heapq.nlargest(TOP_KEPT, rates, key=lambda uuid: rates[uuid]["memory_used_kib"])))
 
 
 class _LatestMirror:
@@ -158,7 +173,7 @@ class _LatestMirror:
         stale = [host_id for host_id in taken if host_id not in found]
         for host_id, taken_at, by_uuid in HostUsage.objects.filter(host_id__in=stale).values_list(
                 "host_id", "taken_at", "rates"):
-            found[host_id] = LatestUsage(taken_at, by_uuid.pop(history.HOST, None), by_uuid)
+            found[host_id] = LatestUsage.parsed(taken_at, by_uuid)
         with self._lock:
             self._hosts.update((host_id, found[host_id]) for host_id in stale if host_id in found)
         return found
