@@ -105,6 +105,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # One writer at a time: the console proxy's threads (hundreds of consoles opening and closing in one
     # process) wait their turn longer than sqlite3's 5 s before "database is locked".
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    # Write-ahead logging: readers (every page) never wait for a writer (the usage collector writes each
+    # host's sample every interval), nor it for them; NORMAL syncs at checkpoints, as WAL allows safely.
+    DATABASES["default"]["OPTIONS"]["init_command"] = "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
