@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
+from uuid import UUID
+
+from django.db import connection
 
 from .models import UsagePoint
 from .virt.usage import DomainUsage
@@ -114,14 +117,25 @@ def oldest_kept(resolution: Resolution, now: float) -> int:
 
 
 def save(points: Iterable[Point]) -> int:
-    """The closed points, in one statement (a bucket written twice, after a restart, keeps its first)."""
-    rows = [UsagePoint(host_id=point.host_id, domain_uuid=point.uuid or None, resolution=point.resolution,
-                       start=point.start, samples=point.samples,
-                       **{name: _kept(name, value) for name, value in point.average.items()},
-                       **{f"{name}_max": _kept(name, value) for name, value in point.maximum.items()})
+    """The closed points, in one statement (a bucket written twice, after a restart, keeps its first).
+
+    Written with one executemany rather than bulk_create: Django's insert compiler, 27 columns a row, took
+    a fifth of a web process's time when it collects 20 hosts of 500 VMs every 10 s (bench/list_scale.py)."""
+    uuid_field = UsagePoint._meta.get_field("domain_uuid")
+    rows = [(point.host_id, uuid_field.get_db_prep_value(UUID(point.uuid) if point.uuid else None, connection),
+             point.resolution, point.start, point.samples,
+             *(_kept(name, point.average[name]) for name in FIGURES),
+             *(_kept(name, point.maximum[name]) for name in FIGURES))
             for point in points]
-    UsagePoint.objects.bulk_create(rows, ignore_conflicts=True)
+    if rows:
+        with connection.cursor() as cursor:
+            cursor.executemany(_INSERT, rows)
     return len(rows)
+
+
+_COLUMNS = ("host_id", "domain_uuid", "resolution", "start", "samples", *FIGURES, *(f"{name}_max" for name in FIGURES))
+_INSERT = (f"INSERT INTO {UsagePoint._meta.db_table} ({', '.join(_COLUMNS)}) "  # noqa: S608 (the model's own names)
+           f"VALUES ({', '.join(['%s'] * len(_COLUMNS))}) ON CONFLICT DO NOTHING")
 
 
 def merge(points: Iterable[Point]) -> int:

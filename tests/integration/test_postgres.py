@@ -73,3 +73,11 @@ def test_migrate_bootstrap_and_list_on_postgresql(database_url: str, tmp_path: P
     audit = manage(database_url, tmp_path, "shell", "--no-imports", "-c", (
         "from audit.models import AuditEntry; print(list(AuditEntry.objects.values_list('action', 'result')))"))
     assert "('host.register', 'succeeded')" in audit
+    # Usage history on PostgreSQL: two samples give rates, whose points go in with one raw statement.
+    assert "0 with rates" in manage(database_url, tmp_path, "collectstats", "--once")
+    assert "1 with rates" in manage(database_url, tmp_path, "collectstats", "--once")
+    kept = manage(database_url, tmp_path, "shell", "--no-imports", "-c", (
+        "from domains.models import UsagePoint\n"
+        "print(sorted({(r, u is None) for r, u in UsagePoint.objects.values_list('resolution', 'domain_uuid')}))"))
+    assert kept.strip().splitlines()[-1] == str([(resolution, host_own) for resolution in (10, 60, 1800)
+                                                 for host_own in (False, True)])
