@@ -76,7 +76,7 @@ def timed_samples(conn: Any, record_id: int, samples: int) -> tuple[float, float
         started = time.perf_counter()
         counters = virt.usage.sample(conn)
         sampled = time.perf_counter()
-        usage.store(collector.collect(record_id, counters))
+        usage.keep(usage.to_keep(collector.collect(record_id, counters)))
         bulk.append(sampled - started)
         stored.append(time.perf_counter() - sampled)
     return statistics.median(bulk), statistics.median(stored)
@@ -165,7 +165,7 @@ def history_size(vms: int) -> tuple[int, list[str]]:
             monotonic=at, taken_at=day_start + at, cpus=8, cpu_busy_ns=int(at * 4e9), memory_total_kib=16 << 20,
             memory_free_kib=8 << 20, domains=tuple(domains)))
         written += len(collected.points)
-        usage.store(collected)
+        usage.keep(usage.to_keep(collected))
     simulated = time.perf_counter() - started
     pruned = history.prune(day_start + samples * INTERVAL)
     kept = UsagePoint.objects.filter(host=host).count()

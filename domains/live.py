@@ -37,7 +37,7 @@ from django.dispatch import receiver
 from django.template.loader import render_to_string
 from django.utils.safestring import mark_safe
 
-from . import usage, virt
+from . import history, virt
 from .access import ALL_RIGHTS, Right
 from .filters import ListQuery
 from .hub import ReturnAddress
@@ -212,11 +212,12 @@ def summary_message(host_id: int, host_name: str, record: virt.DomainRecord, rig
                           details_changed)
 
 
-def usage_news(collected: usage.Collected) -> dict[str, Any]:
-    """A host's sample for its pages: when it was taken, and each VM's rates over the interval before it."""
-    return {"type": "live.usage", "host_id": collected.host_id, "taken_at": collected.counters.taken_at,
-            "rates": {domain.uuid: usage.usage_to_plain(domain) | {"trend": collected.trends[domain.uuid]}
-                      for domain in collected.domains}}
+def usage_news(host_id: int, latest: dict[str, Any]) -> dict[str, Any] | None:
+    """A host's sample for its pages (None before it gives rates): when it was taken, and each VM's rates over
+    the interval before it, from models.HostUsage's fields (usage.latest_row)."""
+    rates = {uuid: {name: value for name, value in figures.items() if name != "name"}
+             for uuid, figures in latest["rates"].items() if uuid != history.HOST}
+    return {"type": "live.usage", "host_id": host_id, "taken_at": latest["taken_at"], "rates": rates} if rates else None
 
 
 def usage_sample_message(sample: dict[str, Any]) -> str:

@@ -5,9 +5,10 @@ starts this process's supervisor and stops it at shutdown; with REDIS_URL `manag
 one. It replaces a watcher whose thread died, answers replay requests, and runs the settling of
 migration jobs no runner follows (a service: services.migrations_settle_stale). Its watchers are the
 list's source (domains.catalog): registered there in this process, and with a publisher (watchhosts)
-written to the shared cache for the web processes, before their events go out. Its watchers also sample
-what their hosts' VMs use (every USAGE_INTERVAL_SECONDS): the supervisor keeps the history (domains.usage,
-domains.history, pruned here) and pushes each host's rates to its pages.
+written to the shared cache for the web processes, before their events go out. Its child, the sampling
+process (domains.sampling), samples what the same hosts' VMs use every USAGE_INTERVAL_SECONDS; the supervisor
+keeps what it sends (domains.usage, domains.history, pruned here), pushes each host's rates to its pages, and
+starts another child when one dies.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from . import catalog, history, live, services, usage, virt
+from . import catalog, history, live, sampling, services, usage, virt
 from .live import WATCHERS_GROUP, messages_for, record_to_wire
 from .models import Host
 
@@ -34,6 +35,8 @@ HOST_REFRESH_SECONDS = 10.0  # how often the supervisor re-reads the host table
 MIGRATION_SETTLE_SECONDS = 15.0  # how often it looks for jobs no runner follows
 LAYER_RETRY_SECONDS = 0.5  # how soon the nudge listener tries a failed channel layer again
 PRUNE_SECONDS = 600.0  # how often usage history older than it is kept is deleted
+SAMPLING_RESTART_SECONDS = 1.0  # how soon a sampling process that died is replaced
+SAMPLING_FINISH_SECONDS = 10.0  # how long a stopping sampling process has to send its hosts' last buckets
 
 
 class Supervisor:
@@ -45,8 +48,9 @@ class Supervisor:
                  publisher: catalog.Publisher | None = None, usage_interval: float | None = None) -> None:
         self._watcher_options = watcher_options or {}
         self._usage_interval = settings.USAGE_INTERVAL_SECONDS if usage_interval is None else usage_interval
-        self._collector = usage.Collector()
-        self._samples: asyncio.Queue[tuple[Host, virt.usage.HostCounters]] = asyncio.Queue()
+        self._sampling: sampling.SamplingProcess | None = None
+        self._keeping: asyncio.Task[None] | None = None
+        self._stopping = False
         self._publisher = publisher
         self._refresh_seconds = refresh_seconds
         self._settle_seconds = settle_seconds
@@ -71,7 +75,9 @@ class Supervisor:
         await self._refresh_hosts()
         self._tasks = [asyncio.create_task(coroutine) for coroutine in
                        (self._publish_forever(), self._listen_for_nudges(), self._refresh_forever(),
-                        self._settle_migrations_forever(), self._collect_forever(), self._prune_forever())]
+                        self._settle_migrations_forever(), self._prune_forever())]
+        if self._usage_interval > 0:
+            self._keeping = asyncio.create_task(self._keep_usage_forever())
 
     async def run(self) -> None:
         """start(), then run until cancelled; the watchers stop with it."""
@@ -82,6 +88,13 @@ class Supervisor:
             await self.stop()
 
     async def stop(self) -> None:
+        self._stopping = True
+        if self._sampling is not None:
+            self._sampling.finish()  # its last buckets come in and are kept before the task ends
+        if self._keeping is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._keeping), SAMPLING_FINISH_SECONDS + 1)
+            self._keeping.cancel()
         for task in self._tasks:
             task.cancel()
         await sync_to_async(self.stop_watchers, thread_sensitive=False)()
@@ -95,12 +108,8 @@ class Supervisor:
         _stop_all(watcher for _host, watcher in watchers.values())
 
     def _unlist(self, host_id: int) -> None:
-        """The host's records are no longer kept current from here, nor its usage sampled."""
+        """The host's records are no longer kept current from here (nor its usage sampled: _sample_hosts)."""
         catalog.watching(host_id, None)
-        try:
-            history.save(self._collector.forget(host_id))
-        except Exception:  # its open buckets are lost: a gap in its history
-            logger.warning("keeping the last usage of host %s failed", host_id, exc_info=True)
         if self._publisher is not None:
             try:
                 self._publisher.withdraw(host_id)
@@ -126,15 +135,20 @@ class Supervisor:
             await sync_to_async(_stop_all, thread_sensitive=False)(stopping)
         for pk, host in hosts.items():
             if pk not in self._watchers:
-                watcher = virt.HostWatcher(host.uri, self._sink(host), name=host.name, sampled=self._usage_sink(host),
-                                           usage_interval=self._usage_interval, **self._watcher_options)
+                watcher = virt.HostWatcher(host.uri, self._sink(host), name=host.name, **self._watcher_options)
                 self._watchers[pk] = (host, watcher)
                 catalog.watching(pk, watcher)
                 watcher.start()
             else:
                 self._watchers[pk] = (host, self._watchers[pk][1])  # a renamed host keeps its watcher
+        self._sample_hosts()
         if self._publisher is not None:
             await sync_to_async(self._publisher.keep, thread_sensitive=False)(list(self._watchers))
+
+    def _sample_hosts(self) -> None:
+        if self._sampling is not None:
+            self._sampling.sample([(pk, host.name, host.uri)
+                                   for pk, (host, _watcher) in sorted(self._watchers.items())])
 
     async def _refresh_forever(self) -> None:
         while True:
@@ -167,41 +181,38 @@ class Supervisor:
 
         return hand_over
 
-    def _usage_sink(self, host: Host) -> virt.usage.SampleSink:
-        loop = self._loop
-        if loop is None:
-            raise RuntimeError("the supervisor has not started")
-
-        def hand_over(counters: virt.usage.HostCounters) -> None:  # on the watcher's sampling thread
-            with contextlib.suppress(RuntimeError):  # the loop closed: nobody is collecting any more
-                loop.call_soon_threadsafe(self._samples.put_nowait, (host, counters))
-
-        return hand_over
-
-    async def _collect_forever(self) -> None:
-        """Each sample in turn, off the loop (a host of 10,000 VMs takes a second of arithmetic and writing),
-        then its rates pushed."""
-        layer = get_channel_layer()
-        while True:
-            host, counters = await self._samples.get()
-            if host.pk not in self._watchers:  # unlisted since it was taken
-                continue
+    async def _keep_usage_forever(self) -> None:
+        """The sampling process's frames kept, each host's rates pushed; a child that dies is replaced."""
+        while not self._stopping:
+            started = time.monotonic()
             try:
-                collected = await database_sync_to_async(self._collect, thread_sensitive=False)(host, counters)
-            except Exception:
-                logger.exception("keeping the usage of %s failed", host.name)
-                continue
-            if collected.domains:
-                group = live.usage_group(host.pk)
-                try:
-                    await layer.group_send(group, live.addressed(group, live.usage_news(collected)))
-                except Exception:
-                    logger.warning("pushing the usage of %s failed", host.name, exc_info=True)
+                self._sampling = await sampling.SamplingProcess.start(interval=self._usage_interval)
+            except OSError:
+                logger.exception("starting the sampling process failed")
+            else:
+                self._sample_hosts()
+                async for kept in self._sampling.kept():
+                    await self._keep(kept)
+                status = await self._sampling.wait(SAMPLING_FINISH_SECONDS)
+                if self._stopping:
+                    return
+                logger.error("the sampling process %s exited (status %s); starting another", self._sampling.pid, status)
+                self._sampling = None
+            await asyncio.sleep(max(0.0, started + SAMPLING_RESTART_SECONDS - time.monotonic()))
 
-    def _collect(self, host: Host, counters: virt.usage.HostCounters) -> usage.Collected:
-        collected = self._collector.collect(host.pk, counters)
-        usage.store(collected)
-        return collected
+    async def _keep(self, kept: usage.Kept) -> None:
+        try:
+            await database_sync_to_async(usage.keep, thread_sensitive=False)(kept)
+        except Exception:
+            logger.exception("keeping the usage of host %s failed", kept.host_id)
+            return
+        news = live.usage_news(kept.host_id, kept.latest) if kept.latest is not None else None
+        if news is not None:
+            group = live.usage_group(kept.host_id)
+            try:
+                await get_channel_layer().group_send(group, live.addressed(group, news))
+            except Exception:
+                logger.warning("pushing the usage of host %s failed", kept.host_id, exc_info=True)
 
     async def _prune_forever(self) -> None:
         while True:

@@ -1,9 +1,10 @@
 """Usage collection, the Django side: each host's samples into rates, history and its latest figures.
 
-The host watchers sample (domains.virt.usage: one bulk call per host per interval). The process that runs
-them (domains.supervisor) hands each sample to its Collector (`collect`: arithmetic only, on its loop),
-keeps what that gives (`store`, off the loop: the finished history points and the host's latest sample,
-models.HostUsage) and pushes the rates to the host's pages (live.usage_news). `manage.py collectstats
+The sampling process (domains.sampling, the supervisor's child) samples every host (domains.virt.usage: one
+bulk call per host per interval) and hands each sample to its Collector (`collect`: arithmetic only),
+whose result it sends its supervisor as `Kept`; the supervisor keeps it (`keep`: the finished history
+points and the host's latest sample, models.HostUsage) and pushes the rates to the host's pages
+(live.usage_news). `manage.py collectstats
 --once` does the same for one sample of every host, taking its rates from the sample stored before.
 
 models.HostUsage holds the latest sample as plain data (`counters_to_plain`): the counters /metrics
@@ -47,21 +48,16 @@ class Collected:
 
 
 class Collector:
-    """Rates from each host's previous sample, and the history buckets they fill (one per process). Its
-    owner collects off its event loop and forgets a host from another thread: one call at a time."""
+    """Rates from each host's previous sample, and the history buckets they fill (one per sampling process,
+    used by its collecting thread alone)."""
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
         self._previous: dict[int, HostCounters] = {}
         self._downsampler = history.Downsampler()
         self._trends: dict[tuple[int, str], deque[float]] = {}
 
     def collect(self, host_id: int, counters: HostCounters, *, previous: HostCounters | None = None) -> Collected:
         """`previous`: the sample to take rates from when this collector has none of the host (collectstats)."""
-        with self._lock:
-            return self._collect(host_id, counters, previous)
-
-    def _collect(self, host_id: int, counters: HostCounters, previous: HostCounters | None) -> Collected:
         previous = self._previous.get(host_id, previous)
         self._previous[host_id] = counters
         domains = rates(previous, counters) if previous is not None else []
@@ -81,18 +77,33 @@ class Collector:
 
     def forget(self, host_id: int) -> list[history.Point]:
         """No longer sampled here: the host's open buckets, closed as they are."""
-        with self._lock:
-            self._previous.pop(host_id, None)
-            self._trends = {key: trend for key, trend in self._trends.items() if key[0] != host_id}
-            return [point for uuid in self._downsampler.following(host_id)
-                    for point in self._downsampler.forget(host_id, uuid)]
+        self._previous.pop(host_id, None)
+        self._trends = {key: trend for key, trend in self._trends.items() if key[0] != host_id}
+        return [point for uuid in self._downsampler.following(host_id)
+                for point in self._downsampler.forget(host_id, uuid)]
 
 
-def store(collected: Collected) -> None:
+@dataclass(frozen=True)
+class Kept:
+    """What the supervisor keeps of one sample, made where it was collected (the sampling process, so that
+    the web process's interpreter does none of the arithmetic): the history rows it closed, and the host's
+    latest sample (models.HostUsage's fields; None when the host is no longer sampled: its last buckets)."""
+
+    host_id: int
+    rows: list[history.Row]
+    latest: dict[str, Any] | None
+
+
+def to_keep(collected: Collected) -> Kept:
+    return Kept(collected.host_id, history.rows(collected.points), latest_row(collected))
+
+
+def keep(kept: Kept) -> None:
     """The closed points and the host's latest sample, in one transaction."""
     with transaction.atomic():
-        history.save(collected.points)
-        HostUsage.objects.update_or_create(host_id=collected.host_id, defaults=latest_row(collected))
+        history.insert(kept.rows)
+        if kept.latest is not None:
+            HostUsage.objects.update_or_create(host_id=kept.host_id, defaults=kept.latest)
 
 
 def latest_row(collected: Collected) -> dict[str, Any]:

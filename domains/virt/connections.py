@@ -265,6 +265,18 @@ def _ignore_libvirt_stderr(_ctx: object, _error: object) -> None:
     pass
 
 
+def open_kept_alive(uri: str, keepalive: tuple[int, int]) -> libvirt.virConnect:
+    """A connection of the caller's own (a watcher's, its address reader's, a usage sampler's), with keepalive."""
+    conn = libvirt.open(uri)
+    try:
+        conn.setKeepAlive(*keepalive)
+    except libvirt.libvirtError as error:
+        if error.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:  # local drivers (test://) have none
+            conn.close()
+            raise
+    return conn
+
+
 @contextmanager
 def connection(uri: str) -> Iterator[libvirt.virConnect]:
     """A pooled connection to `uri`, held for the block; libvirt errors leave as the project's own errors."""

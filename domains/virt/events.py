@@ -12,8 +12,7 @@ re-reads the domains (in bulk, as the list does) and hands plain events to a sin
 sink receives carries that sequence: a reader keeps, per VM, the highest one it has applied, so a
 resync listing taken before an event can never overwrite what that event showed. Guests with a
 connected agent are handed to an AddressReader, whose news about their addresses comes back as
-re-reads. Given a `sampled` callback, the watcher also samples what its host's VMs use, in bulk, every
-`usage_interval` seconds (usage.UsageSampler, on a connection of its own).
+re-reads.
 """
 
 from __future__ import annotations
@@ -29,10 +28,9 @@ from dataclasses import dataclass
 import libvirt
 
 from .agent import AddressReader
-from .connections import SharedConnection, is_alive, pool, translate
+from .connections import SharedConnection, is_alive, open_kept_alive, pool, translate
 from .errors import HostUnreachable
 from .inventory import DomainRecord, records_for
-from .usage import SampleSink, UsageSampler
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +205,6 @@ class HostWatcher:
         keepalive: tuple[int, int] | None = None,
         resync_seconds: float = 30.0,
         backoff: tuple[float, float] = (0.25, 5.0),
-        sampled: SampleSink | None = None,
-        usage_interval: float = 10.0,
     ) -> None:
         self.uri = uri
         self.name = name or uri
@@ -235,15 +231,11 @@ class HostWatcher:
         self._thread = threading.Thread(target=self._run, name=f"watch-{self.name}", daemon=True)
         self._addresses = AddressReader(uri, name=self.name, connect=self._open,
                                         changed=lambda uuid: self.nudge(uuid))
-        self._usage = (UsageSampler(name=self.name, connect=self._open, sampled=sampled, interval=usage_interval)
-                       if sampled is not None and usage_interval > 0 else None)
 
     # --- Used from other threads. ---
 
     def start(self) -> HostWatcher:
         self._addresses.start()
-        if self._usage is not None:
-            self._usage.start()
         self._thread.start()
         return self
 
@@ -251,8 +243,6 @@ class HostWatcher:
         self._stopping.set()
         self._queue.put(_Stop())
         self._addresses.stop(timeout)
-        if self._usage is not None:
-            self._usage.stop(timeout)
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -267,7 +257,7 @@ class HostWatcher:
     @property
     def alive(self) -> bool:
         """Its threads run (a watcher that died on an error is replaced by its supervisor)."""
-        return self._thread.is_alive() and self._addresses.alive and (self._usage is None or self._usage.alive)
+        return self._thread.is_alive() and self._addresses.alive
 
     def records(self) -> list[DomainRecord]:
         return list(self.watched().records)
@@ -360,14 +350,7 @@ class HostWatcher:
 
     def _open(self) -> libvirt.virConnect:
         """A connection of the watcher's own (or of its address reader's), with the deployment's keepalive."""
-        conn = libvirt.open(self.uri)
-        try:
-            conn.setKeepAlive(*self._keepalive)
-        except libvirt.libvirtError as error:
-            if error.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:  # local drivers (test://) have none
-                conn.close()
-                raise
-        return conn
+        return open_kept_alive(self.uri, self._keepalive)
 
     def _connect(self) -> None:
         # A test:// inventory file gives every connection its own copy: watch the dashboard's own one.

@@ -20,7 +20,7 @@ from typing import Any
 
 import libvirt
 
-from .connections import connection
+from .connections import connection, open_kept_alive, pool
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +160,12 @@ class UsageSampler:
             with contextlib.suppress(libvirt.libvirtError):
                 self._conn.close()
             self._conn = None
+
+
+def host_sampler(*, name: str, uri: str, sampled: SampleSink, interval: float) -> UsageSampler:
+    """A sampler of `uri` on a connection of its own, with the deployment's keepalive (virt.configure)."""
+    return UsageSampler(name=name, connect=lambda: open_kept_alive(uri, pool.keepalive), sampled=sampled,
+                        interval=interval)
 
 
 def domain_counters(uuid: str, name: str, values: Mapping[str, Any]) -> DomainCounters:

@@ -21,7 +21,7 @@ from accounts.models import User
 from consoles.models import ConsoleTicket
 from domains import metrics
 from domains.models import Host, HostUsage, MigrationJob
-from domains.usage import Collector, counters_to_plain, store
+from domains.usage import Collector, counters_to_plain, keep, to_keep
 from domains.virt.usage import DomainCounters, HostCounters, sample_host
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 
@@ -155,7 +155,7 @@ def test_each_vm_of_a_fresh_sample_is_exported_with_its_labels_in_seconds_and_by
 @pytest.mark.django_db
 def test_a_real_sample_of_the_test_hypervisor_is_exported(embedded_host: Host) -> None:
     # The whole path: libvirt's figures, the collector's store, the export.
-    store(Collector().collect(embedded_host.pk, sample_host(embedded_host.uri)))
+    keep(to_keep(Collector().collect(embedded_host.pk, sample_host(embedded_host.uri))))
     samples = scrape()
     vm = {"host": "embedded", "uuid": TEST_DOMAIN_UUID, "name": "test"}
     assert value(samples, "vmportal_domain_state", **vm) == 1  # running

@@ -4,9 +4,14 @@ sample, pruning, `collectstats --once`, the supervisor's sampling and the VM pag
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
+import os
+import signal
+import threading
 import time
+from pathlib import Path
 
 import pytest
 from channels.db import database_sync_to_async
@@ -70,7 +75,8 @@ def test_a_sample_is_kept_as_the_host_s_latest_and_its_closed_points_as_rows(emb
     collector = usage.Collector()
     start = 1_800_000_000 // 1800 * 1800 - 1_800_000_000  # a bucket boundary of every resolution
     for step in range(8):
-        usage.store(collector.collect(embedded_host.pk, counters(start + step * 10, step * 5_000_000_000)))
+        collected = collector.collect(embedded_host.pk, counters(start + step * 10, step * 5_000_000_000))
+        usage.keep(usage.to_keep(collected))
     latest = HostUsage.objects.get(host=embedded_host)
     assert latest.taken_at == 1_800_000_000 + start + 70
     assert latest.rates[TEST_DOMAIN_UUID]["cpu_percent"] == pytest.approx(25.0)
@@ -142,13 +148,54 @@ async def test_the_supervisor_samples_keeps_and_pushes_each_host_s_usage(embedde
     supervisor = Supervisor(usage_interval=0.2)
     await supervisor.start()
     try:
-        news = await asyncio.wait_for(layer.receive(channel), timeout=5)  # the second sample's rates
+        # The second sample's rates, from a child started meanwhile (a Django process: seconds on a busy machine).
+        news = await asyncio.wait_for(layer.receive(channel), timeout=30)
+        samplers_here = [thread.name for thread in threading.enumerate() if thread.name.startswith("usage-")]
     finally:
         await supervisor.stop()
     assert (news["type"], news["host_id"]) == ("live.usage", embedded_host.pk)
     assert set(news["rates"][TEST_DOMAIN_UUID]) == {*history.FIGURES, "memory_source", "trend"}
     latest = await database_sync_to_async(HostUsage.objects.get)(host=embedded_host)
     assert abs(latest.taken_at - time.time()) < 5
+    assert samplers_here == []  # sampled and collected in the child: this process's interpreter only keeps
+
+
+def sampling_children() -> list[int]:
+    """This process's children running the sampling process (`collectstats --serve`)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            parent = int(stat.read_text().rpartition(")")[2].split()[1])
+            if parent == os.getpid() and b"--serve" in (stat.parent / "cmdline").read_bytes():
+                found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_sampling_process_that_dies_is_replaced_and_one_that_stops_keeps_its_open_buckets(
+        embedded_host: Host) -> None:
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(live.usage_group(embedded_host.pk), channel)
+    supervisor = Supervisor(usage_interval=0.2)
+    await supervisor.start()
+    try:
+        await asyncio.wait_for(layer.receive(channel), timeout=30)
+        [first] = sampling_children()
+        os.kill(first, signal.SIGKILL)
+        with contextlib.suppress(TimeoutError):  # what the killed child sent before it died
+            while True:
+                await asyncio.wait_for(layer.receive(channel), timeout=0.1)
+        news = await asyncio.wait_for(layer.receive(channel), timeout=30)  # two samples of its successor
+        [second] = sampling_children()
+    finally:
+        await supervisor.stop()
+    assert news["host_id"] == embedded_host.pk and second != first
+    assert sampling_children() == []
+    # Its buckets of every resolution were still open (a second of samples): closed at the stop, and kept.
+    resolutions = await database_sync_to_async(lambda: set(UsagePoint.objects.filter(
+        host=embedded_host, domain_uuid=TEST_DOMAIN_UUID).values_list("resolution", flat=True)))()
+    assert resolutions == {resolution.seconds for resolution in history.RESOLUTIONS}
 
 
 async def page_socket(user: User, path: str) -> WebsocketCommunicator:

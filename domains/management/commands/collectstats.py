@@ -1,13 +1,15 @@
-"""manage.py collectstats --once: one usage sample of every enabled host, kept as the watchers keep theirs.
+"""manage.py collectstats --once: one usage sample of every enabled host, kept as the supervisor keeps theirs.
 
-In normal running the host watchers sample every USAGE_INTERVAL_SECONDS (domains.supervisor). This takes
-one sample per host now (for cron-like use, and for tests), takes the rates from the host's sample stored
-before (by the watchers or by an earlier run), adds them to the history's buckets and prunes what is too
-old. A host that does not answer is reported and skipped.
+In normal running the supervisor's sampling process (domains.sampling, this command with --serve) samples
+every USAGE_INTERVAL_SECONDS. --once takes one sample per host now (for cron-like use, and for tests), takes
+the rates from the host's sample stored before (by the supervisor or by an earlier run), adds them to the
+history's buckets and prunes what is too old. A host that does not answer is reported and skipped.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from typing import Any
 
@@ -15,7 +17,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
 
-from domains import history, usage, virt
+from domains import history, sampling, usage, virt
 from domains.models import Host, HostUsage
 
 
@@ -24,10 +26,21 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--once", action="store_true", help="one sample of every enabled host, then exit")
+        parser.add_argument("--serve", action="store_true",
+                            help="the supervisor's sampling process: hosts on stdin, frames on stdout")
+        parser.add_argument("--interval", type=float, default=None, help="seconds between samples (--serve)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["serve"]:
+            virt.initialize()  # libvirt's event loop: the samplers' keepalive pings
+            interval = options["interval"] or settings.USAGE_INTERVAL_SECONDS
+            # The frames get stdout to themselves: whatever else prints (a library, a warning) goes to stderr.
+            frames = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+            os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+            sampling.serve(sys.stdin, frames, interval=interval)
+            return
         if not options["once"]:
-            raise CommandError("The host watchers collect while the dashboard runs; --once takes one sample now.")
+            raise CommandError("The dashboard's supervisor collects while it runs; --once takes one sample now.")
         hosts = {host.pk: host for host in Host.objects.filter(enabled=True)}
         samples = virt.fan_out.run({pk: host.uri for pk, host in hosts.items()}, virt.usage.sample_host,
                                    settings.HOST_DEADLINE_SECONDS)
