@@ -14,7 +14,6 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
-from django.test import Client
 
 import lab
 from accounts.models import User
@@ -22,6 +21,7 @@ from domains import supervisor
 from domains.models import Host
 from tests.integration.helpers import domain_state, domains, virsh
 from tests.live_messages import read
+from tests.support.live_sockets import signed_in_socket
 from vmportal.asgi import application
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
@@ -50,12 +50,8 @@ async def test_a_libvirtd_restart_shows_the_host_unreachable_then_resyncs(
     last_state = domain_state(target, watched)
     host = await database_sync_to_async(Host.objects.create)(name=target.name, uri=target.uri)
 
-    client = Client()
-    await database_sync_to_async(client.force_login)(operator_user)
-    communicator = WebsocketCommunicator(application, f"/ws/domains/?all&host={host.name}", headers=[
-        (b"origin", b"http://localhost"), (b"host", b"localhost"),
-        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())])
-    assert (await communicator.connect(timeout=10))[0]
+    communicator = await signed_in_socket(operator_user, f"/ws/domains/?all&host={host.name}", application,
+                                          timeout=10)
     try:
         first = await until(communicator, 15, lambda m: m["type"] == "host")
         assert first["reachable"] is True

@@ -11,14 +11,13 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
-from django.test import Client
 
 from accounts.models import User
 from domains import history, live
 from domains.models import Grant, Host, HostUsage
 from tests.conftest import client_for
 from tests.live_messages import read
-from vmportal.asgi import router
+from tests.support.live_sockets import signed_in_socket
 
 WEB = "aaaaaaaa-0000-0000-0000-000000000001"
 DB = "aaaaaaaa-0000-0000-0000-000000000002"
@@ -76,13 +75,7 @@ def test_a_tenant_sees_only_its_own_vms_figures(tenant_user: User, office: Host)
 
 
 async def list_socket(user: User, query: str) -> WebsocketCommunicator:
-    client = Client()
-    await database_sync_to_async(client.force_login)(user)
-    socket = WebsocketCommunicator(router, f"/ws/domains/?{query}", headers=[
-        (b"origin", b"http://localhost"), (b"host", b"localhost"),
-        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())])
-    assert (await socket.connect(timeout=5))[0]
-    return socket
+    return await signed_in_socket(user, f"/ws/domains/?{query}")
 
 
 async def send_sample(host: Host, **by_uuid: dict[str, object]) -> None:

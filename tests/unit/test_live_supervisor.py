@@ -13,7 +13,6 @@ import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
-from django.test import Client
 
 from accounts.models import User
 from domains import live, virt
@@ -21,6 +20,7 @@ from domains.models import Host
 from domains.supervisor import Supervisor, running_supervisor, stop_supervisor, stop_supervisor_at_exit
 from tests.conftest import TEST_DOMAIN_UUID
 from tests.live_messages import read
+from tests.support.live_sockets import signed_in_socket
 from vmportal import lifespan
 from vmportal.asgi import router
 
@@ -44,12 +44,7 @@ async def first_listing(application: Any, user: User) -> WebsocketCommunicator:
 
     Rendered long ago, the page learns every row the watchers hold, from their first listing or a replay.
     """
-    client = Client()
-    await database_sync_to_async(client.force_login)(user)
-    communicator = WebsocketCommunicator(application, "/ws/domains/?all&since=1", headers=[
-        (b"origin", b"http://localhost"), (b"host", b"localhost"),
-        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())])
-    assert (await communicator.connect(timeout=5))[0]
+    communicator = await signed_in_socket(user, "/ws/domains/?all&since=1", application)
     while TEST_DOMAIN_UUID not in (read(await communicator.receive_from(5)).get("id") or ""):
         pass
     return communicator

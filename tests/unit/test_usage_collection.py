@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from channels.testing import WebsocketCommunicator
 from django.core.management import call_command
-from django.test import Client
 
 from accounts.models import User
 from domains import history, live, metrics, usage
@@ -26,7 +24,7 @@ from domains.models import Host, HostUsage, UsagePoint
 from domains.supervisor import Supervisor
 from domains.virt.usage import DomainCounters, HostCounters, sample_host
 from tests.conftest import TEST_DOMAIN_UUID
-from vmportal.asgi import router
+from tests.support.live_sockets import signed_in_socket
 
 OTHER_UUID = "99999999-2222-3333-4444-555555555555"
 
@@ -198,19 +196,9 @@ async def test_a_sampling_process_that_dies_is_replaced_and_one_that_stops_keeps
     assert resolutions == {resolution.seconds for resolution in history.RESOLUTIONS}
 
 
-async def page_socket(user: User, path: str) -> WebsocketCommunicator:
-    client = Client()
-    await database_sync_to_async(client.force_login)(user)
-    communicator = WebsocketCommunicator(router, path, headers=[
-        (b"origin", b"http://localhost"), (b"host", b"localhost"),
-        (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())])
-    assert (await communicator.connect(timeout=5))[0]
-    return communicator
-
-
 @pytest.mark.django_db(transaction=True)
 async def test_the_vm_page_is_pushed_its_own_vm_s_figures_only(embedded_host: Host, operator_user: User) -> None:
-    socket = await page_socket(operator_user, f"/ws/domains/{embedded_host.name}/{TEST_DOMAIN_UUID}/")
+    socket = await signed_in_socket(operator_user, f"/ws/domains/{embedded_host.name}/{TEST_DOMAIN_UUID}/")
     figures = dict.fromkeys(history.FIGURES, 12.5) | {"memory_source": "guest"}
     group = live.usage_group(embedded_host.pk)
     await get_channel_layer().group_send(group, live.addressed(group, {
@@ -229,7 +217,7 @@ async def test_an_open_page_socket_counts_among_the_open_websockets_until_it_clo
         return metrics.REGISTRY.get_sample_value("vmportal_websockets_open")
 
     before = await database_sync_to_async(open_sockets)()
-    socket = await page_socket(operator_user, f"/ws/domains/{embedded_host.name}/{TEST_DOMAIN_UUID}/")
+    socket = await signed_in_socket(operator_user, f"/ws/domains/{embedded_host.name}/{TEST_DOMAIN_UUID}/")
     assert await database_sync_to_async(open_sockets)() == (before or 0) + 1
     await socket.disconnect()
     assert await database_sync_to_async(open_sockets)() == before
