@@ -35,6 +35,13 @@ class Resolution:
 
 
 RESOLUTIONS = (Resolution(10, 3600), Resolution(60, 86400), Resolution(1800, 30 * 86400))
+
+
+def resolution_for(span_seconds: int) -> int:
+    """The finest resolution whose points reach back `span_seconds`."""
+    return next(resolution.seconds for resolution in RESOLUTIONS if resolution.kept_seconds >= span_seconds)
+
+
 HOST = ""  # the uuid under which a host's own figures are kept
 
 # The figures a point keeps, each as an average and a maximum over its bucket.

@@ -133,11 +133,8 @@ def domain_guest_info(*, user: User | AnonymousUser, host_name: str, uuid: str) 
 
 # span: (the resolution of its points, how far back it reaches), in seconds.
 USAGE_SPANS: dict[str, tuple[int, int]] = {
-    "hour": (10, 3600),
-    "day": (60, 86400),
-    "week": (1800, 7 * 86400),
-    "month": (1800, 30 * 86400),
-}
+    span: (history.resolution_for(seconds), seconds)
+    for span, seconds in (("hour", 3600), ("day", 86400), ("week", 7 * 86400), ("month", 30 * 86400))}
 
 
 class UnknownSpan(ValueError):
