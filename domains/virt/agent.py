@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import libvirt
 
 from .addresses import GuestAddress, known_addresses, read_agent_addresses, remember_addresses
-from .connections import close_quietly, connection, is_alive
+from .connections import ReaderConnection, connection
 from .details import parse_agent_channel
 from .errors import AgentUnavailable
 
@@ -90,10 +90,8 @@ class AddressReader:
                  changed: Callable[[str], None], refresh: float = 30.0, settle: float = 2.0,
                  settle_for: float = 120.0) -> None:
         self.uri = uri
-        # Its own connection, used on its thread only: an agent call waiting on a host gone silent must
-        # not sit inside the watcher's connection (libvirt crashed tearing one down under such a call).
-        self._connect = connect
-        self._conn: libvirt.virConnect | None = None
+        # Its own connection: libvirt crashed tearing down the watcher's under an agent call that waited.
+        self._conn = ReaderConnection(uri, connect)
         self._changed = changed
         self._refresh, self._settle, self._settle_for = refresh, settle, settle_for
         self._due: dict[str, float] = {}  # uuid: when to ask next (monotonic)
@@ -153,7 +151,7 @@ class AddressReader:
                         break
                     self._wake.wait(min(self._due.values(), default=now + 3600) - now)
                 if self._stopping:
-                    self._close()
+                    self._conn.close()
                     return
             for uuid in due:
                 try:
@@ -164,25 +162,10 @@ class AddressReader:
                         if uuid in self._due:
                             self._due[uuid] = time.monotonic() + self._refresh
 
-    def _connection(self) -> libvirt.virConnect | None:
-        """The reader's connection, opened again after the host was lost; None while it does not answer."""
-        if self._conn is not None and not is_alive(self._conn):
-            self._close()
-        if self._conn is None:
-            try:
-                self._conn = self._connect()
-            except libvirt.libvirtError as error:
-                logger.debug("reading addresses on %s: %s", self.uri, error)
-        return self._conn
-
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        close_quietly(conn)
-
     def _ask(self, uuid: str) -> None:
         addresses: tuple[str, ...] | None = None
         done = False  # the guest stopped, went away, or has no connected agent: stop asking
-        conn = self._connection()
+        conn = self._conn.get()
         if conn is not None:  # else the host does not answer now: ask again later
             try:
                 addresses = self._read(conn, uuid)
