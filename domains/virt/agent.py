@@ -14,6 +14,7 @@ from .addresses import GuestAddress, known_addresses, read_agent_addresses, reme
 from .connections import ReaderConnection, connection
 from .details import parse_agent_channel
 from .errors import AgentUnavailable
+from .readers import HostReader
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def guest_info(uri: str, uuid: str) -> GuestInfo:
     )
 
 
-class AddressReader:
+class AddressReader(HostReader):
     """Asks the agents of one host's guests for their addresses, again and again, on its own thread.
 
     A host's watcher hands over the guests whose agent is connected: an agent can take seconds to
@@ -89,6 +90,7 @@ class AddressReader:
     def __init__(self, uri: str, *, name: str, connect: Callable[[], libvirt.virConnect],
                  changed: Callable[[str], None], refresh: float = 30.0, settle: float = 2.0,
                  settle_for: float = 120.0) -> None:
+        super().__init__(f"addresses-{name}")
         self.uri = uri
         # Its own connection: libvirt crashed tearing down the watcher's under an agent call that waited.
         self._conn = ReaderConnection(uri, connect)
@@ -98,23 +100,10 @@ class AddressReader:
         self._since: dict[str, float] = {}  # uuid: when it was handed over
         self._unconfirmed: set[str] = set()  # handed over from a listing: is its agent connected at all?
         self._wake = threading.Condition()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"addresses-{name}", daemon=True)
 
-    def start(self) -> AddressReader:
-        self._thread.start()
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 10.0) -> None:
+    def _wake_up(self) -> None:
         with self._wake:
-            self._stopping = True
             self._wake.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def follow(self, uuid: str, *, unconfirmed: bool = False) -> None:
         """Ask this guest's agent now and from now on; `unconfirmed`: only if its channel says connected."""
@@ -144,13 +133,13 @@ class AddressReader:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._stopping:
+                while not self._stopping.is_set():
                     now = time.monotonic()
                     due = [uuid for uuid, at in self._due.items() if at <= now]
                     if due:
                         break
                     self._wake.wait(min(self._due.values(), default=now + 3600) - now)
-                if self._stopping:
+                if self._stopping.is_set():
                     self._conn.close()
                     return
             for uuid in due:

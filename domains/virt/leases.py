@@ -19,6 +19,7 @@ import libvirt
 from .addresses import AddressSource, remember_addresses
 from .connections import ReaderConnection
 from .networks import DhcpLease, host_leases
+from .readers import HostReader
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +46,13 @@ def leased_addresses(leases: Iterable[DhcpLease], macs: Mapping[str, frozenset[s
     return {uuid: tuple(sorted(addresses)) for uuid, addresses in found.items()}
 
 
-class LeaseReader:
+class LeaseReader(HostReader):
     """Reads one host's DHCP leases on its own thread and connection; `changed(uuid)` tells the watcher when a
     guest's leased addresses changed, so its row is read again with them."""
 
     def __init__(self, uri: str, *, name: str, connect: Callable[[], libvirt.virConnect],
                  changed: Callable[[str], None], interval: float = 30.0) -> None:
+        super().__init__(f"leases-{name}")
         self.uri = uri
         self._conn = ReaderConnection(uri, connect)
         self._changed = changed
@@ -59,30 +61,17 @@ class LeaseReader:
         self._written: dict[str, tuple[str, ...]] = {}  # uuid: the addresses last written for it
         self._written_at = 0.0  # monotonic time every running guest's addresses were last written
         self._reread_at = 0.0  # monotonic time the definitions were last read again for an unmatched lease
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"leases-{name}", daemon=True)
-
-    def start(self) -> LeaseReader:
-        self._thread.start()
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self._poked = threading.Event()
 
     def poke(self) -> None:
         """Read the leases now (a network started)."""
-        self._wake.set()
+        self._poked.set()
+
+    def _wake_up(self) -> None:
+        self._poked.set()
 
     def _run(self) -> None:
-        while not self._stopping:
+        while not self._stopping.is_set():
             conn = self._conn.get()
             if conn is not None:  # else the host does not answer now: next round
                 try:
@@ -91,8 +80,8 @@ class LeaseReader:
                     logger.debug("reading the leases of %s: %s", self.uri, error)
                 except Exception:  # a surprise in one round must not end the reading for good
                     logger.exception("reading the leases of %s failed", self.uri)
-            self._wake.wait(self._interval)
-            self._wake.clear()
+            self._poked.wait(self._interval)
+            self._poked.clear()
         self._conn.close()
 
     def _read(self, conn: libvirt.virConnect) -> None:

@@ -9,13 +9,11 @@ import sys
 from tests.support.source import PRODUCT_PACKAGES, ROOT, product_files
 
 # The modules that own background threads (README, "Background work"): libvirt's event loop and the
-# watchers, the agents' address readers, the watchers' usage samplers and lease readers, a migration's blocking call and its
-# job's runner, and the console proxy's re-check of its open consoles and its TLS displays' relays.
+# watchers, the watchers' readers (agents' addresses, usage samplers, DHCP leases), a migration's blocking call and
+# its job's runner, and the console proxy's re-check of its open consoles and its TLS displays' relays.
 THREAD_OWNERS = {
     "domains/virt/events.py",
-    "domains/virt/agent.py",
-    "domains/virt/usage.py",
-    "domains/virt/leases.py",
+    "domains/virt/readers.py",
     "domains/virt/migration.py",
     "domains/migration_jobs.py",
     "consoles/proxy.py",
