@@ -3,6 +3,8 @@ networks defined with every bad input a field error in words; and DHCP leases as
 
 from __future__ import annotations
 
+import queue
+import time
 from collections.abc import Callable, Iterator
 
 import libvirt
@@ -245,3 +247,48 @@ def test_a_lease_of_a_guest_that_stopped_is_no_longer_its_address(lease_reader: 
     read_round()  # dnsmasq keeps the lease until it expires
     assert guest_addresses.store.read("test:///default", [TEST_DOMAIN_UUID], [AddressSource.LEASE]) == {}
     assert changed == [TEST_DOMAIN_UUID, TEST_DOMAIN_UUID]
+
+
+def next_change_with_addresses(events: queue.Queue[virt.HostEvent], *, timeout: float) -> virt.DomainChanged:
+    deadline = time.monotonic() + timeout
+    seen: list[virt.HostEvent] = []
+    while True:
+        try:
+            event = events.get(timeout=max(0.0, deadline - time.monotonic()))
+        except queue.Empty:
+            raise AssertionError(f"no row with addresses within {timeout} s; got {seen}") from None
+        if isinstance(event, virt.DomainChanged) and event.record.addresses:
+            return event
+        seen.append(event)
+
+
+def test_a_network_that_starts_has_its_leases_read_at_once_and_the_guests_row_shows_them(
+        hypervisor: libvirt.virConnect, monkeypatch: pytest.MonkeyPatch):
+    host_leases: list[virt.DhcpLease] = []
+    reads: list[float] = []
+
+    def read_leases(_conn: libvirt.virConnect) -> list[virt.DhcpLease]:
+        reads.append(time.monotonic())
+        return list(host_leases)
+
+    monkeypatch.setattr(leases, "host_leases", read_leases)
+    events: queue.Queue[virt.HostEvent] = queue.Queue()
+    # Leases read every hour: a read after the first is the network's start.
+    watcher = virt.HostWatcher("test:///default", events.put, name="embedded", resync_seconds=3600,
+                               lease_interval=3600).start()
+    try:
+        synced = events.get(timeout=10)
+        assert isinstance(synced, virt.HostSynced) and not synced.records[0].addresses
+        deadline = time.monotonic() + 10
+        while not reads and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert reads, "the lease reader did not read when its watcher started"
+        host_leases.append(lease(TEST_MAC, "192.168.122.45"))
+        virt.stop_network("test:///default", "default")
+        virt.start_network("test:///default", "default")
+        event = next_change_with_addresses(events, timeout=10)
+        assert (event.record.uuid, event.record.addresses, event.record.address_source) == (
+            TEST_DOMAIN_UUID, ("192.168.122.45",), "lease")
+        assert len(reads) == 2
+    finally:
+        watcher.stop()
