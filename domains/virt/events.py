@@ -394,8 +394,13 @@ class HostWatcher:
             callback = self._on_agent if event_id == libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE else \
                 self._callback(details)
             self._callback_ids.append(conn.domainEventRegisterAny(None, event_id, callback, None))
-        self._network_callback_id = conn.networkEventRegisterAny(
-            None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE, self._on_network, None)
+        try:
+            self._network_callback_id = conn.networkEventRegisterAny(
+                None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE, self._on_network, None)
+        except libvirt.libvirtError as error:  # a host without libvirt's network driver: leases every interval
+            if not is_alive(conn):
+                raise
+            logger.info("%s tells no network events: %s", self.name, error)
         logger.info("watching %s", self.name)
 
     def _disconnect(self) -> None:

@@ -272,7 +272,7 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
     # A running guest's addresses, as its agent (else a DHCP lease) last told them: one read of the store for
     # the whole listing.
     shown = shown_addresses(uri, [record.uuid for record in records if record.id is not None])
-    return [replace(record, address_source=shown[record.uuid][0], addresses=shown[record.uuid][1])
+    return [replace(record, address_source=str(shown[record.uuid][0]), addresses=shown[record.uuid][1])
             if record.uuid in shown else record for record in records]
 
 
