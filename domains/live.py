@@ -82,6 +82,7 @@ def record_to_wire(record: virt.DomainRecord) -> dict[str, Any]:
         "reason": record.reason, "persistent": record.persistent, "autostart": record.autostart,
         "managed_save": record.managed_save, "snapshots": record.snapshots, "vcpus": record.vcpus,
         "memory_kib": record.memory_kib, "id": record.id, "addresses": list(record.addresses),
+        "address_source": record.address_source,
     }
 
 
@@ -98,6 +99,7 @@ def record_from_wire(data: dict[str, Any]) -> virt.DomainRecord:
             reason=data["reason"], persistent=data["persistent"], autostart=data["autostart"],
             managed_save=data["managed_save"], snapshots=data["snapshots"], vcpus=data["vcpus"],
             memory_kib=data["memory_kib"], id=data["id"], addresses=tuple(data.get("addresses") or ()),
+            address_source=data.get("address_source", ""),
         )
     return record
 

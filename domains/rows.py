@@ -81,4 +81,5 @@ class DomainRow:
             "memory_kib": record.memory_kib,
             "title": record.title,
             "addresses": list(record.addresses),
+            "address_source": record.address_source,
         }

@@ -252,6 +252,11 @@ def _host_gate(user: User | AnonymousUser, host_name: str) -> Host:
     return host
 
 
+def host_get(*, user: User | AnonymousUser, host_name: str) -> Host:
+    """The gate of a host's own pages (its networks, its storage): _host_gate's 404 for everybody else."""
+    return _host_gate(user, host_name)
+
+
 @dataclass(frozen=True)
 class HostPage:
     """One host as its page shows it: what it says now (or why it does not answer) and its latest usage

@@ -78,6 +78,7 @@ def define_demo_inventory(hosts: Sequence[LabHost]) -> None:
     images = ensure_guest_images()
     for host in hosts:
         _ensure_storage_pool(host)
+        _ensure_nat_network(host)
     defined = {host.name: set(domain_names(host.socket_uri)) for host in hosts}
     fresh = {host.name for host in hosts if not _restored_marker(host).exists()}
     to_start: list[tuple[LabHost, DemoVM]] = []
@@ -114,6 +115,31 @@ def _ensure_storage_pool(host: LabHost) -> None:
     virsh(host.socket_uri, "pool-define-as", STORAGE_POOL, "dir", "--target", str(SHARED_STORAGE_DIR))
     virsh(host.socket_uri, "pool-start", STORAGE_POOL)
     virsh(host.socket_uri, "pool-autostart", STORAGE_POOL)
+
+
+NAT_NETWORK = "vmportal-nat"
+# Inside each host's own network namespace, so the same subnet on every host (and every lab instance) is fine.
+NAT_SUBNET = "192.168.150"
+
+
+def _ensure_nat_network(host: LabHost) -> None:
+    """A libvirt NAT network with DHCP (dnsmasq), for guests whose address comes from a lease. Only on a host in a
+    network namespace of its own: anywhere else its bridge and firewall rules would be this machine's."""
+    if not host.tls_uri:
+        return
+    if NAT_NETWORK not in virsh(host.socket_uri, "net-list", "--all", "--name").split():
+        _virsh_with_xml(host.socket_uri, "net-define", f"""\
+<network>
+  <name>{NAT_NETWORK}</name>
+  <forward mode='nat'/>
+  <ip address='{NAT_SUBNET}.1' prefix='24'>
+    <dhcp><range start='{NAT_SUBNET}.10' end='{NAT_SUBNET}.250'/></dhcp>
+  </ip>
+</network>
+""")
+        virsh(host.socket_uri, "net-autostart", NAT_NETWORK)
+    if NAT_NETWORK not in virsh(host.socket_uri, "net-list", "--name").split():
+        virsh(host.socket_uri, "net-start", NAT_NETWORK)
 
 
 def _restored_marker(host: LabHost) -> Path:
@@ -166,7 +192,9 @@ def _bring_to_state(host: LabHost, vm: DemoVM, images: GuestImages) -> None:
                 raise
 
 
-def domain_xml(vm: DemoVM, images: GuestImages, *, disk: Path | None = None) -> str:
+def domain_xml(vm: DemoVM, images: GuestImages, *, disk: Path | None = None, network: str = "",
+               agent: bool = True) -> str:
+    """The guest's definition; its one NIC is on user-mode networking, or on the libvirt `network` named."""
     kvm = os.environ.get("VMPORTAL_LAB_KVM") == "1"  # TCG unless asked: nested KVM may not boot
     domain = ET.Element("domain", type="kvm" if kvm else "qemu")
     ET.SubElement(domain, "name").text = vm.name
@@ -192,10 +220,13 @@ def domain_xml(vm: DemoVM, images: GuestImages, *, disk: Path | None = None) -> 
         ET.SubElement(disk_element, "driver", name="qemu", type="qcow2")
         ET.SubElement(disk_element, "source", file=str(disk))
         ET.SubElement(disk_element, "target", dev="vda", bus="virtio")
-    interface = ET.SubElement(devices, "interface", type="user")
+    interface = ET.SubElement(devices, "interface", type="network" if network else "user")
+    if network:
+        ET.SubElement(interface, "source", network=network)
     ET.SubElement(interface, "model", type="virtio")
-    channel = ET.SubElement(devices, "channel", type="unix")
-    ET.SubElement(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
+    if agent:
+        channel = ET.SubElement(devices, "channel", type="unix")
+        ET.SubElement(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
     serial = ET.SubElement(devices, "serial", type="pty")
     ET.SubElement(serial, "target", port="0")
     # No listen address: each host's qemu.conf puts displays where its console route reaches them.

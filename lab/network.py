@@ -38,7 +38,7 @@ NETWORK = ipaddress.IPv4Network(f"10.213.{INSTANCE}.0/24")
 DASHBOARD_ADDRESS = NETWORK[1]  # this machine's end of its veth into the bridge
 UPLINK = f"vmportal-lab{INSTANCE or ''}"  # the name of that veth on this machine
 BRIDGE = "br0"
-REQUIRED_PROGRAMS = ("ip", "nsenter", "sshd", "ssh-keygen", "virt-ssh-helper", "openssl")
+REQUIRED_PROGRAMS = ("ip", "nsenter", "sshd", "ssh-keygen", "virt-ssh-helper", "openssl", "dnsmasq")
 
 NETWORK_STATE_DIR = STATE_DIR / "network"  # the client's key pair, ssh command and configuration
 NETWORK_RUN_DIR = RUN_DIR / "network"  # the pid and namespace ids of the bridge's keeper

@@ -29,6 +29,7 @@ from .errors import (
     DomainNotFound,
     HostUnreachable,
     InvalidDefinition,
+    NetworkNotFound,
     OperationInProgress,
     OperationInvalid,
     OperationUnsupported,
@@ -57,6 +58,21 @@ from .inventory import (
     list_domains,
     record_matcher,
     record_matches,
+)
+from .networks import (
+    NETWORK_NAME_RULE,
+    DhcpLease,
+    DhcpRange,
+    NatNetworkSpec,
+    NetworkInfo,
+    NetworkRefused,
+    define_nat_network,
+    get_network,
+    list_networks,
+    network_leases,
+    set_network_autostart,
+    start_network,
+    stop_network,
 )
 from .serial import SerialConsole, SerialEndpoint, open_serial, serial_endpoint
 from .snapshots import create_snapshot, delete_snapshot, revert_snapshot
@@ -140,4 +156,19 @@ __all__ = [
     "run_action",
     "serial_endpoint",
     "vnc_auth_response",
+    # Networks (issue 15)
+    "NETWORK_NAME_RULE",
+    "DhcpLease",
+    "DhcpRange",
+    "NatNetworkSpec",
+    "NetworkInfo",
+    "NetworkNotFound",
+    "NetworkRefused",
+    "define_nat_network",
+    "get_network",
+    "list_networks",
+    "network_leases",
+    "set_network_autostart",
+    "start_network",
+    "stop_network",
 ]

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import libvirt
 
 from .addresses import GuestAddress, known_addresses, read_agent_addresses, remember_addresses
-from .connections import close_quietly, connection, is_alive
+from .connections import ReaderConnection, connection
 from .details import parse_agent_channel
 from .errors import AgentUnavailable
+from .readers import HostReader
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ def guest_info(uri: str, uuid: str) -> GuestInfo:
     )
 
 
-class AddressReader:
+class AddressReader(HostReader):
     """Asks the agents of one host's guests for their addresses, again and again, on its own thread.
 
     A host's watcher hands over the guests whose agent is connected: an agent can take seconds to
@@ -89,34 +90,20 @@ class AddressReader:
     def __init__(self, uri: str, *, name: str, connect: Callable[[], libvirt.virConnect],
                  changed: Callable[[str], None], refresh: float = 30.0, settle: float = 2.0,
                  settle_for: float = 120.0) -> None:
+        super().__init__(f"addresses-{name}")
         self.uri = uri
-        # Its own connection, used on its thread only: an agent call waiting on a host gone silent must
-        # not sit inside the watcher's connection (libvirt crashed tearing one down under such a call).
-        self._connect = connect
-        self._conn: libvirt.virConnect | None = None
+        # Its own connection: libvirt crashed tearing down the watcher's under an agent call that waited.
+        self._conn = ReaderConnection(uri, connect)
         self._changed = changed
         self._refresh, self._settle, self._settle_for = refresh, settle, settle_for
         self._due: dict[str, float] = {}  # uuid: when to ask next (monotonic)
         self._since: dict[str, float] = {}  # uuid: when it was handed over
         self._unconfirmed: set[str] = set()  # handed over from a listing: is its agent connected at all?
         self._wake = threading.Condition()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"addresses-{name}", daemon=True)
 
-    def start(self) -> AddressReader:
-        self._thread.start()
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 10.0) -> None:
+    def _wake_up(self) -> None:
         with self._wake:
-            self._stopping = True
             self._wake.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def follow(self, uuid: str, *, unconfirmed: bool = False) -> None:
         """Ask this guest's agent now and from now on; `unconfirmed`: only if its channel says connected."""
@@ -146,14 +133,14 @@ class AddressReader:
     def _run(self) -> None:
         while True:
             with self._wake:
-                while not self._stopping:
+                while not self._stopping.is_set():
                     now = time.monotonic()
                     due = [uuid for uuid, at in self._due.items() if at <= now]
                     if due:
                         break
                     self._wake.wait(min(self._due.values(), default=now + 3600) - now)
-                if self._stopping:
-                    self._close()
+                if self._stopping.is_set():
+                    self._conn.close()
                     return
             for uuid in due:
                 try:
@@ -164,25 +151,10 @@ class AddressReader:
                         if uuid in self._due:
                             self._due[uuid] = time.monotonic() + self._refresh
 
-    def _connection(self) -> libvirt.virConnect | None:
-        """The reader's connection, opened again after the host was lost; None while it does not answer."""
-        if self._conn is not None and not is_alive(self._conn):
-            self._close()
-        if self._conn is None:
-            try:
-                self._conn = self._connect()
-            except libvirt.libvirtError as error:
-                logger.debug("reading addresses on %s: %s", self.uri, error)
-        return self._conn
-
-    def _close(self) -> None:
-        conn, self._conn = self._conn, None
-        close_quietly(conn)
-
     def _ask(self, uuid: str) -> None:
         addresses: tuple[str, ...] | None = None
         done = False  # the guest stopped, went away, or has no connected agent: stop asking
-        conn = self._connection()
+        conn = self._conn.get()
         if conn is not None:  # else the host does not answer now: ask again later
             try:
                 addresses = self._read(conn, uuid)

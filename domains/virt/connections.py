@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
@@ -160,6 +160,31 @@ class SharedConnection:
             idle = self._users == 0
         if idle:
             close_quietly(self.conn)
+
+
+class ReaderConnection:
+    """A background reader's own connection, used on the reader's thread only, opened again after its host
+    was lost: a call waiting on a host gone silent must not sit inside the watcher's connection."""
+
+    def __init__(self, uri: str, connect: Callable[[], libvirt.virConnect]) -> None:
+        self.uri = uri
+        self._connect = connect
+        self._conn: libvirt.virConnect | None = None
+
+    def get(self) -> libvirt.virConnect | None:
+        """The connection, opened again if it was lost; None while the host does not answer."""
+        if self._conn is not None and not is_alive(self._conn):
+            self.close()
+        if self._conn is None:
+            try:
+                self._conn = self._connect()
+            except libvirt.libvirtError as error:
+                logger.debug("reading %s: %s", self.uri, error)
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        close_quietly(conn)
 
 
 class ConnectionPool:

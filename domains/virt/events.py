@@ -12,7 +12,7 @@ re-reads the domains (in bulk, as the list does) and hands plain events to a sin
 sink receives carries that sequence: a reader keeps, per VM, the highest one it has applied, so a
 resync listing taken before an event can never overwrite what that event showed. Guests with a
 connected agent are handed to an AddressReader, whose news about their addresses comes back as
-re-reads.
+re-reads; a LeaseReader reads its networks' DHCP leases (leases.py), and is told when a network starts.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .agent import AddressReader
 from .connections import SharedConnection, is_alive, open_kept_alive, pool, translate
 from .errors import HostUnreachable
 from .inventory import DomainRecord, records_for
+from .leases import LeaseReader
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ class HostWatcher:
         keepalive: tuple[int, int] | None = None,
         resync_seconds: float = 30.0,
         backoff: tuple[float, float] = (0.25, 5.0),
+        lease_interval: float = 30.0,
     ) -> None:
         self.uri = uri
         self.name = name or uri
@@ -218,6 +220,7 @@ class HostWatcher:
         self._shared: SharedConnection | None = None  # held from connect to disconnect
         self._generation = 0
         self._callback_ids: list[int] = []
+        self._network_callback_id: int | None = None
         self._records: dict[str, tuple[int, DomainRecord]] = {}  # uuid: (seq of its last change, record)
         self._gone: dict[str, int] = {}  # uuid: seq of its removal, for GONE_MEMORY_SECONDS
         self._lost_at: tuple[int, str] | None = None  # when and why the host was last found unreachable
@@ -231,11 +234,14 @@ class HostWatcher:
         self._thread = threading.Thread(target=self._run, name=f"watch-{self.name}", daemon=True)
         self._addresses = AddressReader(uri, name=self.name, connect=self._open,
                                         changed=lambda uuid: self.nudge(uuid))
+        self._leases = LeaseReader(uri, name=self.name, connect=self._open, changed=lambda uuid: self.nudge(uuid),
+                                   interval=lease_interval)
 
     # --- Used from other threads. ---
 
     def start(self) -> HostWatcher:
         self._addresses.start()
+        self._leases.start()
         self._thread.start()
         return self
 
@@ -243,6 +249,7 @@ class HostWatcher:
         self._stopping.set()
         self._queue.put(_Stop())
         self._addresses.stop(timeout)
+        self._leases.stop(timeout)
         if self._thread.is_alive():
             self._thread.join(timeout)
 
@@ -257,7 +264,7 @@ class HostWatcher:
     @property
     def alive(self) -> bool:
         """Its threads run (a watcher that died on an error is replaced by its supervisor)."""
-        return self._thread.is_alive() and self._addresses.alive
+        return self._thread.is_alive() and self._addresses.alive and self._leases.alive
 
     def records(self) -> list[DomainRecord]:
         return list(self.watched().records)
@@ -368,6 +375,13 @@ class HostWatcher:
             callback = self._on_agent if event_id == libvirt.VIR_DOMAIN_EVENT_ID_AGENT_LIFECYCLE else \
                 self._callback(details)
             self._callback_ids.append(conn.domainEventRegisterAny(None, event_id, callback, None))
+        try:
+            self._network_callback_id = conn.networkEventRegisterAny(
+                None, libvirt.VIR_NETWORK_EVENT_ID_LIFECYCLE, self._on_network, None)
+        except libvirt.libvirtError as error:  # a host without libvirt's network driver: leases every interval
+            if not is_alive(conn):
+                raise
+            logger.info("%s tells no network events: %s", self.name, error)
         logger.info("watching %s", self.name)
 
     def _disconnect(self) -> None:
@@ -380,6 +394,10 @@ class HostWatcher:
             with contextlib.suppress(libvirt.libvirtError):
                 conn.domainEventDeregisterAny(callback_id)
         self._callback_ids = []
+        if self._network_callback_id is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.networkEventDeregisterAny(self._network_callback_id)
+            self._network_callback_id = None
         with contextlib.suppress(libvirt.libvirtError):
             conn.unregisterCloseCallback()
         if not _per_connection_state(self.uri):  # the pool's connection stays the pool's
@@ -405,6 +423,11 @@ class HostWatcher:
                   _opaque: object) -> None:
         connected = state == libvirt.VIR_CONNECT_DOMAIN_EVENT_AGENT_LIFECYCLE_STATE_CONNECTED
         self._queue.put(_Reread(dom.UUIDString().lower(), self._seq(), True, connected))
+
+    def _on_network(self, _conn: libvirt.virConnect, _network: libvirt.virNetwork, event: int, _detail: int,
+                    _opaque: object) -> None:
+        if event == libvirt.VIR_NETWORK_EVENT_STARTED:  # its dnsmasq reads back the leases it had
+            self._leases.poke()
 
     def _on_close(self, _conn: libvirt.virConnect, reason: int, generation: int) -> None:
         self._queue.put(_Closed(generation, reason))

@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import libvirt
 
-from .addresses import known_addresses
+from .addresses import shown_addresses
 from .connections import connection
 from .errors import HostUnreachable, VirtError
 from .states import DomainState, reason_label, state_from_number
@@ -137,7 +137,8 @@ class DomainRecord:
     vcpus: int
     memory_kib: int
     id: int | None
-    addresses: tuple[str, ...] = ()  # as the guest agent last reported them, when known
+    addresses: tuple[str, ...] = ()  # as the guest agent (or a DHCP lease) last reported them, when known
+    address_source: str = ""  # where they came from: addresses.AddressSource, "" when none are known
 
     @property
     def active(self) -> bool:
@@ -268,10 +269,11 @@ def records_for(uri: str, conn: libvirt.virConnect, domains: list[libvirt.virDom
     # the snapshot count go to the host, so a large listing sends them all at once.
     reads = map(read, listed) if len(listed) < _CONCURRENT_FROM else _per_domain_calls.map(read, listed)
     records = [record for record in reads if record is not None]
-    # A running guest's addresses, as its agent last told them: one read of the store for the whole listing.
-    addresses = known_addresses(uri, [record.uuid for record in records if record.id is not None])
-    return [replace(record, addresses=addresses[record.uuid]) if record.uuid in addresses else record
-            for record in records]
+    # A running guest's addresses, as its agent (else a DHCP lease) last told them: one read of the store for
+    # the whole listing.
+    shown = shown_addresses(uri, [record.uuid for record in records if record.id is not None])
+    return [replace(record, address_source=str(shown[record.uuid][0]), addresses=shown[record.uuid][1])
+            if record.uuid in shown else record for record in records]
 
 
 def _defined(dom: libvirt.virDomain) -> tuple[str, int, int]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
@@ -21,6 +20,7 @@ from typing import Any
 import libvirt
 
 from .connections import connection, open_kept_alive, pool
+from .readers import HostReader
 
 logger = logging.getLogger(__name__)
 
@@ -110,33 +110,19 @@ def sample(conn: libvirt.virConnect) -> HostCounters:
     )
 
 
-class UsageSampler:
+class UsageSampler(HostReader):
     """Samples one host every `interval` seconds on its own thread and connection, and hands each sample
     to `sampled` (on that thread). A sample that fails is skipped, and the connection opened again for
     the next: the rates then span the gap, or a restarted VM gives none (`rates`)."""
 
     def __init__(self, *, name: str, connect: Callable[[], libvirt.virConnect],
                  sampled: SampleSink, interval: float) -> None:
+        super().__init__(f"usage-{name}")
         self._name = name
         self._connect = connect
         self._sampled = sampled
         self._interval = interval
         self._conn: libvirt.virConnect | None = None
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"usage-{name}", daemon=True)
-
-    def start(self) -> UsageSampler:
-        self._thread.start()
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def _run(self) -> None:
         # Each host on a grid of its own, offset by its name: the hosts of a process take turns through the

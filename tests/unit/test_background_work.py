@@ -9,13 +9,12 @@ import sys
 from tests.support.source import PRODUCT_PACKAGES, ROOT, product_files
 
 # The modules that own background threads (README, "Background work"): libvirt's event loop and the
-# watchers, the agents' address readers, the sampling process's usage samplers and its collecting thread, a
-# migration's blocking call and its job's runner, and the console proxy's re-check of its open consoles and
-# its TLS displays' relays.
+# watchers, the hosts' readers (agents' addresses and DHCP leases for the watchers, usage samplers for the
+# sampling process) and the sampling process's collector, a migration's blocking call and its job's runner,
+# and the console proxy's re-check of its open consoles and its TLS displays' relays.
 THREAD_OWNERS = {
     "domains/virt/events.py",
-    "domains/virt/agent.py",
-    "domains/virt/usage.py",
+    "domains/virt/readers.py",
     "domains/sampling.py",
     "domains/virt/migration.py",
     "domains/migration_jobs.py",

@@ -13,7 +13,8 @@ from domains.models import Host
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 
 DOMAIN_KEYS = {"host", "name", "uuid", "state", "reason", "persistent", "autostart", "managed_save",
-               "snapshots", "vcpus", "memory_kib", "title", "addresses", "cpu_percent", "memory_used_kib"}
+               "snapshots", "vcpus", "memory_kib", "title", "addresses", "address_source", "cpu_percent",
+               "memory_used_kib"}
 
 WEB = "aaaaaaaa-0000-0000-0000-000000000001"
 DB = "aaaaaaaa-0000-0000-0000-000000000002"

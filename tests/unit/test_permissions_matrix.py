@@ -79,6 +79,8 @@ def vm_actor(allowed: Expected) -> dict[str, Expected]:
 VM_PAGE = f"/domains/embedded/{TEST_DOMAIN_UUID}/"
 JOB = {"job_id": "4242"}  # a finished migration of the "test" VM (see the migration_job fixture)
 JOB_PAGE = "/migrations/4242/"
+NETWORK = {"host_name": "embedded", "name": "default"}  # test:///default's NAT network
+NETWORK_PAGE = "/hosts/embedded/networks/default/"
 NEW_HOST = {"name": "lab2", "uri": "test:///default", "enabled": "on"}
 EDITED_HOST = {"uri": "test:///default"}  # unticks "enabled"; the name field is read-only
 
@@ -144,6 +146,18 @@ MATRIX: tuple[Row, ...] = (
     Row("domains:migration-action", "POST", admin_only(Redirect(JOB_PAGE)), kwargs=JOB, data={"action": "cancel"},
         audit="domain.migrate-cancel"),
     Row("domains:migration-action", "GET", everyone(405), kwargs=JOB),
+    # A host's networks (issue 15): admins and operators see and start/stop them; only admins define; tenants 404.
+    Row("networks:list", "GET", roles(admin=200, operator=200, tenant=404, other=404), kwargs=HOST,
+        shows='data-network="default"'),
+    # A NAT network on default's subnet: refused beside its field (400) to an admin, 404 to everybody else.
+    Row("networks:list", "POST", admin_only(400), kwargs=HOST, data={"name": "lab-nat", "subnet": "192.168.122.0/24"},
+        audit="network.define"),
+    Row("networks:detail", "GET", roles(admin=200, operator=200, tenant=404, other=404), kwargs=NETWORK,
+        shows="<h1>default <small>network"),
+    Row("networks:action", "POST", roles(admin=Redirect(NETWORK_PAGE), operator=Redirect(NETWORK_PAGE), tenant=404,
+                                         other=404), kwargs=NETWORK, data={"action": "autostart"},
+        audit="network.autostart"),
+    Row("networks:action", "GET", everyone(405), kwargs=NETWORK),
     # Prometheus' bearer token, not a session: every role without it is refused alike (test_metrics.py).
     Row("metrics", "GET", everyone(401, anonymous=401)),
 )
