@@ -5,7 +5,7 @@ starts nothing: every Django process `configure()`s it (DomainsConfig.ready), an
 watch or migrate (daphne, watchhosts, consoleproxy) also `initialize()` libvirt's event loop.
 """
 
-from . import migration, usage
+from . import hardware, migration, usage
 from .actions import Action, PowerMode, available_actions, delete_domain, run_action
 from .agent import GuestInfo, guest_info
 from .connections import configure, pool
@@ -29,6 +29,7 @@ from .errors import (
     DomainNotFound,
     HostUnreachable,
     InvalidDefinition,
+    NameTaken,
     OperationInProgress,
     OperationInvalid,
     OperationUnsupported,
@@ -65,6 +66,7 @@ from .storage import DiskVolume, PoolCapacity, VolumeInfo, domain_disks, pool_ca
 from .transports import SshRoute, TlsMaterial, tls_material
 
 __all__ = [
+    "hardware",
     "migration",
     "usage",
     "configure",
@@ -113,6 +115,7 @@ __all__ = [
     "HostFacts",
     "HostUnreachable",
     "InvalidDefinition",
+    "NameTaken",
     "OperationInProgress",
     "OperationInvalid",
     "OperationUnsupported",
