@@ -434,9 +434,9 @@ def _hardware_forms(page: selectors.HardwarePage, change: str, data: QueryDict |
         return {"data": data if name == change else None, "prefix": name}
 
     return {
-        "vcpus": VcpusForm(**bound("vcpus"), initial={"vcpus": hardware.vcpus, "max_vcpus": hardware.max_vcpus}),
-        "memory": MemoryForm(**bound("memory"), initial={"memory_mib": hardware.memory_mib,
-                                                           "max_memory_mib": hardware.max_memory_mib}),
+        # The maxima start empty: kept as they are, or raised to what the count needs.
+        "vcpus": VcpusForm(**bound("vcpus"), initial={"vcpus": hardware.vcpus}),
+        "memory": MemoryForm(**bound("memory"), initial={"memory_mib": hardware.memory_mib}),
         "cdrom": CdromForm(**bound("cdrom"), drives=[disk.target for disk in hardware.cdroms],
                            images=[volume.key for volume in page.images],
                            may_add_drive=hardware.persistent and not hardware.running),
