@@ -378,6 +378,10 @@ def test_post_without_a_csrf_token_is_refused(admin_user: User, embedded_host: H
         pytest.param(TENANT, "/domains/new/", {"host": "embedded", "name": "mine"}, id="define"),
         pytest.param(OTHER, f"{VM_PAGE}display/", {"video_model": "vga"}, id="display of another tenant's VM"),
         pytest.param(OTHER, f"{VM_PAGE}action/", {"action": "pause"}, id="action on another tenant's VM"),
+        pytest.param(OTHER, f"{VM_PAGE}hardware/", {"change": "vcpus", "vcpus-vcpus": "1"},
+                     id="hardware of another tenant's VM"),
+        pytest.param(OTHER, f"{VM_PAGE}clone/", {"name": "copy"}, id="clone of another tenant's VM"),
+        pytest.param(OPERATOR, f"{VM_PAGE}hardware/xml/", {"xml": "<domain/>", "save": ""}, id="XML editor"),
     ],
 )
 def test_every_refused_post_leaves_a_denied_audit_row(role: str, path: str, data: dict[str, str],
