@@ -539,7 +539,8 @@ def _copy_volume(conn: libvirt.virConnect, original: VolumeInfo, stem: str) -> V
 def domain_xml(uri: str, uuid: str) -> str:
     """The definition the machine boots next, as libvirt holds it (with display passwords: admins only)."""
     with _domain(uri, uuid) as (_conn, dom):
-        return ET.tostring(_config(dom), encoding="unicode")
+        inactive = libvirt.VIR_DOMAIN_XML_INACTIVE if dom.isPersistent() else 0
+        return str(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE | inactive))
 
 
 def xml_diff(current: str, edited: str) -> str:

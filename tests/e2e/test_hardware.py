@@ -4,12 +4,11 @@ changed, a bad value refused with its field error and the typed values kept, and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import LiveApp, Violations, login
+from tests.e2e.conftest import LiveApp, Violations, inventory_host, login
 
 pytestmark = pytest.mark.e2e
 
@@ -25,12 +24,8 @@ INVENTORY = f"""<node>
 
 @pytest.fixture(scope="module")
 def hardware_host(live_app: LiveApp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A host of its own, removed afterwards so other tests' lists never see its VM."""
-    inventory = Path(tmp_path_factory.mktemp("hardware")) / "hardware.xml"
-    inventory.write_text(INVENTORY)
-    live_app.manage("hosts", "add", "hardware-xml", f"test://{inventory}")
-    yield "hardware-xml"
-    live_app.manage("hosts", "remove", "hardware-xml")
+    with inventory_host(live_app, tmp_path_factory.mktemp("hardware"), "hardware-xml", INVENTORY) as host:
+        yield host
 
 
 def submit(page: Page, change: str, fields: dict[str, str]) -> None:

@@ -1,5 +1,5 @@
 """A VM's hardware changed from its page on a remote lab host (lab1, over SSH), seen by the running guest
-through its agent: a CD inserted and ejected, a disk attached as /dev/vdb and detached, a vCPU and balloon
+through its agent: a CD inserted and ejected, a disk attached as /dev/vdb, grown and detached, a vCPU and balloon
 memory changed live, a NIC plugged in and out; then the machine shut off, cloned, and the clone booted.
 
 One guest boots for the whole module; the tests run in file order and the clone comes last.
@@ -163,10 +163,14 @@ def test_a_cd_inserted_and_ejected_while_the_guest_runs(guest: Guest, admin: Use
     guest_sees(guest, "head -c 1 /dev/sr0 >/dev/null 2>&1 && echo medium || echo none", "none")
 
 
-def test_a_new_disk_appears_as_vdb_and_goes_again(guest: Guest, admin: User):
+def test_a_new_disk_appears_as_vdb_grows_and_goes_again(guest: Guest, admin: User):
     page = change(admin, guest, "disk-attach", pool=POOL, size_gib="1", bus="virtio")
     assert f"New volume {POOL}/{GUEST}-vdb.qcow2 attached to {GUEST} as vdb now." in page
     guest_sees(guest, "cat /sys/block/vdb/size", str(1024**3 // 512))
+
+    page = change(admin, guest, "disk-grow", target="vdb", size_gib="2")
+    assert f"vdb of {GUEST} grown to 2 GiB now." in page
+    guest_sees(guest, "cat /sys/block/vdb/size", str(2 * 1024**3 // 512))
 
     page = change(admin, guest, "disk-detach", target="vdb")
     assert f"vdb detached from {GUEST} now; its volume is kept." in page
