@@ -499,6 +499,11 @@ def clone_domain(uri: str, uuid: str, *, name: str) -> ClonedDomain:
         for os in root.iterfind("os"):
             for nvram in os.findall("nvram"):
                 os.remove(nvram)  # a UEFI machine's variables: libvirt makes a fresh copy from the template
+        for graphics in root.iterfind("./devices/graphics"):
+            if graphics.get("autoport") == "no":  # the original's fixed port would be taken while both run
+                graphics.set("autoport", "yes")
+                for port in ("port", "tlsPort"):
+                    graphics.attrib.pop(port, None)
         copies: list[VolumeInfo] = []
         try:
             for disk in root.iterfind("./devices/disk"):

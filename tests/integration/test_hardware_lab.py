@@ -181,6 +181,9 @@ def test_a_vcpu_and_memory_changed_live(guest: Guest, admin: User):
     page = change(admin, guest, "vcpus", vcpus="2")
     assert f"{GUEST} has 2 vCPUs now." in page
     guest_sees(guest, "cat /sys/devices/system/cpu/present", "0-1")
+    # The lab guest has no udev to bring a new CPU online: the test does, as udev's rule would.
+    guest_run(guest.host, GUEST, "echo 1 > /sys/devices/system/cpu/cpu1/online")
+    guest_sees(guest, "grep -c ^processor /proc/cpuinfo", "2")
 
     before = int(guest_run(guest.host, GUEST, "sed -n 's/^MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo")[1])
     page = change(admin, guest, "memory", memory_mib="160")

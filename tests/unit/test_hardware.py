@@ -258,6 +258,16 @@ def test_a_shut_off_vm_is_cloned_with_its_disk_and_granted_to_the_tenant(storage
     assert Grant.objects.get(domain_uuid=clone.findtext("uuid", "")).owner
 
 
+def test_a_clone_s_display_gets_a_port_of_its_own(hypervisor, embedded_host, admin_user):
+    uuid = shut_off_vm(hypervisor, embedded_host, disk="/default-pool/admins.qcow2")
+    xml = hypervisor.lookupByName("web1").XMLDesc(0).replace(
+        "</devices>", "<graphics type='vnc' port='5950' autoport='no'/></devices>")
+    hypervisor.defineXML(xml)
+    client_for(admin_user).post(f"/domains/embedded/{uuid}/clone/", {"name": "web2"})
+    assert attribute(definition(hypervisor, "web2"), "./devices/graphics", "autoport") == "yes"
+    assert attribute(definition(hypervisor, "web1"), "./devices/graphics", "port") == "5950"
+
+
 def test_a_clone_name_in_use_is_a_field_error_and_a_running_vm_is_not_cloned(hypervisor, embedded_host,
                                                                               admin_user):
     uuid = shut_off_vm(hypervisor, embedded_host, disk="/default-pool/admins.qcow2")
