@@ -170,12 +170,16 @@ def _set_counted(
     dom: libvirt.virDomain, *, value: int, maximum: int | None, set_flags: Callable[[int, int], object],
     config_max: int, live_max: Callable[[], int], flags: tuple[int, int, int],
 ) -> Applied:
-    """Sets a count with a maximum (vCPUs, memory) in the definition, then live when it fits.
+    """Sets a count with a maximum (vCPUs, memory) on the running machine when it fits, then in the definition.
 
-    `flags` are the API's (config, maximum, live) flags. The maximum moves first when it grows and last
-    when it shrinks, so the count never exceeds it in between.
+    Live first: when the guest refuses (a vCPU it cannot unplug), nothing has changed. `flags` are the API's
+    (config, maximum, live) flags. The maximum moves first when it grows and last when it shrinks, so the
+    count never exceeds it in between.
     """
     config, maximum_flag, live = flags
+    applies_live = bool(dom.isActive()) and value <= live_max()
+    if applies_live:
+        set_flags(value, live)
     if dom.isPersistent():
         new_max = maximum if maximum is not None else max(config_max, value)
         if new_max > config_max:
@@ -183,10 +187,7 @@ def _set_counted(
         set_flags(value, config)
         if new_max < config_max:
             set_flags(new_max, config | maximum_flag)
-    if not dom.isActive() or value > live_max():
-        return Applied(live=False)
-    set_flags(value, live)
-    return Applied(live=True)
+    return Applied(live=applies_live)
 
 
 def set_vcpus(uri: str, uuid: str, *, count: int, maximum: int | None = None) -> Applied:
