@@ -4,6 +4,7 @@ from django import forms
 
 from .models import Host
 from .virt import VIDEO_MODELS, BootKind, BootSpec, DefineChoices, DomainSpec, GraphicsSpec
+from .virt.hardware import BOOT_DEVICES, DISK_BUSES, NIC_MODELS
 from .virt.migration import CopyStorage, MigrationOptions
 
 
@@ -64,11 +65,15 @@ class DisplayForm(forms.Form):
         )
 
 
-class DomainDefineForm(DisplayForm):
-    name = forms.RegexField(
+def domain_name_field() -> forms.RegexField:
+    return forms.RegexField(
         regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64,
         error_messages={"invalid": "Letters, digits, '.', '_' and '-', starting with a letter or digit."},
     )
+
+
+class DomainDefineForm(DisplayForm):
+    name = domain_name_field()
     title = forms.CharField(max_length=200, required=False)
     description = forms.CharField(max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
     vcpus = forms.IntegerField(label="vCPUs", min_value=1, max_value=64, initial=1)
@@ -170,3 +175,152 @@ class MigrationForm(forms.Form):
             tunnelled=data["tunnelled"], bandwidth_mib=data["bandwidth_mib"], max_downtime_ms=data["max_downtime_ms"],
             auto_converge=data["auto_converge"], compressed=data["compressed"], postcopy=data["postcopy"],
         )
+
+
+# --- A VM's hardware: one small form per change; the page fills the choices from what the user may use. ---
+
+
+def _set_choices(form: forms.Form, name: str, choices: list[tuple[str, str]]) -> None:
+    cast(forms.ChoiceField, form.fields[name]).choices = choices
+
+
+def _pairs(values: Any) -> list[tuple[str, str]]:
+    return [(value, value) for value in values]
+
+
+class _CountWithMaximum(forms.Form):
+    """A count and its optional maximum (what the running machine may grow to without a reboot)."""
+
+    count_field = ""
+    maximum_field = ""
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        count, maximum = data.get(self.count_field), data.get(self.maximum_field)
+        if count is not None and maximum is not None and maximum < count:
+            self.add_error(self.maximum_field, "The maximum cannot be below the amount itself.")
+        return data
+
+
+class VcpusForm(_CountWithMaximum):
+    vcpus = forms.IntegerField(label="vCPUs", min_value=1, max_value=256)
+    max_vcpus = forms.IntegerField(label="maximum vCPUs", min_value=1, max_value=256, required=False,
+                                   help_text="Empty: as it is (raised if needed). vCPUs are added to a running "
+                                   "machine up to its maximum.")
+    count_field, maximum_field = "vcpus", "max_vcpus"
+
+
+class MemoryForm(_CountWithMaximum):
+    memory_mib = forms.IntegerField(label="memory (MiB)", min_value=64, max_value=16 * 1024 * 1024)
+    max_memory_mib = forms.IntegerField(label="maximum memory (MiB)", min_value=64, max_value=16 * 1024 * 1024,
+                                        required=False, help_text="Empty: as it is (raised if needed). A "
+                                        "running machine's balloon grows up to its maximum.")
+    count_field, maximum_field = "memory_mib", "max_memory_mib"
+
+
+class CdromForm(forms.Form):
+    drive = forms.ChoiceField(label="CD-ROM drive", required=False)
+    volume = forms.ChoiceField(label="image", required=False)
+
+    def __init__(self, *args: Any, drives: list[str], images: list[str], may_add_drive: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _set_choices(self, "drive", _pairs(drives) + ([("", "a new drive")] if may_add_drive else []))
+        _set_choices(self, "volume", [("", "none (eject)")] + _pairs(images))
+
+
+class DiskAttachForm(forms.Form):
+    volume = forms.ChoiceField(label="existing volume", required=False)
+    pool = forms.ChoiceField(label="or a new volume in pool", required=False)
+    size_gib = forms.IntegerField(label="new volume size (GiB)", min_value=1, max_value=16384, required=False)
+    bus = forms.ChoiceField(choices=_pairs(DISK_BUSES), initial="virtio",
+                            help_text="virtio and scsi disks are added to a running machine; sata only while off.")
+
+    def __init__(self, *args: Any, volumes: list[str], pools: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _set_choices(self, "volume", [("", "—")] + _pairs(volumes))
+        _set_choices(self, "pool", [("", "—")] + _pairs(pools))
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if data.get("volume") and (data.get("pool") or data.get("size_gib")):
+            self.add_error("volume", "Either an existing volume or a new one, not both.")
+        elif not data.get("volume"):
+            for name in ("pool", "size_gib"):
+                if not data.get(name) and name not in self.errors:
+                    self.add_error(name, "Needed for a new volume (or pick an existing one).")
+        return data
+
+
+class DiskDetachForm(forms.Form):
+    target = forms.ChoiceField(label="disk")
+
+    def __init__(self, *args: Any, targets: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _set_choices(self, "target", _pairs(targets))
+
+
+class DiskGrowForm(DiskDetachForm):
+    size_gib = forms.IntegerField(label="new size (GiB)", min_value=1, max_value=16384)
+
+
+NIC_KINDS = [("network", "libvirt network"), ("bridge", "host bridge")]
+
+
+class NicAttachForm(forms.Form):
+    kind = forms.ChoiceField(label="connect to", choices=NIC_KINDS, initial="network")
+    network = forms.ChoiceField(required=False)
+    bridge = forms.RegexField(regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$", required=False,
+                              error_messages={"invalid": "A bridge name: up to 15 letters, digits, '.', '_', '-'."})
+    model = forms.ChoiceField(choices=_pairs(NIC_MODELS), initial="virtio")
+    mac = forms.RegexField(label="MAC address", regex=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", required=False,
+                           help_text="Empty: a new one unused on this host.",
+                           error_messages={"invalid": "Six pairs of hex digits with ':', like 52:54:00:12:34:56."})
+
+    def __init__(self, *args: Any, networks: list[str], may_use_bridges: bool, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _set_choices(self, "network", [("", "—")] + _pairs(networks))
+        if not may_use_bridges:
+            del self.fields["bridge"]
+            _set_choices(self, "kind", NIC_KINDS[:1])
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        name = "network" if data.get("kind") == "network" else "bridge"
+        if data.get("kind") and not data.get(name) and name not in self.errors:
+            self.add_error(name, "Needed to connect to.")
+        return data
+
+    @property
+    def source(self) -> str:
+        data = self.cleaned_data
+        return str(data["network"] if data["kind"] == "network" else data["bridge"])
+
+
+class NicDetachForm(forms.Form):
+    mac = forms.ChoiceField(label="network interface")
+
+    def __init__(self, *args: Any, macs: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _set_choices(self, "mac", _pairs(macs))
+
+
+BOOT_CHOICES_OR_NONE = [("", "—"), *_pairs(BOOT_DEVICES)]
+
+
+class BootOrderForm(forms.Form):
+    first = forms.ChoiceField(choices=_pairs(BOOT_DEVICES))
+    second = forms.ChoiceField(choices=BOOT_CHOICES_OR_NONE, required=False)
+    third = forms.ChoiceField(choices=BOOT_CHOICES_OR_NONE, required=False)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if len(self.devices()) != len(set(self.devices())):
+            self.add_error(None, "Each device once.")
+        return data
+
+    def devices(self) -> tuple[str, ...]:
+        return tuple(d for name in ("first", "second", "third") if (d := self.cleaned_data.get(name)))
+
+
+class CloneForm(forms.Form):
+    name = domain_name_field()

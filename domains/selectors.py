@@ -25,6 +25,7 @@ from .access import (
     require_admin,
     rights_from,
     sees_hosts,
+    storage_scope,
 )
 from .errors import error_message
 from .filters import ListQuery
@@ -413,3 +414,49 @@ def migration_job_get(*, user: User | AnonymousUser, job_id: int) -> MigrationJo
     if job is None:
         raise Http404("No such migration.")
     return job
+
+
+# --- A VM's hardware page: what it has, and what the user may give it. ---
+
+
+@dataclass(frozen=True)
+class HardwarePage:
+    row: DomainRow
+    hardware: virt.hardware.Hardware
+    images: tuple[virt.VolumeInfo, ...]  # for a CD-ROM: shared images and the user's own volumes
+    volumes: tuple[virt.VolumeInfo, ...]  # to attach as a disk: the user's own, not attached here already
+    pools: tuple[str, ...]  # for new volumes
+    networks: tuple[str, ...]
+    may_use_bridges: bool
+    may_see_paths: bool
+
+
+def hardware_page(*, user: User, host_name: str, uuid: str) -> HardwarePage:
+    """For those who may operate the VM; everybody else gets the gate's 404."""
+    host, rights = _gate(user, host_name, uuid, Right.OPERATE)
+    try:
+        record = virt.get_domain(host.uri, uuid)
+        hardware = virt.hardware.domain_hardware(host.uri, uuid)
+    except virt.DomainNotFound as error:
+        raise Http404("No such virtual machine.") from error
+    choices = virt.define_choices(host.uri)
+    scope = storage_scope(user, host)
+    attached = {disk.volume.key for disk in hardware.disks if disk.volume is not None}
+    return HardwarePage(
+        row=DomainRow(host, record, rights),
+        hardware=hardware,
+        images=scope.usable_volumes(choices.volumes),
+        volumes=tuple(volume for volume in choices.volumes
+                      if scope.may_boot(volume.key) and volume.key not in attached),
+        pools=scope.usable_pools(choices.pools),
+        networks=choices.networks,
+        may_use_bridges=user.sees_every_domain,
+        may_see_paths=user.is_admin,
+    )
+
+
+def domain_definition(*, user: User, host_name: str, uuid: str) -> tuple[DomainRow, str]:
+    """Admins: the VM and the definition it boots next, for the XML editor."""
+    require_admin(user)
+    row = domain_get(user=user, host_name=host_name, uuid=uuid)
+    return row, virt.hardware.domain_xml(row.host.uri, uuid)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -12,7 +13,16 @@ from django.http import Http404
 from audit.services import audited
 
 from . import live, migration_jobs, selectors, virt
-from .access import PRIVATE_LISTENS, PRIVATE_LISTENS_ONLY, Right, define_limits, require_admin, storage_scope
+from .access import (
+    GIB,
+    PRIVATE_LISTENS,
+    PRIVATE_LISTENS_ONLY,
+    DefineLimits,
+    Right,
+    define_limits,
+    require_admin,
+    storage_scope,
+)
 from .locks import domain_action_lock
 from .models import Grant, Host, MigrationJob, OwnedVolume
 from .rows import DomainRow
@@ -22,6 +32,8 @@ from .virt.migration import MigrationOptions
 
 if TYPE_CHECKING:
     from accounts.models import User
+
+T = TypeVar("T")
 
 
 def host_register(*, actor: User, name: str, uri: str, enabled: bool = True, migration_address: str = "",
@@ -299,6 +311,220 @@ def domain_update_display(*, actor: User, host_name: str, uuid: str, video_model
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.display", act=act,
                     client_addr=client_addr)
+
+
+# --- Hardware: each change through the gate (OPERATE) and the audit writer, then libvirt. Tenants stay
+# within their define allowance (vCPUs, memory, storage) and use only volumes and images they may. ---
+
+
+def _limits(actor: User, row: DomainRow) -> DefineLimits:
+    limits = define_limits(actor, row.host)
+    if limits is None:
+        raise ValidationError("Your define allowance does not cover this host; ask an admin.")
+    return limits
+
+
+def _within(bound: int | None, values: tuple[int | None, ...], field: str, words: str) -> None:
+    if bound is not None and max(value or 0 for value in values) > bound:
+        raise ValidationError({field: f"At most {bound} {words} per machine."})
+
+
+def _on_host(call: Callable[[], T]) -> T:
+    """A name or MAC address already used on the host is the form field's error."""
+    try:
+        return call()
+    except virt.NameTaken as error:
+        raise ValidationError({error.field: str(error)}) from error
+
+
+def domain_set_vcpus(*, actor: User, host_name: str, uuid: str, vcpus: int, max_vcpus: int | None = None,
+                     client_addr: str | None = None) -> str:
+    def act(row: DomainRow) -> str:
+        _within(_limits(actor, row).max_vcpus, (vcpus, max_vcpus), "vcpus", "vCPUs")
+        applied = virt.hardware.set_vcpus(row.host.uri, row.uuid, count=vcpus, maximum=max_vcpus)
+        return f"{row.record.name} has {vcpus} vCPUs {applied.when()}."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.vcpus", act=act,
+                    client_addr=client_addr)
+
+
+def domain_set_memory(*, actor: User, host_name: str, uuid: str, memory_mib: int, max_memory_mib: int | None = None,
+                      client_addr: str | None = None) -> str:
+    def act(row: DomainRow) -> str:
+        _within(_limits(actor, row).max_memory_mib, (memory_mib, max_memory_mib), "memory_mib", "MiB of memory")
+        applied = virt.hardware.set_memory(row.host.uri, row.uuid, mib=memory_mib, maximum_mib=max_memory_mib)
+        return f"{row.record.name} has {memory_mib} MiB of memory {applied.when()}."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.memory", act=act,
+                    client_addr=client_addr)
+
+
+def domain_change_cdrom(*, actor: User, host_name: str, uuid: str, drive: str, volume: str,
+                        client_addr: str | None = None) -> str:
+    """Inserts `volume` ("pool/name") into the CD-ROM `drive`, or ejects it when `volume` is "". An empty
+    `drive` adds a new one first (shut-off machines only)."""
+    def act(row: DomainRow) -> str:
+        if volume and not storage_scope(actor, row.host).may_attach_image(volume):
+            raise ValidationError({"volume": "Images come from the shared image pools or your own volumes."})
+        target = drive or virt.hardware.add_cdrom(row.host.uri, row.uuid, bus="sata")
+        applied = virt.hardware.change_cdrom(row.host.uri, row.uuid, target=target, volume_key=volume)
+        done = f"{volume} inserted into" if volume else "Ejected"
+        return f"{done} {target} of {row.record.name} {applied.when()}."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.cdrom", act=act,
+                    client_addr=client_addr)
+
+
+def domain_attach_disk(*, actor: User, host_name: str, uuid: str, bus: str, volume: str = "", pool: str = "",
+                       size_gib: int = 0, client_addr: str | None = None) -> str:
+    """Attaches an existing volume ("pool/name"), or a new empty one of `size_gib` in `pool`."""
+    def act(row: DomainRow) -> str:
+        scope = storage_scope(actor, row.host)
+        if volume:
+            if not scope.may_boot(volume):
+                raise ValidationError({"volume": "You may attach only volumes you created here."})
+            target, applied = virt.hardware.attach_volume(row.host.uri, row.uuid, volume_key=volume, bus=bus)
+            return f"{volume} attached to {row.record.name} as {target} {applied.when()}."
+        if problems := scope.new_volume_problems(pool, size_gib):
+            raise ValidationError({"size_gib": problems})
+        target, created, applied = _on_host(lambda: virt.hardware.attach_new_volume(
+            row.host.uri, row.uuid, pool=pool, size_gib=size_gib, bus=bus))
+        _record_owned(actor, row.host, created)
+        return f"New volume {created.key} attached to {row.record.name} as {target} {applied.when()}."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.disk-attach", act=act,
+                    client_addr=client_addr)
+
+
+def _record_owned(actor: User, host: Host, volume: virt.VolumeInfo) -> None:
+    # Just created, so any record of the same name is of a volume deleted outside the dashboard.
+    OwnedVolume.objects.update_or_create(host=host, pool=volume.pool, name=volume.name, defaults={
+        "path": volume.path, "owner": actor, "capacity_bytes": volume.capacity_bytes})
+
+
+def domain_detach_disk(*, actor: User, host_name: str, uuid: str, target: str, client_addr: str | None = None) -> str:
+    """Detaches the disk named by its target; its volume stays."""
+    def act(row: DomainRow) -> str:
+        applied = virt.hardware.detach_disk(row.host.uri, row.uuid, target=target)
+        return f"{target} detached from {row.record.name} {applied.when()}; its volume is kept."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.disk-detach", act=act,
+                    client_addr=client_addr)
+
+
+def domain_grow_disk(*, actor: User, host_name: str, uuid: str, target: str, size_gib: int,
+                     client_addr: str | None = None) -> str:
+    def act(row: DomainRow) -> str:
+        disk = virt.hardware.domain_hardware(row.host.uri, row.uuid).disk(target)
+        if disk is None or disk.volume is None:
+            raise ValidationError({"target": f"{target} is not a storage volume of {row.record.name}."})
+        current_gib = disk.volume.capacity_bytes / GIB
+        if size_gib <= current_gib:
+            raise ValidationError({"size_gib": f"{target} has {current_gib:g} GiB already; a disk only grows."})
+        scope = storage_scope(actor, row.host)
+        if not scope.may_boot(disk.volume.key):
+            raise ValidationError({"target": f"{target} is not a volume you created here."})
+        if problems := scope.new_volume_problems(disk.volume.pool, math.ceil(size_gib - current_gib)):
+            raise ValidationError({"size_gib": problems})
+        applied = virt.hardware.grow_disk(row.host.uri, row.uuid, target=target, size_gib=size_gib)
+        OwnedVolume.objects.filter(host=row.host, pool=disk.volume.pool, name=disk.volume.name).update(
+            capacity_bytes=size_gib * GIB)
+        return f"{target} of {row.record.name} grown to {size_gib} GiB {applied.when()}."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.disk-grow", act=act,
+                    client_addr=client_addr)
+
+
+def domain_attach_nic(*, actor: User, host_name: str, uuid: str, kind: str, source: str, model: str, mac: str = "",
+                      client_addr: str | None = None) -> str:
+    """Plugs a NIC into a libvirt network, or a host bridge (admins and operators); an empty `mac` is picked
+    at random among those unused on the host."""
+    def act(row: DomainRow) -> str:
+        if kind != "network" and not actor.sees_every_domain:
+            raise ValidationError({"kind": "Host bridges are for admins and operators; pick a network."})
+        used = virt.hardware.macs_in_use(row.host.uri)
+        if mac and mac.lower() in used:
+            raise ValidationError({"mac": f"{mac} is already used by a machine on this host."})
+        address = mac.lower() or next(candidate for candidate in iter(virt.hardware.random_mac, None)
+                                      if candidate not in used)
+        applied = virt.hardware.attach_nic(row.host.uri, row.uuid, kind=kind, source=source, model=model,
+                                           mac=address)
+        return f"Network interface {address} on {kind} {source} plugged into {row.record.name} {applied.when()}."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.nic-attach", act=act,
+                    client_addr=client_addr)
+
+
+def domain_detach_nic(*, actor: User, host_name: str, uuid: str, mac: str, client_addr: str | None = None) -> str:
+    def act(row: DomainRow) -> str:
+        applied = virt.hardware.detach_nic(row.host.uri, row.uuid, mac=mac)
+        return f"Network interface {mac} unplugged from {row.record.name} {applied.when()}."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.nic-detach", act=act,
+                    client_addr=client_addr)
+
+
+def domain_set_boot_order(*, actor: User, host_name: str, uuid: str, devices: Sequence[str],
+                          client_addr: str | None = None) -> str:
+    def act(row: DomainRow) -> str:
+        virt.hardware.set_boot_order(row.host.uri, row.uuid, devices=tuple(devices))
+        return f"{row.record.name} boots from {', '.join(devices)} from the next boot."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.boot-order", act=act,
+                    client_addr=client_addr)
+
+
+def domain_redefine_xml(*, actor: User, host_name: str, uuid: str, xml: str, client_addr: str | None = None) -> str:
+    """Admins: the edited definition, validated by libvirt against its schema."""
+    def act(row: DomainRow) -> str:
+        require_admin(actor)
+        virt.hardware.redefine_xml(row.host.uri, row.uuid, xml)
+        return f"Definition of {row.record.name} saved; it applies from the next boot."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.xml", act=act,
+                    client_addr=client_addr)
+
+
+def domain_clone(*, actor: User, host_name: str, uuid: str, name: str, client_addr: str | None = None) -> str:
+    """Clones a shut-off VM with copies of its disks on the same host; granted to the cloning tenant like a
+    defined VM. Returns the clone's UUID (the audit row, on the original, names it)."""
+    cloned: list[virt.hardware.ClonedDomain] = []
+
+    def act(row: DomainRow) -> str:
+        limits = _limits(actor, row)
+        if not limits.unlimited:
+            _clone_problems(limits, row)
+        clone = _on_host(lambda: virt.hardware.clone_domain(row.host.uri, row.uuid, name=name))
+        cloned.append(clone)
+        for volume in clone.volumes:
+            _record_owned(actor, row.host, volume)
+        if not actor.sees_every_domain:
+            Grant.objects.create(host=row.host, domain_uuid=clone.uuid, domain_name=name, user=actor,
+                                 can_operate=True, can_console=True, owner=True)
+        return f"{row.record.name} cloned as {name} ({clone.uuid})."
+
+    _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.clone", act=act, client_addr=client_addr)
+    return cloned[0].uuid
+
+
+def _clone_problems(limits: DefineLimits, row: DomainRow) -> None:
+    """A tenant clones only its own disks, into its pools within its quota, and within its machine limits."""
+    hardware = virt.hardware.domain_hardware(row.host.uri, row.uuid)
+    volumes = virt.hardware.clone_plan(row.host.uri, row.uuid)
+    problems = [f"{volume.key} is not a volume you created here." for volume in volumes
+                if not limits.storage.may_boot(volume.key)]
+    for pool in {volume.pool for volume in volumes}:
+        size = sum(volume.capacity_bytes for volume in volumes if volume.pool == pool)
+        problems += limits.storage.new_volume_problems(pool, math.ceil(size / GIB))
+    if limits.max_vms is not None and limits.owned_vms >= limits.max_vms:
+        problems.append(f"You already have {limits.owned_vms} of your {limits.max_vms} machines.")
+    if limits.max_vcpus is not None and hardware.max_vcpus > limits.max_vcpus:
+        problems.append(f"It has up to {hardware.max_vcpus} vCPUs; you may have {limits.max_vcpus} per machine.")
+    if limits.max_memory_mib is not None and hardware.max_memory_mib > limits.max_memory_mib:
+        problems.append(f"It has up to {hardware.max_memory_mib} MiB of memory; you may have "
+                        f"{limits.max_memory_mib} MiB per machine.")
+    if problems:
+        raise ValidationError(problems)
 
 
 # --- Migration (domains.migration_jobs runs the jobs). ---

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
 from django.conf import settings
@@ -26,7 +26,24 @@ from . import migration_jobs, selectors, services, virt
 from .access import Right, require_admin, sees_hosts
 from .errors import error_message
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
-from .forms import DisplayForm, DomainDefineForm, DomainXmlForm, HostForm, MigrationForm, SnapshotForm
+from .forms import (
+    BootOrderForm,
+    CdromForm,
+    CloneForm,
+    DiskAttachForm,
+    DiskDetachForm,
+    DiskGrowForm,
+    DisplayForm,
+    DomainDefineForm,
+    DomainXmlForm,
+    HostForm,
+    MemoryForm,
+    MigrationForm,
+    NicAttachForm,
+    NicDetachForm,
+    SnapshotForm,
+    VcpusForm,
+)
 from .models import Host
 from .rows import row_element_id
 
@@ -365,18 +382,26 @@ def domain_new_xml(request: AuthedRequest) -> HttpResponse:
                   status=400 if form.errors else 200)
 
 
+def _refused_unless(request: AuthedRequest, action: str, uuid: UUID, read: Callable[[], T]) -> T:
+    """`read` through the gate; a 404 to a POST is audited as a denied `action`."""
+    try:
+        return read()
+    except Http404:
+        if request.method == "POST":
+            refuse(actor=request.user, action=action, domain_uuid=str(uuid), client_addr=client_addr(request))
+        raise
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def domain_display(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
-    try:
+    def operable_page() -> selectors.DomainPage:
         page = selectors.domain_page(user=request.user, host_name=host_name, uuid=str(uuid))
         if Right.OPERATE not in page.row.rights:
             raise Http404("No such virtual machine.")
-    except Http404:
-        if request.method == "POST":
-            refuse(actor=request.user, action="domain.display", domain_uuid=str(uuid),
-                   client_addr=client_addr(request))
-        raise
+        return page
+
+    page = _refused_unless(request, "domain.display", uuid, operable_page)
     current = page.devices.graphics[0] if page.devices.graphics else None
     initial = {
         "video_model": (page.devices.video_models or ("vga",))[0],
@@ -395,6 +420,135 @@ def domain_display(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
             messages.success(request, message)
             return redirect("domains:detail", host_name, uuid)
     return render(request, "domains/display.html", {"row": page.row, "form": form, "current": current},
+                  status=400 if form.errors else 200)
+
+
+# --- A VM's hardware: one small form per change on one page, the XML editor (admins) and clone. ---
+
+
+def _hardware_forms(page: selectors.HardwarePage, change: str, data: QueryDict | None) -> dict[str, BaseForm]:
+    """Every change's form, bound to `data` only for the one submitted (its name is the form's prefix)."""
+    hardware = page.hardware
+
+    def bound(name: str) -> dict[str, Any]:
+        return {"data": data if name == change else None, "prefix": name}
+
+    return {
+        # The maxima start empty: kept as they are, or raised to what the count needs.
+        "vcpus": VcpusForm(**bound("vcpus"), initial={"vcpus": hardware.vcpus}),
+        "memory": MemoryForm(**bound("memory"), initial={"memory_mib": hardware.memory_mib}),
+        "cdrom": CdromForm(**bound("cdrom"), drives=[disk.target for disk in hardware.cdroms],
+                           images=[volume.key for volume in page.images],
+                           may_add_drive=hardware.persistent and not hardware.running),
+        "disk-attach": DiskAttachForm(**bound("disk-attach"), volumes=[volume.key for volume in page.volumes],
+                                      pools=list(page.pools)),
+        "disk-detach": DiskDetachForm(**bound("disk-detach"), targets=[
+            disk.target for disk in hardware.disks if disk.device == "disk"]),
+        "disk-grow": DiskGrowForm(**bound("disk-grow"), targets=[
+            disk.target for disk in hardware.disks if disk.device == "disk" and disk.volume is not None]),
+        "nic-attach": NicAttachForm(**bound("nic-attach"), networks=list(page.networks),
+                                    may_use_bridges=page.may_use_bridges),
+        "nic-detach": NicDetachForm(**bound("nic-detach"), macs=[nic.mac for nic in hardware.nics]),
+        "boot-order": BootOrderForm(**bound("boot-order"), initial=dict(zip(
+            ("first", "second", "third"), hardware.boot_order, strict=False))),
+    }
+
+
+def _hardware_change(change: str, form: BaseForm) -> Callable[..., str]:
+    """The service call of a valid form, waiting for the actor, host, VM and client address."""
+    data = form.cleaned_data
+    calls: dict[str, Callable[..., str]] = {
+        "vcpus": lambda **who: services.domain_set_vcpus(**who, vcpus=data["vcpus"], max_vcpus=data["max_vcpus"]),
+        "memory": lambda **who: services.domain_set_memory(**who, memory_mib=data["memory_mib"],
+                                                           max_memory_mib=data["max_memory_mib"]),
+        "cdrom": lambda **who: services.domain_change_cdrom(**who, drive=data["drive"], volume=data["volume"]),
+        "disk-attach": lambda **who: services.domain_attach_disk(**who, bus=data["bus"], volume=data["volume"],
+                                                                 pool=data["pool"], size_gib=data["size_gib"] or 0),
+        "disk-detach": lambda **who: services.domain_detach_disk(**who, target=data["target"]),
+        "disk-grow": lambda **who: services.domain_grow_disk(**who, target=data["target"], size_gib=data["size_gib"]),
+        "nic-attach": lambda **who: services.domain_attach_nic(
+            **who, kind=data["kind"], source=cast(NicAttachForm, form).source, model=data["model"], mac=data["mac"]),
+        "nic-detach": lambda **who: services.domain_detach_nic(**who, mac=data["mac"]),
+        "boot-order": lambda **who: services.domain_set_boot_order(**who, devices=cast(BootOrderForm, form).devices()),
+    }
+    return calls[change]
+
+
+# Each change's heading and button, in the page's order.
+HARDWARE_CHANGES = {
+    "vcpus": ("vCPUs", "Set vCPUs"),
+    "memory": ("Memory", "Set memory"),
+    "cdrom": ("CD-ROM", "Insert or eject"),
+    "disk-attach": ("Attach a disk", "Attach"),
+    "disk-grow": ("Grow a disk", "Grow"),
+    "disk-detach": ("Detach a disk", "Detach"),
+    "nic-attach": ("Plug a network interface", "Plug in"),
+    "nic-detach": ("Unplug a network interface", "Unplug"),
+    "boot-order": ("Boot order", "Set boot order"),
+}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def domain_hardware(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+    """The VM's vCPUs, memory, CD-ROMs, disks, NICs, boot order and firmware, each with its own form."""
+    change = request.POST.get("change", "") if request.method == "POST" else ""
+    page = _refused_unless(request, f"domain.{change or 'hardware'}", uuid, lambda: selectors.hardware_page(
+        user=request.user, host_name=host_name, uuid=str(uuid)))
+    forms = _hardware_forms(page, change, _posted(request))
+    if request.method == "POST":
+        form = forms.get(change)
+        if form is None:
+            return HttpResponseBadRequest("Unknown hardware change.")
+        if form.is_valid():
+            call = _hardware_change(change, form)
+            message = _on_form(form, lambda: call(actor=request.user, host_name=host_name, uuid=str(uuid),
+                                                  client_addr=client_addr(request)), user=request.user)
+            if message is not None:
+                messages.success(request, message)
+                return redirect("domains:hardware", host_name, uuid)
+    changes = [(name, *HARDWARE_CHANGES[name], form) for name, form in forms.items()]
+    return render(request, "domains/hardware.html", {"page": page, "row": page.row, "changes": changes},
+                  status=400 if any(form.errors for form in forms.values()) else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def domain_definition(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+    """Admins edit the XML; "preview" shows the diff to what libvirt holds, "save" has libvirt validate it."""
+    row, current = _refused_unless(request, "domain.xml", uuid, lambda: selectors.domain_definition(
+        user=request.user, host_name=host_name, uuid=str(uuid)))
+    form = DomainXmlForm(_posted(request), initial={"xml": current})
+    diff = ""
+    if request.method == "POST" and form.is_valid():
+        edited = form.cleaned_data["xml"]
+        diff = virt.hardware.xml_diff(current, edited)
+        if "save" in request.POST:
+            message = _on_form(form, lambda: services.domain_redefine_xml(
+                actor=request.user, host_name=host_name, uuid=str(uuid), xml=edited,
+                client_addr=client_addr(request)), user=request.user)
+            if message is not None:
+                messages.success(request, message)
+                return redirect("domains:hardware", host_name, uuid)
+    return render(request, "domains/definition.html", {"row": row, "form": form, "diff": diff, "posted":
+                                                       request.method == "POST"}, status=400 if form.errors else 200)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def domain_clone(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
+    page = _refused_unless(request, "domain.clone", uuid, lambda: selectors.hardware_page(
+        user=request.user, host_name=host_name, uuid=str(uuid)))
+    form = CloneForm(_posted(request), initial={"name": f"{page.row.record.name}-clone"})
+    if request.method == "POST" and form.is_valid():
+        name = form.cleaned_data["name"]
+        clone_uuid = _on_form(form, lambda: services.domain_clone(
+            actor=request.user, host_name=host_name, uuid=str(uuid), name=name,
+            client_addr=client_addr(request)), user=request.user)
+        if clone_uuid is not None:
+            messages.success(request, f"{page.row.record.name} cloned as {name}.")
+            return redirect("domains:detail", host_name, clone_uuid)
+    return render(request, "domains/clone.html", {"page": page, "row": page.row, "form": form},
                   status=400 if form.errors else 200)
 
 

@@ -33,6 +33,8 @@ GUEST_MODULES = (
     "virtio_net",
     "virtio_blk",  # disks, if a VM has any, show up as /dev/vd*
     "virtio_balloon",
+    "virtio_scsi",  # a CD-ROM drive on a virtio-scsi controller ...
+    "sr_mod",  # ... shows up as /dev/sr0 (with cdrom and scsi_mod, loaded as its dependencies)
     "button",  # ACPI power button ...
     "evdev",  # ... delivered to acpid as an input event
 )

@@ -5,7 +5,7 @@ starts nothing: every Django process `configure()`s it (DomainsConfig.ready), an
 watch or migrate (daphne, watchhosts, consoleproxy) also `initialize()` libvirt's event loop.
 """
 
-from . import migration, usage
+from . import hardware, migration, usage
 from .actions import Action, PowerMode, available_actions, delete_domain, run_action
 from .agent import GuestInfo, guest_info
 from .connections import configure, pool
@@ -29,6 +29,7 @@ from .errors import (
     DomainNotFound,
     HostUnreachable,
     InvalidDefinition,
+    NameTaken,
     NetworkNotFound,
     OperationInProgress,
     OperationInvalid,
@@ -81,6 +82,7 @@ from .storage import DiskVolume, PoolCapacity, VolumeInfo, domain_disks, pool_ca
 from .transports import SshRoute, TlsMaterial, tls_material
 
 __all__ = [
+    "hardware",
     "migration",
     "usage",
     "configure",
@@ -129,6 +131,7 @@ __all__ = [
     "HostFacts",
     "HostUnreachable",
     "InvalidDefinition",
+    "NameTaken",
     "OperationInProgress",
     "OperationInvalid",
     "OperationUnsupported",

@@ -77,6 +77,14 @@ class InvalidDefinition(VirtError):
     default_message = "The hypervisor rejected the machine definition."
 
 
+class NameTaken(InvalidDefinition):
+    """A name or address the request chose is already used on the host: the form's `field` says which."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class OperationUnsupported(VirtError):
     default_message = "This host's hypervisor does not support that action."
 

@@ -237,6 +237,19 @@ def login(page: Page, username: str, password: str = PASSWORD) -> None:
     page.wait_for_url(re.compile(r"/domains/"))
 
 
+@contextmanager
+def inventory_host(live_app: LiveApp, directory: Path, name: str, inventory: str) -> Iterator[str]:
+    """A host of a module's own over a test:// inventory, removed afterwards so other tests' lists never
+    see its VMs."""
+    path = directory / f"{name}.xml"
+    path.write_text(inventory)
+    live_app.manage("hosts", "add", name, f"test://{path}")
+    try:
+        yield name
+    finally:
+        live_app.manage("hosts", "remove", name)
+
+
 # --- Portals as `bin/run` runs them (daphne, the console proxy on another port), for the console tabs. ---
 
 CONSOLE_CONNECT_MS = 30_000

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import LiveApp, login
+from tests.e2e.conftest import LiveApp, inventory_host, login
 
 pytestmark = pytest.mark.e2e
 
@@ -25,12 +24,8 @@ INVENTORY = f"""<node>
 
 @pytest.fixture(scope="module")
 def menu_host(live_app: LiveApp, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A host of its own, removed afterwards so other tests' lists never see its VM."""
-    inventory = Path(tmp_path_factory.mktemp("menu")) / "menu.xml"
-    inventory.write_text(INVENTORY)
-    live_app.manage("hosts", "add", "menu-xml", f"test://{inventory}")
-    yield "menu-xml"
-    live_app.manage("hosts", "remove", "menu-xml")
+    with inventory_host(live_app, tmp_path_factory.mktemp("menu"), "menu-xml", INVENTORY) as host:
+        yield host
 
 
 def choose(page: Page, action: str, expected_state: str) -> None:
