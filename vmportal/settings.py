@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "audit",
     "domains",
     "consoles",
+    "storage",
 ]
 
 MIDDLEWARE = [

@@ -56,6 +56,11 @@ class SnapshotNotFound(VirtError):
     reason_for_everyone = False
 
 
+class StorageNotFound(VirtError):
+    default_message = "That storage pool or volume no longer exists on this host."
+    reason_for_everyone = False
+
+
 class OperationInvalid(VirtError):
     default_message = "That action is not possible in the machine's current state."
 
