@@ -19,7 +19,7 @@ from django.utils import timezone
 from audit.services import audited, refuse
 from domains.access import GIB, require_admin
 from domains.models import Host, OwnedVolume
-from domains.virt import VolumeInfo
+from domains.virt import VirtError, VolumeInfo
 from domains.virt import storage as vstorage
 from domains.virt.errors import StorageNotFound
 from domains.virt.storage import PoolAction, PoolCapacity
@@ -143,7 +143,10 @@ class UploadAbandoned(Exception):
 
 def upload_start(*, actor: User, host_name: str, pool: str, name: str, size_bytes: int,
                  client_addr: str | None = None) -> UploadSession:
-    """Checks the pool and the quota for the whole file, creates its volume (raw, its size) and the session."""
+    """Checks the pool and the quota for the whole file, creates its volume (raw, its size) and the session.
+
+    Abandoned uploads go first, so their partial volumes do not count against the quota."""
+    uploads_expire()
     with audited(actor=actor, action="volume.upload", host=selectors.audit_host(host_name),
                  message=f"{pool}/{name}, {size_bytes} bytes", client_addr=client_addr) as entry:
         host = _check_new_volume(actor, host_name, pool, name, size_bytes)
@@ -200,9 +203,14 @@ def uploads_expire() -> int:
     """Discards every abandoned upload with its partial volume (`manage.py expireuploads`); returns how many."""
     abandoned = [session for session in UploadSession.objects.select_related("host", "owner")
                  .filter(last_chunk_at__lt=timezone.now() - ABANDONED_AFTER) if session.abandoned]
+    expired = 0
     for session in abandoned:
-        _discard(session, actor=session.owner, action="volume.upload-expire", client_addr=None)
-    return len(abandoned)
+        try:
+            _discard(session, actor=session.owner, action="volume.upload-expire", client_addr=None)
+        except VirtError:
+            continue  # its host did not answer: audited as failed, and tried again next time
+        expired += 1
+    return expired
 
 
 def _discard(session: UploadSession, *, actor: User, action: str, client_addr: str | None) -> None:
