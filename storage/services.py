@@ -143,12 +143,21 @@ class UploadAbandoned(Exception):
 
 def upload_start(*, actor: User, host_name: str, pool: str, name: str, size_bytes: int,
                  client_addr: str | None = None) -> UploadSession:
-    """Checks the pool and the quota for the whole file, creates its volume (raw, its size) and the session.
+    """Checks the pool and the quota for the whole file, creates its volume (raw, its size) and the session; the
+    actor's unfinished upload of the same name and size is resumed instead (the page was closed, the browser
+    restarted): the session says where it stands.
 
     Abandoned uploads go first, so their partial volumes do not count against the quota."""
     uploads_expire()
     with audited(actor=actor, action="volume.upload", host=selectors.audit_host(host_name),
                  message=f"{pool}/{name}, {size_bytes} bytes", client_addr=client_addr) as entry:
+        selectors.storage_pool(actor, host_name, pool)
+        unfinished = (UploadSession.objects.filter(host__name=host_name, pool=pool, volume=name, owner=actor,
+                                                   total_bytes=size_bytes)
+                      .exclude(received_bytes=F("total_bytes")).first())
+        if unfinished is not None:
+            entry.message = f"{entry.message}: upload {unfinished.pk} resumed at byte {unfinished.received_bytes}"
+            return unfinished
         host = _check_new_volume(actor, host_name, pool, name, size_bytes)
         volume = vstorage.create_volume(host.uri, pool, name, size_bytes, "raw")
         _record_owner(host, volume, actor)

@@ -242,8 +242,9 @@ def get_volume(uri: str, pool: str, name: str) -> VolumeInfo:
 
 
 def create_volume(uri: str, pool: str, name: str, capacity_bytes: int, volume_format: str = "raw") -> VolumeInfo:
+    # Allocated as it is written (sparse), so a large volume is made at once.
     xml = (f"<volume><name>{escape(name)}</name><capacity unit='bytes'>{capacity_bytes}</capacity>"
-           f"<target><format type='{escape(volume_format)}'/></target></volume>")
+           f"<allocation>0</allocation><target><format type='{escape(volume_format)}'/></target></volume>")
     with connection(uri) as conn:
         return _volume_info(pool, conn.storagePoolLookupByName(pool).createXML(xml, 0))
 

@@ -1,9 +1,10 @@
 // The upload form of a pool's page (templates/storage/pool.html, storage.views): a file goes into a new volume
 // in chunks, each POSTed with its offset to the upload session the form starts, so a dropped connection costs
 // one chunk. A failed chunk is sent again after asking the session where it stands; when the retries run out the
-// page says so, and choosing the same file with the same name resumes it (the session's address is kept in
-// localStorage under the pool, name and size). When the last chunk is in, "upload-finished" on <body> makes the
-// volume list fetch itself again (its hx-trigger). The template owns every word but the progress line.
+// page says so, and choosing the same file with the same name resumes it (the server hands back the unfinished
+// session of that name and size, with the offset it reached). When the last chunk is in, "upload-finished" on
+// <body> makes the volume list fetch itself again (its hx-trigger). The template owns every word but the progress
+// line.
 (function () {
   "use strict";
 
@@ -42,10 +43,6 @@
     });
   }
 
-  function storageKey(file, name) {
-    return "vmportal-upload " + startUrl + " " + name + " " + file.size;
-  }
-
   function request(method, url, body, onProgress) {
     return new Promise(function (resolve, reject) {
       const xhr = new XMLHttpRequest();
@@ -73,35 +70,17 @@
     return new Promise(function (resolve) { setTimeout(resolve, milliseconds); });
   }
 
-  // A session kept for this file, when the server still has it unfinished; else null.
-  async function resumable(key) {
-    const statusUrl = window.localStorage.getItem(key);
-    if (!statusUrl) {
-      return null;
-    }
-    try {
-      const reply = await request("GET", statusUrl, null);
-      if (reply.status === 200 && !reply.answer.finished && !reply.answer.abandoned) {
-        return reply.answer;
-      }
-    } catch (ignored) {
-      // Not reachable now: a new upload would fail as well; start() says so.
-    }
-    window.localStorage.removeItem(key);
-    return null;
-  }
-
   async function start(file, name) {
     const body = new URLSearchParams({name: name, size_bytes: String(file.size)});
     const reply = await request("POST", startUrl, body);
-    if (reply.status !== 201) {
+    if (reply.status !== 201 && reply.status !== 200) {
       showErrors(reply.answer.errors || {__all__: [reply.answer.error || "The upload could not start."]});
       return null;
     }
     return reply.answer;
   }
 
-  async function send(file, key) {
+  async function send(file) {
     let failures = 0;
     while (current.received < current.total && !cancelled) {
       const offset = current.received;
@@ -118,7 +97,6 @@
         failures = 0;
         current.received = reply.answer.received;
       } else if (reply.status === 410 || reply.status === 404) {
-        window.localStorage.removeItem(key);
         showErrors({__all__: [reply.answer.error || "This upload no longer exists; start it again."]});
         return false;
       } else {
@@ -155,20 +133,17 @@
     const name = nameInput.value;
     showErrors({});
     cancelled = false;
-    const key = storageKey(file, name);
-    current = await resumable(key) || await start(file, name);
+    current = await start(file, name);
     if (!current) {
       return;
     }
-    window.localStorage.setItem(key, current.status_url);
     form.querySelector("button[type=submit]").disabled = true;
     cancelButton.hidden = false;
     show(current.received, current.total);
-    const finished = await send(file, key);
+    const finished = await send(file);
     form.querySelector("button[type=submit]").disabled = false;
     cancelButton.hidden = true;
     if (finished) {
-      window.localStorage.removeItem(key);
       statusLine.textContent = "100 % (" + mib(current.total) + "): " + name + " uploaded.";
       document.body.dispatchEvent(new CustomEvent("upload-finished", {bubbles: true}));
     }
@@ -180,7 +155,6 @@
     }
     cancelled = true;
     const reply = await request("POST", current.cancel_url, null);
-    window.localStorage.removeItem(storageKey(fileInput.files[0], nameInput.value));
     progress.hidden = true;
     statusLine.textContent = reply.answer.message || "";
     if (reply.answer.errors) {

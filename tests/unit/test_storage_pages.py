@@ -41,6 +41,7 @@ def audit_rows(user: User) -> list[tuple[str, str]]:
 
 
 def test_admins_see_every_pool_with_its_type_state_and_size(storage, admin_user):
+    assert 'href="/hosts/embedded/pools/"' in client_for(admin_user).get("/hosts/embedded/").content.decode()
     page = client_for(admin_user).get("/hosts/embedded/pools/").content.decode()
     assert 'data-pool="default-pool"' in page and 'data-pool="images"' in page
     assert "<td>dir</td><td>active</td>" in page
@@ -217,10 +218,13 @@ def test_an_upload_goes_in_chunks_at_the_offset_it_stands_at(storage, hypervisor
     again = client.post(f"{chunk}?offset=0", b"hello", content_type="application/octet-stream")
     assert again.status_code == 409 and again.json()["received"] == 5
     assert client.get(session["status_url"]).json()["received"] == 5  # what a resuming page asks
+    # A page opened afresh, given the same file and name, goes on with the same upload.
+    resumed = start(client)
+    assert (resumed["id"], resumed["received"]) == (session["id"], 5)
     last = client.post(f"{chunk}?offset=5", b"world", content_type="application/octet-stream")
     assert last.json() | {"finished": True, "received": 10} == last.json()
     assert written == [("default-pool/boot.iso", 0, b"hello"), ("default-pool/boot.iso", 5, b"world")]
-    assert audit_rows(tenant_user) == [("volume.upload", "succeeded"), ("volume.upload-finish", "succeeded")]
+    assert audit_rows(tenant_user) == [("volume.upload", "succeeded")] * 2 + [("volume.upload-finish", "succeeded")]
     too_far = client.post(f"{chunk}?offset=10", b"!", content_type="application/octet-stream")
     assert too_far.status_code == 409
 
