@@ -53,6 +53,8 @@ def test_a_tenant_sees_its_allowance_pool_and_the_shared_images_only(storage, hy
     hypervisor.storagePoolDefineXML("<pool type='dir'><name>secret</name><target><path>/secret</path></target>"
                                     "</pool>", 0).create(0)
     client = client_for(tenant_user)
+    define = client.get("/domains/new/", {"host": "embedded"}).content.decode()
+    assert 'href="/hosts/embedded/pools/">Volumes and install images on embedded</a>' in define
     listing = client.get("/hosts/embedded/pools/").content.decode()
     assert 'data-pool="default-pool"' in listing and 'data-pool="images"' in listing
     assert "secret" not in listing and "Define a directory pool" not in listing
