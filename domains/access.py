@@ -156,6 +156,10 @@ class StorageScope:
                             f"{size_bytes / GIB:.3g} GiB more is too much.")
         return problems
 
+    def may_change(self, volume_key: str) -> bool:
+        """Grow or delete a volume on the storage pages: admins and operators any, a tenant those it created."""
+        return self.unlimited or volume_key in self.owned_volumes
+
     def sees_pool(self, pool: str) -> bool:
         """Storage pages: a tenant sees the pools its allowance creates volumes in and the shared image pools."""
         return self.unlimited or pool in self.new_volume_pools or pool in self.shared_image_pools

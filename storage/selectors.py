@@ -14,7 +14,7 @@ from django.db.models import F
 from django.http import Http404
 
 from domains import virt
-from domains.access import StorageScope, storage_scope
+from domains.access import StorageScope, is_admin, storage_scope
 from domains.errors import error_message
 from domains.models import Host
 from domains.selectors import enabled_hosts
@@ -79,7 +79,7 @@ def pool_list(*, user: User | AnonymousUser, host_name: str) -> PoolListing:
     except virt.VirtError as failure:
         pools, error = (), error_message(user=user, error=failure)
     return PoolListing(host, tuple(pool for pool in pools if scope.sees_pool(pool.name)), error,
-                       may_define=bool(user.is_authenticated and user.is_admin))
+                       may_define=is_admin(user))
 
 
 @dataclass(frozen=True)
@@ -106,13 +106,13 @@ def pool_page(*, user: User, host_name: str, pool: str) -> PoolPage:
         capacity = vstorage.pool_capacity(host.uri, pool)
     except StorageNotFound as error:
         raise Http404("No such pool.") from error
-    volumes = tuple(VolumeRow(volume, scope.unlimited or volume.key in scope.owned_volumes)
+    volumes = tuple(VolumeRow(volume, scope.may_change(volume.key))
                     for volume in vstorage.pool_volumes(host.uri, pool) if scope.may_attach_image(volume.key))
     uploads = tuple(UploadSession.objects.filter(host=host, pool=pool, owner=user)
                     .exclude(received_bytes=F("total_bytes")))
     return PoolPage(host, capacity, volumes, scope, uploads,
                     may_create=capacity.active and (scope.unlimited or pool in scope.new_volume_pools),
-                    may_manage=scope.unlimited, may_download=user.is_admin)
+                    may_manage=scope.unlimited, may_download=is_admin(user))
 
 
 def upload_session_get(*, user: User | AnonymousUser, session_id: int) -> UploadSession:

@@ -82,7 +82,7 @@ def _own_volume(actor: User, host_name: str, pool: str, name: str) -> tuple[Host
     """A volume the actor may change: any for admins and operators, its own for a tenant (a shared image it
     may see, but not change, is a 404 here as well)."""
     host, scope, volume = selectors.storage_volume(actor, host_name, pool, name)
-    if not (scope.unlimited or volume.key in scope.owned_volumes):
+    if not scope.may_change(volume.key):
         raise Http404("No such volume.")
     return host, volume
 

@@ -18,6 +18,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from audit.services import refuse
 from domains import virt
+from domains.access import is_admin
 from domains.errors import error_message
 from domains.views import _on_form, _posted, _run, client_addr
 from domains.virt.storage import PoolAction
@@ -123,7 +124,7 @@ def volume_detail(request: AuthedRequest, host_name: str, pool: str, name: str) 
             return redirect("storage:pool", host_name, pool)
     return render(request, "storage/volume.html", {
         "host_name": host_name, "volume": volume, "form": form,
-        "mine": scope.unlimited or volume.key in scope.owned_volumes, "may_download": request.user.is_admin,
+        "mine": scope.may_change(volume.key), "may_download": is_admin(request.user),
     }, status=400 if form.errors else 200)
 
 
