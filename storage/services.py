@@ -7,7 +7,7 @@ here is, whoever creates it); pools are managed by admins and operators, defined
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from contextlib import nullcontext, suppress
 from typing import TYPE_CHECKING
 
@@ -115,7 +115,7 @@ def volume_delete(*, actor: User, host_name: str, pool: str, name: str, client_a
 
 
 def volume_download(*, actor: User, host_name: str, pool: str, name: str,
-                    client_addr: str | None = None) -> tuple[VolumeInfo, Iterator[bytes]]:
+                    client_addr: str | None = None) -> tuple[VolumeInfo, Generator[bytes]]:
     """Admins: the volume and its bytes, read through libvirt's storage stream as they are sent."""
     with audited(actor=actor, action="volume.download", host=selectors.audit_host(host_name), message=f"{pool}/{name}",
                  client_addr=client_addr):

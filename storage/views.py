@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Generator
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import quote
 
+from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -147,10 +148,21 @@ def volume_download(request: AuthedRequest, host_name: str, pool: str, name: str
     except virt.VirtError as error:
         messages.error(request, error_message(user=request.user, error=error))
         return redirect("storage:volume", host_name, pool, name)
-    response = StreamingHttpResponse(chunks, content_type="application/octet-stream")
+    response = StreamingHttpResponse(_read_in_a_thread(chunks), content_type="application/octet-stream")
     response["Content-Length"] = str(volume.capacity_bytes)
     response["Content-Disposition"] = f"attachment; filename*=UTF-8''{quote(volume.name)}"
     return response
+
+
+async def _read_in_a_thread(chunks: Generator[bytes]) -> AsyncIterator[bytes]:
+    """The chunks, each read in a worker thread: under ASGI Django reads a plain iterator whole into memory
+    before it sends a byte, and a volume may take gigabytes. A client that goes away closes the stream."""
+    read = sync_to_async(lambda: next(chunks, b""), thread_sensitive=False)
+    try:
+        while chunk := await read():
+            yield chunk
+    finally:
+        await sync_to_async(chunks.close, thread_sensitive=False)()
 
 
 # --- Uploads: JSON for upload.js. ---

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import xml.etree.ElementTree as ET  # noqa: S405 - libvirt's own XML, not untrusted input
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass
 from enum import StrEnum
 from xml.sax.saxutils import escape
@@ -287,7 +287,7 @@ def upload_to_volume(uri: str, pool: str, name: str, offset: int, data: bytes) -
             raise
 
 
-def download_volume(uri: str, pool: str, name: str, chunk_bytes: int = 1024 * 1024) -> Iterator[bytes]:
+def download_volume(uri: str, pool: str, name: str, chunk_bytes: int = 1024 * 1024) -> Generator[bytes]:
     """The volume's bytes through libvirt's storage stream (virStorageVolDownload), a chunk at a time.
 
     A generator holding the connection while it is read. Its first item is b"" once libvirt has taken

@@ -1,6 +1,6 @@
 """An ISO uploaded through the dashboard's chunk endpoints into a pool of a remote lab host (over SSH, so
 through libvirt's storage streams), read back the same way, then booted: the guest's agent answers with the
-host name only the ISO's boot menu gives it."""
+host name only the ISO's boot menu gives it. On the way, a volume grows on the host."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from domains import services
 from domains.models import Host
 from lab.iso import ISO_HOSTNAME, ensure_install_iso
 from tests.conftest import client_for
-from tests.integration.helpers import agent, agent_answers, wait_until
+from tests.integration.helpers import agent, agent_answers, virsh, wait_until
 from tests.integration.test_lifecycle_lab import LAB_POOL, define_form, record, remove_leftovers
+from tests.support.streaming import read_all
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +55,14 @@ def test_an_iso_uploaded_in_chunks_boots_a_guest(remote_lab1: tuple[lab.LabHost,
     assert f'data-volume="{ISO_VOLUME}"' in page
     downloaded = client.get(f"{POOL_PAGE}volumes/{ISO_VOLUME}/download/")
     assert downloaded.status_code == 200
-    assert b"".join(downloaded.streaming_content) == iso  # type: ignore[attr-defined]
+    assert read_all(downloaded.streaming_content) == iso  # type: ignore[attr-defined]
+
+    # A volume made on the pool page grows on the host (test:///default cannot resize).
+    assert client.post(POOL_PAGE, {"name": "it-grow.img", "size_gib": "0.01", "format": "raw"}).status_code == 302
+    grown = client.post(f"{POOL_PAGE}volumes/it-grow.img/", {"size_gib": "0.02"}, follow=True).content.decode()
+    assert "it-grow.img now has 0.02 GiB." in grown
+    assert f"{int(0.02 * 1024**3)} bytes" in virsh(lab_host, "vol-info", "--pool", LAB_POOL, "it-grow.img", "--bytes")
+    client.post(f"{POOL_PAGE}volumes/it-grow.img/delete/")
 
     form = define_form("it-iso", boot_kind="iso", volume=f"{LAB_POOL}/{ISO_VOLUME}", kernel="", initrd="",
                        cmdline="")

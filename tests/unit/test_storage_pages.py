@@ -9,6 +9,7 @@ tests/e2e/test_volume_upload.py send real bytes to real hosts.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import timedelta
 
 import libvirt
@@ -22,6 +23,7 @@ from domains.models import Grant, Host, OwnedVolume
 from domains.virt import storage as vstorage
 from storage.models import UploadSession
 from tests.conftest import client_for
+from tests.support.streaming import read_all
 from tests.unit.conftest import GIB, volumes_in
 
 POOL_PAGE = "/hosts/embedded/pools/default-pool/"
@@ -307,10 +309,17 @@ def test_an_admin_downloads_a_volume_streamed_from_libvirt(storage, admin_user, 
     refused = client.get(url, follow=True)  # test:///default has no download
     assert "does not support that action" in refused.content.decode()
 
-    monkeypatch.setattr(vstorage, "download_volume", lambda uri, pool, name: iter([b"", b"QFI\xfb", b"rest"]))
+    closed = []
+
+    def download(uri: str, pool: str, name: str) -> Iterator[bytes]:
+        yield from (b"", b"QFI\xfb", b"rest")
+        closed.append(name)
+
+    monkeypatch.setattr(vstorage, "download_volume", download)
     response = client.get(url)
     assert response.status_code == 200
-    assert response.getvalue() == b"QFI\xfbrest"
+    assert read_all(response.streaming_content) == b"QFI\xfbrest"  # type: ignore[attr-defined]
+    assert closed == ["tina.qcow2"]
     assert response["Content-Disposition"] == "attachment; filename*=UTF-8''tina.qcow2"
     assert client_for(operator_user).get(url).status_code == 404
     assert audit_rows(operator_user) == [("volume.download", "denied")]
