@@ -163,6 +163,7 @@ class StorageScope:
     def sees_pool(self, pool: str) -> bool:
         """Storage pages: a tenant sees the pools its allowance creates volumes in and the shared image pools."""
         return self.unlimited or pool in self.new_volume_pools or pool in self.shared_image_pools
+
     def deletion_problem(self, disk: DiskVolume) -> str | None:
         """Why `disk` of a VM may not be deleted with it, or None. Checked for every user: a volume
         another machine uses, or that is not this machine's own, is never deleted from the VM's page."""

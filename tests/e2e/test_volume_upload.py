@@ -28,6 +28,7 @@ SIZE = 20 * 1024 * 1024  # three chunks of upload.js: 8, 8 and 4 MiB
 def pool_page(live_app: LiveApp, hosts: list[lab.LabHost]) -> Iterator[str]:
     live_app.manage("hosts", "add", HOST, hosts[0].socket_uri)
     yield f"/hosts/{HOST}/pools/{LAB_POOL}/"
+    live_app.manage("hosts", "remove", HOST)  # the session's later tests list the hosts they registered
     if VOLUME in virsh(hosts[0], "vol-list", LAB_POOL):  # the test failed before deleting it
         virsh(hosts[0], "vol-delete", VOLUME, "--pool", LAB_POOL)
 
