@@ -141,7 +141,8 @@ class StorageScope:
     def usable_pools(self, pools: Iterable[str]) -> tuple[str, ...]:
         return tuple(pool for pool in pools if self.unlimited or pool in self.new_volume_pools)
 
-    def new_volume_problems(self, pool: str, size_gib: int) -> list[str]:
+    def new_volume_problems(self, pool: str, size_bytes: int) -> list[str]:
+        """Why the user may not create (or grow a volume by) `size_bytes` in `pool`; empty when it may."""
         if self.unlimited:
             return []
         if not self.new_volume_pools:
@@ -149,11 +150,19 @@ class StorageScope:
         problems = []
         if pool not in self.new_volume_pools:
             problems.append(f"New volumes go to {', '.join(sorted(self.new_volume_pools))}.")
-        if self.max_storage_gib is not None and self.used_storage_bytes + size_gib * GIB > self.max_storage_gib * GIB:
+        if self.max_storage_gib is not None and self.used_storage_bytes + size_bytes > self.max_storage_gib * GIB:
             used = self.used_storage_bytes / GIB
             problems.append(f"Your volumes take {used:.0f} of your {self.max_storage_gib} GiB; "
-                            f"{size_gib} GiB more is too much.")
+                            f"{size_bytes / GIB:.3g} GiB more is too much.")
         return problems
+
+    def may_change(self, volume_key: str) -> bool:
+        """Grow or delete a volume on the storage pages: admins and operators any, a tenant those it created."""
+        return self.unlimited or volume_key in self.owned_volumes
+
+    def sees_pool(self, pool: str) -> bool:
+        """Storage pages: a tenant sees the pools its allowance creates volumes in and the shared image pools."""
+        return self.unlimited or pool in self.new_volume_pools or pool in self.shared_image_pools
 
     def deletion_problem(self, disk: DiskVolume) -> str | None:
         """Why `disk` of a VM may not be deleted with it, or None. Checked for every user: a volume
@@ -201,7 +210,7 @@ class DefineLimits:
         if boot.kind is BootKind.ISO and not self.storage.may_attach_image(boot.volume):
             problems.append("Install images come from the shared image pools or your own volumes.")
         if boot.creates_volume:
-            problems += self.storage.new_volume_problems(boot.pool, boot.size_gib)
+            problems += self.storage.new_volume_problems(boot.pool, boot.size_gib * GIB)
         if spec.graphics is not None and spec.graphics.listen not in PRIVATE_LISTENS:
             problems.append(PRIVATE_LISTENS_ONLY)
         if self.max_vms is not None and self.owned_vms >= self.max_vms:

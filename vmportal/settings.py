@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "domains",
     "consoles",
     "networks",
+    "storage",
 ]
 
 MIDDLEWARE = [

@@ -11,6 +11,7 @@ urlpatterns = [
     path("", include("audit.urls")),
     path("", include("consoles.urls")),
     path("", include("networks.urls")),
+    path("", include("storage.urls")),
     path("admin/", admin.site.urls),
     # For Prometheus: a bearer token, no session (domains/metrics.py).
     path("metrics", metrics.scrape, name="metrics"),

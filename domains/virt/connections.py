@@ -24,6 +24,7 @@ from .errors import (
     OperationInvalid,
     OperationUnsupported,
     SnapshotNotFound,
+    StorageNotFound,
     VirtError,
     redact,
 )
@@ -57,6 +58,8 @@ def translate(error: libvirt.libvirtError) -> VirtError:
         return DomainNotFound(detail=detail)
     if code == libvirt.VIR_ERR_NO_DOMAIN_SNAPSHOT:
         return SnapshotNotFound(detail=detail)
+    if code in (libvirt.VIR_ERR_NO_STORAGE_POOL, libvirt.VIR_ERR_NO_STORAGE_VOL):
+        return StorageNotFound(detail=detail)
     if code == libvirt.VIR_ERR_OPERATION_INVALID:
         # libvirt words these for people ("domain is already running"); redacted all the same.
         message = (error.get_str2() or "").strip() or None
@@ -317,7 +320,12 @@ def connection(uri: str) -> Iterator[libvirt.virConnect]:
                 else:
                     pool.discard(uri)
             logger.info("libvirt error on %s: %s", uri, translated.detail)
-            raise translated from error
+            try:
+                raise translated from error
+            finally:
+                # Its traceback holds this frame: without this, a cycle keeps the libvirt objects of the failed
+                # call (and so test:///default's state) alive until the garbage collector runs.
+                del translated
 
 
 def is_alive(conn: libvirt.virConnect) -> bool:

@@ -58,6 +58,10 @@ class SnapshotNotFound(VirtError):
 
 class NetworkNotFound(VirtError):
     default_message = "That network no longer exists on this host."
+
+
+class StorageNotFound(VirtError):
+    default_message = "That storage pool or volume no longer exists on this host."
     reason_for_everyone = False
 
 

@@ -21,6 +21,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from accounts.models import User
 from audit.models import AuditEntry
 from domains.models import Grant, Host, MigrationJob
+from storage.models import UploadSession
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 
 ADMIN, OPERATOR, TENANT, OTHER, ANON = "admin", "operator", "tenant", "other tenant", "anonymous"
@@ -71,6 +72,11 @@ def admin_only(expected: Expected) -> dict[str, Expected]:
     return roles(admin=expected, operator=404, tenant=404, other=404)
 
 
+def host_staff(allowed: Expected) -> dict[str, Expected]:
+    """Admins and operators (access.sees_hosts); tenants are told nothing exists."""
+    return roles(admin=allowed, operator=allowed, tenant=404, other=404)
+
+
 def vm_actor(allowed: Expected) -> dict[str, Expected]:
     """Admins, operators and the owning tenant (view, operate, console) may; the other tenant gets 404."""
     return roles(admin=allowed, operator=allowed, tenant=allowed, other=404)
@@ -83,6 +89,11 @@ NETWORK = {"host_name": "embedded", "name": "default"}  # test:///default's NAT 
 NETWORK_PAGE = "/hosts/embedded/networks/default/"
 NEW_HOST = {"name": "lab2", "uri": "test:///default", "enabled": "on"}
 EDITED_HOST = {"uri": "test:///default"}  # unticks "enabled"; the name field is read-only
+POOL = {"host_name": "embedded", "pool": "default-pool"}
+POOL_PAGE = "/hosts/embedded/pools/default-pool/"
+VOLUME = {**POOL, "name": "admins.qcow2"}  # made by the hypervisor fixture (tests/unit/conftest.py)
+VOLUME_PAGE = POOL_PAGE + "volumes/admins.qcow2/"
+UPLOAD = {"session_id": "4343"}  # the admin's, half done (see the upload_session fixture)
 
 MATRIX: tuple[Row, ...] = (
     Row("", "GET", everyone(Redirect("/domains/"), anonymous=Redirect("/domains/"))),
@@ -169,6 +180,34 @@ MATRIX: tuple[Row, ...] = (
     Row("networks:action", "GET", everyone(405), kwargs=NETWORK),
     # Prometheus' bearer token, not a session: every role without it is refused alike (test_metrics.py).
     Row("metrics", "GET", everyone(401, anonymous=401)),
+    # Storage: admins and operators run every pool; these tenants have no pool (tests/unit/test_storage_pages.py
+    # has tenants with an allowance and shared images). Defining a pool and downloading a volume: admins only.
+    Row("storage:pools", "GET", host_staff(200), kwargs=HOST, shows="Storage pools <small>on embedded"),
+    Row("storage:pools", "POST", admin_only(Redirect("/hosts/embedded/pools/matrix-pool/")), kwargs=HOST,
+        data={"name": "matrix-pool", "path": "/matrix-pool"}, audit="pool.define"),
+    Row("storage:pool", "GET", host_staff(200), kwargs=POOL, shows="Pool default-pool"),
+    Row("storage:pool", "POST", host_staff(Redirect(POOL_PAGE)), kwargs=POOL,
+        data={"name": "matrix.qcow2", "size_gib": "1", "format": "qcow2"}, audit="volume.create"),
+    Row("storage:pool-action", "POST", host_staff(Redirect(POOL_PAGE)), kwargs=POOL, data={"action": "refresh"},
+        audit="pool.refresh"),
+    Row("storage:pool-action", "GET", everyone(405), kwargs=POOL),
+    Row("storage:uploads", "POST", host_staff(201), kwargs=POOL, data={"name": "matrix.iso", "size_bytes": "1024"},
+        audit="volume.upload"),
+    Row("storage:uploads", "GET", everyone(405), kwargs=POOL),
+    Row("storage:volume", "GET", host_staff(200), kwargs=VOLUME, shows="Volume admins.qcow2"),
+    # test:///default cannot resize: libvirt's refusal on the form (400).
+    Row("storage:volume", "POST", host_staff(400), kwargs=VOLUME, data={"size_gib": "8"}, audit="volume.resize"),
+    Row("storage:volume-delete", "POST", host_staff(Redirect(POOL_PAGE)), kwargs=VOLUME, audit="volume.delete"),
+    Row("storage:volume-delete", "GET", everyone(405), kwargs=VOLUME),
+    # Nor download: back to the volume's page with libvirt's reason.
+    Row("storage:volume-download", "GET", admin_only(Redirect(VOLUME_PAGE)), kwargs=VOLUME,
+        audit="volume.download"),
+    # An upload is its starter's alone (the admin's, in the upload_session fixture).
+    Row("storage:upload", "GET", admin_only(200), kwargs=UPLOAD, shows='"received": 0'),
+    Row("storage:upload-chunk", "POST", admin_only(409), kwargs=UPLOAD),  # without its offset
+    Row("storage:upload-chunk", "GET", everyone(405), kwargs=UPLOAD),
+    Row("storage:upload-cancel", "POST", admin_only(200), kwargs=UPLOAD, audit="volume.upload-cancel"),
+    Row("storage:upload-cancel", "GET", everyone(405), kwargs=UPLOAD),
 )
 
 
@@ -190,6 +229,12 @@ def migration_job(embedded_host: Host, admin_user: User) -> MigrationJob:
         state=MigrationJob.State.SUCCEEDED)
 
 
+@pytest.fixture
+def upload_session(hypervisor: libvirt.virConnect, embedded_host: Host, admin_user: User) -> UploadSession:
+    return UploadSession.objects.create(pk=4343, host=embedded_host, pool="default-pool", volume="admins.qcow2",
+                                        total_bytes=4096, owner=admin_user)
+
+
 @pytest.fixture(autouse=True)
 def empty_cache() -> None:
     cache.clear()  # per-VM action locks and login counters live there
@@ -207,7 +252,7 @@ def _hosts() -> list[tuple[str, str, bool]]:
 
 @pytest.mark.parametrize(("row", "role"), list(_cases()))
 def test_matrix(row: Row, role: str, request: pytest.FixtureRequest, tenant_grant: Grant,
-                migration_job: MigrationJob):
+                migration_job: MigrationJob, upload_session: UploadSession):
     user = request.getfixturevalue(USER_FIXTURES[role]) if role in USER_FIXTURES else None
     hosts_before = _hosts()
     path = row.path()
