@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -385,7 +384,7 @@ def domain_attach_disk(*, actor: User, host_name: str, uuid: str, bus: str, volu
                 raise ValidationError({"volume": "You may attach only volumes you created here."})
             target, applied = virt.hardware.attach_volume(row.host.uri, row.uuid, volume_key=volume, bus=bus)
             return f"{volume} attached to {row.record.name} as {target} {applied.when()}."
-        if problems := scope.new_volume_problems(pool, size_gib):
+        if problems := scope.new_volume_problems(pool, size_gib * GIB):
             raise ValidationError({"size_gib": problems})
         target, created, applied = _on_host(lambda: virt.hardware.attach_new_volume(
             row.host.uri, row.uuid, pool=pool, size_gib=size_gib, bus=bus))
@@ -424,7 +423,7 @@ def domain_grow_disk(*, actor: User, host_name: str, uuid: str, target: str, siz
         scope = storage_scope(actor, row.host)
         if not scope.may_boot(disk.volume.key):
             raise ValidationError({"target": f"{target} is not a volume you created here."})
-        if problems := scope.new_volume_problems(disk.volume.pool, math.ceil(size_gib - current_gib)):
+        if problems := scope.new_volume_problems(disk.volume.pool, size_gib * GIB - disk.volume.capacity_bytes):
             raise ValidationError({"size_gib": problems})
         applied = virt.hardware.grow_disk(row.host.uri, row.uuid, target=target, size_gib=size_gib)
         OwnedVolume.objects.filter(host=row.host, pool=disk.volume.pool, name=disk.volume.name).update(
@@ -515,7 +514,7 @@ def _clone_problems(limits: DefineLimits, row: DomainRow) -> None:
                 if not limits.storage.may_boot(volume.key)]
     for pool in {volume.pool for volume in volumes}:
         size = sum(volume.capacity_bytes for volume in volumes if volume.pool == pool)
-        problems += limits.storage.new_volume_problems(pool, math.ceil(size / GIB))
+        problems += limits.storage.new_volume_problems(pool, size)
     if limits.max_vms is not None and limits.owned_vms >= limits.max_vms:
         problems.append(f"You already have {limits.owned_vms} of your {limits.max_vms} machines.")
     if limits.max_vcpus is not None and hardware.max_vcpus > limits.max_vcpus:
