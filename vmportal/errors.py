@@ -34,6 +34,16 @@ _KINDS: tuple[tuple[type[virt.VirtError], int, str], ...] = (
 )
 
 
+def _status_and_title(error: virt.VirtError) -> tuple[int, str]:
+    return next(((status, title) for kind, status, title in _KINDS if isinstance(error, kind)),
+                (502, "The hypervisor could not do that"))
+
+
+def virt_error_status(error: virt.VirtError) -> int:
+    """The HTTP status a hypervisor failure is answered with, on a page or by the API."""
+    return _status_and_title(error)[0]
+
+
 class VirtErrorMiddleware:
     """Turns a VirtError escaping any view into a page that says why (the reader's message) with a way back."""
 
@@ -47,8 +57,7 @@ class VirtErrorMiddleware:
         if not isinstance(exception, virt.VirtError):
             return None
         logger.warning("%s %s: %s", request.method, request.path, exception.full_message)
-        status, title = next(((status, title) for kind, status, title in _KINDS if isinstance(exception, kind)),
-                             (502, "The hypervisor could not do that"))
+        status, title = _status_and_title(exception)
         message = error_message(user=request.user, error=exception)
         host_name = request.resolver_match.kwargs.get("host_name") if request.resolver_match else None
         if host_name:

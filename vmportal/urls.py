@@ -11,6 +11,7 @@ urlpatterns = [
     path("", include("audit.urls")),
     path("", include("consoles.urls")),
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
     # For Prometheus: a bearer token, no session (domains/metrics.py).
     path("metrics", metrics.scrape, name="metrics"),
 ]
