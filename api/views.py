@@ -45,6 +45,7 @@ from vmportal.origins import request_origin
 
 from . import serializers as docs
 from .models import ApiToken
+from .problems import CONTENT_TYPE as PROBLEM_TYPE
 from .problems import problem, validation_problem
 
 if TYPE_CHECKING:
@@ -57,12 +58,14 @@ PROBLEMS = {code: OpenApiResponse(docs.ProblemSerializer, description=text) for 
     (429, "Too many requests for this token."))}
 
 
-def _answers(body: Any, *codes: int, success: int = 200) -> dict[int, Any]:
-    return {success: body, **{code: PROBLEMS[code] for code in (401, 404, 429, *codes)}}
+def _answers(body: Any, *codes: int, success: int = 200) -> dict[Any, Any]:
+    """The success's document, and the problems (RFC 9457) this route may answer besides those any route may."""
+    return {success: body, **{(code, PROBLEM_TYPE): PROBLEMS[code] for code in (401, 404, 429, *codes)}}
 
 
+# Every resource's base: the audit writer names the request's token (audit.services.API_TOKEN_NAME). A comment,
+# not a docstring: drf-spectacular would print a docstring as the description of every route.
 class ApiView(APIView):
-    """Every resource's base: the audit writer names the request's token (audit.services.API_TOKEN_NAME)."""
 
     def dispatch(self, request: Any, *args: Any, **kwargs: Any) -> Any:
         before = API_TOKEN_NAME.set("")
@@ -134,7 +137,8 @@ def _message(text: str, code: int = 200) -> Response:
 
 
 class HostList(ApiView):
-    @extend_schema(responses=_answers(docs.HostSerializer(many=True)), summary="Enabled hosts")
+    @extend_schema(operation_id="hosts_list", responses=_answers(docs.HostSerializer(many=True)),
+                   summary="Enabled hosts")
     def get(self, request: Request) -> Response:
         if not sees_hosts(self.actor):
             raise Http404("No such host.")
