@@ -19,10 +19,10 @@ from django.test import Client
 from django.urls import get_resolver, reverse
 
 from accounts.models import User
-from api import services as tokens
 from audit.models import AuditEntry
-from domains.models import DefineAllowance, Grant, Host, MigrationJob
+from domains.models import DefineAllowance, Grant, Host
 from tests.conftest import TEST_DOMAIN_UUID
+from tests.support.api import FINISHED_JOB_ID, bearer, finished_migration
 from tests.unit.test_permissions_matrix import _route_names
 
 ADMIN, OPERATOR, TENANT, OTHER, ANON, READ_ONLY = (
@@ -34,7 +34,7 @@ SAFE = ("GET", "HEAD", "OPTIONS")
 
 HOST = {"host_name": "embedded"}
 VM = {"host_name": "embedded", "uuid": TEST_DOMAIN_UUID}
-JOB = {"job_id": "4242"}  # a finished migration of the "test" VM
+JOB = {"job_id": str(FINISHED_JOB_ID)}
 GRANT = {"grant_id": "4343"}  # the group grant of the `group_grant` fixture
 
 
@@ -144,19 +144,16 @@ def empty_cache() -> None:
 
 @pytest.fixture
 def fixtures(embedded_host: Host, admin_user: User, other_tenant_user: User, tenant_grant: Grant) -> None:
-    MigrationJob.objects.create(
-        pk=4242, actor=admin_user, actor_name=admin_user.username, domain_uuid=TEST_DOMAIN_UUID, domain_name="test",
-        source=embedded_host, source_name="embedded", destination=None, destination_name="gone", live=True,
-        state=MigrationJob.State.SUCCEEDED)
+    finished_migration(actor=admin_user, source=embedded_host)
     team = Group.objects.create(name="team-blue")  # nobody in it: it changes no role's rights
     Grant.objects.create(pk=4343, host=embedded_host, domain_uuid=TEST_DOMAIN_UUID, domain_name="test", group=team)
     DefineAllowance.objects.create(group=team, max_vms=3)
 
 
-def bearer(user: User, *, read_only: bool = False) -> Client:
-    _token, text = tokens.token_create(actor=user, name="matrix" + ("-ro" if read_only else ""), read_only=read_only)
+def matrix_client(user: User, *, read_only: bool = False) -> Client:
+    client = bearer(user, name="matrix" + ("-ro" if read_only else ""), read_only=read_only)
     AuditEntry.objects.filter(action="token.create").delete()  # the matrix counts the rows of the call itself
-    return Client(headers={"Authorization": f"Bearer {text}"})
+    return client
 
 
 def call(client: Client, method: str, path: str, data: dict[str, object] | None = None):
@@ -174,7 +171,7 @@ def _cases() -> Iterator[object]:
 @pytest.mark.parametrize(("row", "role"), list(_cases()))
 def test_api_matrix(row: Row, role: str, request: pytest.FixtureRequest, fixtures: None):
     user = request.getfixturevalue(USER_FIXTURES[role]) if role in USER_FIXTURES else None
-    client = bearer(user, read_only=role == READ_ONLY) if user is not None else Client()
+    client = matrix_client(user, read_only=role == READ_ONLY) if user is not None else Client()
     path = row.path() + (f"?{row.query}" if row.query else "")
     response = call(client, row.method, path, row.data)
     expected = row.expected[role]

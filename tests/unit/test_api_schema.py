@@ -15,12 +15,12 @@ from django.core.management import call_command
 from django.test import Client
 
 from accounts.models import User
-from api import services as tokens
-from domains.models import DefineAllowance, Grant, Host, MigrationJob, StoragePool
+from domains.models import DefineAllowance, Grant, Host, StoragePool
 from tests.conftest import TEST_DOMAIN_UUID, client_for
+from tests.support.api import FINISHED_JOB_ID, bearer, finished_migration
 
 # A value for each path parameter a documented GET takes: objects the fixtures below make.
-PATH_VALUES = {"host_name": "embedded", "uuid": TEST_DOMAIN_UUID, "job_id": "4242"}
+PATH_VALUES = {"host_name": "embedded", "uuid": TEST_DOMAIN_UUID, "job_id": str(FINISHED_JOB_ID)}
 
 
 @pytest.fixture(autouse=True)
@@ -60,14 +60,10 @@ def schema() -> dict[str, Any]:
 
 @pytest.fixture
 def admin_api(admin_user: User, embedded_host: Host, tenant_user: User, tenant_grant: Grant) -> Client:
-    MigrationJob.objects.create(
-        pk=4242, actor=admin_user, actor_name=admin_user.username, domain_uuid=TEST_DOMAIN_UUID, domain_name="test",
-        source=embedded_host, source_name="embedded", destination=None, destination_name="gone", live=True,
-        state=MigrationJob.State.SUCCEEDED)
+    finished_migration(actor=admin_user, source=embedded_host)
     allowance = DefineAllowance.objects.create(user=tenant_user)
     allowance.pools.add(StoragePool.objects.create(host=embedded_host, name="default-pool"))
-    _token, text = tokens.token_create(actor=admin_user, name="walker")
-    return Client(headers={"Authorization": f"Bearer {text}"})
+    return bearer(admin_user, name="walker")
 
 
 def test_every_documented_get_answers_as_its_schema_says(schema: dict[str, Any], admin_api: Client):
@@ -98,8 +94,7 @@ VM = f"/api/v1/domains/embedded/{TEST_DOMAIN_UUID}"
 def test_problems_use_the_pages_words(tenant_user: User, other_tenant_user: User, tenant_grant: Grant):
     """The same refusals as the pages, as problem documents: a field's error under its name."""
     page = client_for(tenant_user)
-    _token, text = tokens.token_create(actor=tenant_user, name="words")
-    api = Client(headers={"Authorization": f"Bearer {text}"})
+    api = bearer(tenant_user, name="words")
 
     bad_name = api.post(f"{VM}/snapshots/", {"name": "not a slug!"}, content_type="application/json")
     assert bad_name.status_code == 400
@@ -118,8 +113,7 @@ def test_problems_use_the_pages_words(tenant_user: User, other_tenant_user: User
     assert (not_owner.status_code, not_owner.json()["detail"]) == (
         403, "Only its owner, an operator or an admin may delete this machine.")
 
-    _other, other_text = tokens.token_create(actor=other_tenant_user, name="other")
-    hidden = Client(headers={"Authorization": f"Bearer {other_text}"}).get(f"{VM}/")
+    hidden = bearer(other_tenant_user).get(f"{VM}/")
     missing = api.get("/api/v1/domains/embedded/00000000-0000-0000-0000-000000000001/")
     assert hidden.status_code == missing.status_code == 404
     assert hidden.content == missing.content

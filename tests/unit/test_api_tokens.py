@@ -35,7 +35,7 @@ def empty_cache() -> None:
     cache.clear()  # throttle counters and per-VM action locks
 
 
-def bearer(text: str) -> Client:
+def with_token(text: str) -> Client:
     return Client(headers={"Authorization": f"Bearer {text}"})
 
 
@@ -51,7 +51,7 @@ def test_a_token_made_on_the_page_is_shown_once_and_kept_only_as_a_hash(tenant_u
 
     again = page.get("/accounts/tokens/").content.decode()
     assert "backup script" in again and text not in again
-    listed = bearer(text).get(DOMAINS)
+    listed = with_token(text).get(DOMAINS)
     assert listed.status_code == 200
     assert [row["name"] for row in listed.json()["domains"]] == ["test"]
     assert ApiToken.objects.get(pk=token.pk).last_used_at is not None
@@ -68,10 +68,10 @@ def test_the_same_name_twice_is_refused_in_words(tenant_user: User):
 
 def test_a_revoked_token_is_refused(tenant_user: User, tenant_grant: Grant):
     token, text = services.token_create(actor=tenant_user, name="ci")
-    assert bearer(text).get(DOMAINS).status_code == 200
+    assert with_token(text).get(DOMAINS).status_code == 200
     revoked = client_for(tenant_user).post(f"/accounts/tokens/{token.pk}/revoke/")
     assert revoked.status_code == 302
-    refused = bearer(text).get(DOMAINS)
+    refused = with_token(text).get(DOMAINS)
     assert refused.status_code == 401
     assert refused["Content-Type"] == "application/problem+json"
     assert refused.json()["detail"] == "This token is unknown, revoked or expired."
@@ -87,21 +87,21 @@ def test_another_users_token_cannot_be_revoked(tenant_user: User, other_tenant_u
 def test_an_expired_token_and_a_made_up_one_are_refused(tenant_user: User, tenant_grant: Grant):
     token, text = services.token_create(actor=tenant_user, name="ci", expires_days=1)
     ApiToken.objects.filter(pk=token.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    assert bearer(text).get(DOMAINS).status_code == 401
+    assert with_token(text).get(DOMAINS).status_code == 401
     forged = text[:-4] + ("AAAA" if not text.endswith("AAAA") else "BBBB")  # the right prefix, a wrong secret
-    assert bearer(forged).get(DOMAINS).status_code == 401
-    assert bearer("not-a-token").get(DOMAINS).status_code == 401
+    assert with_token(forged).get(DOMAINS).status_code == 401
+    assert with_token("not-a-token").get(DOMAINS).status_code == 401
 
 
 def test_a_deactivated_users_token_is_refused(tenant_user: User, tenant_grant: Grant):
     _token, text = services.token_create(actor=tenant_user, name="ci")
     User.objects.filter(pk=tenant_user.pk).update(is_active=False)
-    assert bearer(text).get(DOMAINS).status_code == 401
+    assert with_token(text).get(DOMAINS).status_code == 401
 
 
 def test_a_read_only_token_reads_and_is_refused_every_write(admin_user: User, embedded_host: Host):
     _token, text = services.token_create(actor=admin_user, name="monitoring", read_only=True)
-    client = bearer(text)
+    client = with_token(text)
     assert client.get(DOMAINS).status_code == 200
     refused = client.post(PAUSE)
     assert refused.status_code == 403
@@ -114,14 +114,14 @@ def test_a_read_only_token_reads_and_is_refused_every_write(admin_user: User, em
 
 def test_the_audit_log_names_the_token_an_action_came_through(tenant_user: User, tenant_grant: Grant):
     _token, text = services.token_create(actor=tenant_user, name="nightly")
-    paused = bearer(text).post(PAUSE)
+    paused = with_token(text).post(PAUSE)
     assert paused.status_code == 200
     assert paused.json() == {"detail": "test paused."}
     entry = AuditEntry.objects.get(action="domain.pause")
     assert (entry.actor_name, entry.token_name, entry.result) == ("tina-tenant", "nightly", "succeeded")
     page = client_for(tenant_user).get("/audit/").content.decode()
     assert "(token nightly)" in page
-    listed = bearer(text).get("/api/v1/audit/").json()["entries"]
+    listed = with_token(text).get("/api/v1/audit/").json()["entries"]
     assert [(e["action"], e["token"]) for e in listed if e["action"] == "domain.pause"] == [("domain.pause", "nightly")]
 
 
@@ -129,13 +129,13 @@ def test_the_rate_limit_is_per_token_and_answers_429(tenant_user: User, tenant_g
     settings.API_RATE = "3/minute"
     _one, first = services.token_create(actor=tenant_user, name="one")
     _two, second = services.token_create(actor=tenant_user, name="two")
-    assert [bearer(first).get(DOMAINS).status_code for _ in range(3)] == [200, 200, 200]
-    limited = bearer(first).get(DOMAINS)
+    assert [with_token(first).get(DOMAINS).status_code for _ in range(3)] == [200, 200, 200]
+    limited = with_token(first).get(DOMAINS)
     assert limited.status_code == 429
     assert limited["Content-Type"] == "application/problem+json"
     assert int(limited["Retry-After"]) > 0
     assert "throttled" in limited.json()["detail"]
-    assert bearer(second).get(DOMAINS).status_code == 200
+    assert with_token(second).get(DOMAINS).status_code == 200
 
 
 def test_manage_py_apitoken_create_prints_the_token_once(tenant_user: User, tenant_grant: Grant):
@@ -146,5 +146,5 @@ def test_manage_py_apitoken_create_prints_the_token_once(tenant_user: User, tena
     token = ApiToken.objects.get(user=tenant_user)
     assert (token.name, token.read_only) == ("deploy", True)
     assert token.expires_at is not None and token.expires_at < timezone.now() + timedelta(days=8)
-    assert bearer(text).get(DOMAINS).status_code == 200
-    assert bearer(text).post(PAUSE).status_code == 403
+    assert with_token(text).get(DOMAINS).status_code == 200
+    assert with_token(text).post(PAUSE).status_code == 403
