@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from rest_framework.request import Request
 
 CONTENT_TYPE = "application/problem+json"
+# Where the API's status differs from a page's error page (vmportal.errors): what the VM lacks for this (no
+# agent, no display) is its state, as the console page's 409 says; a definition libvirt refuses is the input's
+# fault, as the forms show it.
+_STATUSES: tuple[tuple[type[virt.VirtError], int], ...] = (
+    (virt.AgentUnavailable, 409), (virt.ConsoleUnavailable, 409), (virt.InvalidDefinition, 400))
 NOT_FOUND = "There is nothing here, or nothing you may see."  # the pages' words (vmportal.errors.page_not_found)
 
 
@@ -56,8 +61,7 @@ def handle(error: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(error, ValidationError):
         return validation_problem(error)
     if isinstance(error, virt.VirtError):
-        # What the VM lacks for this (no agent, no display) is its state, as the console page's 409 says.
-        code = 409 if isinstance(error, virt.AgentUnavailable | virt.ConsoleUnavailable) else virt_error_status(error)
+        code = next((code for kind, code in _STATUSES if isinstance(error, kind)), virt_error_status(error))
         return problem(code, error_message(user=request.user, error=error))
     response = exception_handler(error, context)
     if response is None or not isinstance(error, exceptions.APIException):
