@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from django.conf import settings
 from rest_framework import authentication, exceptions, permissions, throttling
 
+from vmportal.clients import request_client_address
+
 from . import services
 from .models import ApiToken
 
@@ -61,8 +63,8 @@ class TokenRateThrottle(throttling.SimpleRateThrottle):
             ident = f"token-{request.auth.pk}"
         elif request.user and request.user.is_authenticated:
             ident = f"user-{request.user.pk}"
-        else:
-            ident = f"address-{self.get_ident(request)}"
+        else:  # the address as the audit log reads it: X-Forwarded-For only from a trusted proxy
+            ident = f"address-{request_client_address(request._request)}"
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
     def allow_request(self, request: Request, view: Any) -> bool:
