@@ -18,7 +18,7 @@ from rest_framework.views import exception_handler
 
 from domains import virt
 from domains.errors import error_message
-from vmportal.errors import virt_error_status
+from vmportal.errors import NOT_FOUND, virt_error_status
 
 if TYPE_CHECKING:
     from rest_framework.request import Request
@@ -29,7 +29,6 @@ CONTENT_TYPE = "application/problem+json"
 # fault, as the forms show it.
 _STATUSES: tuple[tuple[type[virt.VirtError], int], ...] = (
     (virt.AgentUnavailable, 409), (virt.ConsoleUnavailable, 409), (virt.InvalidDefinition, 400))
-NOT_FOUND = "There is nothing here, or nothing you may see."  # the pages' words (vmportal.errors.page_not_found)
 
 
 def problem(status: int, detail: str, *, errors: dict[str, list[str]] | None = None,

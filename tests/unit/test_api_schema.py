@@ -118,5 +118,9 @@ def test_problems_use_the_pages_words(tenant_user: User, other_tenant_user: User
     assert hidden.status_code == missing.status_code == 404
     assert hidden.content == missing.content
 
+    nowhere = api.get("/api/v1/nowhere/")
+    assert (nowhere.status_code, nowhere["Content-Type"]) == (404, "application/problem+json")
+    assert nowhere.json() == missing.json()
+
     unknown = api.get("/api/v1/domains/", {"frobnicate": ""})
     assert (unknown.status_code, unknown.json()["detail"]) == (400, "Unknown option: frobnicate.")
