@@ -68,6 +68,9 @@ class DomainSerializer(serializers.Serializer):
     memory_kib = serializers.IntegerField()
     title = serializers.CharField(allow_blank=True)
     addresses = serializers.ListField(child=serializers.CharField())
+    cpu_percent = serializers.FloatField(allow_null=True, required=False,
+                                         help_text="Of its vCPUs, by the latest usage sample (the list only).")
+    memory_used_kib = serializers.FloatField(allow_null=True, required=False)
     url = serializers.CharField()
 
 
