@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+from django.core.cache import cache
 from django.test import Client
 
 from accounts.models import User
@@ -10,6 +12,14 @@ from domains.models import Host, MigrationJob
 from tests.conftest import TEST_DOMAIN_UUID
 
 FINISHED_JOB_ID = 4242
+
+
+@pytest.fixture(autouse=True)
+def api_test_defaults(settings) -> None:
+    """Imported by each API test module: a cheap password hasher (users are made per test) and an empty cache
+    (throttle counters, per-VM action locks)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    cache.clear()
 
 
 def bearer(user: User, *, name: str = "tests", read_only: bool = False) -> Client:

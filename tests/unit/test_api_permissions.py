@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import pytest
 from django.contrib.auth.models import Group
-from django.core.cache import cache
 from django.test import Client
 from django.urls import get_resolver, reverse
 
@@ -22,7 +21,12 @@ from accounts.models import User
 from audit.models import AuditEntry
 from domains.models import DefineAllowance, Grant, Host
 from tests.conftest import TEST_DOMAIN_UUID
-from tests.support.api import FINISHED_JOB_ID, bearer, finished_migration
+from tests.support.api import (
+    FINISHED_JOB_ID,
+    api_test_defaults,  # noqa: F401 - a fixture
+    bearer,
+    finished_migration,
+)
 from tests.unit.test_permissions_matrix import _route_names
 
 ADMIN, OPERATOR, TENANT, OTHER, ANON, READ_ONLY = (
@@ -130,16 +134,6 @@ MATRIX: tuple[Row, ...] = (
     Row("schema", "GET", everyone(200, anonymous=200), shows="openapi"),
     Row("docs", "GET", everyone(200, anonymous=200), shows="swagger-ui"),
 )
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> None:
-    cache.clear()  # per-VM action locks and throttle counters live there
 
 
 @pytest.fixture

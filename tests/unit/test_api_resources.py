@@ -4,7 +4,6 @@ from XML), delete, display, console tickets and migration jobs (202 with the job
 from __future__ import annotations
 
 import pytest
-from django.core.cache import cache
 
 from accounts.models import User
 from audit.models import AuditEntry
@@ -13,22 +12,15 @@ from domains import migration_jobs
 from domains.models import Grant, Host, MigrationJob
 from domains.virt import migration as vmig
 from tests.conftest import TEST_DOMAIN_UUID
-from tests.support.api import bearer
+from tests.support.api import (
+    api_test_defaults,  # noqa: F401 - a fixture
+    bearer,
+)
 from tests.unit.test_console_tickets import VNC_UUID, console_host, tenant  # noqa: F401 - fixtures
 from tests.unit.test_define import FORM, domain_xml
 
 VM = f"/api/v1/domains/embedded/{TEST_DOMAIN_UUID}"
 JSON_FORM = {**{key: value for key, value in FORM.items() if key != "guest_agent"}, "guest_agent": True}
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> None:
-    cache.clear()
 
 
 def test_define_from_the_forms_fields_answers_201_with_the_vms_url(admin_user: User, embedded_host: Host):

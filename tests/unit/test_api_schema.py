@@ -10,27 +10,21 @@ from typing import Any
 
 import jsonschema
 import pytest
-from django.core.cache import cache
 from django.core.management import call_command
 from django.test import Client
 
 from accounts.models import User
 from domains.models import DefineAllowance, Grant, Host, StoragePool
 from tests.conftest import TEST_DOMAIN_UUID, client_for
-from tests.support.api import FINISHED_JOB_ID, bearer, finished_migration
+from tests.support.api import (
+    FINISHED_JOB_ID,
+    api_test_defaults,  # noqa: F401 - a fixture
+    bearer,
+    finished_migration,
+)
 
 # A value for each path parameter a documented GET takes: objects the fixtures below make.
 PATH_VALUES = {"host_name": "embedded", "uuid": TEST_DOMAIN_UUID, "job_id": str(FINISHED_JOB_ID)}
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> None:
-    cache.clear()
 
 
 def test_the_schema_validates_without_warnings(tmp_path):

@@ -8,8 +8,6 @@ import io
 import re
 from datetime import timedelta
 
-import pytest
-from django.core.cache import cache
 from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
@@ -20,19 +18,10 @@ from api.models import ApiToken
 from audit.models import AuditEntry
 from domains.models import Grant, Host
 from tests.conftest import TEST_DOMAIN_UUID, client_for
+from tests.support.api import api_test_defaults  # noqa: F401 - a fixture
 
 DOMAINS = "/api/v1/domains/?all"
 PAUSE = f"/api/v1/domains/embedded/{TEST_DOMAIN_UUID}/actions/pause/"
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
-def empty_cache() -> None:
-    cache.clear()  # throttle counters and per-VM action locks
 
 
 def with_token(text: str) -> Client:
