@@ -11,7 +11,7 @@ from consoles.models import ConsoleTicket
 from domains import migration_jobs
 from domains.models import Grant, Host, MigrationJob
 from domains.virt import migration as vmig
-from tests.conftest import TEST_DOMAIN_UUID
+from tests.conftest import TEST_DOMAIN_UUID, client_for
 from tests.support.api import (
     api_test_defaults,  # noqa: F401 - a fixture
     bearer,
@@ -118,3 +118,10 @@ def test_a_migration_to_an_unregistered_host_is_refused_in_the_pages_words(admin
     assert refused.status_code == 400
     assert refused.json()["detail"] == "Pick the destination from the registered hosts other than the current one."
     assert not MigrationJob.objects.exists()
+
+
+def test_the_list_is_the_pages_json_with_each_rows_url(tenant_user: User, tenant_grant: Grant):
+    page = client_for(tenant_user).get("/domains/", {"all": "", "sort": "-memory", "format": "json"}).json()
+    listed = bearer(tenant_user).get("/api/v1/domains/", {"all": "", "sort": "-memory"}).json()
+    assert [row.pop("url") for row in listed["domains"]] == [f"{VM}/"]
+    assert listed == page
