@@ -1,6 +1,8 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from api import pages as api_pages
+
 from .forms import ThrottledAuthenticationForm
 
 app_name = "accounts"
@@ -15,4 +17,6 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("tokens/", api_pages.token_list, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", api_pages.token_revoke, name="token-revoke"),
 ]

@@ -27,6 +27,7 @@ class AuditEntry(models.Model):
     domain_uuid = models.UUIDField(null=True, blank=True)
     domain_name = models.CharField(max_length=255, blank=True)
     client_addr = models.GenericIPAddressField(null=True, blank=True)
+    token_name = models.CharField(max_length=64, blank=True)  # the API token the actor acted through, if any
     result = models.CharField(max_length=16, choices=Result.choices, default=Result.PENDING)
     message = models.TextField(blank=True)
 

@@ -64,6 +64,21 @@ class DomainListing:
     def rows(self) -> tuple[DomainRow, ...]:
         return self.page.rows
 
+    def as_json(self, row_extra: Callable[[DomainRow], dict[str, object]] = lambda row: {}) -> dict[str, object]:
+        """The page as the list's `?format=json` and the API answer it; `row_extra` adds to each row's JSON."""
+        page = self.page
+        return {
+            "count": page.count, "page": page.number, "pages": page.pages, "per_page": page.per_page,
+            "domains": [row.as_json() | row_extra(row) for row in page.rows],
+            "hosts": [{"host": source.host.name, "watched": source.watched, "listed_at": _iso(source.listed_at)}
+                      for source in self.sources],
+            "unreachable_hosts": [{"host": item.host.name, "error": item.message} for item in self.unreachable],
+        }
+
+
+def _iso(timestamp: float | None) -> str | None:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp is not None else None
+
 
 def enabled_hosts() -> QuerySet[Host]:
     return Host.objects.filter(enabled=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
@@ -92,15 +91,8 @@ def domain_list(request: AuthedRequest) -> HttpResponse:
         return render(request, "domains/list.html", {"error": str(error), "list_options": LIST_OPTIONS},
                       status=400)
     listing = selectors.domain_list(user=request.user, query=query)
-    page = listing.page
     if query.json:
-        return JsonResponse({
-            "count": page.count, "page": page.number, "pages": page.pages, "per_page": page.per_page,
-            "domains": [row.as_json() for row in page.rows],
-            "hosts": [{"host": source.host.name, "watched": source.watched, "listed_at": _iso(source.listed_at)}
-                      for source in listing.sources],
-            "unreachable_hosts": [{"host": item.host.name, "error": item.message} for item in listing.unreachable],
-        })
+        return JsonResponse(listing.as_json())
     if request.htmx:
         return render(request, "domains/list.html#results", {"listing": listing, "query": query})
     return render(request, "domains/list.html", {
@@ -110,10 +102,6 @@ def domain_list(request: AuthedRequest) -> HttpResponse:
         "may_define": selectors.may_define(user=request.user),
         "consumers": selectors.top_consumers(user=request.user, hosts=listing.hosts),
     })
-
-
-def _iso(timestamp: float | None) -> str | None:
-    return datetime.fromtimestamp(timestamp, UTC).isoformat() if timestamp is not None else None
 
 
 @login_required

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from django.contrib import messages
-from django.http import HttpResponse, HttpResponseServerError
+from django.http import HttpResponse, HttpResponseServerError, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -34,6 +34,16 @@ _KINDS: tuple[tuple[type[virt.VirtError], int, str], ...] = (
 )
 
 
+def _status_and_title(error: virt.VirtError) -> tuple[int, str]:
+    return next(((status, title) for kind, status, title in _KINDS if isinstance(error, kind)),
+                (502, "The hypervisor could not do that"))
+
+
+def virt_error_status(error: virt.VirtError) -> int:
+    """The HTTP status a hypervisor failure is answered with, on a page or by the API."""
+    return _status_and_title(error)[0]
+
+
 class VirtErrorMiddleware:
     """Turns a VirtError escaping any view into a page that says why (the reader's message) with a way back."""
 
@@ -47,8 +57,7 @@ class VirtErrorMiddleware:
         if not isinstance(exception, virt.VirtError):
             return None
         logger.warning("%s %s: %s", request.method, request.path, exception.full_message)
-        status, title = next(((status, title) for kind, status, title in _KINDS if isinstance(exception, kind)),
-                             (502, "The hypervisor could not do that"))
+        status, title = _status_and_title(exception)
         message = error_message(user=request.user, error=exception)
         host_name = request.resolver_match.kwargs.get("host_name") if request.resolver_match else None
         if host_name:
@@ -82,10 +91,15 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
     return error_page(request, status=403, title="Not allowed", message=str(exception or "") or "You may not do that.")
 
 
+NOT_FOUND = "There is nothing here, or nothing you may see."
+
+
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     # The same words for a page that does not exist and one this user may not see (SECURITY.md).
-    return error_page(request, status=404, title="Not found",
-                      message="There is nothing here, or nothing you may see.")
+    if request.path.startswith("/api/"):  # a URL no API route matches: a problem document, as the API's own 404s
+        return JsonResponse({"type": "about:blank", "title": "Not Found", "status": 404, "detail": NOT_FOUND},
+                            status=404, content_type="application/problem+json")
+    return error_page(request, status=404, title="Not found", message=NOT_FOUND)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

@@ -57,6 +57,10 @@ INSTALLED_APPS = [
     "consoles",
     "networks",
     "storage",
+    "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from the installed package (no CDN)
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -209,6 +213,34 @@ FREEZE_STARTUP_HEAP = True
 LIVE_RECHECK_SECONDS = max(0.1, float(os.environ.get("VMPORTAL_LIVE_RECHECK_SECONDS", "10")))
 CONSOLE_TICKETS_PER_MINUTE = max(0, int(os.environ.get("VMPORTAL_CONSOLE_TICKETS_PER_MINUTE", "20")))
 CONSOLE_OPEN_LIMIT = max(0, int(os.environ.get("VMPORTAL_CONSOLE_OPEN_LIMIT", "10")))
+
+# The API (api/): bearer tokens or the session (with CSRF), errors as RFC 9457 problem details.
+API_RATE = os.environ.get("VMPORTAL_API_RATE", "600/minute")  # per token (or session user); "" for no limit
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["api.authentication.BearerTokenAuthentication",
+                                       "rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated",
+                                   "api.authentication.ReadOnlyTokenRefusesWrites"],
+    "DEFAULT_THROTTLE_CLASSES": ["api.authentication.TokenRateThrottle"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser", "rest_framework.parsers.FormParser",
+                               "rest_framework.parsers.MultiPartParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "api.problems.handle",
+    "DEFAULT_METADATA_CLASS": None,  # OPTIONS answers 405: the schema describes every route
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "vmportal API",
+    "DESCRIPTION": "The pages' services and permission gate, with tokens: send `Authorization: Bearer <token>`.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+}
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

@@ -13,6 +13,7 @@ urlpatterns = [
     path("", include("networks.urls")),
     path("", include("storage.urls")),
     path("admin/", admin.site.urls),
+    path("api/", include("api.urls")),
     # For Prometheus: a bearer token, no session (domains/metrics.py).
     path("metrics", metrics.scrape, name="metrics"),
 ]

@@ -23,6 +23,8 @@ PAGES = {
     "admin change form": "/admin/accounts/user/{admin_id}/change/",
     "admin add form": "/admin/domains/grant/add/",
     "console page": f"/consoles/{VM}/",
+    "api tokens": "/accounts/tokens/",
+    "api docs": "/api/docs/",
     "login": "/accounts/login/",  # anonymous: the page everybody gets
 }
 BASE_DIR = Path(django_settings.BASE_DIR)

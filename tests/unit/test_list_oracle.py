@@ -117,6 +117,11 @@ def dashboard(client: Client, *flags: str, json: bool = False):
     return client.get("/domains/?" + "&".join(query))
 
 
+def api(client: Client, *flags: str):
+    """GET /api/v1/domains/ with the same query string as the page."""
+    return client.get("/api/v1/domains/?" + "&".join([*flags, f"host={HOST}"]))
+
+
 def json_rows(client: Client, *flags: str) -> dict[str, dict[str, object]]:
     response = dashboard(client, *flags, json=True)
     assert response.status_code == 200
@@ -214,17 +219,17 @@ def test_every_option_matters_in_the_inventory():
 
 
 @pytest.mark.parametrize("options", OPTION_SETS, ids=lambda options: "+".join(options) or "no-options")
-def test_dashboard_lists_what_virsh_lists(options: tuple[str, ...], admin: Client):
+def test_dashboard_and_api_list_what_virsh_lists(options: tuple[str, ...], admin: Client):
     expected = virsh_list(options, "name", must_succeed=False)
-    response = dashboard(admin, *options, json=True)
-    if expected.returncode != 0:  # virsh refuses the combination: so must the dashboard
-        assert response.status_code == 400, expected.stderr
-        return
-    assert response.status_code == 200, response.content
-    body = response.json()
-    assert body["unreachable_hosts"] == []
-    assert {row["host"] for row in body["domains"]} <= {HOST}
-    assert sorted(row["name"] for row in body["domains"]) == sorted(lines(expected.stdout))
+    for response in (dashboard(admin, *options, json=True), api(admin, *options)):
+        if expected.returncode != 0:  # virsh refuses the combination: so must the dashboard and its API
+            assert response.status_code == 400, expected.stderr
+            continue
+        assert response.status_code == 200, response.content
+        body = response.json()
+        assert body["unreachable_hosts"] == []
+        assert {row["host"] for row in body["domains"]} <= {HOST}
+        assert sorted(row["name"] for row in body["domains"]) == sorted(lines(expected.stdout))
 
 
 @pytest.mark.parametrize("outputs", [("table", "name"), ("table", "uuid")], ids="+".join)
@@ -232,6 +237,7 @@ def test_output_options_virsh_refuses_are_refused(outputs: tuple[str, ...], admi
     assert virsh_list(["all"], *outputs, must_succeed=False).returncode != 0
     assert dashboard(admin, "all", *outputs).status_code == 400
     assert dashboard(admin, "all", *outputs, json=True).status_code == 400
+    assert api(admin, "all", *outputs).status_code == 400
 
 
 @pytest.mark.parametrize("options", [
@@ -364,10 +370,10 @@ def _every_option_set_as_virsh(admin_user: User) -> None:
     admin = client_for(admin_user)
     for options in OPTION_SETS:
         expected = virsh_list(options, "name", must_succeed=False)
-        response = dashboard(admin, *options, json=True)
-        if expected.returncode != 0:
-            assert response.status_code == 400, options
-            continue
-        body = response.json()
-        assert body["hosts"] == [{"host": HOST, "watched": True, "listed_at": body["hosts"][0]["listed_at"]}]
-        assert sorted(row["name"] for row in body["domains"]) == sorted(lines(expected.stdout)), options
+        for response in (dashboard(admin, *options, json=True), api(admin, *options)):
+            if expected.returncode != 0:
+                assert response.status_code == 400, options
+                continue
+            body = response.json()
+            assert body["hosts"] == [{"host": HOST, "watched": True, "listed_at": body["hosts"][0]["listed_at"]}]
+            assert sorted(row["name"] for row in body["domains"]) == sorted(lines(expected.stdout)), options

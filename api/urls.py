@@ -1,0 +1,31 @@
+from django.urls import path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
+
+from . import views
+
+app_name = "api"
+DOMAIN = "v1/domains/<slug:host_name>/<uuid:uuid>/"
+urlpatterns = [
+    path("v1/hosts/", views.HostList.as_view(), name="hosts"),
+    path("v1/hosts/<slug:host_name>/", views.HostDetail.as_view(), name="host"),
+    path("v1/domains/", views.DomainList.as_view(), name="domains"),
+    path("v1/domains/xml/", views.DomainDefineXml.as_view(), name="domains-xml"),
+    path(DOMAIN, views.DomainDetail.as_view(), name="domain"),
+    path(DOMAIN + "agent/", views.DomainAgent.as_view(), name="domain-agent"),
+    path(DOMAIN + "usage/", views.DomainUsage.as_view(), name="domain-usage"),
+    path(DOMAIN + "actions/<slug:action>/", views.DomainAction.as_view(), name="domain-action"),
+    path(DOMAIN + "snapshots/", views.SnapshotList.as_view(), name="snapshots"),
+    path(DOMAIN + "snapshots/<str:name>/", views.SnapshotDetail.as_view(), name="snapshot"),
+    path(DOMAIN + "snapshots/<str:name>/revert/", views.SnapshotRevert.as_view(), name="snapshot-revert"),
+    path(DOMAIN + "display/", views.DomainDisplay.as_view(), name="display"),
+    path(DOMAIN + "console-tickets/", views.ConsoleTickets.as_view(), name="console-tickets"),
+    path(DOMAIN + "migrations/", views.DomainMigrations.as_view(), name="domain-migrations"),
+    path("v1/migrations/<int:job_id>/", views.MigrationDetail.as_view(), name="migration"),
+    path("v1/migrations/<int:job_id>/cancel/", views.MigrationCancel.as_view(), name="migration-cancel"),
+    path("v1/audit/", views.AuditList.as_view(), name="audit"),
+    path("v1/grants/", views.GrantList.as_view(), name="grants"),
+    path("v1/grants/<int:grant_id>/", views.GrantDetail.as_view(), name="grant"),
+    path("v1/allowances/", views.AllowanceList.as_view(), name="allowances"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
+]

@@ -1,0 +1,127 @@
+"""The API's writes do what the pages do, through the same services: define (from the form's fields or
+from XML), delete, display, console tickets and migration jobs (202 with the job's URL)."""
+
+from __future__ import annotations
+
+import pytest
+
+from accounts.models import User
+from audit.models import AuditEntry
+from consoles.models import ConsoleTicket
+from domains import migration_jobs
+from domains.models import Grant, Host, MigrationJob
+from domains.virt import migration as vmig
+from tests.conftest import TEST_DOMAIN_UUID, client_for
+from tests.support.api import (
+    api_test_defaults,  # noqa: F401 - a fixture
+    bearer,
+)
+from tests.unit.test_console_tickets import VNC_UUID, console_host, tenant  # noqa: F401 - fixtures
+from tests.unit.test_define import FORM, domain_xml
+
+VM = f"/api/v1/domains/embedded/{TEST_DOMAIN_UUID}"
+JSON_FORM = {**{key: value for key, value in FORM.items() if key != "guest_agent"}, "guest_agent": True}
+
+
+def test_define_from_the_forms_fields_answers_201_with_the_vms_url(admin_user: User, embedded_host: Host):
+    api = bearer(admin_user)
+    made = api.post("/api/v1/domains/", JSON_FORM, content_type="application/json")
+    assert made.status_code == 201, made.content
+    assert made["Location"] == made.json()["url"] == f"/api/v1/domains/embedded/{made.json()['uuid']}/"
+    shown = api.get(made["Location"]).json()
+    assert (shown["name"], shown["title"], shown["state"]) == ("web1", "Web server", "shut off")
+    assert "<model type='cirrus'" in domain_xml("web1") and "org.qemu.guest_agent.0" in domain_xml("web1")
+    entry = AuditEntry.objects.get(action="domain.define")
+    assert (entry.result, entry.token_name) == ("succeeded", "tests")
+
+
+def test_bad_define_input_is_refused_field_by_field_in_the_forms_words(admin_user: User, embedded_host: Host):
+    refused = bearer(admin_user).post("/api/v1/domains/", {**JSON_FORM, "memory_mib": 12, "boot_kind": "volume"},
+                                      content_type="application/json")
+    assert refused.status_code == 400
+    errors = refused.json()["errors"]
+    assert errors["memory_mib"] == ["Ensure this value is greater than or equal to 64."]
+    assert errors["volume"] == ["Needed for this boot source."]
+
+
+def test_a_tenant_defines_within_its_allowance_owns_the_vm_and_may_delete_it(tenant_user: User, storage: None):
+    api = bearer(tenant_user)
+    made = api.post("/api/v1/domains/", {**JSON_FORM, "listen": ""}, content_type="application/json")
+    assert made.status_code == 201, made.content
+    assert Grant.objects.get(user=tenant_user, domain_name="web1").owner
+    gone = api.delete(made["Location"], {"disks": ["vda"]}, content_type="application/json")
+    assert gone.status_code == 200
+    assert gone.json()["detail"] == "web1 and 1 volume deleted."
+    assert api.get(made["Location"]).status_code == 404
+
+
+def test_define_from_xml_is_for_admins_and_libvirts_refusal_is_on_the_xml_field(admin_user: User,
+                                                                                operator_user: User,
+                                                                                embedded_host: Host):
+    xml = "<domain type='test'><name>raw</name><memory>65536</memory><os><type>hvm</type></os></domain>"
+    body = {"host": "embedded", "xml": xml}
+    assert bearer(operator_user).post("/api/v1/domains/xml/", body, content_type="application/json").status_code == 404
+    admin = bearer(admin_user)
+    made = admin.post("/api/v1/domains/xml/", body, content_type="application/json")
+    assert made.status_code == 201
+    broken = admin.post("/api/v1/domains/xml/", {"host": "embedded", "xml": "<domain"},
+                        content_type="application/json")
+    assert broken.status_code == 400
+    assert list(broken.json()["errors"]) == ["xml"]
+
+
+def test_the_display_of_a_running_vm_is_refused_in_the_pages_words(admin_user: User, embedded_host: Host):
+    refused = bearer(admin_user).put(f"{VM}/display/", {"video_model": "vga", "graphics": "vnc"},
+                                     content_type="application/json")
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == "Graphics and video can be changed only while the machine is shut off."
+
+
+def test_console_tickets_are_the_ones_the_console_page_gets(tenant: User):  # noqa: F811 - the fixture
+    issued = bearer(tenant).post(f"/api/v1/domains/consoles/{VNC_UUID}/console-tickets/")
+    assert issued.status_code == 200, issued.content
+    body = issued.json()
+    assert body["kind"] == "vnc" and len(body["tickets"]) == 1 and 0 < body["expires_in"] < 60
+    ticket = ConsoleTicket.objects.get()
+    assert ticket.user == tenant and ticket.token_hash != body["tickets"][0]
+    assert AuditEntry.objects.get(action="console.ticket").token_name == "tests"
+
+
+@pytest.fixture
+def startable(monkeypatch: pytest.MonkeyPatch, embedded_host: Host, xml_host) -> Host:
+    """A second host that the pre-checks pass (test:///default cannot migrate: the lab test moves VMs),
+    and no runner: the job stays queued for the test to read and cancel."""
+    monkeypatch.setattr(vmig, "precheck", lambda *args, **kwargs: [])
+    monkeypatch.setattr(migration_jobs, "start", lambda job_id: None)
+    return xml_host("other", [])
+
+
+@pytest.mark.django_db(transaction=True)  # the job is recorded on commit, as for the page
+def test_a_migration_starts_at_once_with_its_job_url_and_can_be_cancelled(admin_user: User, startable: Host):
+    api = bearer(admin_user)
+    started = api.post(f"{VM}/migrations/", {"destination": "other", "persist_dest": True},
+                       content_type="application/json")
+    assert started.status_code == 202, started.content
+    job = MigrationJob.objects.get()
+    assert started["Location"] == started.json()["url"] == f"/api/v1/migrations/{job.pk}/"
+    followed = api.get(started["Location"]).json()
+    assert (followed["state"], followed["source"], followed["destination"], followed["mode"]) == (
+        "queued", "embedded", "other", "live")
+    cancelled = api.post(f"/api/v1/migrations/{job.pk}/cancel/")
+    assert cancelled.status_code == 200, cancelled.content
+    assert api.get(started["Location"]).json()["state"] == "cancelled"
+
+
+def test_a_migration_to_an_unregistered_host_is_refused_in_the_pages_words(admin_user: User, embedded_host: Host):
+    refused = bearer(admin_user).post(f"{VM}/migrations/", {"destination": "qemu+tcp://10.0.0.9/system"},
+                                      content_type="application/json")
+    assert refused.status_code == 400
+    assert refused.json()["detail"] == "Pick the destination from the registered hosts other than the current one."
+    assert not MigrationJob.objects.exists()
+
+
+def test_the_list_is_the_pages_json_with_each_rows_url(tenant_user: User, tenant_grant: Grant):
+    page = client_for(tenant_user).get("/domains/", {"all": "", "sort": "-memory", "format": "json"}).json()
+    listed = bearer(tenant_user).get("/api/v1/domains/", {"all": "", "sort": "-memory"}).json()
+    assert [row.pop("url") for row in listed["domains"]] == [f"{VM}/"]
+    assert listed == page
