@@ -322,5 +322,9 @@ class BootOrderForm(forms.Form):
         return tuple(d for name in ("first", "second", "third") if (d := self.cleaned_data.get(name)))
 
 
+class FirmwareForm(forms.Form):
+    firmware = forms.ChoiceField(choices=(("bios", "BIOS"), ("uefi", "UEFI (the host's OVMF, chosen by libvirt)")))
+
+
 class CloneForm(forms.Form):
     name = domain_name_field()

@@ -463,6 +463,16 @@ def domain_detach_nic(*, actor: User, host_name: str, uuid: str, mac: str, clien
                     client_addr=client_addr)
 
 
+def domain_set_firmware(*, actor: User, host_name: str, uuid: str, firmware: str,
+                        client_addr: str | None = None) -> str:
+    def act(row: DomainRow) -> str:
+        virt.hardware.set_firmware(row.host.uri, row.uuid, firmware=firmware)
+        return f"{row.record.name} boots with {'UEFI' if firmware == 'uefi' else 'BIOS'} from the next boot."
+
+    return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.firmware", act=act,
+                    client_addr=client_addr)
+
+
 def domain_set_boot_order(*, actor: User, host_name: str, uuid: str, devices: Sequence[str],
                           client_addr: str | None = None) -> str:
     def act(row: DomainRow) -> str:

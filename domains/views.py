@@ -35,6 +35,7 @@ from .forms import (
     DisplayForm,
     DomainDefineForm,
     DomainXmlForm,
+    FirmwareForm,
     HostForm,
     MemoryForm,
     MigrationForm,
@@ -439,6 +440,7 @@ def _hardware_forms(page: selectors.HardwarePage, change: str, data: QueryDict |
         "nic-detach": NicDetachForm(**bound("nic-detach"), macs=[nic.mac for nic in hardware.nics]),
         "boot-order": BootOrderForm(**bound("boot-order"), initial=dict(zip(
             ("first", "second", "third"), hardware.boot_order, strict=False))),
+        "firmware": FirmwareForm(**bound("firmware"), initial={"firmware": hardware.firmware}),
     }
 
 
@@ -458,6 +460,7 @@ def _hardware_change(change: str, form: BaseForm) -> Callable[..., str]:
             **who, kind=data["kind"], source=cast(NicAttachForm, form).source, model=data["model"], mac=data["mac"]),
         "nic-detach": lambda **who: services.domain_detach_nic(**who, mac=data["mac"]),
         "boot-order": lambda **who: services.domain_set_boot_order(**who, devices=cast(BootOrderForm, form).devices()),
+        "firmware": lambda **who: services.domain_set_firmware(**who, firmware=data["firmware"]),
     }
     return calls[change]
 
@@ -473,6 +476,7 @@ HARDWARE_CHANGES = {
     "nic-attach": ("Plug a network interface", "Plug in"),
     "nic-detach": ("Unplug a network interface", "Unplug"),
     "boot-order": ("Boot order", "Set boot order"),
+    "firmware": ("Firmware", "Set firmware"),
 }
 
 

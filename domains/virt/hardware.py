@@ -451,6 +451,31 @@ def set_boot_order(uri: str, uuid: str, *, devices: tuple[str, ...]) -> None:
         conn.defineXML(ET.tostring(root, encoding="unicode"))
 
 
+FIRMWARES = ("bios", "uefi")
+
+
+def set_firmware(uri: str, uuid: str, *, firmware: str) -> None:
+    """BIOS or UEFI from the next boot. UEFI is libvirt's firmware autoselection (<os firmware='efi'>), which
+    picks the host's OVMF build and the machine's variable store; a host without one refuses at the start."""
+    if firmware not in FIRMWARES:
+        raise InvalidDefinition(f"Firmware is one of {', '.join(FIRMWARES)}.")
+    with _domain(uri, uuid) as (conn, dom):
+        if not dom.isPersistent():
+            raise OperationInvalid("A transient machine has no next boot to change.")
+        root = _xml(dom, inactive=True)
+        os = root.find("os")
+        if os is None:
+            os = ET.SubElement(root, "os")
+        # A loader, variable store or feature list chosen for the other firmware would contradict the choice.
+        for element in [*os.findall("loader"), *os.findall("nvram"), *os.findall("firmware")]:
+            os.remove(element)
+        if firmware == "uefi":
+            os.set("firmware", "efi")
+        else:
+            os.attrib.pop("firmware", None)
+        conn.defineXML(ET.tostring(root, encoding="unicode"))
+
+
 # --- Clone: a shut-off machine with copies of its disks, on the same host. ---
 
 

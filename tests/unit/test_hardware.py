@@ -242,6 +242,26 @@ def test_the_boot_order_is_set_for_the_next_boot(hypervisor, embedded_host, admi
     assert "Each device once." in page_text(twice)
 
 
+def test_the_firmware_switches_between_uefi_and_bios_for_the_next_boot_dropping_the_other_s_loader(
+        hypervisor, embedded_host, tenant_user):
+    uuid = shut_off_vm(hypervisor, embedded_host, tenant_user)
+    response = change(tenant_user, uuid, "firmware", firmware="uefi")
+    assert "web1 boots with UEFI from the next boot." in page_text(response)
+    assert attribute(definition(hypervisor, "web1"), "os", "firmware") == "efi"
+    assert '<tr class="firmware"><th>firmware</th><td colspan="2">UEFI</td></tr>' in page_text(response)
+    # A BIOS machine defined with an explicit UEFI loader elsewhere: back to BIOS, the loader goes too.
+    xml = ET.tostring(definition(hypervisor, "web1"), encoding="unicode").replace(
+        "<os firmware=\"efi\">", "<os><loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE.fd</loader>")
+    hypervisor.defineXML(xml)
+    response = change(tenant_user, uuid, "firmware", firmware="bios")
+    assert "web1 boots with BIOS from the next boot." in page_text(response)
+    os = definition(hypervisor, "web1").find("os")
+    assert os is not None and os.get("firmware") is None and os.find("loader") is None
+    assert AuditEntry.objects.filter(action="domain.firmware", actor=tenant_user).count() == 2
+    refused = change(tenant_user, uuid, "firmware", firmware="coreboot")
+    assert "Select a valid choice" in page_text(refused)
+
+
 # --- Clone ---
 
 
