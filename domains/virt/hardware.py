@@ -427,18 +427,24 @@ def detach_nic(uri: str, uuid: str, *, mac: str) -> Applied:
                        f"network interface {mac}")
 
 
-# --- Boot order: the next boot's. ---
+# --- Boot order and firmware: the next boot's. ---
+
+
+def _change_next_boot(uri: str, uuid: str, change: Callable[[ET.Element, ET.Element], None]) -> None:
+    """The definition rewritten by `change(root, os)`: what the machine boots with next."""
+    with _domain(uri, uuid) as (conn, dom):
+        if not dom.isPersistent():
+            raise OperationInvalid("A transient machine has no next boot to change.")
+        root = _xml(dom, inactive=True)
+        os = root.find("os")
+        change(root, os if os is not None else ET.SubElement(root, "os"))
+        conn.defineXML(ET.tostring(root, encoding="unicode"))
 
 
 def set_boot_order(uri: str, uuid: str, *, devices: tuple[str, ...]) -> None:
     """The machine-wide boot order; per-device <boot order=...> would conflict with it, so those go."""
-    with _domain(uri, uuid) as (conn, dom):
-        if not dom.isPersistent():
-            raise OperationInvalid("A transient machine has no next boot to order.")
-        root = _xml(dom, inactive=True)
-        os = root.find("os")
-        if os is None:
-            os = ET.SubElement(root, "os")
+
+    def order(root: ET.Element, os: ET.Element) -> None:
         for boot in os.findall("boot"):
             os.remove(boot)
         for element in root.iterfind("./devices/*"):
@@ -448,7 +454,8 @@ def set_boot_order(uri: str, uuid: str, *, devices: tuple[str, ...]) -> None:
                                                                               "initrd", "cmdline")), len(os))
         for offset, device in enumerate(devices):
             os.insert(position + offset, ET.Element("boot", dev=device))
-        conn.defineXML(ET.tostring(root, encoding="unicode"))
+
+    _change_next_boot(uri, uuid, order)
 
 
 FIRMWARES = ("bios", "uefi")
@@ -459,13 +466,8 @@ def set_firmware(uri: str, uuid: str, *, firmware: str) -> None:
     picks the host's OVMF build and the machine's variable store; a host without one refuses at the start."""
     if firmware not in FIRMWARES:
         raise InvalidDefinition(f"Firmware is one of {', '.join(FIRMWARES)}.")
-    with _domain(uri, uuid) as (conn, dom):
-        if not dom.isPersistent():
-            raise OperationInvalid("A transient machine has no next boot to change.")
-        root = _xml(dom, inactive=True)
-        os = root.find("os")
-        if os is None:
-            os = ET.SubElement(root, "os")
+
+    def choose(_root: ET.Element, os: ET.Element) -> None:
         # A loader, variable store or feature list chosen for the other firmware would contradict the choice.
         for element in [*os.findall("loader"), *os.findall("nvram"), *os.findall("firmware")]:
             os.remove(element)
@@ -473,7 +475,8 @@ def set_firmware(uri: str, uuid: str, *, firmware: str) -> None:
             os.set("firmware", "efi")
         else:
             os.attrib.pop("firmware", None)
-        conn.defineXML(ET.tostring(root, encoding="unicode"))
+
+    _change_next_boot(uri, uuid, choose)
 
 
 # --- Clone: a shut-off machine with copies of its disks, on the same host. ---
