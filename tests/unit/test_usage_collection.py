@@ -11,7 +11,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
@@ -138,19 +140,26 @@ def test_a_sample_of_test_default_reads_every_vm_at_once() -> None:
     assert sample.cpus > 0 and sample.memory_total_kib > 0
 
 
-@pytest.mark.django_db(transaction=True)
-async def test_the_supervisor_samples_keeps_and_pushes_each_host_s_usage(embedded_host: Host) -> None:
+@contextlib.asynccontextmanager
+async def sampled_by_a_supervisor(host: Host) -> AsyncIterator[Callable[[float], Awaitable[dict[str, Any]]]]:
+    """A supervisor sampling every 0.2 s, for the block; yields how to wait for the next usage pushed to `host`'s
+    pages (its child, a Django process, takes seconds to start on a busy machine)."""
     layer = get_channel_layer()
     channel = await layer.new_channel()
-    await layer.group_add(live.usage_group(embedded_host.pk), channel)
+    await layer.group_add(live.usage_group(host.pk), channel)
     supervisor = Supervisor(usage_interval=0.2)
     await supervisor.start()
     try:
-        # The second sample's rates, from a child started meanwhile (a Django process: seconds on a busy machine).
-        news = await asyncio.wait_for(layer.receive(channel), timeout=30)
-        samplers_here = [thread.name for thread in threading.enumerate() if thread.name.startswith("usage-")]
+        yield lambda timeout: asyncio.wait_for(layer.receive(channel), timeout)
     finally:
         await supervisor.stop()
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_the_supervisor_samples_keeps_and_pushes_each_host_s_usage(embedded_host: Host) -> None:
+    async with sampled_by_a_supervisor(embedded_host) as pushed:
+        news = await pushed(30)  # the second sample's rates
+        samplers_here = [thread.name for thread in threading.enumerate() if thread.name.startswith("usage-")]
     assert (news["type"], news["host_id"]) == ("live.usage", embedded_host.pk)
     assert set(news["rates"][TEST_DOMAIN_UUID]) == {*history.FIGURES, "memory_source", "trend"}
     latest = await database_sync_to_async(HostUsage.objects.get)(host=embedded_host)
@@ -172,22 +181,15 @@ def sampling_children() -> list[int]:
 @pytest.mark.django_db(transaction=True)
 async def test_a_sampling_process_that_dies_is_replaced_and_one_that_stops_keeps_its_open_buckets(
         embedded_host: Host) -> None:
-    layer = get_channel_layer()
-    channel = await layer.new_channel()
-    await layer.group_add(live.usage_group(embedded_host.pk), channel)
-    supervisor = Supervisor(usage_interval=0.2)
-    await supervisor.start()
-    try:
-        await asyncio.wait_for(layer.receive(channel), timeout=30)
+    async with sampled_by_a_supervisor(embedded_host) as pushed:
+        await pushed(30)
         [first] = sampling_children()
         os.kill(first, signal.SIGKILL)
         with contextlib.suppress(TimeoutError):  # what the killed child sent before it died
             while True:
-                await asyncio.wait_for(layer.receive(channel), timeout=0.1)
-        news = await asyncio.wait_for(layer.receive(channel), timeout=30)  # two samples of its successor
+                await pushed(0.1)
+        news = await pushed(30)  # two samples of its successor
         [second] = sampling_children()
-    finally:
-        await supervisor.stop()
     assert news["host_id"] == embedded_host.pk and second != first
     assert sampling_children() == []
     # Its buckets of every resolution were still open (a second of samples): closed at the stop, and kept.
