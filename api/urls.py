@@ -1,7 +1,7 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from . import views
+from . import hardware, views
 
 app_name = "api"
 DOMAIN = "v1/domains/<slug:host_name>/<uuid:uuid>/"
@@ -18,6 +18,10 @@ urlpatterns = [
     path(DOMAIN + "snapshots/<str:name>/", views.SnapshotDetail.as_view(), name="snapshot"),
     path(DOMAIN + "snapshots/<str:name>/revert/", views.SnapshotRevert.as_view(), name="snapshot-revert"),
     path(DOMAIN + "display/", views.DomainDisplay.as_view(), name="display"),
+    path(DOMAIN + "hardware/", hardware.DomainHardware.as_view(), name="hardware"),
+    path(DOMAIN + "hardware/<slug:change>/", hardware.DomainHardwareChange.as_view(), name="hardware-change"),
+    path(DOMAIN + "definition/", hardware.DomainDefinition.as_view(), name="definition"),
+    path(DOMAIN + "clone/", hardware.DomainClone.as_view(), name="clone"),
     path(DOMAIN + "console-tickets/", views.ConsoleTickets.as_view(), name="console-tickets"),
     path(DOMAIN + "migrations/", views.DomainMigrations.as_view(), name="domain-migrations"),
     path("v1/migrations/<int:job_id>/", views.MigrationDetail.as_view(), name="migration"),

@@ -81,6 +81,9 @@ def hosts_seer(allowed: int) -> dict[str, int]:
 
 
 WRITE = 403  # what a read-only token gets for any write
+# The "test" VM runs, so it is not cloned: admins and operators are told so (409), a tenant first that its
+# define allowance does not cover the host (400).
+CLONE_RUNNING = roles(admin=409, operator=409, tenant=400, other=404, read_only=WRITE)
 
 MATRIX: tuple[Row, ...] = (
     Row("hosts", "GET", hosts_seer(200), shows='"name":"embedded"'),
@@ -113,6 +116,16 @@ MATRIX: tuple[Row, ...] = (
     Row("display", "PUT", vm_actor(400, read_only=WRITE), kwargs=VM, data={"video_model": "no-such-model"},
         shows="no-such-model"),
     Row("display", "GET", everyone(405), kwargs=VM),
+    Row("hardware", "GET", vm_actor(200), kwargs=VM, shows='"firmware"'),
+    Row("hardware-change", "POST", vm_actor(200, read_only=WRITE), kwargs={**VM, "change": "boot-order"},
+        data={"first": "hd"}, shows="test boots from hd from the next boot", audit="domain.boot-order"),
+    Row("hardware-change", "GET", everyone(405), kwargs={**VM, "change": "boot-order"}),
+    Row("definition", "GET", admin_only(200), kwargs=VM, shows="<domain"),
+    # libvirt refuses a definition without a name: the admin is told on the xml field.
+    Row("definition", "PUT", admin_only(400, read_only=WRITE), kwargs=VM, data={"xml": "<domain/>"},
+        audit="domain.xml"),
+    Row("clone", "POST", CLONE_RUNNING, kwargs=VM, data={"name": "copy"}, audit="domain.clone"),
+    Row("clone", "GET", everyone(405), kwargs=VM),
     # No graphics device: those who may open its console are told so (409), as the console page does.
     Row("console-tickets", "POST", vm_actor(409, read_only=WRITE), kwargs=VM, audit="console.ticket"),
     Row("console-tickets", "GET", everyone(405), kwargs=VM),
