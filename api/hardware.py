@@ -175,10 +175,9 @@ class DomainClone(ApiView):
                    summary="Clone a shut-off VM with copies of its disks; answers the clone's URL")
     def post(self, request: Request, host_name: str, uuid: str) -> Response:
         form = CloneForm(_body(request))
-        if not form.is_valid():
-            with self.refusal_audited("domain.clone", str(uuid)):  # a hidden VM stays a 404
-                selectors.domain_get(user=self.actor, host_name=host_name, uuid=str(uuid), right=Right.OPERATE)
-            return _form_problem(form)
+        if refused := self.refused_input(form, "domain.clone", lambda: selectors.domain_get(
+                user=self.actor, host_name=host_name, uuid=str(uuid), right=Right.OPERATE), str(uuid)):
+            return refused
         clone_uuid = services.domain_clone(actor=self.actor, host_name=host_name, uuid=str(uuid),
                                            name=form.cleaned_data["name"], client_addr=self.client_addr)
         return _defined(host_name, clone_uuid)
