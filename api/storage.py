@@ -14,7 +14,7 @@ from django.http import StreamingHttpResponse
 from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import serializers, status
+from rest_framework import serializers
 from rest_framework.response import Response
 
 from domains import virt
@@ -28,7 +28,7 @@ from storage.views import CHUNK_LIMIT, _read_in_a_thread
 from . import serializers as docs
 from .problems import CONTENT_TYPE as PROBLEM_TYPE
 from .problems import problem
-from .views import ApiView, _answers, _body, _form_problem, _message
+from .views import ApiView, _answers, _body, _created, _form_problem, _message
 
 if TYPE_CHECKING:
     from rest_framework.request import Request
@@ -118,10 +118,6 @@ def _upload(session: UploadSession) -> dict[str, Any]:
             "url": reverse("api:upload", args=[session.pk]),
             "chunk_url": reverse("api:upload-chunk", args=[session.pk]),
             "cancel_url": reverse("api:upload-cancel", args=[session.pk])}
-
-
-def _created(body: dict[str, Any]) -> Response:
-    return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
 
 
 class PoolList(ApiView):

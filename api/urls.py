@@ -1,12 +1,13 @@
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from . import hardware, storage, views
+from . import hardware, networks, storage, views
 
 app_name = "api"
 DOMAIN = "v1/domains/<slug:host_name>/<uuid:uuid>/"
 POOL = "v1/hosts/<slug:host_name>/pools/<str:pool>/"
 VOLUME = POOL + "volumes/<str:name>/"
+NETWORK = "v1/hosts/<slug:host_name>/networks/<str:network>/"
 urlpatterns = [
     path("v1/hosts/", views.HostList.as_view(), name="hosts"),
     path("v1/hosts/<slug:host_name>/", views.HostDetail.as_view(), name="host"),
@@ -17,6 +18,9 @@ urlpatterns = [
     path(POOL + "uploads/", storage.UploadStart.as_view(), name="uploads"),
     path(VOLUME, storage.VolumeDetail.as_view(), name="volume"),
     path(VOLUME + "download/", storage.VolumeDownload.as_view(), name="volume-download"),
+    path("v1/hosts/<slug:host_name>/networks/", networks.NetworkList.as_view(), name="networks"),
+    path(NETWORK, networks.NetworkDetail.as_view(), name="network"),
+    path(NETWORK + "actions/<slug:action>/", networks.NetworkActionView.as_view(), name="network-action"),
     path("v1/uploads/<int:session_id>/", storage.UploadDetail.as_view(), name="upload"),
     path("v1/uploads/<int:session_id>/chunk/", storage.UploadChunk.as_view(), name="upload-chunk"),
     path("v1/uploads/<int:session_id>/cancel/", storage.UploadCancel.as_view(), name="upload-cancel"),

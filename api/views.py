@@ -139,6 +139,11 @@ def _message(text: str, code: int = 200) -> Response:
     return Response({"detail": text}, status=code)
 
 
+def _created(body: dict[str, Any]) -> Response:
+    """A new resource's document, its URL in Location."""
+    return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
+
+
 # --- Hosts: for those who see host pages (admins and operators). ---
 
 

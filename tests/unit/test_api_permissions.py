@@ -44,6 +44,7 @@ GRANT = {"grant_id": "4343"}  # the group grant of the `group_grant` fixture
 POOL = {"host_name": "embedded", "pool": "default-pool"}
 VOLUME = {**POOL, "name": "admins.qcow2"}  # made by the `hypervisor` fixture
 UPLOAD = {"session_id": "4545"}  # the admin's, made by `fixtures`
+NETWORK = {"host_name": "embedded", "network": "default"}
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,14 @@ MATRIX: tuple[Row, ...] = (
     Row("hosts", "GET", hosts_seer(200), shows='"name":"embedded"'),
     Row("host", "GET", hosts_seer(200), kwargs=HOST, shows='"libvirt_version"'),
     Row("domains", "GET", everyone(200), query="all", shows='"domains"'),
+    # Networks: for admins and operators, defined by admins (an overlapping subnet is refused in words).
+    Row("networks", "GET", hosts_seer(200), kwargs=HOST, shows='"name":"default"'),
+    Row("networks", "POST", admin_only(400, read_only=WRITE), kwargs=HOST,
+        data={"name": "lab-nat", "subnet": "192.168.0.0/16"}),
+    Row("network", "GET", hosts_seer(200), kwargs=NETWORK, shows='"leases_error"'),
+    Row("network-action", "POST", roles(admin=200, operator=200, tenant=404, other=404, read_only=WRITE),
+        kwargs={**NETWORK, "action": "autostart"}, shows="Network default starts with its host."),
+    Row("network-action", "GET", everyone(405), kwargs={**NETWORK, "action": "autostart"}),
     # Storage: the matrix's tenants have no storage allowance, so they see no pool (their own are in
     # tests/unit/test_api_storage.py). Incomplete forms are refused field by field to those who see the pool.
     Row("pools", "GET", hosts_seer(200), kwargs=HOST, shows='"name":"default-pool"'),

@@ -27,7 +27,7 @@ from tests.support.api import (
 # A value for each path parameter a documented GET takes: objects the fixtures below make.
 UPLOAD_ID = 4444
 PATH_VALUES = {"host_name": "embedded", "uuid": TEST_DOMAIN_UUID, "job_id": str(FINISHED_JOB_ID),
-               "pool": "default-pool", "name": "tina.qcow2", "session_id": str(UPLOAD_ID)}
+               "pool": "default-pool", "name": "tina.qcow2", "session_id": str(UPLOAD_ID), "network": "default"}
 
 
 def test_the_schema_validates_without_warnings(tmp_path):
@@ -86,6 +86,7 @@ def test_every_documented_get_answers_as_its_schema_says(schema: dict[str, Any],
     assert ("/api/v1/domains/{host_name}/{uuid}/agent/", 409) in walked  # a problem document, as documented
     assert ("/api/v1/hosts/{host_name}/pools/{pool}/", 200) in walked
     assert ("/api/v1/uploads/{session_id}/", 200) in walked
+    assert ("/api/v1/hosts/{host_name}/networks/{network}/", 200) in walked
     # test:///default has no storage streams: its refusal is a documented problem.
     assert ("/api/v1/hosts/{host_name}/pools/{pool}/volumes/{name}/download/", 502) in walked
     assert len(walked) >= 11
