@@ -8,7 +8,7 @@ are validated by the pages' own forms, so a refusal reads the same words as on t
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -94,6 +94,16 @@ class ApiView(APIView):
         except Http404:
             refuse(actor=self.actor, action=action, domain_uuid=uuid, client_addr=self.client_addr)
 
+    def refused_input(self, form: BaseForm, action: str, gate: Callable[[], object],
+                      uuid: str | None = None) -> Response | None:
+        """The problem of an invalid form, once `gate` has let the caller see what it names (else the audited
+        404, so that a refusal in words never confirms what the caller may not see); None for a valid form."""
+        if form.is_valid():
+            return None
+        with self.refusal_audited(action, uuid):
+            gate()
+        return _form_problem(form)
+
     @property
     def actor(self) -> User:
         user = self.request.user
@@ -127,6 +137,11 @@ def _url(row: DomainRow) -> dict[str, object]:
 
 def _message(text: str, code: int = 200) -> Response:
     return Response({"detail": text}, status=code)
+
+
+def _created(body: dict[str, Any]) -> Response:
+    """A new resource's document, its URL in Location."""
+    return Response(body, status=status.HTTP_201_CREATED, headers={"Location": body["url"]})
 
 
 # --- Hosts: for those who see host pages (admins and operators). ---

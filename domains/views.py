@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 from uuid import UUID
 
@@ -415,8 +415,9 @@ def domain_display(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRe
 # --- A VM's hardware: one small form per change on one page, the XML editor (admins) and clone. ---
 
 
-def _hardware_forms(page: selectors.HardwarePage, change: str, data: QueryDict | None) -> dict[str, BaseForm]:
-    """Every change's form, bound to `data` only for the one submitted (its name is the form's prefix)."""
+def hardware_forms(page: selectors.HardwarePage, change: str, data: Mapping[str, Any] | None) -> dict[str, BaseForm]:
+    """Every change's form, bound to `data` only for the one submitted (its name is the form's prefix); the
+    API's resource binds them too."""
     hardware = page.hardware
 
     def bound(name: str) -> dict[str, Any]:
@@ -444,7 +445,7 @@ def _hardware_forms(page: selectors.HardwarePage, change: str, data: QueryDict |
     }
 
 
-def _hardware_change(change: str, form: BaseForm) -> Callable[..., str]:
+def hardware_change(change: str, form: BaseForm) -> Callable[..., str]:
     """The service call of a valid form, waiting for the actor, host, VM and client address."""
     data = form.cleaned_data
     calls: dict[str, Callable[..., str]] = {
@@ -487,13 +488,13 @@ def domain_hardware(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpR
     change = request.POST.get("change", "") if request.method == "POST" else ""
     page = _refused_unless(request, f"domain.{change or 'hardware'}", uuid, lambda: selectors.hardware_page(
         user=request.user, host_name=host_name, uuid=str(uuid)))
-    forms = _hardware_forms(page, change, _posted(request))
+    forms = hardware_forms(page, change, _posted(request))
     if request.method == "POST":
         form = forms.get(change)
         if form is None:
             return HttpResponseBadRequest("Unknown hardware change.")
         if form.is_valid():
-            call = _hardware_change(change, form)
+            call = hardware_change(change, form)
             message = _on_form(form, lambda: call(actor=request.user, host_name=host_name, uuid=str(uuid),
                                                   client_addr=client_addr(request)), user=request.user)
             if message is not None:

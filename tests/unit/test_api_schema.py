@@ -15,6 +15,7 @@ from django.test import Client
 
 from accounts.models import User
 from domains.models import DefineAllowance, Grant, Host, StoragePool
+from storage.models import UploadSession
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 from tests.support.api import (
     FINISHED_JOB_ID,
@@ -24,7 +25,9 @@ from tests.support.api import (
 )
 
 # A value for each path parameter a documented GET takes: objects the fixtures below make.
-PATH_VALUES = {"host_name": "embedded", "uuid": TEST_DOMAIN_UUID, "job_id": str(FINISHED_JOB_ID)}
+UPLOAD_ID = 4444
+PATH_VALUES = {"host_name": "embedded", "uuid": TEST_DOMAIN_UUID, "job_id": str(FINISHED_JOB_ID),
+               "pool": "default-pool", "name": "tina.qcow2", "session_id": str(UPLOAD_ID), "network": "default"}
 
 
 def test_the_schema_validates_without_warnings(tmp_path):
@@ -53,8 +56,10 @@ def schema() -> dict[str, Any]:
 
 
 @pytest.fixture
-def admin_api(admin_user: User, embedded_host: Host, tenant_user: User, tenant_grant: Grant) -> Client:
+def admin_api(admin_user: User, embedded_host: Host, tenant_user: User, tenant_grant: Grant, hypervisor) -> Client:
     finished_migration(actor=admin_user, source=embedded_host)
+    UploadSession.objects.create(pk=UPLOAD_ID, host=embedded_host, pool="default-pool", volume="tina.qcow2",
+                                 total_bytes=10, owner=admin_user)
     allowance = DefineAllowance.objects.create(user=tenant_user)
     allowance.pools.add(StoragePool.objects.create(host=embedded_host, name="default-pool"))
     return bearer(admin_user, name="walker")
@@ -79,6 +84,11 @@ def test_every_documented_get_answers_as_its_schema_says(schema: dict[str, Any],
     assert ("/api/v1/domains/{host_name}/{uuid}/", 200) in walked
     assert ("/api/v1/migrations/{job_id}/", 200) in walked
     assert ("/api/v1/domains/{host_name}/{uuid}/agent/", 409) in walked  # a problem document, as documented
+    assert ("/api/v1/hosts/{host_name}/pools/{pool}/", 200) in walked
+    assert ("/api/v1/uploads/{session_id}/", 200) in walked
+    assert ("/api/v1/hosts/{host_name}/networks/{network}/", 200) in walked
+    # test:///default has no storage streams: its refusal is a documented problem.
+    assert ("/api/v1/hosts/{host_name}/pools/{pool}/volumes/{name}/download/", 502) in walked
     assert len(walked) >= 11
 
 
