@@ -228,7 +228,7 @@ class DomainDefineXml(ApiView):
             uuid = services.domain_define_xml(actor=self.actor, host_name=host_name, xml=form.cleaned_data["xml"],
                                               client_addr=self.client_addr)
         except virt.VirtError as error:  # libvirt's words about the XML, on its field as the page puts them
-            return validation_problem({"xml": [str(error)]})
+            return validation_problem({"xml": [error_message(user=self.actor, error=error)]})
         return _defined(host_name, uuid)
 
 

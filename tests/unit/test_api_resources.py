@@ -68,6 +68,8 @@ def test_define_from_xml_is_for_admins_and_libvirts_refusal_is_on_the_xml_field(
                         content_type="application/json")
     assert broken.status_code == 400
     assert list(broken.json()["errors"]) == ["xml"]
+    # libvirt's own reason, as the page shows it to admins
+    assert "Couldn't find end of Start Tag" in broken.json()["errors"]["xml"][0]
 
 
 def test_the_display_of_a_running_vm_is_refused_in_the_pages_words(admin_user: User, embedded_host: Host):
