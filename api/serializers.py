@@ -204,6 +204,9 @@ class ConsoleTicketsSerializer(serializers.Serializer):
     url = serializers.CharField(help_text="The websocket to open, with one ticket as its token parameter.")
     tickets = serializers.ListField(child=serializers.CharField(), help_text="Single use, one per connection.")
     expires_in = serializers.IntegerField(help_text="Seconds left to open them.")
+    origin = serializers.CharField(help_text=(
+        "The Origin header each websocket must send. Tickets asked for with a token open only with that same "
+        "token sent as `Authorization: Bearer <token>`; tickets asked for in a browser session, in that session."))
 
 
 class MigrationRequestSerializer(serializers.Serializer):

@@ -75,3 +75,15 @@ def token_authenticate(text: str) -> ApiToken | None:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         token.last_used_at = now
     return token
+
+
+def token_from_header(authorization: str | None) -> ApiToken | None:
+    """The usable token an `Authorization: Bearer <token>` header sends (a websocket's, say); None otherwise."""
+    scheme, _, text = (authorization or "").partition(" ")
+    return token_authenticate(text.strip()) if scheme.lower() == "bearer" else None
+
+
+def token_user(token_id: int) -> User | None:
+    """The active user of this token while it is usable (not revoked, not expired); None otherwise."""
+    token = ApiToken.objects.select_related("user").filter(pk=token_id).first()
+    return token.user if token is not None and token.usable and token.user.is_active else None

@@ -355,12 +355,13 @@ class ConsoleTickets(ApiView):
         try:
             issued = consoles.console_tickets_issue(
                 actor=self.actor, host_name=host_name, uuid=str(uuid), origin=request_origin(request._request) or "",
-                client_addr=self.client_addr, serial=data.validated_data["serial"])
+                client_addr=self.client_addr, serial=data.validated_data["serial"],
+                api_token=request.auth if isinstance(request.auth, ApiToken) else None)
         except consoles.ConsoleLimitReached as limited:
             return problem(429, str(limited), headers={"Retry-After": str(limited.retry_after)}
                            if limited.retry_after else None)
         return Response({"kind": issued.kind, "url": issued.websocket_url, "tickets": list(issued.tokens),
-                         "expires_in": issued.expires_in})
+                         "expires_in": issued.expires_in, "origin": request_origin(request._request) or ""})
 
 
 # --- Migration jobs: admins only, as the pages. ---

@@ -48,7 +48,7 @@ class SerialConsoleConsumer(AsyncWebsocketConsumer):
             pending = await database_sync_to_async(services.serial_ticket_check)(token=token, client_addr=client_addr)
             self.console = await database_sync_to_async(services.console_open)(
                 pending=pending, origin=headers.get("origin"), cookie_header=headers.get("cookie"),
-                client_addr=client_addr)
+                authorization=headers.get("authorization"), client_addr=client_addr)
         except TicketRefused:
             await self.close()  # before accept(): the handshake is refused
             return

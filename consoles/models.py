@@ -42,6 +42,9 @@ class ConsoleTicket(models.Model):
     # While open, the proxy says it still relays it every few seconds: a console whose proxy process died
     # without closing it stops counting towards its user's open consoles.
     seen_at = models.DateTimeField(null=True, blank=True)
+    # Asked for by an API client with this token: its websocket proves its user with the same token, as a page's
+    # proves it with its session (consoles.services._ticket_user).
+    api_token = models.ForeignKey("api.ApiToken", null=True, blank=True, on_delete=models.CASCADE, related_name="+")
 
     class Meta:
         ordering = ["-issued_at"]

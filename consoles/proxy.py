@@ -92,7 +92,8 @@ class ConsoleTokenPlugin(token_plugins.BasePlugin):
 
 
 class ConsoleAuthPlugin(auth_plugins.BasePlugin):
-    """websockify auth plugin: the request must come from an allowed origin, in the ticket user's session.
+    """websockify auth plugin: the request must come from an allowed origin, in the ticket user's session (or
+    with the API token the ticket was issued to).
 
     One per connection, with that connection's token plugin.
     """
@@ -110,7 +111,7 @@ class ConsoleAuthPlugin(auth_plugins.BasePlugin):
         try:
             self.console = services.console_open(
                 pending=pending, origin=headers.get("Origin"), cookie_header=headers.get("Cookie"),
-                client_addr=self.tickets.client_addr)
+                authorization=headers.get("Authorization"), client_addr=self.tickets.client_addr)
         except TicketRefused as refusal:
             raise AuthenticationError(log_msg=f"console refused: {refusal}", response_code=403,
                                       response_msg="Console refused") from None

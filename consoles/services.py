@@ -1,7 +1,8 @@
 """Console tickets: issue (Django page), check and open (the proxy), re-check and close (the proxy).
 
 SECURITY.md, "Console tickets", point by point:
-1. the proxy opens a console only for a ticket *and* a live session of the ticket's user;
+1. the proxy opens a console only for a ticket *and* a live session of the ticket's user (for a ticket an
+   API client asked for with its token, that same token, still usable, sent as `Authorization: Bearer`);
 2. a ticket is 256 random bits, stored as its SHA-256, bound to user, host, domain UUID, console kind
    and graphics endpoint, and must be opened within `conf.ticket_seconds()` (< 60);
 3. it is consumed by one conditional UPDATE (`used_at IS NULL AND expires_at > now`), so of two
@@ -34,6 +35,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from accounts.sessions import session_user
+from api import services as api_tokens
 from audit.models import AuditEntry
 from audit.services import audited, count_refusal, record
 from domains import selectors, virt
@@ -46,6 +48,7 @@ from .models import ConsoleTicket
 
 if TYPE_CHECKING:
     from accounts.models import User
+    from api.models import ApiToken
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +91,15 @@ class IssuedTickets:
 
 
 def console_tickets_issue(*, actor: User, host_name: str, uuid: str, origin: str = "",
-                          client_addr: str | None = None, serial: bool = False) -> IssuedTickets:
+                          client_addr: str | None = None, serial: bool = False,
+                          api_token: ApiToken | None = None) -> IssuedTickets:
     """Fresh single-use tickets for the console of a running VM the actor may open consoles on.
 
     One for a VNC display, one per channel for a SPICE display (TICKETS_PER_KIND), or with `serial`
     one for its serial console, all bound to `origin`, the origin of the portal page asking
     (vmportal.origins.request_origin): their websockets open from that origin only, or from a trusted
-    one. Raises ConsoleLimitReached when the actor asked for too many this minute or has too many
+    one. Tickets asked for with an API token (`api_token`) open with that token instead of a session.
+    Raises ConsoleLimitReached when the actor asked for too many this minute or has too many
     consoles open (a serial console counts as one).
     """
     host = selectors.enabled_hosts().filter(name=host_name).first()
@@ -114,7 +119,7 @@ def console_tickets_issue(*, actor: User, host_name: str, uuid: str, origin: str
                 token_hash=hash_token(token), user=actor, host=row.host, domain_uuid=row.uuid,
                 domain_name=row.record.name, kind=endpoint.kind, endpoint=endpoint.key,
                 issued_at=now, expires_at=now + timedelta(seconds=conf.ticket_seconds()),
-                origin=origin[:255], batch=batch,
+                origin=origin[:255], batch=batch, api_token=api_token,
             )
             for token in tokens
         )
@@ -250,7 +255,7 @@ def _ticket_check(token: str, client_addr: str | None, expected: type[E]) -> Pen
 
 
 def console_open(*, pending: PendingConsole[E], origin: str | None, cookie_header: str | None,
-                 client_addr: str | None) -> OpenConsole[E]:
+                 client_addr: str | None, authorization: str | None = None) -> OpenConsole[E]:
     """Check the websocket request against its ticket, consume the ticket, audit the open.
 
     Raises TicketRefused (audited as denied) when anything does not match.
@@ -260,10 +265,7 @@ def console_open(*, pending: PendingConsole[E], origin: str | None, cookie_heade
         if not origin_allowed(origin, page_origin=ticket.origin):
             raise TicketRefused(f"origin {origin!r} is not that of the page the ticket was issued to "
                                 f"({ticket.origin or 'none'})")
-        session_key = _session_key(cookie_header)
-        user = session_user(session_key)
-        if user is None or user.pk != ticket.user_id:
-            raise TicketRefused("no session of the ticket's user")
+        user, session_key = _ticket_user(ticket, cookie_header=cookie_header, authorization=authorization)
         reason = _not_allowed(ticket, user)
         if reason:
             raise TicketRefused(reason)
@@ -286,15 +288,36 @@ def console_open(*, pending: PendingConsole[E], origin: str | None, cookie_heade
             raise TicketRefused("display changed while opening")
     logger.info("console opened: %s of %s on %s for %s from %s", ticket.kind, ticket.domain_name,
                 ticket.host.name, user.get_username(), client_addr)
-    return OpenConsole(ticket=ticket, endpoint=endpoint, user=user, session_key=session_key or "",
+    return OpenConsole(ticket=ticket, endpoint=endpoint, user=user, session_key=session_key,
                        client_addr=client_addr)
 
 
+def _ticket_user(ticket: ConsoleTicket, *, cookie_header: str | None, authorization: str | None) -> tuple[User, str]:
+    """The ticket's user, proven by what the websocket sends besides the ticket (rule 1), and its session key:
+    the session of the page that asked for the ticket, or the API token that asked for it (no session then)."""
+    if ticket.api_token_id is not None:
+        token = api_tokens.token_from_header(authorization)
+        if token is None or token.pk != ticket.api_token_id or not token.user.is_active:
+            raise TicketRefused("not the usable API token the ticket was issued to")
+        return token.user, ""
+    session_key = _session_key(cookie_header)
+    user = session_user(session_key)
+    if user is None or user.pk != ticket.user_id:
+        raise TicketRefused("no session of the ticket's user")
+    return user, session_key or ""
+
+
 def console_recheck(console: OpenConsole) -> str | None:
-    """Why an open console must close now (logout, password change, revoked right, disabled host), or None."""
-    user = session_user(console.session_key)
-    if user is None or user.pk != console.user.pk:
-        return "session ended"
+    """Why an open console must close now (logout, password change, revoked token or right, disabled host),
+    or None."""
+    if console.ticket.api_token_id is not None:
+        user = api_tokens.token_user(console.ticket.api_token_id)
+        if user is None or user.pk != console.user.pk:
+            return "API token revoked or expired"
+    else:
+        user = session_user(console.session_key)
+        if user is None or user.pk != console.user.pk:
+            return "session ended"
     console.ticket.host.refresh_from_db(fields=["enabled"])
     reason = _not_allowed(console.ticket, user)
     if not reason:

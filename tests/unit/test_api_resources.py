@@ -4,10 +4,15 @@ from XML), delete, display, console tickets and migration jobs (202 with the job
 from __future__ import annotations
 
 import pytest
+from django.test import Client
+from websockify.auth_plugins import AuthenticationError
 
 from accounts.models import User
+from api import services as api_services
 from audit.models import AuditEntry
+from consoles import services as consoles
 from consoles.models import ConsoleTicket
+from consoles.proxy import ConsoleAuthPlugin, ConsoleTokenPlugin
 from domains import migration_jobs
 from domains.models import Grant, Host, MigrationJob
 from domains.virt import migration as vmig
@@ -87,6 +92,60 @@ def test_console_tickets_are_the_ones_the_console_page_gets(tenant: User):  # no
     ticket = ConsoleTicket.objects.get()
     assert ticket.user == tenant and ticket.token_hash != body["tickets"][0]
     assert AuditEntry.objects.get(action="console.ticket").token_name == "tests"
+
+
+def _open_with(token: str, headers: dict[str, str]):
+    """What the console proxy does for one websocket upgrade (websockify's two plugin calls)."""
+    tickets = ConsoleTokenPlugin()
+    auth = ConsoleAuthPlugin(tickets)
+    target = tickets.lookup(token)
+    auth.authenticate(headers=headers, target_host=target[0], target_port=target[1])
+    assert auth.console is not None
+    return auth.console
+
+
+def _token_client(user: User, name: str = "console client") -> tuple[Client, str]:
+    _token, text = api_services.token_create(actor=user, name=name)
+    return Client(headers={"Authorization": f"Bearer {text}"}), f"Bearer {text}"
+
+
+def test_a_token_clients_ticket_opens_with_that_token_alone_and_closes_when_it_is_revoked(
+        tenant: User):  # noqa: F811 - the fixture
+    api, authorization = _token_client(tenant)
+    issued = api.post(f"/api/v1/domains/consoles/{VNC_UUID}/console-tickets/").json()
+    assert issued["origin"] == "http://testserver"
+    [ticket] = issued["tickets"]
+    console = _open_with(ticket, {"Origin": issued["origin"], "Authorization": authorization})
+    assert console.user == tenant and console.endpoint.port == 5907
+    assert consoles.console_recheck(console) is None
+    token_id = ConsoleTicket.objects.get().api_token_id
+    assert token_id is not None
+    api_services.token_revoke(actor=tenant, token_id=token_id)
+    assert consoles.console_recheck(console) == "API token revoked or expired"
+
+
+@pytest.mark.parametrize("sent", ["nothing", "another token", "the users session"])
+def test_a_token_clients_ticket_opens_with_no_other_credential(tenant: User, sent: str):  # noqa: F811
+    api, _authorization = _token_client(tenant)
+    [ticket] = api.post(f"/api/v1/domains/consoles/{VNC_UUID}/console-tickets/").json()["tickets"]
+    headers = {"Origin": "http://testserver"}
+    if sent == "another token":
+        headers["Authorization"] = _token_client(tenant, "another")[1]
+    elif sent == "the users session":
+        headers["Cookie"] = f"sessionid={client_for(tenant).cookies['sessionid'].value}"
+    with pytest.raises(AuthenticationError):
+        _open_with(ticket, headers)
+    refusal = AuditEntry.objects.get(action="console.open")
+    assert refusal.result == AuditEntry.Result.DENIED
+    assert "not the usable API token the ticket was issued to" in refusal.message
+
+
+def test_a_pages_ticket_does_not_open_with_the_users_token(tenant: User):  # noqa: F811 - the fixture
+    page = client_for(tenant)
+    [ticket] = page.post(f"/consoles/consoles/{VNC_UUID}/tickets/").json()["tickets"]
+    with pytest.raises(AuthenticationError):
+        _open_with(ticket, {"Origin": "http://testserver", "Authorization": _token_client(tenant)[1]})
+    assert "no session of the ticket's user" in AuditEntry.objects.get(action="console.open").message
 
 
 @pytest.fixture
