@@ -18,6 +18,7 @@ from domains.access import Right, require_admin
 from domains.errors import error_message
 from domains.forms import CloneForm, DomainXmlForm
 from domains.views import HARDWARE_CHANGES, hardware_change, hardware_forms
+from domains.virt.hardware import FIRMWARES
 
 from . import serializers as docs
 from .problems import problem, validation_problem
@@ -68,7 +69,7 @@ class HardwareSerializer(serializers.Serializer):
     disks = HardwareDiskSerializer(many=True)
     nics = HardwareNicSerializer(many=True)
     boot_order = serializers.ListField(child=serializers.CharField())
-    firmware = serializers.CharField(help_text="bios or uefi")
+    firmware = serializers.ChoiceField(choices=FIRMWARES)
     choices = HardwareChoicesSerializer()
     changes = serializers.ListField(child=serializers.CharField(), help_text="What POST .../hardware/<change>/ takes.")
 
@@ -94,7 +95,7 @@ class HardwareChangeRequestSerializer(serializers.Serializer):
     first = serializers.CharField(required=False, help_text="boot-order: hd, cdrom or network")
     second = serializers.CharField(required=False, help_text="boot-order")
     third = serializers.CharField(required=False, help_text="boot-order")
-    firmware = serializers.ChoiceField(choices=["bios", "uefi"], required=False, help_text="firmware")
+    firmware = serializers.ChoiceField(choices=FIRMWARES, required=False)
 
 
 class DefinitionSerializer(serializers.Serializer):

@@ -20,7 +20,7 @@ from networks import selectors, services
 from networks.forms import NatNetworkForm
 
 from . import serializers as docs
-from .problems import problem
+from .problems import one_of
 from .views import ApiView, _answers, _body, _created, _form_problem, _message
 
 if TYPE_CHECKING:
@@ -115,9 +115,6 @@ class NetworkActionView(ApiView):
                                                 enum=[action.value for action in services.NetworkAction])],
                    summary="Start, stop or (un)mark a network to start with the host (admins and operators)")
     def post(self, request: Request, host_name: str, network: str, action: str) -> Response:
-        try:
-            chosen = services.NetworkAction(action)
-        except ValueError:
-            return problem(400, "Unknown network action.")
-        return _message(services.network_act(actor=self.actor, host_name=host_name, name=network, action=chosen,
+        return _message(services.network_act(actor=self.actor, host_name=host_name, name=network,
+                                             action=one_of(services.NetworkAction, action, "network action"),
                                              client_addr=self.client_addr))

@@ -7,8 +7,9 @@ answers each with the status the pages give it (vmportal.errors) and the same wo
 
 from __future__ import annotations
 
+from enum import Enum
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
@@ -19,6 +20,8 @@ from rest_framework.views import exception_handler
 from domains import virt
 from domains.errors import error_message
 from vmportal.errors import NOT_FOUND, virt_error_status
+
+Choice = TypeVar("Choice", bound=Enum)
 
 if TYPE_CHECKING:
     from rest_framework.request import Request
@@ -72,3 +75,12 @@ def handle(error: Exception, context: dict[str, Any]) -> Response | None:
         return validation_problem(fields)
     detail = " ".join(str(text) for text in error.detail) if isinstance(error.detail, list) else str(error.detail)
     return problem(response.status_code, detail, headers=headers)
+
+
+def one_of(kind: type[Choice], value: str, what: str) -> Choice:
+    """`value` read as one of an enumeration's (an action named in the path, say); anything else is a 400
+    naming what was not known ("Unknown pool action.")."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise exceptions.ParseError(f"Unknown {what}.") from None

@@ -27,7 +27,7 @@ from storage.views import CHUNK_LIMIT, _read_in_a_thread
 
 from . import serializers as docs
 from .problems import CONTENT_TYPE as PROBLEM_TYPE
-from .problems import problem
+from .problems import one_of, problem
 from .views import ApiView, _answers, _body, _created, _form_problem, _message
 
 if TYPE_CHECKING:
@@ -158,11 +158,8 @@ class PoolActionView(ApiView):
                                                 enum=[action.value for action in PoolAction])],
                    summary="Start, stop, refresh or (un)mark a pool to start with the host (admins and operators)")
     def post(self, request: Request, host_name: str, pool: str, action: str) -> Response:
-        try:
-            chosen = PoolAction(action)
-        except ValueError:
-            return problem(400, "Unknown pool action.")
-        return _message(services.pool_act(actor=self.actor, host_name=host_name, pool=pool, action=chosen,
+        return _message(services.pool_act(actor=self.actor, host_name=host_name, pool=pool,
+                                          action=one_of(PoolAction, action, "pool action"),
                                           client_addr=self.client_addr))
 
 

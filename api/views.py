@@ -45,7 +45,7 @@ from vmportal.origins import request_origin
 from . import serializers as docs
 from .models import ApiToken
 from .problems import CONTENT_TYPE as PROBLEM_TYPE
-from .problems import problem, validation_problem
+from .problems import one_of, problem, validation_problem
 
 if TYPE_CHECKING:
     from rest_framework.request import Request
@@ -288,16 +288,10 @@ class DomainAction(ApiView):
                                                 enum=[action.value for action in virt.Action])],
                    summary="A lifecycle action (start, shutdown, reboot, pause, save...)")
     def post(self, request: Request, host_name: str, uuid: str, action: str) -> Response:
-        try:
-            chosen = virt.Action(action)
-        except ValueError:
-            return problem(400, "Unknown action.")
-        try:
-            mode = virt.PowerMode(_body(request).get("mode", virt.PowerMode.AUTO))
-        except ValueError:
-            return problem(400, "Unknown mode.")
-        return _message(services.domain_act(actor=self.actor, host_name=host_name, uuid=str(uuid), action=chosen,
-                                            mode=mode, client_addr=self.client_addr))
+        return _message(services.domain_act(
+            actor=self.actor, host_name=host_name, uuid=str(uuid), action=one_of(virt.Action, action, "action"),
+            mode=one_of(virt.PowerMode, _body(request).get("mode", virt.PowerMode.AUTO), "mode"),
+            client_addr=self.client_addr))
 
 
 class SnapshotList(ApiView):
