@@ -2,8 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils.translation import gettext_lazy as _
 
 
 class User(AbstractUser):
@@ -15,6 +17,8 @@ class User(AbstractUser):
         TENANT = "tenant", "Tenant"
 
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.TENANT)
+    # Empty: the browser's (accounts.languages).
+    language = models.CharField(_("language"), max_length=8, blank=True, choices=settings.LANGUAGES)
 
     def save(self, *args: Any, **kwargs: Any) -> None:
         # `createsuperuser` makes admins; after that the role alone decides, so demoting works.

@@ -4,6 +4,7 @@ from django.urls import path
 from api import pages as api_pages
 
 from .forms import ThrottledAuthenticationForm
+from .languages import language_set
 
 app_name = "accounts"
 urlpatterns = [
@@ -17,6 +18,7 @@ urlpatterns = [
         name="login",
     ),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("language/", language_set, name="language"),
     path("tokens/", api_pages.token_list, name="tokens"),
     path("tokens/<int:token_id>/revoke/", api_pages.token_revoke, name="token-revoke"),
 ]

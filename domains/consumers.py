@@ -35,7 +35,9 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import QueryDict
+from django.utils import translation
 
+from accounts.languages import socket_language
 from vmportal import frames
 from vmportal.frames import FrameWriter
 
@@ -95,6 +97,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=REJECTED)
             return
         self.user = user
+        self.language = socket_language(self.scope)
         self.frames: FrameWriter | None = self.scope.get(frames.SCOPE_KEY)
         self.granted = await database_sync_to_async(domain_scope)(user)
         # The page's query, and `since`: when the page's data was read (live.rendered_at), added by live.js.
@@ -153,7 +156,8 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         if self.failed:
             return
         try:
-            await self.dispatch(message)
+            with translation.override(self.language):  # this socket's task only: the hub's others have their own
+                await self.dispatch(message)
         except Exception:
             self.failed = True
             logger.exception("a live socket failed handling %s; closing it", message.get("type"))

@@ -35,6 +35,7 @@ from django.conf import settings
 from django.contrib.auth.signals import user_logged_out
 from django.dispatch import receiver
 from django.template.loader import render_to_string
+from django.utils import translation
 from django.utils.safestring import mark_safe
 
 from . import history, virt
@@ -131,15 +132,17 @@ FORM_TOKEN_MARKER = "form-token-of-the-request"  # noqa: S105 (a placeholder, no
 @functools.lru_cache(maxsize=8192)
 def render_partial(template: str, host_id: int, host_name: str, record: virt.DomainRecord,
                    rights: frozenset[Right], unreachable: bool, details_changed: bool = False,
-                   for_page: bool = False, usage: RowUsage | None = None) -> str:
-    """A partial about one VM; shared by every recipient with the same rights on the same record.
+                   for_page: bool = False, usage: RowUsage | None = None, *, language: str) -> str:
+    """A partial about one VM; shared by every recipient with the same rights on the same record, in the same
+    language (the caller's active one: a page's, or a live socket's, consumers._LiveConsumer.language).
 
     Rendered without a request: pushed partials' forms post through htmx, whose CSRF header <body> sets;
     a page's (`for_page`) carry FORM_TOKEN_MARKER where the request's token goes, for forms without script.
     """
     row = LiveRow(Host(pk=host_id, name=host_name), record, rights, unreachable=unreachable, usage=usage)
     context = {"row": row, "details_changed": details_changed}
-    return render_to_string(template, {**context, "csrf_token": FORM_TOKEN_MARKER} if for_page else context)
+    with translation.override(language):
+        return render_to_string(template, {**context, "csrf_token": FORM_TOKEN_MARKER} if for_page else context)
 
 
 def warm_up() -> None:
@@ -150,13 +153,13 @@ def warm_up() -> None:
                                state=virt.DomainState.RUNNING, reason="", persistent=True, autostart=False,
                                managed_save=False, snapshots=0, vcpus=1, memory_kib=1024, id=1)
     for template in ("domains/list.html#pushed_row", "domains/detail.html#pushed_summary"):
-        render_partial.__wrapped__(template, 0, "warm-up", record, ALL_RIGHTS, False)
+        render_partial.__wrapped__(template, 0, "warm-up", record, ALL_RIGHTS, False, language=settings.LANGUAGE_CODE)
 
 
 def row_html(host_id: int, host_name: str, record: virt.DomainRecord, rights: frozenset[Right],
              *, unreachable: bool = False, for_page: bool = False, usage: RowUsage | None = None) -> str:
     return render_partial("domains/list.html#row", host_id, host_name, record, rights, unreachable, False, for_page,
-                          usage)
+                          usage, language=translation.get_language())
 
 
 # --- What the live sockets send: out-of-band swaps of the pages' own partials (static/vmportal/live.js). ---
@@ -167,18 +170,21 @@ def row_message(host_id: int, host_name: str, record: virt.DomainRecord, rights:
     """The list's row, replaced or put in its sorted place: rendered once for every recipient with the
     same rights."""
     return render_partial("domains/list.html#pushed_row", host_id, host_name, record, rights, unreachable, False,
-                          False, usage)
+                          False, usage, language=translation.get_language())
 
 
 def usage_cells_message(cells: Iterable[tuple[str, RowUsage]]) -> str:
     """A host's new sample for a page's rows: their CPU and memory cells, by row element id."""
-    return f'<tr hx-swap-oob="cells:#results tbody">{"".join(_usage_cells(*cell) for cell in cells)}</tr>'
+    language = translation.get_language()
+    rendered = "".join(_usage_cells(dom_id, usage, language) for dom_id, usage in cells)
+    return f'<tr hx-swap-oob="cells:#results tbody">{rendered}</tr>'
 
 
 @functools.lru_cache(maxsize=16384)
-def _usage_cells(dom_id: str, usage: RowUsage) -> str:
-    # Every page showing the VM is sent the same cells: rendered once per sample.
-    return render_to_string("domains/list.html#usage_cells", {"dom_id": dom_id, "usage": usage})
+def _usage_cells(dom_id: str, usage: RowUsage, language: str) -> str:
+    # Every page showing the VM in that language is sent the same cells: rendered once per sample and language.
+    with translation.override(language):
+        return render_to_string("domains/list.html#usage_cells", {"dom_id": dom_id, "usage": usage})
 
 
 def order_message(page: listing.Page) -> str:
@@ -211,7 +217,7 @@ def summary_message(host_id: int, host_name: str, record: virt.DomainRecord, rig
                     *, unreachable: bool = False, details_changed: bool = False) -> str:
     """The VM page's summary; `details_changed` has the page ask the guest agent again."""
     return render_partial("domains/detail.html#pushed_summary", host_id, host_name, record, rights, unreachable,
-                          details_changed)
+                          details_changed, language=translation.get_language())
 
 
 def usage_news(host_id: int, latest: dict[str, Any]) -> dict[str, Any] | None:

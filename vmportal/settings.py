@@ -69,9 +69,11 @@ MIDDLEWARE = [
     "vmportal.csp.ContentSecurityPolicyMiddleware",  # before WhiteNoise, so static files carry it too
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",  # the browser's language (or the cookie's); then the user's:
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "accounts.languages.UserLanguageMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -164,7 +166,11 @@ LOGIN_FAILURE_WINDOW_SECONDS = int(os.environ.get("VMPORTAL_LOGIN_FAILURE_WINDOW
 TRUSTED_PROXIES = frozenset(_env_list(
     "VMPORTAL_TRUSTED_PROXIES", os.environ.get("VMPORTAL_CONSOLE_TRUSTED_PROXIES", "127.0.0.1,::1")))
 
-LANGUAGE_CODE = "en-us"
+# English and Vietnamese: the user's own setting (accounts.languages), else the language cookie, else the
+# browser's Accept-Language. The catalogues are compiled by bin/setup (locale/*/LC_MESSAGES/django.mo).
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", "English"), ("vi", "Tiếng Việt")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -100,6 +100,8 @@ MATRIX: tuple[Row, ...] = (
     Row("accounts:login", "GET", everyone(Redirect("/domains/"), anonymous=200), shows="Log in"),
     Row("accounts:logout", "POST", everyone(Redirect("/accounts/login/"), anonymous=Redirect("/accounts/login/"))),
     Row("accounts:logout", "GET", everyone(405, anonymous=405)),
+    Row("accounts:language", "POST", everyone(Redirect("/"), anonymous=Redirect("/")), data={"language": "vi"}),
+    Row("accounts:language", "GET", everyone(405, anonymous=405)),
     Row("accounts:tokens", "GET", everyone(200), shows="API tokens"),
     Row("accounts:tokens", "POST", everyone(200), data={"name": "matrix"}, shows="vmp_", audit="token.create"),
     # Nobody's token 4243: revoking it is a 404 for everybody, as another user's token would be.
