@@ -168,6 +168,7 @@ MATRIX: tuple[Row, ...] = (
         audit="host.test"),
     Row("domains:host-test", "GET", everyone(405), kwargs=HOST),
     Row("audit:list", "GET", everyone(200), shows="Audit log"),
+    Row("audit:export", "GET", everyone(200), query="result=denied", shows="When,Who,API token,Action"),
     # Migration is for admins only; everybody else is told nothing exists.
     Row("domains:migrate", "GET", admin_only(200), kwargs=VM, shows="Migrate test"),
     Row("domains:migrate", "POST", admin_only(400), kwargs=VM, data={"destination": "nowhere"},
@@ -312,7 +313,7 @@ def test_matrix(row: Row, role: str, request: pytest.FixtureRequest, tenant_gran
     else:
         response = client.post(path, row.data)
     expected = row.expected[role]
-    body = response.content.decode()
+    body = (b"".join(response.streaming_content) if response.streaming else response.content).decode()  # type: ignore[attr-defined]
 
     if expected == LOGIN:
         full = f"{path}?{row.query}" if row.query else path
