@@ -9,8 +9,8 @@ from django.contrib.auth.models import Group
 from django.db.models import Count, Q, QuerySet
 
 from accounts.models import User
-from domains import catalog
-from domains.access import domain_scope, require_admin, visible_hosts
+from domains import selectors as domain_selectors
+from domains.access import require_admin
 from domains.models import DefineAllowance, Grant
 
 if TYPE_CHECKING:
@@ -70,7 +70,6 @@ class VmChoice:
 def vm_choices(*, actor: User | AnonymousUser) -> list[VmChoice]:
     """The VMs the list knows (each host's watcher, or one listing now), by name: the grant form's picker."""
     require_admin(actor)
-    inventories = catalog.inventories(list(visible_hosts(domain_scope(actor))))
-    return sorted((VmChoice(host.name, record.uuid, record.name)
-                   for host, inventory in inventories.items() for record in inventory.records),
+    return sorted((VmChoice(host_name, uuid, name)
+                   for (host_name, uuid), name in domain_selectors.domain_names(user=actor).items()),
                   key=lambda choice: (choice.name.lower(), choice.host_name))

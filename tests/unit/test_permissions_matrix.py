@@ -118,6 +118,11 @@ MATRIX: tuple[Row, ...] = (
     Row("domains:new", "POST", roles(admin=400, operator=400, tenant=404, other=404), data={"host": "embedded"}),
     Row("domains:new-xml", "GET", admin_only(200), shows="Define from XML"),
     Row("domains:new-xml", "POST", admin_only(400), data={"host": "embedded", "xml": "<domain"}),
+    # Bulk actions answer each VM's outcome: the other tenant's is "refused", audited as denied and naming
+    # nothing it may not see (tests/unit/test_bulk_actions.py).
+    Row("domains:bulk", "POST", everyone(200), data={"action": "pause", "vm": f"embedded/{TEST_DOMAIN_UUID}"},
+        shows='id="bulk-results"'),
+    Row("domains:bulk", "GET", everyone(405)),
     Row("domains:display", "GET", vm_actor(200), kwargs=VM, shows="Display of test"),
     Row("domains:display", "POST", vm_actor(400), kwargs=VM, data={"video_model": "no-such-model"}),
     Row("domains:hardware", "GET", vm_actor(200), kwargs=VM, shows="Hardware of test"),
