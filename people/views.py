@@ -34,19 +34,20 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _saved(form: BaseForm, save: Callable[[], T]) -> T | None:
-    """Runs a service for a valid form; its refusal goes beside the fields, with everything typed kept."""
-    if not form.is_valid():
-        return None
-    try:
-        return save()
-    except ValidationError as error:
-        put_errors(form, error)
-        return None
-
-
-def _status(form: BaseForm) -> int:
-    return 400 if form.errors else 200
+def _form_page(request: AuthedRequest, form: BaseForm, save: Callable[[], T], done: Callable[[T], tuple[str, str]],
+               template: str, context: dict[str, object]) -> HttpResponse:
+    """A page with a form: a valid POST runs the service and goes where `done` says (its message, its URL);
+    a refusal goes beside the fields, with everything typed kept (400)."""
+    if request.method == "POST" and form.is_valid():
+        try:
+            saved = save()
+        except ValidationError as error:
+            put_errors(form, error)
+        else:
+            message, url = done(saved)
+            messages.success(request, message)
+            return redirect(url)
+    return render(request, template, {**context, "form": form}, status=400 if form.errors else 200)
 
 
 @login_required
@@ -54,15 +55,13 @@ def _status(form: BaseForm) -> int:
 def user_list(request: AuthedRequest) -> HttpResponse:
     _admin_only(request, "user.create")
     form = UserCreateForm(_posted(request))
-    if request.method == "POST":
-        user = _saved(form, lambda: services.user_create(
+    return _form_page(
+        request, form,
+        lambda: services.user_create(
             actor=request.user, username=form.cleaned_data["username"], password=form.cleaned_data["password"],
-            role=form.cleaned_data["role"], groups=form.cleaned_data["groups"], client_addr=client_addr(request)))
-        if user is not None:
-            messages.success(request, _("User %(name)s created.") % {"name": user.username})
-            return redirect("people:user", user.pk)
-    return render(request, "people/users.html", {"users": selectors.user_list(actor=request.user), "form": form},
-                  status=_status(form))
+            role=form.cleaned_data["role"], groups=form.cleaned_data["groups"], client_addr=client_addr(request)),
+        lambda user: (_("User %(name)s created.") % {"name": user.username}, reverse("people:user", args=[user.pk])),
+        "people/users.html", {"users": selectors.user_list(actor=request.user)})
 
 
 @login_required
@@ -72,21 +71,34 @@ def user_detail(request: AuthedRequest, user_id: int) -> HttpResponse:
     person = get_object_or_404(User, pk=user_id)
     form = UserEditForm(_posted(request), initial={
         "role": person.role, "is_active": person.is_active, "groups": list(person.groups.all())})
-    if request.method == "POST":
-        updated = _saved(form, lambda: services.user_update(
+
+    def done(updated: User) -> tuple[str, str]:
+        if updated.pk == request.user.pk:
+            update_session_auth_hash(request, updated)  # a new password of one's own keeps one signed in
+        return _("User %(name)s saved.") % {"name": updated.username}, reverse("people:user", args=[updated.pk])
+
+    return _form_page(
+        request, form,
+        lambda: services.user_update(
             actor=request.user, user=person, role=form.cleaned_data["role"],
             is_active=form.cleaned_data["is_active"], groups=form.cleaned_data["groups"],
-            password=form.cleaned_data["password"], client_addr=client_addr(request)))
-        if updated is not None:
-            if updated.pk == request.user.pk:
-                update_session_auth_hash(request, updated)  # a new password of one's own keeps one signed in
-            messages.success(request, _("User %(name)s saved.") % {"name": updated.username})
-            return redirect("people:user", person.pk)
-    return render(request, "people/user.html", {
-        "person": person, "form": form,
-        "grants": selectors.grant_list(actor=request.user, holder=person),
-        "allowances": selectors.allowance_list(actor=request.user, holder=person),
-    }, status=_status(form))
+            password=form.cleaned_data["password"], client_addr=client_addr(request)),
+        done, "people/user.html", {"person": person, **_holdings(request, person)})
+
+
+def _holdings(request: AuthedRequest, holder: User | Group) -> dict[str, object]:
+    """What a user (with its groups') or a group holds: its grants and define allowances."""
+    return {"grants": selectors.grant_list(actor=request.user, holder=holder),
+            "allowances": selectors.allowance_list(actor=request.user, holder=holder)}
+
+
+def _group_saved(request: AuthedRequest, form: GroupForm) -> Group:
+    return services.group_save(actor=request.user, group=form.instance, members=form.cleaned_data["members"],
+                               client_addr=client_addr(request))
+
+
+def _group_done(group: Group) -> tuple[str, str]:
+    return _("Group %(name)s saved.") % {"name": group.name}, reverse("people:group", args=[group.pk])
 
 
 @login_required
@@ -94,15 +106,8 @@ def user_detail(request: AuthedRequest, user_id: int) -> HttpResponse:
 def group_list(request: AuthedRequest) -> HttpResponse:
     _admin_only(request, "group.create")
     form = GroupForm(_posted(request))
-    if request.method == "POST":
-        group = _saved(form, lambda: services.group_save(
-            actor=request.user, group=form.instance, members=form.cleaned_data["members"],
-            client_addr=client_addr(request)))
-        if group is not None:
-            messages.success(request, _("Group %(name)s created.") % {"name": group.name})
-            return redirect("people:group", group.pk)
-    return render(request, "people/groups.html", {"groups": selectors.group_list(actor=request.user), "form": form},
-                  status=_status(form))
+    return _form_page(request, form, lambda: _group_saved(request, form), _group_done, "people/groups.html",
+                      {"groups": selectors.group_list(actor=request.user)})
 
 
 @login_required
@@ -111,39 +116,8 @@ def group_detail(request: AuthedRequest, group_id: int) -> HttpResponse:
     _admin_only(request, "group.update")
     group = get_object_or_404(Group, pk=group_id)
     form = GroupForm(_posted(request), instance=group)
-    if request.method == "POST":
-        saved = _saved(form, lambda: services.group_save(
-            actor=request.user, group=form.instance, members=form.cleaned_data["members"],
-            client_addr=client_addr(request)))
-        if saved is not None:
-            messages.success(request, _("Group %(name)s saved.") % {"name": saved.name})
-            return redirect("people:group", group.pk)
-    return render(request, "people/group.html", {
-        "group": group, "form": form,
-        "grants": selectors.grant_list(actor=request.user, holder=group),
-        "allowances": selectors.allowance_list(actor=request.user, holder=group),
-    }, status=_status(form))
-
-
-@login_required
-@require_http_methods(["GET", "POST"])
-def grant_list(request: AuthedRequest) -> HttpResponse:
-    """Every grant (or one VM's, ?vm=host/uuid), and a form to add one with a VM picker."""
-    _admin_only(request, "grant.save")
-    vm = request.GET.get("vm", "")
-    host_name, _slash, uuid = vm.partition("/")
-    vms = selectors.vm_choices(actor=request.user)
-    form = GrantCreateForm(_posted(request), vms=vms, initial={"vm": vm})
-    if request.method == "POST":
-        grant = _saved(form, lambda: _share(request, form, *form.vm_key()))
-        if grant is not None:
-            messages.success(request, _("%(vm)s shared with %(holder)s.") % {
-                "vm": grant.domain_name, "holder": grant.user or grant.group})
-            return redirect(reverse("people:grants") + (f"?vm={vm}" if vm else ""))
-    return render(request, "people/grants.html", {
-        "form": form, "vm": vm,
-        "grants": selectors.grant_list(actor=request.user, host_name=host_name, uuid=uuid),
-    }, status=_status(form))
+    return _form_page(request, form, lambda: _group_saved(request, form), _group_done, "people/group.html",
+                      {"group": group, **_holdings(request, group)})
 
 
 def _share(request: AuthedRequest, form: GrantForm, host_name: str, uuid: str) -> Grant:
@@ -154,6 +128,25 @@ def _share(request: AuthedRequest, form: GrantForm, host_name: str, uuid: str) -
         client_addr=client_addr(request))
 
 
+def _shared(vm_name: str, grant: Grant, url: str) -> tuple[str, str]:
+    return _("%(vm)s shared with %(holder)s.") % {"vm": vm_name, "holder": grant.user or grant.group}, url
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def grant_list(request: AuthedRequest) -> HttpResponse:
+    """Every grant (or one VM's, ?vm=host/uuid), and a form to add one with a VM picker."""
+    _admin_only(request, "grant.save")
+    vm = request.GET.get("vm", "")
+    host_name, _slash, uuid = vm.partition("/")
+    form = GrantCreateForm(_posted(request), vms=selectors.vm_choices(actor=request.user), initial={"vm": vm})
+    return _form_page(
+        request, form, lambda: _share(request, form, *form.vm_key()),
+        lambda grant: _shared(grant.domain_name, grant, request.get_full_path()),
+        "people/grants.html",
+        {"vm": vm, "grants": selectors.grant_list(actor=request.user, host_name=host_name, uuid=uuid)})
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def share(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
@@ -161,16 +154,11 @@ def share(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResponse:
     _admin_only(request, "grant.save", domain_uuid=str(uuid))
     row = domain_selectors.domain_get(user=request.user, host_name=host_name, uuid=str(uuid))
     form = GrantForm(_posted(request), instance=Grant(host=row.host, domain_uuid=row.uuid))
-    if request.method == "POST":
-        grant = _saved(form, lambda: _share(request, form, host_name, row.uuid))
-        if grant is not None:
-            messages.success(request, _("%(vm)s shared with %(holder)s.") % {
-                "vm": row.record.name, "holder": grant.user or grant.group})
-            return redirect(reverse("domains:detail", args=[host_name, row.uuid]) + "#sharing")
-    return render(request, "people/share.html", {
-        "row": row, "form": form, "grants": selectors.grant_list(actor=request.user, host_name=host_name,
-                                                                   uuid=row.uuid),
-    }, status=_status(form))
+    vm_page = reverse("domains:detail", args=[host_name, row.uuid]) + "#sharing"
+    return _form_page(
+        request, form, lambda: _share(request, form, host_name, row.uuid),
+        lambda grant: _shared(row.record.name, grant, vm_page), "people/share.html",
+        {"row": row, "grants": selectors.grant_list(actor=request.user, host_name=host_name, uuid=row.uuid)})
 
 
 def _back(request: AuthedRequest, fallback: str) -> HttpResponseRedirect:
@@ -192,15 +180,24 @@ def grant_revoke(request: AuthedRequest, grant_id: int) -> HttpResponse:
     return _back(request, reverse("people:grants"))
 
 
+def _allowance_saved(request: AuthedRequest, form: AllowanceForm) -> DefineAllowance:
+    return services.allowance_save(actor=request.user, allowance=form.save(commit=False),
+                                   hosts=form.cleaned_data["hosts"], pools=form.cleaned_data["pools"],
+                                   client_addr=client_addr(request))
+
+
+def _allowance_done(allowance: DefineAllowance) -> tuple[str, str]:
+    return (_("Define allowance of %(holder)s saved.") % {"holder": allowance.user or allowance.group},
+            reverse("people:allowances"))
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def allowance_list(request: AuthedRequest) -> HttpResponse:
     _admin_only(request, "allowance.create")
     form = AllowanceForm(_posted(request))
-    if request.method == "POST" and _save_allowance(request, form):
-        return redirect("people:allowances")
-    return render(request, "people/allowances.html", {
-        "allowances": selectors.allowance_list(actor=request.user), "form": form}, status=_status(form))
+    return _form_page(request, form, lambda: _allowance_saved(request, form), _allowance_done,
+                      "people/allowances.html", {"allowances": selectors.allowance_list(actor=request.user)})
 
 
 @login_required
@@ -209,18 +206,8 @@ def allowance_detail(request: AuthedRequest, allowance_id: int) -> HttpResponse:
     _admin_only(request, "allowance.update")
     allowance = get_object_or_404(DefineAllowance, pk=allowance_id)
     form = AllowanceForm(_posted(request), instance=allowance)
-    if request.method == "POST" and _save_allowance(request, form):
-        return redirect("people:allowances")
-    return render(request, "people/allowance.html", {"allowance": allowance, "form": form}, status=_status(form))
-
-
-def _save_allowance(request: AuthedRequest, form: AllowanceForm) -> bool:
-    saved = _saved(form, lambda: services.allowance_save(
-        actor=request.user, allowance=form.save(commit=False), hosts=form.cleaned_data["hosts"],
-        pools=form.cleaned_data["pools"], client_addr=client_addr(request)))
-    if saved is not None:
-        messages.success(request, _("Define allowance of %(holder)s saved.") % {"holder": saved.user or saved.group})
-    return saved is not None
+    return _form_page(request, form, lambda: _allowance_saved(request, form), _allowance_done,
+                      "people/allowance.html", {"allowance": allowance})
 
 
 @login_required
