@@ -1,4 +1,10 @@
-"""The Share card of a VM's page (templates/domains/detail.html), for those who may share: admins."""
+"""The Share card of a VM's page (templates/domains/detail.html), for those who may share: admins.
+
+Not a VM's owner (Grant.owner): in access.py owning is the right to delete the VM and its disks and a
+count against the owner's define allowance, not a say over who else sees it. Letting owners share would
+also put every account's name in a tenant's form, and would let a tenant hand out the console and the
+owner right, which admins decide.
+"""
 
 from __future__ import annotations
 
