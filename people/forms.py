@@ -85,8 +85,10 @@ class GrantForm(forms.ModelForm[Grant]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["user"].queryset = User.objects.filter(is_active=True).order_by("username")  # type: ignore[attr-defined]
-        self.fields["user"].label = _("User")
+        # Admins and operators see every VM already: a share matters to tenants alone.
+        self.fields["user"].queryset = (  # type: ignore[attr-defined]
+            User.objects.filter(is_active=True, role=User.Role.TENANT).order_by("username"))
+        self.fields["user"].label = _("Tenant")
         self.fields["group"].queryset = Group.objects.order_by("name")  # type: ignore[attr-defined]
         self.fields["group"].label = _("or group")
 

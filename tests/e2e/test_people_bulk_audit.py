@@ -46,7 +46,7 @@ def test_an_admin_shares_a_vm_from_its_page_and_the_tenant_then_sees_it(page: Pa
     page.goto(f"/domains/{crew_host}/{UUIDS['crew-01']}/")
     sharing = page.locator("#sharing")
     expect(sharing).to_contain_text("Console: open its screen and keyboard in a browser tab.")
-    sharing.get_by_label("User").select_option(label=TENANT)
+    sharing.get_by_label("Tenant").select_option(label=TENANT)
     sharing.get_by_label("Operate").check()
     sharing.get_by_role("button", name="Share crew-01").click()
     expect(page.locator("#messages")).to_contain_text(f"crew-01 shared with {TENANT}.")

@@ -257,3 +257,12 @@ def test_the_services_refuse_an_operator(operator_user: User, tenant_user: User,
     tenant_user.refresh_from_db()
     assert tenant_user.role == User.Role.TENANT and not Grant.objects.exists()
     assert audit_of(operator_user) == [("user.update", "denied"), ("grant.save", "denied")]
+
+
+def test_share_offers_tenants_only(admin_user: User, operator_user: User, tenant_user: User, embedded_host: Host):
+    body = client_for(admin_user).get(SHARE).content.decode()
+    assert f'<option value="{tenant_user.pk}">tina-tenant</option>' in body
+    assert "oscar-operator" not in body  # sees every VM already
+    response = client_for(admin_user).post(SHARE, {"user": operator_user.pk})
+    assert response.status_code == 400
+    assert "Select a valid choice." in response.content.decode()
