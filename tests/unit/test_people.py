@@ -9,6 +9,7 @@ import re
 
 import pytest
 from django.contrib.auth.models import Group
+from django.http import Http404
 
 from accounts.models import User
 from audit.models import AuditEntry
@@ -248,15 +249,28 @@ def test_an_allowance_for_nobody_is_refused_in_words(admin_user: User):
 
 
 def test_the_services_refuse_an_operator(operator_user: User, tenant_user: User, embedded_host: Host):
-    from django.http import Http404
-    with pytest.raises(Http404):
-        services.user_update(actor=operator_user, user=tenant_user, role="admin", is_active=True, groups=[])
-    with pytest.raises(Http404):
-        services.grant_share(actor=operator_user, host=embedded_host, uuid=TEST_DOMAIN_UUID, user=tenant_user,
-                             group=None, can_operate=True, can_console=True, owner=True)
+    allowance = DefineAllowance.objects.create(user=tenant_user)
+    refused = [
+        lambda: services.user_create(actor=operator_user, username="sneaky", password="a long enough secret",
+                                     role="admin"),
+        lambda: services.user_update(actor=operator_user, user=tenant_user, role="admin", is_active=True, groups=[]),
+        lambda: services.group_save(actor=operator_user, group=Group(name="sneaky"), members=[operator_user]),
+        lambda: services.grant_share(actor=operator_user, host=embedded_host, uuid=TEST_DOMAIN_UUID,
+                                     user=tenant_user, group=None, can_operate=True, can_console=True, owner=True),
+        lambda: services.allowance_save(actor=operator_user, allowance=DefineAllowance(user=operator_user),
+                                        hosts=[], pools=[]),
+        lambda: services.allowance_delete(actor=operator_user, allowance=allowance),
+    ]
+    for call in refused:
+        with pytest.raises(Http404):
+            call()
     tenant_user.refresh_from_db()
-    assert tenant_user.role == User.Role.TENANT and not Grant.objects.exists()
-    assert audit_of(operator_user) == [("user.update", "denied"), ("grant.save", "denied")]
+    assert tenant_user.role == User.Role.TENANT
+    assert not User.objects.filter(username="sneaky").exists() and not Group.objects.exists()
+    assert not Grant.objects.exists() and list(DefineAllowance.objects.all()) == [allowance]
+    assert audit_of(operator_user) == [
+        ("user.create", "denied"), ("user.update", "denied"), ("group.create", "denied"), ("grant.save", "denied"),
+        ("allowance.create", "denied"), ("allowance.delete", "denied")]
 
 
 def test_share_offers_tenants_only(admin_user: User, operator_user: User, tenant_user: User, embedded_host: Host):
