@@ -333,7 +333,6 @@ class CloneForm(forms.Form):
     name = domain_name_field()
 
 
-
 BULK_CHOICES = [(action.value, action.label) for action in services.BULK_ACTIONS] + [
     (services.BULK_SNAPSHOT, _("Snapshot"))]
 

@@ -74,10 +74,13 @@ def test_a_view_only_tenant_is_refused_in_words(other_tenant_user: User, embedde
     assert audited(other_tenant_user) == [("domain.pause", "denied")]
 
 
-def test_nothing_ticked_is_said_in_words(admin_user: User, embedded_host: Host):
-    response = client_for(admin_user).post("/domains/bulk/", {"action": "start"})
-    assert response.status_code == 400
-    assert "Tick the machines to act on first." in response.content.decode()
+@pytest.mark.parametrize(("headers", "status"), [({}, 400), ({"HX-Request": "true"}, 200)])
+def test_nothing_ticked_is_said_in_words(admin_user: User, embedded_host: Host, headers: dict[str, str],
+                                         status: int):
+    """htmx swaps only a 2xx answer into the page, so it gets the words with a 200."""
+    response = client_for(admin_user).post("/domains/bulk/", {"action": "start"}, headers=headers)
+    assert response.status_code == status
+    assert '<p class="message error">Tick the machines to act on first.</p>' in response.content.decode()
     assert not AuditEntry.objects.exists()
 
 
