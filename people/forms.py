@@ -14,10 +14,10 @@ from .selectors import VmChoice
 
 # One line each on what a right allows; viewing comes with every share.
 RIGHTS_HELP = {
-    "can_operate": _("Operate: start, shut down, reboot, pause, resume, save, snapshot and change its hardware; "
+    "can_operate": _("start, shut down, reboot, pause, resume, save, snapshot and change its hardware; "
                      "not delete it."),
-    "can_console": _("Console: open its screen and keyboard in a browser tab."),
-    "owner": _("Owner: may delete it and its own disks; it counts against the tenant's define allowance."),
+    "can_console": _("open its screen and keyboard in a browser tab."),
+    "owner": _("may delete it and its own disks; it counts against the tenant's define allowance."),
 }
 
 
@@ -91,6 +91,12 @@ class GrantForm(forms.ModelForm[Grant]):
         self.fields["user"].label = _("Tenant")
         self.fields["group"].queryset = Group.objects.order_by("name")  # type: ignore[attr-defined]
         self.fields["group"].label = _("or group")
+
+    def holder_fields(self) -> list[forms.BoundField]:
+        return [self["user"], self["group"]]
+
+    def right_fields(self) -> list[forms.BoundField]:
+        return [self["can_operate"], self["can_console"], self["owner"]]
 
 
 class GrantCreateForm(GrantForm):

@@ -46,6 +46,8 @@ def test_an_admin_shares_a_vm_from_its_page_and_the_tenant_then_sees_it(page: Pa
     page.goto(f"/domains/{crew_host}/{UUIDS['crew-01']}/")
     sharing = page.locator("#sharing")
     expect(sharing).to_contain_text("Console: open its screen and keyboard in a browser tab.")
+    expect(sharing.get_by_role("checkbox", name="Operate")).to_have_accessible_description(
+        "start, shut down, reboot, pause, resume, save, snapshot and change its hardware; not delete it.")
     sharing.get_by_label("Tenant").select_option(label=TENANT)
     sharing.get_by_label("Operate").check()
     sharing.get_by_role("button", name="Share crew-01").click()

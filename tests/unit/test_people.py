@@ -171,8 +171,11 @@ def test_revoking_goes_back_only_to_a_page_of_this_site(admin_user: User, tenant
 def test_the_vm_page_offers_share_to_admins_with_each_right_explained(admin_user: User, tenant_grant: Grant):
     body = client_for(admin_user).get(VM_PAGE).content.decode()
     assert 'id="sharing"' in body
-    assert "Operate: start, shut down" in body and "Console: open its screen" in body
-    assert "Owner: may delete it" in body
+    for right, label, words in (("can_operate", "Operate", "start, shut down"),
+                                ("can_console", "Console", "open its screen"), ("owner", "Owner", "may delete it")):
+        # Each right's line: the box, its name, and what it allows, which the box is described by.
+        assert f'name="{right}" aria-describedby="id_{right}_helptext"' in body
+        assert f'{label}</label>: <span class="helptext" id="id_{right}_helptext">{words}' in body
     assert "tina-tenant" in body  # the current share, with its Remove button
     assert f"/people/grants/{tenant_grant.pk}/revoke/" in body
 
