@@ -7,6 +7,7 @@ import io
 from datetime import timedelta
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.utils import timezone
 
 from accounts.models import User
@@ -14,6 +15,7 @@ from audit.models import AuditEntry
 from audit.services import record
 from domains.models import Host
 from tests.conftest import client_for
+from tests.support.streaming import read_all
 
 Result = AuditEntry.Result
 WEB_UUID = "a1f0c0de-0000-4000-8000-000000000001"
@@ -108,7 +110,7 @@ def export(user: User, query: str = "") -> list[list[str]]:
     assert response.status_code == 200
     assert response.streaming and response["Content-Type"] == "text/csv; charset=utf-8"
     assert response["Content-Disposition"] == 'attachment; filename="audit.csv"'
-    return list(csv.reader(io.StringIO(b"".join(response.streaming_content).decode())))  # type: ignore[attr-defined]
+    return list(csv.reader(io.StringIO(read_all(response.streaming_content).decode())))  # type: ignore[attr-defined]
 
 
 def test_the_csv_holds_the_filtered_entries_of_every_page(admin_user: User, history: None):
@@ -136,3 +138,16 @@ def test_the_export_link_carries_the_filters(admin_user: User, history: None):
 
 def test_anonymous_is_sent_to_log_in_for_the_export(db: None):
     assert client_for(None).get("/audit/export.csv")["Location"].startswith("/accounts/login/")
+
+
+def test_a_long_export_is_sent_in_batches_not_read_whole_first(admin_user: User):
+    AuditEntry.objects.bulk_create(AuditEntry(actor=admin_user, actor_name=admin_user.username, action="domain.start",
+                                              result=Result.SUCCEEDED) for _ in range(600))
+    response = client_for(admin_user).get("/audit/export.csv")
+
+    async def batches() -> list[bytes]:
+        return [batch async for batch in response.streaming_content]  # type: ignore[attr-defined]
+
+    sent = async_to_sync(batches)()
+    assert len(sent) == 2  # the heading and 499 rows, then the other 101
+    assert b"".join(sent).count(b"domain.start") == 600

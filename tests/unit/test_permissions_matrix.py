@@ -23,6 +23,7 @@ from audit.models import AuditEntry
 from domains.models import DefineAllowance, Grant, Host, MigrationJob
 from storage.models import UploadSession
 from tests.conftest import TEST_DOMAIN_UUID, client_for
+from tests.support.streaming import read_all
 
 ADMIN, OPERATOR, TENANT, OTHER, ANON = "admin", "operator", "tenant", "other tenant", "anonymous"
 ROLES = (ADMIN, OPERATOR, TENANT, OTHER, ANON)
@@ -318,7 +319,7 @@ def test_matrix(row: Row, role: str, request: pytest.FixtureRequest, tenant_gran
     else:
         response = client.post(path, row.data)
     expected = row.expected[role]
-    body = (b"".join(response.streaming_content) if response.streaming else response.content).decode()  # type: ignore[attr-defined]
+    body = (read_all(response.streaming_content) if response.streaming else response.content).decode()  # type: ignore[attr-defined]
 
     if expected == LOGIN:
         full = f"{path}?{row.query}" if row.query else path
