@@ -59,6 +59,16 @@ def test_an_admin_shares_a_vm_from_its_page_and_the_tenant_then_sees_it(page: Pa
     tenant_page.reload()
     expect(tenant_page.locator("#results tbody tr[data-name]")).to_have_count(1)
     expect(tenant_page.locator(f"#domain-{crew_host}-{UUIDS['crew-01']}")).to_contain_text("crew-01")
+
+    # The grants page's picker: typing part of a name chooses the machine, no UUID typed.
+    page.goto("/people/grants/")
+    page.get_by_label("Find a machine by name or host").fill("crew-02")
+    expect(page.get_by_label("Virtual machine")).to_have_value(f"{crew_host}/{UUIDS['crew-02']}")
+    page.get_by_label("Tenant").select_option(label=TENANT)
+    page.get_by_role("button", name="Share", exact=True).click()
+    expect(page.locator("#messages")).to_contain_text(f"crew-02 shared with {TENANT}.")
+    tenant_page.reload()
+    expect(tenant_page.locator("#results tbody tr[data-name]")).to_have_count(2)
     tenant_context.close()
 
 
