@@ -1,7 +1,10 @@
 from typing import Any, cast
+from uuid import UUID
 
 from django import forms
+from django.utils.translation import gettext_lazy as _
 
+from . import services
 from .models import Host
 from .virt import VIDEO_MODELS, BootKind, BootSpec, DefineChoices, DomainSpec, GraphicsSpec
 from .virt.hardware import BOOT_DEVICES, DISK_BUSES, NIC_MODELS
@@ -328,3 +331,27 @@ class FirmwareForm(forms.Form):
 
 class CloneForm(forms.Form):
     name = domain_name_field()
+
+
+BULK_CHOICES = [(action.value, action.label) for action in services.BULK_ACTIONS] + [
+    (services.BULK_SNAPSHOT, _("Snapshot"))]
+
+
+class BulkActionForm(forms.Form):
+    """The list's bulk action: one action on the ticked VMs, each sent as `host/uuid`."""
+
+    action = forms.ChoiceField(label=_("Action"), choices=BULK_CHOICES)
+    vm = forms.Field(label=_("Virtual machines"), widget=forms.MultipleHiddenInput,
+                     error_messages={"required": _("Tick the machines to act on first.")})
+
+    def clean_vm(self) -> list[tuple[str, str]]:
+        targets = []
+        for value in self.cleaned_data["vm"]:
+            host_name, _slash, uuid = value.partition("/")
+            try:
+                targets.append((host_name, str(UUID(uuid))))
+            except ValueError:
+                raise forms.ValidationError(_("%(value)s is not a machine of the list.") % {"value": value}) from None
+        if len(targets) > services.BULK_LIMIT:
+            raise forms.ValidationError(_("At most %(limit)d machines at once.") % {"limit": services.BULK_LIMIT})
+        return targets

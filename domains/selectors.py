@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -16,7 +16,7 @@ from django.db.models import QuerySet
 from django.db.models.fields.json import KeyTransform
 from django.http import Http404
 
-from . import history, listing, migration_jobs, usage, virt
+from . import catalog, history, listing, migration_jobs, usage, virt
 from .access import (
     DefineLimits,
     Right,
@@ -26,6 +26,7 @@ from .access import (
     rights_from,
     sees_hosts,
     storage_scope,
+    visible_hosts,
 )
 from .errors import error_message
 from .filters import ListQuery
@@ -119,6 +120,19 @@ def domain_get(
     except virt.DomainNotFound as error:
         raise Http404("No such virtual machine.") from error
     return DomainRow(host, record, rights)
+
+
+def domain_names(*, user: User | AnonymousUser,
+                 keys: Iterable[tuple[str, str]] | None = None) -> dict[tuple[str, str], str]:
+    """The names of the VMs the user may see by (host name, UUID), as the list knows them: of these keys,
+    or of every VM."""
+    wanted = None if keys is None else set(keys)
+    scope = domain_scope(user)
+    hosts = [host for host in visible_hosts(scope)
+             if wanted is None or host.name in {host_name for host_name, _uuid in wanted}]
+    return {(host.name, record.uuid): record.name
+            for host, inventory in catalog.inventories(hosts).items() for record in inventory.records
+            if (wanted is None or (host.name, record.uuid) in wanted) and rights_from(scope, (host.pk, record.uuid))}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ urlpatterns = [
     path("domains/", views.domain_list, name="list"),
     path("domains/new/", views.domain_new, name="new"),
     path("domains/new/xml/", views.domain_new_xml, name="new-xml"),
+    path("domains/bulk/", views.domain_bulk, name="bulk"),
     path("domains/<slug:host_name>/<uuid:uuid>/", views.domain_detail, name="detail"),
     path("domains/<slug:host_name>/<uuid:uuid>/display/", views.domain_display, name="display"),
     path("domains/<slug:host_name>/<uuid:uuid>/hardware/", views.domain_hardware, name="hardware"),

@@ -27,6 +27,7 @@ from .errors import error_message
 from .filters import LIST_OPTIONS, ListQueryError, parse_list_query
 from .forms import (
     BootOrderForm,
+    BulkActionForm,
     CdromForm,
     CloneForm,
     DiskAttachForm,
@@ -102,6 +103,7 @@ def domain_list(request: AuthedRequest) -> HttpResponse:
         "list_options": LIST_OPTIONS,
         "may_define": selectors.may_define(user=request.user),
         "consumers": selectors.top_consumers(user=request.user, hosts=listing.hosts),
+        "bulk_form": BulkActionForm(),
     })
 
 
@@ -195,6 +197,24 @@ def domain_action(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRes
         actor=request.user, host_name=host_name, uuid=str(uuid), action=action, mode=mode,
         client_addr=client_addr(request)))
     return _after_action(request, host_name, str(uuid))
+
+
+@login_required
+@require_POST
+def domain_bulk(request: AuthedRequest) -> HttpResponse:
+    """The list's bulk action: each ticked VM's outcome in words (done, the error, or refused)."""
+    form = BulkActionForm(request.POST)
+    results: list[services.BulkResult] = []
+    if form.is_valid():
+        targets = form.cleaned_data["vm"]
+        results = services.domain_bulk(actor=request.user, action=form.cleaned_data["action"], targets=targets,
+                                       client_addr=client_addr(request))
+    names = selectors.domain_names(user=request.user, keys=[(r.host_name, r.uuid) for r in results])
+    template = "domains/bulk.html#results" if request.htmx else "domains/bulk.html"
+    # htmx swaps only a 2xx answer: a form error must reach the page too.
+    return render(request, template, {"form": form, "results": [(result, names.get((result.host_name, result.uuid)))
+                                                                for result in results]},
+                  status=400 if form.errors and not request.htmx else 200)
 
 
 @login_required

@@ -57,6 +57,7 @@ INSTALLED_APPS = [
     "consoles",
     "networks",
     "storage",
+    "people",
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served from the installed package (no CDN)

@@ -12,6 +12,7 @@ urlpatterns = [
     path("", include("consoles.urls")),
     path("", include("networks.urls")),
     path("", include("storage.urls")),
+    path("", include("people.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("api.urls")),
     # For Prometheus: a bearer token, no session (domains/metrics.py).

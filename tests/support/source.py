@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT_PACKAGES = ("accounts", "audit", "consoles", "domains", "lab", "networks", "storage", "vmportal")
+PRODUCT_PACKAGES = ("accounts", "audit", "consoles", "domains", "lab", "networks", "people", "storage", "vmportal")
 
 
 def product_files(*, migrations: bool = True) -> Iterator[Path]:

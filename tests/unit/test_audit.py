@@ -35,7 +35,9 @@ def audit_rows(user: User) -> list[list[str]]:
     body = response.content.decode()
     tbody = body[body.index("<tbody>"):body.index("</tbody>")]
     return [
-        [re.sub(r"<[^>]+>", "", cell).strip() for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+        # A long value is shortened in its <summary>; the whole of it follows (details.long-value).
+        [re.sub(r"<[^>]+>", "", re.sub(r"<summary>.*?</summary>", "", cell)).strip()
+         for cell in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
         for row in re.findall(r"<tr[^>]*>(.*?)</tr>", tbody, re.S)
     ]
 

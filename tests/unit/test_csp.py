@@ -19,6 +19,8 @@ PAGES = {
     "detail": f"/domains/{VM}/",
     "hosts": "/hosts/",
     "audit": "/audit/",
+    "users": "/people/",
+    "grants": "/people/grants/",
     "admin": "/admin/",
     "admin change form": "/admin/accounts/user/{admin_id}/change/",
     "admin add form": "/admin/domains/grant/add/",
