@@ -18,7 +18,17 @@ from playwright.sync_api import Browser, Page, expect
 from tests.e2e.conftest import PASSWORD, REPO, TIMEOUT_MS
 from tests.support.consoles import ConsoleStack
 from tests.support.portal import free_port, stop_process, wait_for_port
-from tests.support.slapd import ADMINS_GROUP, BIND_DN, BIND_PASSWORD, GROUPS, PEOPLE, TENANTS_GROUP, USERS, Slapd
+from tests.support.slapd import (
+    ADMINS_GROUP,
+    BIND_DN,
+    BIND_PASSWORD,
+    GROUPS,
+    PEOPLE,
+    TENANTS_GROUP,
+    USERS,
+    Slapd,
+    running_slapd,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -27,13 +37,8 @@ PROVIDER_NAME = "Example ID"
 
 @pytest.fixture(scope="module")
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    server = Slapd(tmp_path_factory.mktemp("slapd"))
-    try:
-        server.start()
-    except (RuntimeError, OSError) as error:
-        pytest.fail(f"slapd did not start: {error}")
-    yield server
-    server.stop()
+    with running_slapd(tmp_path_factory.mktemp("slapd")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,7 @@ from tests.support.slapd import (
     TENANTS_GROUP,
     USERS,
     Slapd,
+    running_slapd,
 )
 
 pytestmark = pytest.mark.integration
@@ -38,13 +39,8 @@ SETTINGS_FILE = Path(__file__).resolve().parents[2] / "vmportal" / "settings.py"
 
 @pytest.fixture(scope="module")
 def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    server = Slapd(tmp_path_factory.mktemp("slapd"))
-    try:
-        server.start()
-    except (RuntimeError, OSError) as error:
-        pytest.fail(f"slapd did not start: {error}")
-    yield server
-    server.stop()
+    with running_slapd(tmp_path_factory.mktemp("slapd")) as server:
+        yield server
 
 
 def settings_from_env(**variables: str) -> dict[str, Any]:

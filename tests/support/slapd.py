@@ -4,10 +4,13 @@ by slapadd from LDIF (mdb backend), checked by slaptest, listening on a free loo
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import ldap
+import pytest
 
 from tests.support.portal import free_port, stop_process, wait_for_port
 
@@ -115,3 +118,18 @@ class Slapd:
     def stop(self) -> None:
         if self.process is not None:
             stop_process(self.process)
+
+
+@contextmanager
+def running_slapd(home: Path) -> Iterator[Slapd]:
+    """A started slapd, stopped afterwards; one that cannot start fails the test (never skips it)."""
+    server = Slapd(home)
+    try:
+        server.start()
+    except (RuntimeError, OSError) as error:
+        server.stop()
+        pytest.fail(f"slapd did not start: {error}")
+    try:
+        yield server
+    finally:
+        server.stop()
