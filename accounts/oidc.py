@@ -75,7 +75,7 @@ class OpenIDConnectBackend(OIDCAuthenticationBackend):
     def OIDC_OP_JWKS_ENDPOINT(self) -> str:  # noqa: N802
         return str(oidc_setting("OIDC_OP_JWKS_ENDPOINT"))
 
-    def get_payload_data(self, token: bytes, key: Any) -> dict[str, Any]:
+    def get_payload_data(self, token: str | bytes, key: Any) -> dict[str, Any]:
         """The ID token's claims, checked to be from our issuer and for us (the parent checks neither)."""
         payload: dict[str, Any] = super().get_payload_data(token, key)
         audience = payload.get("aud")
