@@ -145,3 +145,14 @@ def test_an_admin_without_a_device_must_enrol_before_anything_else(settings, adm
 
     enrol(admin_user)
     assert admin.get("/domains/").status_code == 200
+
+
+def test_the_admin_sites_own_login_form_cannot_skip_the_code(admin_user: User, tenant_user: User):
+    enrol(admin_user)
+    client = Client()
+    page = client.get("/admin/login/?next=/admin/auth/group/")
+    assert page["Location"] == "/accounts/login/?next=/admin/auth/group/"
+    posted = client.post("/admin/login/", {"username": admin_user.username, "password": PASSWORD})
+    assert posted["Location"].startswith("/accounts/login/")
+    assert client.get("/admin/")["Location"].startswith("/admin/login/")  # still nobody
+    assert client_for(tenant_user).get("/admin/login/").status_code == 404
