@@ -6,6 +6,7 @@ from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
+from django_otp import user_has_device
 
 from audit.models import AuditEntry
 from audit.services import record
@@ -41,7 +42,10 @@ class ThrottledAuthenticationForm(AuthenticationForm):
         except forms.ValidationError:
             throttle.login_failed(username=username, client_addr=addr)
             raise
-        throttle.login_succeeded(username=username, client_addr=addr)
+        # With a second factor to come, the count stays until its code is right: otherwise signing in again with the
+        # password would reset it between guesses at the code.
+        if not user_has_device(self.get_user(), confirmed=True):
+            throttle.login_succeeded(username=username, client_addr=addr)
         return cleaned
 
 

@@ -112,6 +112,17 @@ def test_a_wrong_code_is_refused_audited_and_throttled_like_a_password(settings,
         ("denied", "refused: wrong TOTP code")] * 2 + [("denied", "refused: throttled")]
 
 
+def test_giving_the_password_again_does_not_reset_the_count_of_wrong_codes(settings, tenant_user: User):
+    settings.LOGIN_FAILURE_LIMIT = 2
+    device = enrol(tenant_user)
+    client = Client()
+    for _ in range(settings.LOGIN_FAILURE_LIMIT):
+        assert client.post(LOGIN, {"username": tenant_user.username, "password": PASSWORD})["Location"] == CODE
+        assert client.post(CODE, {"code": code_for(device, steps_ahead=10)}).status_code == 400
+    again = client.post(LOGIN, {"username": tenant_user.username, "password": PASSWORD})
+    assert "Too many failed sign-ins" in again.content.decode()
+
+
 def test_the_code_step_expires(settings, tenant_user: User, monkeypatch):
     enrol(tenant_user)
     client = Client()
