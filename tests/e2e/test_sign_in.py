@@ -15,7 +15,8 @@ import pytest
 from django_otp.oath import totp
 from playwright.sync_api import Browser, Page, expect
 
-from tests.e2e.conftest import PASSWORD, REPO, TIMEOUT_MS
+from tests.e2e.conftest import _FAILED as FAILED
+from tests.e2e.conftest import PASSWORD, REPO, RESULTS_DIR, TIMEOUT_MS
 from tests.support.consoles import ConsoleStack
 from tests.support.portal import free_port, stop_process, wait_for_port
 from tests.support.slapd import (
@@ -78,7 +79,8 @@ def portal(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[C
 
 
 @pytest.fixture
-def page(browser: Browser, portal: ConsoleStack) -> Iterator[Page]:
+def page(browser: Browser, portal: ConsoleStack, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A fresh context on the module's portal; a screenshot in test-results/ if the test fails."""
     context = browser.new_context(base_url=portal.settings["url"], viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
     # The provider's development pages import a web font; nothing here may leave the machine, and waiting for
@@ -86,6 +88,9 @@ def page(browser: Browser, portal: ConsoleStack) -> Iterator[Page]:
     context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"), lambda route: route.abort())
     page = context.new_page()
     yield page
+    if request.node.stash.get(FAILED, False):
+        RESULTS_DIR.mkdir(exist_ok=True)
+        page.screenshot(path=str(RESULTS_DIR / f"{request.node.name}.png"), full_page=True)
     context.close()
 
 
