@@ -1,16 +1,21 @@
-"""VMPORTAL_REQUIRE_ADMIN_2FA: an admin without a confirmed TOTP device may only enrol one (or log out)."""
+"""VMPORTAL_REQUIRE_ADMIN_2FA: an admin without a confirmed TOTP device may only enrol one (or log out).
+
+Websockets and the console proxy check sessions through accounts.sessions.session_user, which refuses the same
+admins, so a live page or console of theirs closes too.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django_otp import user_has_device
+
+from .models import User
+from .second_factor import must_enrol
 
 
 class AdminSecondFactorMiddleware:
@@ -19,9 +24,8 @@ class AdminSecondFactorMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         user = request.user
-        if (settings.REQUIRE_ADMIN_2FA and user.is_authenticated and getattr(user, "is_admin", False)
-                and request.path not in (reverse("accounts:two-factor"), reverse("accounts:logout"))
-                and not user_has_device(user, confirmed=True)):
+        if (isinstance(user, User) and must_enrol(user)
+                and request.path not in (reverse("accounts:two-factor"), reverse("accounts:logout"))):
             messages.warning(request, _("Admins must use two-factor sign-in here: set up your authenticator "
                                         "app before anything else."))
             return redirect("accounts:two-factor")

@@ -41,6 +41,11 @@ class PendingSignIn:
     next_url: str
 
 
+def must_enrol(user: User) -> bool:
+    """VMPORTAL_REQUIRE_ADMIN_2FA: an admin without a confirmed device may do nothing but set one up."""
+    return settings.REQUIRE_ADMIN_2FA and user.is_admin and not user_has_device(user, confirmed=True)
+
+
 def complete_sign_in(request: HttpRequest, user: User, *, next_url: str) -> HttpResponse:
     """Logs in a user whose first factor was accepted, or first asks for their code when they have a device."""
     if user_has_device(user, confirmed=True):

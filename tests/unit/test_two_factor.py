@@ -11,6 +11,7 @@ from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
+from accounts.sessions import session_user
 from audit.models import AuditEntry
 from tests.conftest import PASSWORD, client_for
 
@@ -153,9 +154,12 @@ def test_an_admin_without_a_device_must_enrol_before_anything_else(settings, adm
     page = admin.get(TWO_FACTOR).content.decode()
     assert "Admins must use two-factor sign-in here" in page
     assert client_for(tenant_user).get("/domains/").status_code == 200  # tenants are not forced
+    # Websockets and consoles check the session outside a request: refused too, so live pages close.
+    assert session_user(admin.session.session_key) is None
 
     enrol(admin_user)
     assert admin.get("/domains/").status_code == 200
+    assert session_user(admin.session.session_key) == admin_user
 
 
 def test_the_admin_sites_own_login_form_cannot_skip_the_code(admin_user: User, tenant_user: User):
