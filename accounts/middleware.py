@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django_htmx.http import HttpResponseClientRedirect
 
 from .models import User
 from .second_factor import must_enrol
@@ -28,5 +29,7 @@ class AdminSecondFactorMiddleware:
                 and request.path not in (reverse("accounts:two-factor"), reverse("accounts:logout"))):
             messages.warning(request, _("Admins must use two-factor sign-in here: set up your authenticator "
                                         "app before anything else."))
+            if request.headers.get("HX-Request") == "true":  # a whole page, not a fragment swapped into this one
+                return HttpResponseClientRedirect(reverse("accounts:two-factor"))
             return redirect("accounts:two-factor")
         return self.get_response(request)

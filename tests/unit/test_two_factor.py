@@ -151,6 +151,7 @@ def test_an_admin_without_a_device_must_enrol_before_anything_else(settings, adm
     for path in ("/domains/", "/hosts/", "/audit/", "/accounts/tokens/"):
         answer = admin.get(path)
         assert (answer.status_code, answer["Location"]) == (302, TWO_FACTOR), path
+    assert admin.get("/domains/", headers={"HX-Request": "true"})["HX-Redirect"] == TWO_FACTOR
     page = admin.get(TWO_FACTOR).content.decode()
     assert "Admins must use two-factor sign-in here" in page
     assert client_for(tenant_user).get("/domains/").status_code == 200  # tenants are not forced
