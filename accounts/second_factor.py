@@ -23,7 +23,7 @@ from audit.models import AuditEntry
 from audit.services import record
 
 from . import throttle
-from .forms import client_address
+from .forms import ThrottledAuthenticationForm, client_address
 from .models import User
 
 PENDING_KEY = "signin_pending"
@@ -77,8 +77,7 @@ def finish_with_code(request: HttpRequest, pending: PendingSignIn, code: str) ->
     device = None if wait else TOTPDevice.objects.filter(user=pending.user, confirmed=True).first()
     if device is None or not device.verify_token(code):
         if wait:
-            message = _("Too many failed sign-ins from your address. %(wait)s") % {
-                "wait": throttle.wait_message(wait)}
+            message = ThrottledAuthenticationForm.error_messages["throttled"] % {"wait": throttle.wait_message(wait)}
         else:
             throttle.login_failed(username=username, client_addr=addr)
             message = _("That code is not the one your authenticator shows now.")
