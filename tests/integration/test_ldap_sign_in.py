@@ -6,11 +6,7 @@ slapd not starting fails these tests: it is installed by bin/setup (debian-packa
 
 from __future__ import annotations
 
-import os
-import runpy
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from django.core.cache import cache
@@ -18,6 +14,7 @@ from django.test import Client
 
 from accounts.models import User
 from audit.models import AuditEntry
+from tests.support.settings import configure
 from tests.support.slapd import (
     ADMINS_GROUP,
     BIND_DN,
@@ -34,7 +31,6 @@ from tests.support.slapd import (
 pytestmark = pytest.mark.integration
 
 LOGIN = "/accounts/login/"
-SETTINGS_FILE = Path(__file__).resolve().parents[2] / "vmportal" / "settings.py"
 
 
 @pytest.fixture(scope="module")
@@ -43,26 +39,12 @@ def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
         yield server
 
 
-def settings_from_env(**variables: str) -> dict[str, Any]:
-    """vmportal/settings.py as read with these environment variables (as a deployment sets them)."""
-    saved = dict(os.environ)
-    os.environ.update(variables)
-    try:
-        return runpy.run_path(str(SETTINGS_FILE))
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 @pytest.fixture(autouse=True)
 def ldap_configured(slapd: Slapd, settings) -> None:
-    configured = settings_from_env(
-        VMPORTAL_LDAP_URI=slapd.uri, VMPORTAL_LDAP_BIND_DN=BIND_DN, VMPORTAL_LDAP_BIND_PASSWORD=BIND_PASSWORD,
-        VMPORTAL_LDAP_USER_BASE=PEOPLE, VMPORTAL_LDAP_GROUP_BASE=GROUPS,
-        VMPORTAL_LDAP_ROLE_GROUPS=f"admin={ADMINS_GROUP};operator={OPERATORS_GROUP};tenant={TENANTS_GROUP}")
-    for name, value in configured.items():
-        if name.startswith("AUTH_LDAP_") or name in ("AUTHENTICATION_BACKENDS", "LDAP_ROLE_GROUPS"):
-            setattr(settings, name, value)
+    configure(settings, ("AUTH_LDAP_", "LDAP_"),
+              VMPORTAL_LDAP_URI=slapd.uri, VMPORTAL_LDAP_BIND_DN=BIND_DN, VMPORTAL_LDAP_BIND_PASSWORD=BIND_PASSWORD,
+              VMPORTAL_LDAP_USER_BASE=PEOPLE, VMPORTAL_LDAP_GROUP_BASE=GROUPS,
+              VMPORTAL_LDAP_ROLE_GROUPS=f"admin={ADMINS_GROUP};operator={OPERATORS_GROUP};tenant={TENANTS_GROUP}")
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     assert "accounts.ldap.DirectoryBackend" in settings.AUTHENTICATION_BACKENDS
     cache.clear()

@@ -5,17 +5,21 @@ The whole flow against a real provider is tests/e2e/test_sign_in.py; these pin t
 
 from __future__ import annotations
 
+from urllib.parse import parse_qs, urlsplit
+
 import jwt
 import pytest
 from django.core.exceptions import ImproperlyConfigured, SuspiciousOperation
+from django.test import Client
 
 from accounts.models import OidcIdentity, User
 from accounts.oidc import OpenIDConnectBackend
 from accounts.roles import role_for_groups
+from tests.support.settings import configure
 from vmportal import settings as vmportal_settings
 
 ISSUER, CLIENT, SECRET = "https://id.example.org", "vmportal", "a-client-secret-long-enough-for-hs256"
-MAPPING = {"vm-admins": "admin", "vm-operators": "operator"}
+MAPPING = {"vm-admins": "admin", "vm-operators": "operator"}  # as VMPORTAL_…_ROLE_GROUPS below reads
 
 
 def test_the_highest_mapped_group_decides_and_no_mapped_group_means_tenant():
@@ -35,8 +39,11 @@ def test_a_role_mapping_is_read_from_the_environment_and_a_wrong_one_says_what_i
 
 @pytest.fixture
 def backend(settings) -> OpenIDConnectBackend:
-    settings.OIDC_ISSUER, settings.OIDC_RP_CLIENT_ID, settings.OIDC_RP_CLIENT_SECRET = ISSUER, CLIENT, SECRET
-    settings.OIDC_RP_SIGN_ALGO, settings.OIDC_ROLE_GROUPS = "HS256", MAPPING
+    """The backend as these variables configure it; HS256 (signed with the client secret) needs no provider keys."""
+    configure(settings, ("OIDC_",), VMPORTAL_OIDC_ISSUER=ISSUER, VMPORTAL_OIDC_CLIENT_ID=CLIENT,
+              VMPORTAL_OIDC_CLIENT_SECRET=SECRET, VMPORTAL_OIDC_SIGN_ALGO="HS256",
+              VMPORTAL_OIDC_AUTHORIZATION_ENDPOINT=f"{ISSUER}/auth",
+              VMPORTAL_OIDC_ROLE_GROUPS="admin=vm-admins;operator=vm-operators")
     return OpenIDConnectBackend()
 
 
@@ -81,3 +88,20 @@ def test_userinfo_about_another_subject_is_refused(backend, monkeypatch, db: Non
     with pytest.raises(SuspiciousOperation):
         backend.get_or_create_user("access", "id", {"sub": "subject-1"})
     assert not User.objects.exists()
+
+
+def test_the_login_page_offers_single_sign_on_which_starts_at_the_provider_with_pkce(backend, db: None):
+    login_page = Client().get("/accounts/login/?next=/audit/").content.decode()
+    assert 'href="/accounts/login/oidc/?next=/audit/"' in login_page and "Sign in with single sign-on" in login_page
+    started = Client().get("/accounts/login/oidc/?next=/audit/")
+    location = urlsplit(started["Location"])
+    query = parse_qs(location.query)
+    assert f"{location.scheme}://{location.netloc}{location.path}" == f"{ISSUER}/auth"
+    assert query["client_id"] == [CLIENT] and query["code_challenge_method"] == ["S256"]
+    assert query["redirect_uri"] == ["http://testserver/accounts/login/oidc/callback/"]
+
+
+def test_a_callback_that_does_not_complete_says_so_on_the_login_page(backend, db: None):
+    page = Client().get("/accounts/login/oidc/callback/?code=forged&state=unknown", follow=True)
+    assert page.redirect_chain[-1][0] == "/accounts/login/"
+    assert "Signing in with single sign-on did not work" in page.content.decode()
