@@ -7,7 +7,7 @@ from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse
 from django.urls import reverse
 
-from .models import User
+from .models import OidcIdentity, User
 
 
 @admin.register(User)
@@ -16,6 +16,15 @@ class VmportalUserAdmin(UserAdmin):
     list_filter = ("role", "is_active", "groups")
     fieldsets = (*(UserAdmin.fieldsets or ()), ("Dashboard", {"fields": ("role",)}))
     add_fieldsets = (*UserAdmin.add_fieldsets, ("Dashboard", {"fields": ("role",)}))
+
+
+@admin.register(OidcIdentity)
+class OidcIdentityAdmin(admin.ModelAdmin[OidcIdentity]):
+    """Links a provider's subject to an existing account (a first sign-in never takes one over by its name)."""
+
+    list_display = ("user", "subject", "issuer")
+    search_fields = ("user__username", "subject")
+    raw_id_fields = ("user",)
 
 
 def _admin_site_login(request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
