@@ -12,6 +12,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
 from accounts.sessions import session_user
+from api import services as api_services
 from audit.models import AuditEntry
 from tests.conftest import PASSWORD, client_for
 
@@ -172,3 +173,11 @@ def test_the_admin_sites_own_login_form_cannot_skip_the_code(admin_user: User, t
     assert posted["Location"].startswith("/accounts/login/")
     assert client.get("/admin/")["Location"].startswith("/admin/login/")  # still nobody
     assert client_for(tenant_user).get("/admin/login/").status_code == 404
+
+
+def test_api_tokens_are_not_affected_by_two_factor_sign_in(settings, admin_user: User):
+    """A token is a second secret already, made by a signed-in user: the API answers it with or without a device."""
+    settings.REQUIRE_ADMIN_2FA = True
+    _token, text = api_services.token_create(actor=admin_user, name="ci")
+    answer = Client(headers={"Authorization": f"Bearer {text}"}).get("/api/v1/hosts/")
+    assert answer.status_code == 200
