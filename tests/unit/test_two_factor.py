@@ -7,7 +7,6 @@ import time
 import pytest
 from django.core.cache import cache
 from django.test import Client
-from django_otp.oath import totp
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from accounts.models import User
@@ -15,6 +14,7 @@ from accounts.sessions import session_user
 from api import services as api_services
 from audit.models import AuditEntry
 from tests.conftest import PASSWORD, client_for
+from tests.support.totp import Authenticator
 
 LOGIN, CODE, TWO_FACTOR = "/accounts/login/", "/accounts/login/code/", "/accounts/two-factor/"
 WRONG_CODE = "That code is not the one your authenticator shows now."
@@ -39,41 +39,34 @@ def empty_cache():
     cache.clear()
 
 
-def code_for(device: TOTPDevice, *, steps_ahead: int = 0) -> str:
-    """What the user's authenticator app shows now (or that many 30-second steps later).
-
-    A code is good once: after enrolling with this step's code, the next one is the next step's, which the device
-    accepts a step early (its tolerance)."""
-    return f"{totp(device.bin_key, step=device.step, t0=device.t0, digits=device.digits, drift=steps_ahead):06d}"
-
-
-def enrol(user: User) -> TOTPDevice:
-    """Through the page, as the user would: start, read the secret, confirm with a code."""
+def enrol(user: User) -> Authenticator:
+    """Through the page, as the user would: start, read the secret into an app, confirm with its code."""
     client = client_for(user)
     assert client.post(TWO_FACTOR, {"start": "1"}).status_code == 302
     page = client.get(TWO_FACTOR).content.decode()
     device = TOTPDevice.objects.get(user=user, confirmed=False)
     assert device.config_url in page.replace("&amp;", "&")  # the otpauth:// URI, as text
     assert "<svg" in page  # and as a QR code
-    confirmed = client.post(TWO_FACTOR, {"confirm": "1", "code": code_for(device)}, follow=True)
+    app = Authenticator(device.bin_key)
+    confirmed = client.post(TWO_FACTOR, {"confirm": "1", "code": app.code()}, follow=True)
     assert "Two-factor sign-in is on" in confirmed.content.decode()
-    return TOTPDevice.objects.get(user=user, confirmed=True)
+    return app
 
 
 def test_enrolling_shows_the_secret_and_turns_on_only_with_a_right_code(tenant_user: User):
     client = client_for(tenant_user)
     assert "Two-factor sign-in is off" in client.get(TWO_FACTOR).content.decode()
     client.post(TWO_FACTOR, {"start": "1"})
-    device = TOTPDevice.objects.get(user=tenant_user)
+    app = Authenticator(TOTPDevice.objects.get(user=tenant_user).bin_key)
     page = client.get(TWO_FACTOR).content.decode()
     assert "otpauth://totp/" in page and 'id="totp-secret"' in page
 
-    wrong = client.post(TWO_FACTOR, {"confirm": "1", "code": "000000" if code_for(device) != "000000" else "111111"})
+    wrong = client.post(TWO_FACTOR, {"confirm": "1", "code": app.wrong_code()})
     assert wrong.status_code == 400
     assert WRONG_CODE in wrong.content.decode()
     assert not TOTPDevice.objects.filter(user=tenant_user, confirmed=True).exists()
 
-    client.post(TWO_FACTOR, {"confirm": "1", "code": code_for(device)})
+    client.post(TWO_FACTOR, {"confirm": "1", "code": app.code()})
     assert TOTPDevice.objects.filter(user=tenant_user, confirmed=True).exists()
     assert list(AuditEntry.objects.filter(actor=tenant_user, action__startswith="otp.")
                 .order_by("id").values_list("action", "result")) == [
@@ -81,14 +74,14 @@ def test_enrolling_shows_the_secret_and_turns_on_only_with_a_right_code(tenant_u
 
 
 def test_sign_in_asks_for_the_code_after_the_password_and_logs_in_with_it(tenant_user: User):
-    device = enrol(tenant_user)
+    app = enrol(tenant_user)
     client = Client()
     password_step = client.post(LOGIN, {"username": tenant_user.username, "password": PASSWORD})
     assert password_step["Location"] == CODE
     assert client.get("/domains/").status_code == 302  # not logged in yet
     assert "Two-factor code" in client.get(CODE).content.decode()
 
-    signed_in = client.post(CODE, {"code": code_for(device, steps_ahead=1)})
+    signed_in = client.post(CODE, {"code": app.code()})
     assert signed_in["Location"] == "/domains/"
     assert f"{tenant_user.username} (Tenant)" in client.get("/domains/").content.decode()
     entry = AuditEntry.objects.filter(action="login").latest("id")
@@ -98,15 +91,14 @@ def test_sign_in_asks_for_the_code_after_the_password_and_logs_in_with_it(tenant
 
 def test_a_wrong_code_is_refused_audited_and_throttled_like_a_password(settings, tenant_user: User):
     settings.LOGIN_FAILURE_LIMIT = 2
-    device = enrol(tenant_user)
+    app = enrol(tenant_user)
     client = Client()
     client.post(LOGIN, {"username": tenant_user.username, "password": PASSWORD})
-    wrong = code_for(device, steps_ahead=10)  # a real code, long from now: outside the tolerance
     for _ in range(settings.LOGIN_FAILURE_LIMIT):
-        refused = client.post(CODE, {"code": wrong})
+        refused = client.post(CODE, {"code": app.wrong_code()})
         assert refused.status_code == 400
         assert WRONG_CODE in refused.content.decode()
-    throttled = client.post(CODE, {"code": code_for(device, steps_ahead=1)})  # even the right one, now
+    throttled = client.post(CODE, {"code": app.code()})  # even the right one, now
     assert "Too many failed sign-ins" in throttled.content.decode()
     assert client.get("/domains/").status_code == 302
     refusals = AuditEntry.objects.filter(action="login", actor=tenant_user, result="denied").order_by("id")
@@ -116,11 +108,11 @@ def test_a_wrong_code_is_refused_audited_and_throttled_like_a_password(settings,
 
 def test_giving_the_password_again_does_not_reset_the_count_of_wrong_codes(settings, tenant_user: User):
     settings.LOGIN_FAILURE_LIMIT = 2
-    device = enrol(tenant_user)
+    app = enrol(tenant_user)
     client = Client()
     for _ in range(settings.LOGIN_FAILURE_LIMIT):
         assert client.post(LOGIN, {"username": tenant_user.username, "password": PASSWORD})["Location"] == CODE
-        assert client.post(CODE, {"code": code_for(device, steps_ahead=10)}).status_code == 400
+        assert client.post(CODE, {"code": app.wrong_code()}).status_code == 400
     again = client.post(LOGIN, {"username": tenant_user.username, "password": PASSWORD})
     assert "Too many failed sign-ins" in again.content.decode()
 
@@ -136,12 +128,12 @@ def test_the_code_step_expires(settings, tenant_user: User, monkeypatch):
 
 
 def test_turning_it_off_needs_a_current_code(tenant_user: User):
-    device = enrol(tenant_user)
+    app = enrol(tenant_user)
     client = client_for(tenant_user)
-    refused = client.post(TWO_FACTOR, {"remove": "1", "code": code_for(device, steps_ahead=10)})
+    refused = client.post(TWO_FACTOR, {"remove": "1", "code": app.wrong_code()})
     assert WRONG_CODE in refused.content.decode()
     assert TOTPDevice.objects.filter(user=tenant_user).exists()
-    off = client.post(TWO_FACTOR, {"remove": "1", "code": code_for(device, steps_ahead=1)}, follow=True)
+    off = client.post(TWO_FACTOR, {"remove": "1", "code": app.code()}, follow=True)
     assert "Two-factor sign-in is off." in off.content.decode()
     assert not TOTPDevice.objects.filter(user=tenant_user).exists()
 
