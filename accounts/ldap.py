@@ -22,5 +22,7 @@ class DirectoryBackend(LDAPBackend):
 
 @receiver(populate_user, sender=DirectoryBackend)
 def _role_from_groups(sender: type[DirectoryBackend], user: User, ldap_user: Any, **kwargs: Any) -> None:
-    # Runs before the user is saved, so User.save() derives the admin flags from this role.
-    user.role = role_for_groups(ldap_user.group_dns, settings.LDAP_ROLE_GROUPS)
+    # Runs before the user is saved, so User.save() derives the admin flags from this role. Without a mapping the
+    # role stays as set here (a tenant when new).
+    if settings.LDAP_ROLE_GROUPS:
+        user.role = role_for_groups(ldap_user.group_dns, settings.LDAP_ROLE_GROUPS)

@@ -83,6 +83,12 @@ def test_the_directory_decides_the_role_at_every_sign_in(db: None):
     assert User.objects.get(username="tom").role == User.Role.TENANT
 
 
+def test_without_a_role_mapping_the_role_set_here_stays(settings, db: None):
+    settings.LDAP_ROLE_GROUPS = {}
+    User.objects.create_user(username="tom", role=User.Role.OPERATOR)
+    assert "tom (Operator)" in sign_in(Client(), "tom", USERS["tom"][0]).content.decode()
+
+
 def test_a_wrong_ldap_password_is_refused_audited_and_throttled_like_a_local_one(settings, db: None):
     settings.LOGIN_FAILURE_LIMIT = 2
     for _ in range(2):
