@@ -5,7 +5,11 @@ from typing import Any
 from django import forms
 from django.contrib.auth.forms import AuthenticationForm
 from django.http import HttpRequest
+from django.utils.translation import gettext_lazy as _
+from django_otp import user_has_device
 
+from audit.models import AuditEntry
+from audit.services import record
 from vmportal.clients import request_client_address
 
 from . import throttle
@@ -29,6 +33,8 @@ class ThrottledAuthenticationForm(AuthenticationForm):
         addr = client_address(self.request)
         wait = throttle.login_blocked_for(username=username, client_addr=addr)
         if wait:
+            record(actor=None, actor_name=username or "(none)", action="login", result=AuditEntry.Result.DENIED,
+                   client_addr=addr or None, message="refused: throttled")
             raise forms.ValidationError(self.error_messages["throttled"], code="throttled",
                                         params={"wait": throttle.wait_message(wait)})
         try:
@@ -36,5 +42,14 @@ class ThrottledAuthenticationForm(AuthenticationForm):
         except forms.ValidationError:
             throttle.login_failed(username=username, client_addr=addr)
             raise
-        throttle.login_succeeded(username=username, client_addr=addr)
+        # With a second factor to come, the count stays until its code is right: otherwise signing in again with the
+        # password would reset it between guesses at the code.
+        if not user_has_device(self.get_user(), confirmed=True):
+            throttle.login_succeeded(username=username, client_addr=addr)
         return cleaned
+
+
+class TotpCodeForm(forms.Form):
+    code = forms.CharField(label=_("Code from your authenticator app"), max_length=8, strip=True,
+                           widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric",
+                                                         "autofocus": True}))

@@ -36,3 +36,18 @@ class User(AbstractUser):
     def sees_every_domain(self) -> bool:
         """Admins and operators act on every VM; tenants only on VMs granted to them."""
         return self.is_active and self.role in (self.Role.ADMIN, self.Role.OPERATOR)
+
+
+class OidcIdentity(models.Model):
+    """Which user an OpenID Connect provider's subject signs in as: matched by (issuer, sub), never by e-mail or
+    name, so nobody at the provider takes over a local account by choosing its name or address."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="oidc_identities")
+    issuer = models.CharField(max_length=255)
+    subject = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["issuer", "subject"], name="one_user_per_oidc_subject")]
+
+    def __str__(self) -> str:
+        return f"{self.subject} at {self.issuer}"

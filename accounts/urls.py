@@ -3,22 +3,18 @@ from django.urls import path
 
 from api import pages as api_pages
 
-from .forms import ThrottledAuthenticationForm
+from . import oidc, views
 from .languages import language_set
 
 app_name = "accounts"
 urlpatterns = [
-    path(
-        "login/",
-        auth_views.LoginView.as_view(
-            template_name="accounts/login.html",
-            authentication_form=ThrottledAuthenticationForm,
-            redirect_authenticated_user=True,
-        ),
-        name="login",
-    ),
+    path("login/", views.SignInView.as_view(), name="login"),
+    path("login/code/", views.login_code, name="login-code"),
+    path("login/oidc/", oidc.start, name="oidc-login"),
+    path("login/oidc/callback/", oidc.callback, name="oidc-callback"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("language/", language_set, name="language"),
+    path("two-factor/", views.two_factor, name="two-factor"),
     path("tokens/", api_pages.token_list, name="tokens"),
     path("tokens/<int:token_id>/revoke/", api_pages.token_revoke, name="token-revoke"),
 ]

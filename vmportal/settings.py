@@ -62,6 +62,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served from the installed package (no CDN)
     "api",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
 ]
 
 MIDDLEWARE = [
@@ -75,7 +77,9 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "accounts.languages.UserLanguageMiddleware",
+    "django_otp.middleware.OTPMiddleware",  # request.user.is_verified(): signed in with a second factor
     "django.contrib.messages.middleware.MessageMiddleware",
+    "accounts.middleware.AdminSecondFactorMiddleware",  # VMPORTAL_REQUIRE_ADMIN_2FA: enrol before anything else
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     # Last, so it sees the user and request.htmx: a libvirt error no view caught becomes a page.
@@ -151,6 +155,8 @@ AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "domains:list"
 LOGOUT_REDIRECT_URL = "accounts:login"
+# Local accounts first; LDAP and OpenID Connect are added below when configured.
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend"]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -248,6 +254,74 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "SCHEMA_PATH_PREFIX": "/api/v1",
 }
+
+# --- Sign-in: LDAP / Active Directory, OpenID Connect, TOTP (README "Sign-in methods"). ---
+# VMPORTAL_LDAP_ROLE_GROUPS / VMPORTAL_OIDC_ROLE_GROUPS: "admin=GROUP;operator=GROUP;tenant=GROUP", a group
+# an LDAP DN or an OIDC groups-claim value; a user gets the highest role of the groups they are in.
+ROLE_NAMES = ("admin", "operator", "tenant")
+
+
+def _env_role_groups(name: str) -> dict[str, str]:
+    """{group (lower case): role} from NAME, or ImproperlyConfigured naming what is wrong."""
+    mapping = {}
+    for entry in os.environ.get(name, "").split(";"):
+        if not entry.strip():
+            continue
+        role, _, group = entry.partition("=")
+        if role.strip() not in ROLE_NAMES or not group.strip():
+            raise ImproperlyConfigured(f"{name}: {entry.strip()!r} is not ROLE=GROUP with ROLE one of {ROLE_NAMES}")
+        mapping[group.strip().lower()] = role.strip()
+    return mapping
+
+
+# An admin without a confirmed TOTP device must enrol before using anything (accounts.middleware). A deployment
+# setting rather than a switch in the app: a stolen admin password alone could otherwise turn it off.
+REQUIRE_ADMIN_2FA = _env_bool("VMPORTAL_REQUIRE_ADMIN_2FA")
+OTP_TOTP_ISSUER = os.environ.get("VMPORTAL_OTP_ISSUER", "vmportal")  # the name authenticator apps show
+SECOND_FACTOR_PENDING_SECONDS = 300  # between the right password and the code
+
+LDAP_URI = os.environ.get("VMPORTAL_LDAP_URI", "")
+LDAP_ROLE_GROUPS = _env_role_groups("VMPORTAL_LDAP_ROLE_GROUPS")
+if LDAP_URI:
+    import ldap
+    from django_auth_ldap.config import ActiveDirectoryGroupType, GroupOfNamesType, LDAPSearch
+
+    _active_directory = os.environ.get("VMPORTAL_LDAP_GROUP_TYPE", "groupOfNames") == "activeDirectory"
+    AUTH_LDAP_SERVER_URI = LDAP_URI
+    AUTH_LDAP_BIND_DN = os.environ.get("VMPORTAL_LDAP_BIND_DN", "")
+    AUTH_LDAP_BIND_PASSWORD = os.environ.get("VMPORTAL_LDAP_BIND_PASSWORD", "")
+    AUTH_LDAP_START_TLS = _env_bool("VMPORTAL_LDAP_START_TLS")
+    AUTH_LDAP_CONNECTION_OPTIONS = {ldap.OPT_REFERRALS: 0, ldap.OPT_NETWORK_TIMEOUT: 5}  # AD's referrals hang
+    AUTH_LDAP_USER_SEARCH = LDAPSearch(
+        os.environ.get("VMPORTAL_LDAP_USER_BASE", ""), ldap.SCOPE_SUBTREE,
+        os.environ.get("VMPORTAL_LDAP_USER_FILTER",
+                       "(sAMAccountName=%(user)s)" if _active_directory else "(uid=%(user)s)"))
+    AUTH_LDAP_GROUP_SEARCH = LDAPSearch(
+        os.environ.get("VMPORTAL_LDAP_GROUP_BASE", ""), ldap.SCOPE_SUBTREE,
+        "(objectClass=group)" if _active_directory else "(objectClass=groupOfNames)")
+    AUTH_LDAP_GROUP_TYPE = ActiveDirectoryGroupType() if _active_directory else GroupOfNamesType()
+    AUTH_LDAP_MIRROR_GROUPS = True  # the user's directory groups become their Django groups: group grants apply
+    AUTH_LDAP_USER_ATTR_MAP = {"first_name": "givenName", "last_name": "sn", "email": "mail"}
+    AUTHENTICATION_BACKENDS.append("accounts.ldap.DirectoryBackend")
+
+OIDC_ISSUER = os.environ.get("VMPORTAL_OIDC_ISSUER", "").rstrip("/")
+OIDC_PROVIDER_NAME = os.environ.get("VMPORTAL_OIDC_NAME", "single sign-on")  # "Sign in with <this>"
+OIDC_GROUPS_CLAIM = os.environ.get("VMPORTAL_OIDC_GROUPS_CLAIM", "groups")
+OIDC_ROLE_GROUPS = _env_role_groups("VMPORTAL_OIDC_ROLE_GROUPS")
+if OIDC_ISSUER:
+    # mozilla-django-oidc's settings; endpoints left empty come from the issuer's discovery document.
+    OIDC_RP_CLIENT_ID = os.environ.get("VMPORTAL_OIDC_CLIENT_ID", "")
+    OIDC_RP_CLIENT_SECRET = os.environ.get("VMPORTAL_OIDC_CLIENT_SECRET", "")
+    OIDC_RP_SIGN_ALGO = os.environ.get("VMPORTAL_OIDC_SIGN_ALGO", "RS256")
+    OIDC_RP_SCOPES = os.environ.get("VMPORTAL_OIDC_SCOPES", "openid email profile")  # + "groups" where needed
+    OIDC_OP_AUTHORIZATION_ENDPOINT = os.environ.get("VMPORTAL_OIDC_AUTHORIZATION_ENDPOINT", "")
+    OIDC_OP_TOKEN_ENDPOINT = os.environ.get("VMPORTAL_OIDC_TOKEN_ENDPOINT", "")
+    OIDC_OP_USER_ENDPOINT = os.environ.get("VMPORTAL_OIDC_USERINFO_ENDPOINT", "")
+    OIDC_OP_JWKS_ENDPOINT = os.environ.get("VMPORTAL_OIDC_JWKS_ENDPOINT", "")
+    OIDC_USE_PKCE = True
+    OIDC_TIMEOUT = 10
+    OIDC_AUTHENTICATION_CALLBACK_URL = "accounts:oidc-callback"
+    AUTHENTICATION_BACKENDS.append("accounts.oidc.OpenIDConnectBackend")
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"

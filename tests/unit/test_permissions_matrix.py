@@ -113,6 +113,16 @@ MATRIX: tuple[Row, ...] = (
     # Nobody's token 4243: revoking it is a 404 for everybody, as another user's token would be.
     Row("accounts:token-revoke", "POST", everyone(404), kwargs={"token_id": "4243"}, audit="token.revoke"),
     Row("accounts:token-revoke", "GET", everyone(405), kwargs={"token_id": "4243"}),
+    # Sign-in: with no password accepted in this session there is no code to ask for; single sign-on is not
+    # configured in the unit tests (tests/e2e/test_sign_in_oidc.py runs it).
+    Row("accounts:login-code", "GET", everyone(200, anonymous=200), shows="No sign-in is waiting for a code"),
+    Row("accounts:login-code", "POST", everyone(200, anonymous=200), data={"code": "123456"},
+        shows="No sign-in is waiting for a code"),
+    Row("accounts:oidc-login", "GET", everyone(404, anonymous=404)),
+    Row("accounts:oidc-callback", "GET", everyone(404, anonymous=404)),
+    Row("accounts:two-factor", "GET", everyone(200), shows="Two-factor sign-in is off"),
+    Row("accounts:two-factor", "POST", everyone(Redirect("/accounts/two-factor/")), data={"start": "1"},
+        audit="otp.enrol"),
     Row("domains:list", "GET", everyone(200), query="all", shows="Virtual machines"),
     Row("domains:detail", "GET", roles(admin=200, operator=200, tenant=200, other=404), kwargs=VM,
         shows="<h1>test <small>on "),
