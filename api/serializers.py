@@ -4,11 +4,12 @@ serializers of request bodies only document them."""
 
 from __future__ import annotations
 
+from django.db import models
 from django.urls import reverse
 from rest_framework import serializers
 
 from domains import virt
-from domains.models import MigrationJob
+from domains.models import DefineAllowance, MigrationJob
 
 
 class MessageSerializer(serializers.Serializer):
@@ -277,16 +278,25 @@ class GrantSerializer(serializers.Serializer):
     owner = serializers.BooleanField(default=False)
 
 
+def _allowance_limit(name: str) -> serializers.IntegerField:
+    field = DefineAllowance._meta.get_field(name)
+    assert isinstance(field, models.Field)  # noqa: S101 - a column, not a relation
+    return serializers.IntegerField(min_value=0, default=field.default, help_text=str(field.verbose_name))
+
+
 class AllowanceSerializer(serializers.Serializer):
-    id = serializers.IntegerField()
-    user = serializers.CharField(source="user.username", allow_null=True)
-    group = serializers.CharField(source="group.name", allow_null=True)
-    hosts = serializers.ListField(child=serializers.CharField(), help_text="Empty: every host.")
-    max_vms = serializers.IntegerField()
-    max_vcpus = serializers.IntegerField()
-    max_memory_mib = serializers.IntegerField()
-    pools = serializers.ListField(child=serializers.CharField())
-    max_storage_gib = serializers.IntegerField()
+    """What a user or a group may define: the same fields as the allowance pages, hosts and pools by name."""
+
+    id = serializers.IntegerField(read_only=True)
+    user = serializers.CharField(source="user.username", allow_null=True, required=False)
+    group = serializers.CharField(source="group.name", allow_null=True, required=False)
+    hosts = serializers.ListField(child=serializers.CharField(), default=list, help_text="Empty: every host.")
+    max_vms = _allowance_limit("max_vms")
+    max_vcpus = _allowance_limit("max_vcpus")
+    max_memory_mib = _allowance_limit("max_memory_mib")
+    pools = serializers.ListField(child=serializers.CharField(), default=list,
+                                  help_text="HOST/POOL, each a pool registered for tenants' volumes.")
+    max_storage_gib = _allowance_limit("max_storage_gib")
 
 
 class ProblemSerializer(serializers.Serializer):

@@ -46,6 +46,7 @@ urlpatterns = [
     path("v1/grants/", views.GrantList.as_view(), name="grants"),
     path("v1/grants/<int:grant_id>/", views.GrantDetail.as_view(), name="grant"),
     path("v1/allowances/", views.AllowanceList.as_view(), name="allowances"),
+    path("v1/allowances/<int:allowance_id>/", views.AllowanceDetail.as_view(), name="allowance"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
 ]

@@ -37,8 +37,9 @@ from domains.access import Right, require_admin, sees_hosts
 from domains.errors import error_message
 from domains.filters import LIST_OPTIONS, ListQueryError, parse_list_query
 from domains.forms import DisplayForm, DomainDefineForm, DomainXmlForm, MigrationForm, SnapshotForm
-from domains.models import DefineAllowance, Grant, Host
+from domains.models import DefineAllowance, Grant, Host, StoragePool
 from domains.rows import DomainRow
+from people import services as people
 from vmportal.clients import request_client_address
 from vmportal.origins import request_origin
 
@@ -456,15 +457,80 @@ class GrantDetail(ApiView):
 
 
 class AllowanceList(ApiView):
-    @extend_schema(responses=_answers(docs.AllowanceSerializer(many=True)), summary="Define allowances (admins)")
+    @extend_schema(operation_id="allowances_list", responses=_answers(docs.AllowanceSerializer(many=True)),
+                   summary="Define allowances (admins)")
     def get(self, request: Request) -> Response:
         require_admin(self.actor)
         allowances = DefineAllowance.objects.select_related("user", "group").prefetch_related("hosts", "pools__host")
-        return Response([{
-            "id": allowance.pk, "user": allowance.user.username if allowance.user else None,
-            "group": allowance.group.name if allowance.group else None,
-            "hosts": [host.name for host in allowance.hosts.all()],
-            "max_vms": allowance.max_vms, "max_vcpus": allowance.max_vcpus, "max_memory_mib": allowance.max_memory_mib,
-            "pools": [f"{pool.host.name}/{pool.name}" for pool in allowance.pools.all()],
-            "max_storage_gib": allowance.max_storage_gib,
-        } for allowance in allowances.order_by("pk")])
+        return Response([_allowance(allowance) for allowance in allowances.order_by("pk")])
+
+    @extend_schema(request=docs.AllowanceSerializer, responses=_answers(docs.AllowanceSerializer, 400, success=201),
+                   summary="Let a user or a group define VMs, within limits (admins)")
+    def post(self, request: Request) -> Response:
+        with self.refusal_audited("allowance.create"):
+            require_admin(self.actor)
+        return Response(_allowance_saved(self, request, DefineAllowance()), status=status.HTTP_201_CREATED)
+
+
+class AllowanceDetail(ApiView):
+    @extend_schema(responses=_answers(docs.AllowanceSerializer), summary="A define allowance (admins)")
+    def get(self, request: Request, allowance_id: int) -> Response:
+        require_admin(self.actor)
+        return Response(_allowance(_allowance_or_404(allowance_id)))
+
+    @extend_schema(request=docs.AllowanceSerializer, responses=_answers(docs.AllowanceSerializer, 400),
+                   summary="Change a define allowance, all its fields at once (admins)")
+    def put(self, request: Request, allowance_id: int) -> Response:
+        with self.refusal_audited("allowance.update"):
+            require_admin(self.actor)
+        return Response(_allowance_saved(self, request, _allowance_or_404(allowance_id)))
+
+    @extend_schema(responses=_answers(docs.MessageSerializer), summary="Take a define allowance away (admins)")
+    def delete(self, request: Request, allowance_id: int) -> Response:
+        with self.refusal_audited("allowance.delete"):
+            require_admin(self.actor)
+        people.allowance_delete(actor=self.actor, allowance=_allowance_or_404(allowance_id),
+                                client_addr=self.client_addr)
+        return _message("Allowance removed.")
+
+
+def _allowance_saved(view: ApiView, request: Request, allowance: DefineAllowance) -> dict[str, object]:
+    """The allowance as the request describes it, saved through the allowance pages' own service."""
+    data = docs.AllowanceSerializer(data=_body(request))
+    data.is_valid(raise_exception=True)
+    given = data.validated_data
+    allowance.user = _named(User, username=given["user"]["username"]) if given.get("user") else None
+    allowance.group = _named(Group, name=given["group"]["name"]) if given.get("group") else None
+    for limit in ("max_vms", "max_vcpus", "max_memory_mib", "max_storage_gib"):
+        setattr(allowance, limit, given[limit])
+    people.allowance_save(actor=view.actor, allowance=allowance,
+                          hosts=[_named(Host, name=name) for name in given["hosts"]],
+                          pools=[_registered_pool(text) for text in given["pools"]], client_addr=view.client_addr)
+    return _allowance(allowance)
+
+
+def _allowance_or_404(allowance_id: int) -> DefineAllowance:
+    allowance = DefineAllowance.objects.select_related("user", "group").filter(pk=allowance_id).first()
+    if allowance is None:
+        raise Http404("No such allowance.")
+    return allowance
+
+
+def _registered_pool(text: str) -> StoragePool:
+    host_name, _, name = text.partition("/")
+    pool = StoragePool.objects.filter(host__name=host_name, name=name).first()
+    if pool is None:
+        raise InputError({"pools": [f"There is no registered pool {text} (HOST/POOL)."]})
+    return pool
+
+
+def _allowance(allowance: DefineAllowance) -> dict[str, object]:
+    return {
+        "id": allowance.pk, "user": allowance.user.username if allowance.user else None,
+        "group": allowance.group.name if allowance.group else None,
+        "hosts": [host.name for host in allowance.hosts.all()],
+        "max_vms": allowance.max_vms, "max_vcpus": allowance.max_vcpus, "max_memory_mib": allowance.max_memory_mib,
+        "pools": [f"{pool.host.name}/{pool.name}" for pool in allowance.pools.all()],
+        "max_storage_gib": allowance.max_storage_gib,
+    }
+

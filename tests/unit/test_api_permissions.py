@@ -41,6 +41,7 @@ HOST = {"host_name": "embedded"}
 VM = {"host_name": "embedded", "uuid": TEST_DOMAIN_UUID}
 JOB = {"job_id": str(FINISHED_JOB_ID)}
 GRANT = {"grant_id": "4343"}  # the group grant of the `group_grant` fixture
+ALLOWANCE = {"allowance_id": "4444"}
 POOL = {"host_name": "embedded", "pool": "default-pool"}
 VOLUME = {**POOL, "name": "admins.qcow2"}  # made by the `hypervisor` fixture
 UPLOAD = {"session_id": "4545"}  # the admin's, made by `fixtures`
@@ -184,6 +185,12 @@ MATRIX: tuple[Row, ...] = (
     Row("grant", "DELETE", admin_only(200, read_only=WRITE), kwargs=GRANT, audit="grant.revoke"),
     Row("grant", "GET", everyone(405), kwargs=GRANT),
     Row("allowances", "GET", admin_only(200), shows='"max_vms":3'),
+    Row("allowances", "POST", admin_only(201, read_only=WRITE), data={"user": "otto-other", "max_vms": 1},
+        shows='"max_vms":1', audit="allowance.create"),
+    Row("allowance", "GET", admin_only(200), kwargs=ALLOWANCE, shows='"group":"team-blue"'),
+    Row("allowance", "PUT", admin_only(200, read_only=WRITE), kwargs=ALLOWANCE,
+        data={"group": "team-blue", "max_vms": 4}, shows='"max_vms":4', audit="allowance.update"),
+    Row("allowance", "DELETE", admin_only(200, read_only=WRITE), kwargs=ALLOWANCE, audit="allowance.delete"),
     # The schema and its docs page describe routes, not anybody's machines: public.
     Row("schema", "GET", everyone(200, anonymous=200), shows="openapi"),
     Row("docs", "GET", everyone(200, anonymous=200), shows="swagger-ui"),
@@ -197,7 +204,7 @@ def fixtures(embedded_host: Host, admin_user: User, other_tenant_user: User, ten
                                  volume="scratch.iso", total_bytes=10, owner=admin_user)
     team = Group.objects.create(name="team-blue")  # nobody in it: it changes no role's rights
     Grant.objects.create(pk=4343, host=embedded_host, domain_uuid=TEST_DOMAIN_UUID, domain_name="test", group=team)
-    DefineAllowance.objects.create(group=team, max_vms=3)
+    DefineAllowance.objects.create(pk=int(ALLOWANCE["allowance_id"]), group=team, max_vms=3)
 
 
 def matrix_client(user: User, *, read_only: bool = False) -> Client:

@@ -14,7 +14,7 @@ from consoles import services as consoles
 from consoles.models import ConsoleTicket
 from consoles.proxy import ConsoleAuthPlugin, ConsoleTokenPlugin
 from domains import migration_jobs
-from domains.models import Grant, Host, MigrationJob
+from domains.models import Grant, Host, MigrationJob, StoragePool
 from domains.virt import migration as vmig
 from tests.conftest import TEST_DOMAIN_UUID, client_for
 from tests.support.api import (
@@ -186,3 +186,33 @@ def test_the_list_is_the_pages_json_with_each_rows_url(tenant_user: User, tenant
     listed = bearer(tenant_user).get("/api/v1/domains/", {"all": "", "sort": "-memory"}).json()
     assert [row.pop("url") for row in listed["domains"]] == [f"{VM}/"]
     assert listed == page
+
+
+def test_an_allowance_made_through_the_api_lets_its_tenant_define_and_bad_ones_are_refused_in_words(
+        admin_user: User, tenant_user: User, embedded_host: Host, hypervisor):
+    StoragePool.objects.create(host=embedded_host, name="default-pool")
+    admin = bearer(admin_user)
+    made = admin.post("/api/v1/allowances/", {"user": tenant_user.username, "hosts": ["embedded"], "max_vms": 1,
+                                              "pools": ["embedded/default-pool"], "max_storage_gib": 10},
+                      content_type="application/json")
+    assert made.status_code == 201, made.content
+    assert made.json()["hosts"] == ["embedded"] and made.json()["max_memory_mib"] == 2048  # the pages' default
+    tenants_api = bearer(tenant_user)
+    assert tenants_api.post("/api/v1/domains/", {**JSON_FORM, "listen": ""}, content_type="application/json"
+                       ).status_code == 201
+    second = tenants_api.post("/api/v1/domains/", {**JSON_FORM, "name": "web2", "listen": ""},
+                         content_type="application/json")
+    assert (second.status_code, second.json()["detail"]) == (400, "You already have 1 of your 1 machines.")
+    both = admin.put(f"/api/v1/allowances/{made.json()['id']}/", {"user": tenant_user.username, "group": "nobody"},
+                     content_type="application/json")
+    assert (both.status_code, both.json()["errors"]) == (400, {"group": ["There is no group nobody."]})
+    neither = admin.post("/api/v1/allowances/", {"pools": []}, content_type="application/json")
+    assert neither.json()["errors"]["user"] == ["Choose a user or a group."]
+    unknown_pool = admin.post("/api/v1/allowances/", {"user": tenant_user.username, "pools": ["embedded/nope"]},
+                              content_type="application/json")
+    assert unknown_pool.json()["errors"] == {"pools": ["There is no registered pool embedded/nope (HOST/POOL)."]}
+    assert admin.delete(f"/api/v1/allowances/{made.json()['id']}/").json()["detail"] == "Allowance removed."
+    # Refused before the service (a name that names nothing) leaves no row, as a grant's; the service's own do.
+    assert list(AuditEntry.objects.filter(action__startswith="allowance.", token_name="tests").order_by("pk")
+                .values_list("action", "result")) == [("allowance.create", "succeeded"),
+                                                      ("allowance.create", "failed"), ("allowance.delete", "succeeded")]

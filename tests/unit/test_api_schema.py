@@ -27,7 +27,8 @@ from tests.support.api import (
 # A value for each path parameter a documented GET takes: objects the fixtures below make.
 UPLOAD_ID = 4444
 PATH_VALUES = {"host_name": "embedded", "uuid": TEST_DOMAIN_UUID, "job_id": str(FINISHED_JOB_ID),
-               "pool": "default-pool", "name": "tina.qcow2", "session_id": str(UPLOAD_ID), "network": "default"}
+               "pool": "default-pool", "name": "tina.qcow2", "session_id": str(UPLOAD_ID), "network": "default",
+               "allowance_id": "77"}
 
 
 def test_the_schema_validates_without_warnings(tmp_path):
@@ -60,7 +61,7 @@ def admin_api(admin_user: User, embedded_host: Host, tenant_user: User, tenant_g
     finished_migration(actor=admin_user, source=embedded_host)
     UploadSession.objects.create(pk=UPLOAD_ID, host=embedded_host, pool="default-pool", volume="tina.qcow2",
                                  total_bytes=10, owner=admin_user)
-    allowance = DefineAllowance.objects.create(user=tenant_user)
+    allowance = DefineAllowance.objects.create(pk=int(PATH_VALUES["allowance_id"]), user=tenant_user)
     allowance.pools.add(StoragePool.objects.create(host=embedded_host, name="default-pool"))
     return bearer(admin_user, name="walker")
 
@@ -87,6 +88,7 @@ def test_every_documented_get_answers_as_its_schema_says(schema: dict[str, Any],
     assert ("/api/v1/hosts/{host_name}/pools/{pool}/", 200) in walked
     assert ("/api/v1/uploads/{session_id}/", 200) in walked
     assert ("/api/v1/hosts/{host_name}/networks/{network}/", 200) in walked
+    assert ("/api/v1/allowances/{allowance_id}/", 200) in walked
     # test:///default has no storage streams: its refusal is a documented problem.
     assert ("/api/v1/hosts/{host_name}/pools/{pool}/volumes/{name}/download/", 502) in walked
     assert len(walked) >= 11
