@@ -341,6 +341,7 @@ class DefineContext:
     host: Host
     choices: virt.DefineChoices
     limits: DefineLimits
+    in_use: virt.HostInUse  # what the form checks a new VM against before it is defined
 
 
 def define_context(*, user: User, host_name: str) -> DefineContext:
@@ -352,7 +353,7 @@ def define_context(*, user: User, host_name: str) -> DefineContext:
     choices = virt.define_choices(host.uri)
     choices = dataclasses.replace(choices, volumes=limits.storage.usable_volumes(choices.volumes),
                                   pools=limits.storage.usable_pools(choices.pools))
-    return DefineContext(host, choices, limits)
+    return DefineContext(host, choices, limits, virt.host_in_use(host.uri))
 
 
 def define_preview(*, context: DefineContext, spec: virt.DomainSpec) -> str:
