@@ -120,6 +120,7 @@ class FieldRow:
 class FormSection:
     legend: str
     rows: list[FieldRow]
+    key: str = ""  # for the template: which group this is
 
 
 class DomainDefineForm(DisplayForm):
@@ -227,6 +228,14 @@ class DomainXmlForm(forms.Form):
     xml = forms.CharField(label="domain XML", widget=forms.Textarea(attrs={"rows": 24, "cols": 100}))
 
 
+MIGRATION_GROUPS = (
+    ("storage", _("Storage"), ("copy_storage",)),
+    ("transfer", _("Transfer"), ("bandwidth_mib", "compressed", "peer_to_peer", "tunnelled")),
+    ("live", _("Live move"), ("max_downtime_ms", "auto_converge", "postcopy")),
+    ("afterwards", _("Afterwards"), ("persist_dest", "undefine_source")),
+)
+
+
 class MigrationForm(forms.Form):
     """Options only: the destination is checked against the registered hosts by the view and again by the
     service; it is never free text."""
@@ -243,13 +252,19 @@ class MigrationForm(forms.Form):
                                       initial=True)
     tunnelled = forms.BooleanField(label="tunnelled through the libvirt connection", required=False)
     bandwidth_mib = forms.IntegerField(label="bandwidth limit (MiB/s)", required=False, min_value=1,
-                                       max_value=1_000_000)
+                                       max_value=1_000_000, help_text=_("Empty: as fast as the network allows."))
     max_downtime_ms = forms.IntegerField(label="maximum downtime (ms)", required=False, min_value=1,
-                                         max_value=600_000)
+                                         max_value=600_000,
+                                         help_text=_("How long the machine may pause at the switch-over; empty: "
+                                                     "libvirt's default."))
     auto_converge = forms.BooleanField(label="auto-converge (throttle the guest's CPUs if it dirties memory "
                                              "faster than it moves)", required=False)
     compressed = forms.BooleanField(label="compress", required=False)
     postcopy = forms.BooleanField(label="allow post-copy (switch while it runs)", required=False)
+
+    def groups(self) -> list[FormSection]:
+        return [FormSection(str(legend), [FieldRow(self[name]) for name in names], key)
+                for key, legend, names in MIGRATION_GROUPS]
 
     def options(self) -> MigrationOptions:
         data = self.cleaned_data
