@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.e2e.conftest import login
+from tests.e2e.test_console import click_beside_the_screen
 from tests.support.consoles import BlankRfbDisplay, ConsoleStack, display_host_uri
 from tests.support.portal import free_port
 
@@ -53,12 +54,8 @@ def open_console(context: BrowserContext) -> tuple[Page, Page]:
 
 def test_a_click_anywhere_in_the_console_area_gives_the_guest_the_keyboard(context: BrowserContext) -> None:
     _page, console = open_console(context)
-    console.select_option("#scale-mode", "none")  # the guest's screen at its size: room around it
-    box = console.locator("#screen").bounding_box()
-    assert box is not None
-    x, y = box["x"] + box["width"] - 10, box["y"] + box["height"] - 10
-    assert console.evaluate("([x, y]) => document.elementFromPoint(x, y).tagName", [x, y]) != "CANVAS"
-    console.mouse.click(x, y)
+    console.locator("#send-combo").focus()  # the keyboard elsewhere first
+    click_beside_the_screen(console)
     assert console.evaluate("document.activeElement.tagName") == "CANVAS"  # where noVNC hears the keys
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.e2e.conftest import LabHost, LiveApp, Violations, login
+from tests.e2e.conftest import RESULTS_DIR, LabHost, LiveApp, Violations, login
 
 pytestmark = pytest.mark.e2e
 
@@ -43,4 +43,6 @@ def test_the_form_shows_the_chosen_sources_fields_and_reports_a_taken_name_befor
     page.fill("#id_name", "brand-new")
     expect(errors).to_have_text("")
     assert page.url.endswith(f"/domains/new/?host={lab_host.name}"), "nothing was sent"
+    RESULTS_DIR.mkdir(exist_ok=True)
+    page.screenshot(path=str(RESULTS_DIR / "define-form.png"), full_page=True)
     assert violations.of(page) == []
