@@ -13,7 +13,8 @@ templates/domains/), which htmx's websocket extension applies (swap styles of st
     upsert/discard:#host-banners   a host's "does not answer" banner, shown or taken away
     refetch:#results           the list fetches itself again (views without table rows, a new grant, a resync)
     upsert:#summary            the VM page's summary (detail.html#summary), or its "no longer exists" notice
-    upsert:#domain-page        the VM page of a user who may no longer see the VM: a notice, no controls
+    upsert:#domain-page        the VM page of a user who may no longer see the VM: a notice, no controls; or
+                               the notice that the user's rights on it changed (in its #rights-notice)
     refetch:#domain-controls   the VM page's controls fetch themselves again (the user's rights changed)
     refetch:#summary           the VM page fetches its summary again (a resync)
     cells:#results tbody       a host's new usage sample: the CPU and memory cells of the page's rows on it
@@ -485,7 +486,8 @@ class DomainPageConsumer(_LiveConsumer):
         elif rights_from(before, self.key) != rights_from(self.granted, self.key):
             await self._push_summary(details=False)
             if self.job is None:  # the snapshot, hardware and delete controls, as the rights now allow
-                await self.push(live.controls_refresh_message())
+                for message in live.rights_changed_messages():
+                    await self.push(message)
 
     async def _push_summary(self, *, details: bool) -> None:
         if self.last is None or self.job is not None:

@@ -250,9 +250,11 @@ def revoked_message() -> str:
     return render_to_string("domains/detail.html#pushed_revoked")
 
 
-def controls_refresh_message() -> str:
-    """The VM page's controls fetch themselves again: the user's rights on the VM changed."""
-    return render_to_string("domains/detail.html#pushed_controls_refresh")
+def rights_changed_messages() -> list[str]:
+    """The VM page of a user whose rights on the VM changed (the view right kept): a notice saying so, and its
+    controls fetch themselves again."""
+    return [render_to_string("domains/detail.html#pushed_rights_changed"),
+            render_to_string("domains/detail.html#pushed_controls_refresh")]
 
 
 def migration_message(progress_html: str) -> str:

@@ -50,7 +50,8 @@ def read(text: str | bytes) -> dict[str, Any]:
         return {"type": "gone"} if 'class="message warning gone"' in content else \
             {"type": "summary", "html": content.strip()}
     if target == "#domain-page":
-        return {"type": "revoked", "html": content.strip()}
+        kind = "revoked" if 'class="message warning revoked"' in content else "rights-changed"
+        return {"type": kind, "html": content.strip()}
     if target == "#domain-controls" and style == "refetch":
         return {"type": "refresh-controls"}
     if target == "#migration-slot":

@@ -604,7 +604,7 @@ async def test_a_demoted_admin_no_longer_receives_what_it_may_not_see(
     assert await admin.silent(3 * RECHECK)
 
 
-async def test_a_narrowed_grant_has_the_vm_page_fetch_its_controls_again(
+async def test_a_narrowed_grant_has_the_vm_page_say_so_and_fetch_its_controls_again(
     admin_user: User, tenant_user: User, tenant_grant: Grant, embedded_host: Host, sockets
 ) -> None:
     communicator, connected, _code = await open_socket(f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", tenant_user)
@@ -612,6 +612,8 @@ async def test_a_narrowed_grant_has_the_vm_page_fetch_its_controls_again(
     page = Socket(communicator)
     tenant_grant.can_operate = False
     await database_sync_to_async(services.grant_save)(actor=admin_user, grant=tenant_grant)
+    changed = await page.receive()
+    assert changed["type"] == "rights-changed" and "Your rights on this machine changed" in changed["html"]
     assert await page.receive() == {"type": "refresh-controls"}
     # What it fetches: the page without the snapshot and hardware controls an operator has.
     controls = await database_sync_to_async(lambda: client_for(tenant_user).get(
