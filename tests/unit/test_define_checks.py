@@ -27,7 +27,7 @@ def errors_of(answer: str, field: str) -> str:
 
 def test_a_taken_name_is_reported_while_typing_and_an_empty_one_is_not_yet(admin_user, embedded_host):
     answer = check(admin_user, name="test", memory_mib="256", graphics="vnc")
-    assert 'hx-swap-oob="true"' in answer
+    assert 'hx-swap-oob="innerHTML"' in answer
     assert "A machine named test already exists on this host." in errors_of(answer, "name")
     assert errors_of(check(admin_user, name="", memory_mib="256"), "name").endswith(">")  # no "required" yet
     assert "message error" not in errors_of(check(admin_user, name="fresh", memory_mib="256"), "name")
