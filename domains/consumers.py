@@ -483,11 +483,14 @@ class DomainPageConsumer(_LiveConsumer):
             if self.job is None:
                 await self.push(live.revoked_message())
             await self.close()
-        elif rights_from(before, self.key) != rights_from(self.granted, self.key):
-            await self._push_summary(details=False)
-            if self.job is None:  # the snapshot, hardware and delete controls, as the rights now allow
-                for message in live.rights_changed_messages():
-                    await self.push(message)
+        elif rights_from(before, self.key) != rights_from(self.granted, self.key) and self.job is None:
+            # The summary's actions, and the snapshot, hardware and delete controls, as the rights now allow.
+            if self.last is not None:
+                await self._push_summary(details=False)
+            else:  # no event since the page was read: it fetches its summary itself
+                await self.push(live.summary_refresh_message())
+            for message in live.rights_changed_messages():
+                await self.push(message)
 
     async def _push_summary(self, *, details: bool) -> None:
         if self.last is None or self.job is not None:

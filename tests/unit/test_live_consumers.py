@@ -612,6 +612,7 @@ async def test_a_narrowed_grant_has_the_vm_page_say_so_and_fetch_its_controls_ag
     page = Socket(communicator)
     tenant_grant.can_operate = False
     await database_sync_to_async(services.grant_save)(actor=admin_user, grant=tenant_grant)
+    assert await page.receive() == {"type": "refresh-summary"}  # its actions: no event came since it was read
     changed = await page.receive()
     assert changed["type"] == "rights-changed" and "Your rights on this machine changed" in changed["html"]
     assert await page.receive() == {"type": "refresh-controls"}
