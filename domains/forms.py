@@ -1,8 +1,8 @@
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 from django import forms
-from django.core.exceptions import ValidationError
 from django.forms import BoundField
 from django.forms.utils import ErrorList
 from django.utils.translation import gettext_lazy as _
@@ -144,10 +144,11 @@ class DomainDefineForm(DisplayForm):
 
     field_order = [name for _legend, names in DEFINE_SECTIONS for name in names]
 
-    def __init__(self, *args: Any, choices: DefineChoices, in_use: HostInUse, may_boot_kernel: bool,
+    def __init__(self, *args: Any, choices: DefineChoices, in_use: Callable[[], HostInUse], may_boot_kernel: bool,
                  **kwargs: Any) -> None:
+        """`in_use` reads what the host has in use; only validation asks for it."""
         super().__init__(*args, **kwargs)
-        self.in_use = in_use
+        self.read_in_use = in_use
         self._choose("accelerator", [(a, {"qemu": "qemu (TCG emulation)"}.get(a, a)) for a in choices.accelerators])
         if choices.accelerators:  # the host's best first (virt.define_choices): kvm only where it has it
             self.fields["accelerator"].initial = choices.accelerators[0]
@@ -176,13 +177,6 @@ class DomainDefineForm(DisplayForm):
         """The fields checked as they are typed, with their errors; one left empty has nothing to say yet."""
         return [(self[name], self[name].errors if self.data.get(name) else ErrorList()) for name in CHECKED_ON_INPUT]
 
-    def clean_memory_mib(self) -> int:
-        memory_mib: int = self.cleaned_data["memory_mib"]
-        if memory_mib > self.in_use.memory_mib:
-            raise ValidationError(_("The host has %(host)s MiB of memory in all: give the machine less.")
-                                  % {"host": self.in_use.memory_mib})
-        return memory_mib
-
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         kind = data.get("boot_kind") or ""
@@ -195,15 +189,18 @@ class DomainDefineForm(DisplayForm):
                 self.add_error(name, "Needed for this boot source.")
         if kind in (BootKind.ISO.value, BootKind.KERNEL.value) and data.get("size_gib") and not data.get("pool"):
             self.add_error("pool", "Needed for the new volume.")
-        if data.get("name") in self.in_use.names:
-            self.add_error("name", _("A machine named %(name)s already exists on this host.") % {"name": data["name"]})
-        self._check_ports(data)
+        self._check_against_the_host(data, self.read_in_use())
         return data
 
-    def _check_ports(self, data: dict[str, Any]) -> None:
+    def _check_against_the_host(self, data: dict[str, Any], in_use: HostInUse) -> None:
+        if data.get("name") in in_use.names:
+            self.add_error("name", _("A machine named %(name)s already exists on this host.") % {"name": data["name"]})
+        if (data.get("memory_mib") or 0) > in_use.memory_mib:
+            self.add_error("memory_mib", _("The host has %(host)s MiB of memory in all: give the machine less.")
+                           % {"host": in_use.memory_mib})
         shown = GRAPHICS_FIELDS.get(data.get("graphics") or "", ())
         for name in ("port", "tls_port"):
-            if name in shown and (port := data.get(name)) in self.in_use.display_ports:
+            if name in shown and (port := data.get(name)) in in_use.display_ports:
                 self.add_error(name, _("Port %(port)s is taken by another machine's display on this host: pick "
                                        "another, or leave it empty for a free one.") % {"port": port})
         if "tls_port" in shown and data.get("port") and data.get("port") == data.get("tls_port"):

@@ -341,7 +341,10 @@ class DefineContext:
     host: Host
     choices: virt.DefineChoices
     limits: DefineLimits
-    in_use: virt.HostInUse  # what the form checks a new VM against before it is defined
+
+    def in_use(self) -> virt.HostInUse:
+        """What a new VM must not collide with on the host: read when a filled form is checked, not for a blank one."""
+        return virt.host_in_use(self.host.uri)
 
 
 def define_context(*, user: User, host_name: str) -> DefineContext:
@@ -353,7 +356,7 @@ def define_context(*, user: User, host_name: str) -> DefineContext:
     choices = virt.define_choices(host.uri)
     choices = dataclasses.replace(choices, volumes=limits.storage.usable_volumes(choices.volumes),
                                   pools=limits.storage.usable_pools(choices.pools))
-    return DefineContext(host, choices, limits, virt.host_in_use(host.uri))
+    return DefineContext(host, choices, limits)
 
 
 def define_preview(*, context: DefineContext, spec: virt.DomainSpec) -> str:

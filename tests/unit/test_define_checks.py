@@ -62,7 +62,7 @@ def test_submit_refuses_memory_above_the_hosts_in_words_with_the_values_kept(adm
 def form(accelerators: tuple[str, ...], data: dict[str, str] | None = None) -> DomainDefineForm:
     return DomainDefineForm(
         data, choices=DefineChoices(accelerators=accelerators, pools=("default-pool",), volumes=(), networks=()),
-        in_use=HostInUse(names=frozenset(), display_ports=frozenset(), memory_mib=4096), may_boot_kernel=True,
+        in_use=lambda: HostInUse(names=frozenset(), display_ports=frozenset(), memory_mib=4096), may_boot_kernel=True,
     )
 
 
