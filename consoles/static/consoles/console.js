@@ -168,13 +168,17 @@ async function connect() {
   screen.querySelectorAll(":scope > div:not(#spice-area)").forEach((node) => node.remove());
   const issued = await askTickets(config.ticketUrl);
   if (!issued || mine !== generation) return;
+  let endedByPortal = false;  // its reason stays: SPICE's other channels may report their close after it
   const events = {
     connected: () => { if (mine === generation) { setState("connected", "Connected"); applySettings(); } },
     disconnected: (clean) => {
-      if (mine === generation) setState("ended", clean ? "Disconnected" : "Connection lost");
+      if (mine === generation && !endedByPortal) setState("ended", clean ? "Disconnected" : "Connection lost");
     },
     failed: (reason) => { if (mine === generation) setState("failed", reason); },
-    ended: (reason) => { if (mine === generation) setState("ended", endedText(reason, config.ended)); },
+    ended: (reason) => {
+      endedByPortal = true;
+      if (mine === generation) setState("ended", endedText(reason, config.ended));
+    },
   };
   try {
     viewer = issued.kind === "spice"
