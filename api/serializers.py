@@ -217,8 +217,8 @@ class MigrationRequestSerializer(serializers.Serializer):
     copy_storage = serializers.ChoiceField(choices=["", "all", "incremental"], required=False)
     peer_to_peer = serializers.BooleanField(required=False)
     tunnelled = serializers.BooleanField(required=False)
-    bandwidth_mib = serializers.IntegerField(required=False)
-    max_downtime_ms = serializers.IntegerField(required=False)
+    bandwidth_mib = serializers.IntegerField(required=False, help_text="Bandwidth limit in MiB/s; absent: no limit.")
+    max_downtime_ms = serializers.IntegerField(required=False, help_text="Longest pause at the switch-over, in ms.")
     auto_converge = serializers.BooleanField(required=False)
     compressed = serializers.BooleanField(required=False)
     postcopy = serializers.BooleanField(required=False)
@@ -237,7 +237,8 @@ class MigrationJobSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
-    progress = serializers.DictField(help_text="libvirt's latest figures of the running job.")
+    progress = serializers.DictField(help_text="libvirt's latest figures of the running job: sizes in bytes "
+                                               "(data_*, disk_*), memory_bps in bytes per second, *_ms in ms.")
     error = serializers.CharField(allow_blank=True)
 
     def get_url(self, job: MigrationJob) -> str:

@@ -200,7 +200,8 @@ class DomainList(ApiView):
         host_name = str(_body(request).get("host", ""))
         with self.refusal_audited("domain.define"):
             context = selectors.define_context(user=self.actor, host_name=host_name)
-        form = DomainDefineForm(_body(request), choices=context.choices, may_boot_kernel=context.limits.unlimited,
+        form = DomainDefineForm(_body(request), choices=context.choices, in_use=context.in_use,
+                                may_boot_kernel=context.limits.unlimited,
                                 may_choose_listen=self.actor.sees_every_domain)
         if not form.is_valid():
             return _form_problem(form)

@@ -100,7 +100,7 @@ class SerialConsoleConsumer(AsyncWebsocketConsumer):
                 continue
             if reason:
                 self.ended_by = reason
-                await self._end(CLOSE_ENDED, f"Console ended: {reason}")
+                await self._end(CLOSE_ENDED, services.ended_close_reason(reason))
                 return
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:

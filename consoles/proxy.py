@@ -204,7 +204,7 @@ class ConsoleRequestHandler(ProxyRequestHandler):
         except self.CClose as closing:
             if self.ended_by:
                 reason = self.ended_by
-                raise self.CClose(CLOSE_ENDED, f"Console ended: {reason}") from None
+                raise self.CClose(CLOSE_ENDED, services.ended_close_reason(reason)) from None
             if closing.args[1:2] == ("Target closed",):
                 reason = "display closed"
             raise
@@ -214,7 +214,7 @@ class ConsoleRequestHandler(ProxyRequestHandler):
         except BaseException as error:
             if self.ended_by and isinstance(error, OSError):  # ended while writing to the display it shut down
                 reason = self.ended_by
-                raise self.CClose(CLOSE_ENDED, f"Console ended: {reason}") from None
+                raise self.CClose(CLOSE_ENDED, services.ended_close_reason(reason)) from None
             reason = f"proxy stopped ({type(error).__name__})"
             raise
         finally:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from accounts.sessions import session_user
 from api import services as api_tokens
@@ -51,6 +52,25 @@ if TYPE_CHECKING:
     from api.models import ApiToken
 
 logger = logging.getLogger(__name__)
+
+# Why the portal ends an open console (console_recheck): the words of its audit row and of the socket's close
+# reason (ended_close_reason); the console page explains each to its user in a sentence (ENDED_EXPLAINED).
+SESSION_ENDED = "session ended"
+RIGHT_REVOKED = "console right revoked"
+HOST_DISABLED = "host disabled"
+ENDED_EXPLAINED = {
+    SESSION_ENDED: _("The console closed: your session ended (you logged out, or it expired). Log in again to "
+                     "reconnect."),
+    RIGHT_REVOKED: _("The console closed: your right to use this machine's console was revoked."),
+    HOST_DISABLED: _("The console closed: an administrator disabled this machine's host."),
+}
+
+
+def ended_close_reason(reason: str) -> str:
+    """The close reason of a console the portal ended (close code 4001), within what a close frame holds (the
+    reasons are ASCII: 123 characters are 123 bytes)."""
+    return f"Console ended: {reason}"[:123]
+
 
 TOKEN_BYTES = 32  # 256 bits; secrets.token_urlsafe gives 43 URL-safe characters
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{43}")
@@ -317,7 +337,7 @@ def console_recheck(console: OpenConsole) -> str | None:
     else:
         user = session_user(console.session_key)
         if user is None or user.pk != console.user.pk:
-            return "session ended"
+            return SESSION_ENDED
     console.ticket.host.refresh_from_db(fields=["enabled"])
     reason = _not_allowed(console.ticket, user)
     if not reason:
@@ -367,9 +387,9 @@ def _live_endpoint(ticket: ConsoleTicket, expected: type[E]) -> E:
 
 def _not_allowed(ticket: ConsoleTicket, user: User) -> str:
     if not ticket.host.enabled:
-        return "host disabled"
+        return HOST_DISABLED
     if Right.CONSOLE not in rights_on(user, host_id=ticket.host_id, uuid=str(ticket.domain_uuid)):
-        return "console right revoked"
+        return RIGHT_REVOKED
     return ""
 
 

@@ -45,6 +45,7 @@ def console_page(request: AuthedRequest, host_name: str, uuid: UUID, serial: boo
         "kind": page.kind,
         "ticketUrl": reverse("consoles:serial-tickets" if serial else "consoles:tickets", args=[host_name, uuid]),
         "name": page.row.record.name,
+        "ended": {services.ended_close_reason(reason): str(text) for reason, text in services.ENDED_EXPLAINED.items()},
     }
     return _private(render(request, template, {"page": page, "row": page.row, "config": config},
                            status=200 if page.kind else 409))

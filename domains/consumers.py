@@ -13,6 +13,9 @@ templates/domains/), which htmx's websocket extension applies (swap styles of st
     upsert/discard:#host-banners   a host's "does not answer" banner, shown or taken away
     refetch:#results           the list fetches itself again (views without table rows, a new grant, a resync)
     upsert:#summary            the VM page's summary (detail.html#summary), or its "no longer exists" notice
+    upsert:#domain-page        the VM page of a user who may no longer see the VM: a notice, no controls; or
+                               the notice that the user's rights on it changed (in its #rights-notice)
+    refetch:#domain-controls   the VM page's controls fetch themselves again (the user's rights changed)
     refetch:#summary           the VM page fetches its summary again (a resync)
     cells:#results tbody       a host's new usage sample: the CPU and memory cells of the page's rows on it
     upsert:#migration-slot     a migration job's progress, to admins only: on the VM page, or on the job's
@@ -481,10 +484,17 @@ class DomainPageConsumer(_LiveConsumer):
 
     async def rights_changed(self, before: Granted) -> None:
         if Right.VIEW not in rights_from(self.granted, self.key):
-            await self._gone()
+            if self.job is None:
+                await self.push(live.revoked_message())
             await self.close()
-        elif rights_from(before, self.key) != rights_from(self.granted, self.key) and self.last is not None:
-            await self._push_summary(details=False)
+        elif rights_from(before, self.key) != rights_from(self.granted, self.key) and self.job is None:
+            # The summary's actions, and the snapshot, hardware and delete controls, as the rights now allow.
+            if self.last is not None:
+                await self._push_summary(details=False)
+            else:  # no event since the page was read: it fetches its summary itself
+                await self.push(live.summary_refresh_message())
+            for message in live.rights_changed_messages():
+                await self.push(message)
 
     async def _push_summary(self, *, details: bool) -> None:
         if self.last is None or self.job is not None:

@@ -1,12 +1,16 @@
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
 
 from django import forms
+from django.forms import BoundField
+from django.forms.utils import ErrorList
 from django.utils.translation import gettext_lazy as _
 
 from . import services
 from .models import Host
-from .virt import VIDEO_MODELS, BootKind, BootSpec, DefineChoices, DomainSpec, GraphicsSpec
+from .virt import VIDEO_MODELS, BootKind, BootSpec, DefineChoices, DomainSpec, GraphicsSpec, HostInUse
 from .virt.hardware import BOOT_DEVICES, DISK_BUSES, NIC_MODELS
 from .virt.migration import CopyStorage, MigrationOptions
 
@@ -75,13 +79,60 @@ def domain_name_field() -> forms.RegexField:
     )
 
 
+# Which fields each boot source uses (define.js shows only those; clean() drops the others' values) and which of
+# them it needs.
+BOOT_SOURCE_FIELDS = {
+    BootKind.NEW_VOLUME.value: ("pool", "size_gib"),
+    BootKind.VOLUME.value: ("volume",),
+    BootKind.ISO.value: ("volume", "pool", "size_gib"),
+    BootKind.KERNEL.value: ("kernel", "initrd", "cmdline", "pool", "size_gib"),
+}
+BOOT_SOURCE_NEEDS = {
+    BootKind.NEW_VOLUME.value: ("pool", "size_gib"),
+    BootKind.VOLUME.value: ("volume",),
+    BootKind.ISO.value: ("volume",),
+    BootKind.KERNEL.value: ("kernel",),
+}
+GRAPHICS_FIELDS = {
+    "vnc": ("listen", "port", "password", "keymap"),
+    "spice": ("listen", "port", "tls_port", "password", "keymap"),
+}
+DEFINE_SECTIONS = (
+    (_("Machine"), ("name", "title", "description", "vcpus", "memory_mib", "accelerator")),
+    (_("Boot source"), ("boot_kind", "volume", "pool", "size_gib", "kernel", "initrd", "cmdline")),
+    (_("Network and display"), ("network", "video_model", "graphics", "listen", "port", "tls_port", "password",
+                                "keymap")),
+    (_("Options"), ("guest_agent", "autostart")),
+)
+# Checked against the host as they are typed (the define page's check request), and again on submit.
+CHECKED_ON_INPUT = ("name", "memory_mib", "port", "tls_port")
+
+
+@dataclass(frozen=True)
+class FieldRow:
+    """A field as the define page lays it out: shown only while `chooser` has one of `shown_for`'s values."""
+
+    field: BoundField
+    chooser: str = ""
+    shown_for: str = ""  # the chooser's values, space-separated
+    checked_on_input: bool = False
+
+
+@dataclass(frozen=True)
+class FormSection:
+    legend: str
+    rows: list[FieldRow]
+    key: str = ""  # for the template: which group this is
+
+
 class DomainDefineForm(DisplayForm):
     name = domain_name_field()
     title = forms.CharField(max_length=200, required=False)
     description = forms.CharField(max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
     vcpus = forms.IntegerField(label="vCPUs", min_value=1, max_value=64, initial=1)
     memory_mib = forms.IntegerField(label="memory (MiB)", min_value=64, max_value=1024 * 1024, initial=512)
-    accelerator = forms.ChoiceField()
+    accelerator = forms.ChoiceField(help_text=_("Only what this host offers: kvm (hardware virtualization) where "
+                                                "it has it, else qemu (emulation, much slower)."))
     boot_kind = forms.ChoiceField(label="boot from", choices=BOOT_CHOICES, initial=BootKind.NEW_VOLUME.value)
     volume = forms.ChoiceField(label="volume or ISO", required=False)
     pool = forms.ChoiceField(label="pool for the new volume", required=False)
@@ -93,13 +144,16 @@ class DomainDefineForm(DisplayForm):
     guest_agent = forms.BooleanField(label="guest agent channel", required=False, initial=True)
     autostart = forms.BooleanField(label="start with the host", required=False)
 
-    field_order = ["name", "title", "description", "vcpus", "memory_mib", "accelerator", "boot_kind", "volume",
-                   "pool", "size_gib", "kernel", "initrd", "cmdline", "network", "video_model", "graphics",
-                   "listen", "port", "tls_port", "password", "keymap", "guest_agent", "autostart"]
+    field_order = [name for _legend, names in DEFINE_SECTIONS for name in names]
 
-    def __init__(self, *args: Any, choices: DefineChoices, may_boot_kernel: bool, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, choices: DefineChoices, in_use: Callable[[], HostInUse], may_boot_kernel: bool,
+                 **kwargs: Any) -> None:
+        """`in_use` reads what the host has in use; only validation asks for it."""
         super().__init__(*args, **kwargs)
+        self.read_in_use = in_use
         self._choose("accelerator", [(a, {"qemu": "qemu (TCG emulation)"}.get(a, a)) for a in choices.accelerators])
+        if choices.accelerators:  # the host's best first (virt.define_choices): kvm only where it has it
+            self.fields["accelerator"].initial = choices.accelerators[0]
         self._choose("volume", [("", "—")] + [(v.key, v.key) for v in choices.volumes])
         self._choose("pool", [(p, p) for p in choices.pools])
         self._choose("network", [("user", "user-mode networking")] + [(n, f"network {n}") for n in choices.networks])
@@ -111,21 +165,48 @@ class DomainDefineForm(DisplayForm):
     def _choose(self, name: str, choices: list[tuple[str, str]]) -> None:
         cast(forms.ChoiceField, self.fields[name]).choices = choices
 
+    def sections(self) -> list[FormSection]:
+        return [FormSection(str(legend), [self._row(name) for name in names if name in self.fields])
+                for legend, names in DEFINE_SECTIONS]
+
+    def _row(self, name: str) -> FieldRow:
+        for chooser, uses in (("boot_kind", BOOT_SOURCE_FIELDS), ("graphics", GRAPHICS_FIELDS)):
+            if values := [value for value, names in uses.items() if name in names]:
+                return FieldRow(self[name], chooser, " ".join(values), name in CHECKED_ON_INPUT)
+        return FieldRow(self[name], checked_on_input=name in CHECKED_ON_INPUT)
+
+    def checked_errors(self) -> list[tuple[BoundField, ErrorList]]:
+        """The fields checked as they are typed, with their errors; one left empty has nothing to say yet."""
+        return [(self[name], self[name].errors if self.data.get(name) else ErrorList()) for name in CHECKED_ON_INPUT]
+
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        kind = data.get("boot_kind")
-        required = {
-            BootKind.NEW_VOLUME.value: ("pool", "size_gib"),
-            BootKind.VOLUME.value: ("volume",),
-            BootKind.ISO.value: ("volume",),
-            BootKind.KERNEL.value: ("kernel",),
-        }.get(kind or "", ())
-        for name in required:
+        kind = data.get("boot_kind") or ""
+        for name in {name for names in BOOT_SOURCE_FIELDS.values() for name in names} - set(
+                BOOT_SOURCE_FIELDS.get(kind, ())):
+            if name in data:  # hidden by the page, maybe filled before the source changed: not this machine's
+                data[name] = None if name == "size_gib" else ""
+        for name in BOOT_SOURCE_NEEDS.get(kind, ()):
             if not data.get(name):
                 self.add_error(name, "Needed for this boot source.")
         if kind in (BootKind.ISO.value, BootKind.KERNEL.value) and data.get("size_gib") and not data.get("pool"):
             self.add_error("pool", "Needed for the new volume.")
+        self._check_against_the_host(data, self.read_in_use())
         return data
+
+    def _check_against_the_host(self, data: dict[str, Any], in_use: HostInUse) -> None:
+        if data.get("name") in in_use.names:
+            self.add_error("name", _("A machine named %(name)s already exists on this host.") % {"name": data["name"]})
+        if (data.get("memory_mib") or 0) > in_use.memory_mib:
+            self.add_error("memory_mib", _("The host has %(host)s MiB of memory in all: give the machine less.")
+                           % {"host": in_use.memory_mib})
+        shown = GRAPHICS_FIELDS.get(data.get("graphics") or "", ())
+        for name in ("port", "tls_port"):
+            if name in shown and (port := data.get(name)) in in_use.display_ports:
+                self.add_error(name, _("Port %(port)s is taken by another machine's display on this host: pick "
+                                       "another, or leave it empty for a free one.") % {"port": port})
+        if "tls_port" in shown and data.get("port") and data.get("port") == data.get("tls_port"):
+            self.add_error("tls_port", _("The TLS port must differ from the port."))
 
     def domain_spec(self) -> DomainSpec:
         data = self.cleaned_data
@@ -146,6 +227,14 @@ class DomainXmlForm(forms.Form):
     xml = forms.CharField(label="domain XML", widget=forms.Textarea(attrs={"rows": 24, "cols": 100}))
 
 
+MIGRATION_GROUPS = (
+    ("storage", _("Storage"), ("copy_storage",)),
+    ("transfer", _("Transfer"), ("bandwidth_mib", "compressed", "peer_to_peer", "tunnelled")),
+    ("live", _("Live move"), ("max_downtime_ms", "auto_converge", "postcopy")),
+    ("afterwards", _("Afterwards"), ("persist_dest", "undefine_source")),
+)
+
+
 class MigrationForm(forms.Form):
     """Options only: the destination is checked against the registered hosts by the view and again by the
     service; it is never free text."""
@@ -162,13 +251,19 @@ class MigrationForm(forms.Form):
                                       initial=True)
     tunnelled = forms.BooleanField(label="tunnelled through the libvirt connection", required=False)
     bandwidth_mib = forms.IntegerField(label="bandwidth limit (MiB/s)", required=False, min_value=1,
-                                       max_value=1_000_000)
+                                       max_value=1_000_000, help_text=_("Empty: as fast as the network allows."))
     max_downtime_ms = forms.IntegerField(label="maximum downtime (ms)", required=False, min_value=1,
-                                         max_value=600_000)
+                                         max_value=600_000,
+                                         help_text=_("How long the machine may pause at the switch-over; empty: "
+                                                     "libvirt's default."))
     auto_converge = forms.BooleanField(label="auto-converge (throttle the guest's CPUs if it dirties memory "
                                              "faster than it moves)", required=False)
     compressed = forms.BooleanField(label="compress", required=False)
     postcopy = forms.BooleanField(label="allow post-copy (switch while it runs)", required=False)
+
+    def groups(self) -> list[FormSection]:
+        return [FormSection(str(legend), [FieldRow(self[name]) for name in names], key)
+                for key, legend, names in MIGRATION_GROUPS]
 
     def options(self) -> MigrationOptions:
         data = self.cleaned_data

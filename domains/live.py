@@ -251,6 +251,18 @@ def gone_message() -> str:
     return render_to_string("domains/detail.html#pushed_gone")
 
 
+def revoked_message() -> str:
+    """The VM page of a user who may no longer see the VM: a notice in place of the page, its controls gone."""
+    return render_to_string("domains/detail.html#pushed_revoked")
+
+
+def rights_changed_messages() -> list[str]:
+    """The VM page of a user whose rights on the VM changed (the view right kept): a notice saying so, and its
+    controls fetch themselves again."""
+    return [render_to_string("domains/detail.html#pushed_rights_changed"),
+            render_to_string("domains/detail.html#pushed_controls_refresh")]
+
+
 def migration_message(progress_html: str) -> str:
     """A migration job's progress (rendered once by its runner, domains.migration_jobs), on the VM page or its own."""
     html = mark_safe(progress_html)  # noqa: S308 (the runner rendered it from domains/migrate_job.html#progress)

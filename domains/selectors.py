@@ -356,6 +356,10 @@ class DefineContext:
     choices: virt.DefineChoices
     limits: DefineLimits
 
+    def in_use(self) -> virt.HostInUse:
+        """What a new VM must not collide with on the host: read when a filled form is checked, not for a blank one."""
+        return virt.host_in_use(self.host.uri)
+
 
 def define_context(*, user: User, host_name: str) -> DefineContext:
     host = enabled_hosts().filter(name=host_name).first()

@@ -336,7 +336,9 @@ def host_test(request: AuthedRequest, host_name: str) -> HttpResponse:
 @login_required
 @require_http_methods(["GET", "POST"])
 def domain_new(request: AuthedRequest) -> HttpResponse:
-    """Pick a host, fill the form, preview the XML, define; bad input comes back with its values."""
+    """Pick a host, fill the form, preview the XML, define; bad input comes back with its values.
+
+    An htmx GET with `check` (the page, as the name, memory or ports are typed) answers their errors only."""
     host_name = request.POST.get("host") or request.GET.get("host", "")
     if not host_name:
         hosts = selectors.define_hosts(user=request.user)
@@ -352,10 +354,14 @@ def domain_new(request: AuthedRequest) -> HttpResponse:
     except virt.VirtError as error:
         messages.error(request, f"Host {host_name}: {error}")
         return redirect("domains:new")
+    checking = request.method == "GET" and request.htmx and "check" in request.GET
     form = DomainDefineForm(
-        _posted(request), choices=context.choices, may_boot_kernel=context.limits.unlimited,
-        may_choose_listen=request.user.sees_every_domain,
+        request.GET if checking else _posted(request), choices=context.choices, in_use=context.in_use,
+        may_boot_kernel=context.limits.unlimited, may_choose_listen=request.user.sees_every_domain,
     )
+    if checking:  # the fields checked as they are typed: their errors, each swapped in beside its field
+        form.is_valid()
+        return render(request, "domains/new.html#checks", {"form": form})
     preview = ""
     if request.method == "POST" and form.is_valid():
         spec = form.domain_spec()

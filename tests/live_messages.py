@@ -2,8 +2,8 @@
 
 The sockets send the pages' own partials as htmx out-of-band swaps (domains.live, domains.consumers);
 tests assert on what the page then shows: a row and its HTML, a removal, a usage sample's cells, a host's
-banner, the VM page's summary or "gone" notice, a migration's progress, "fetch the list again", or a page
-of a longer list's order and footer.
+banner, the VM page's summary or "gone" notice, its "revoked" notice or "fetch the controls again", a
+migration's progress, "fetch the list again", or a page of a longer list's order and footer.
 """
 
 from __future__ import annotations
@@ -49,6 +49,11 @@ def read(text: str | bytes) -> dict[str, Any]:
     if target == "#summary":
         return {"type": "gone"} if 'class="message warning gone"' in content else \
             {"type": "summary", "html": content.strip()}
+    if target == "#domain-page":
+        kind = "revoked" if 'class="message warning revoked"' in content else "rights-changed"
+        return {"type": kind, "html": content.strip()}
+    if target == "#domain-controls" and style == "refetch":
+        return {"type": "refresh-controls"}
     if target == "#migration-slot":
         return {"type": "migration", "id": element_id, "html": content.strip()}
     raise ValueError(f"an out-of-band swap no page expects: {style}:{target}")

@@ -12,6 +12,7 @@ from enum import StrEnum
 import libvirt
 
 from .connections import connection
+from .details import parse_devices
 from .errors import InvalidDefinition
 from .storage import VolumeInfo
 
@@ -211,6 +212,32 @@ def _resolve_storage(conn: libvirt.virConnect, spec: DomainSpec) -> tuple[str, s
 def _lookup_volume(conn: libvirt.virConnect, key: str) -> libvirt.virStorageVol:
     pool_name, _, volume_name = key.partition("/")
     return conn.storagePoolLookupByName(pool_name).storageVolLookupByName(volume_name)
+
+
+@dataclass(frozen=True, slots=True)
+class HostInUse:
+    """What a new VM on a host must not collide with or exceed: its machines' names, the display ports they
+    hold (configured, or given to a running one), and the host's memory."""
+
+    names: frozenset[str]
+    display_ports: frozenset[int]
+    memory_mib: int
+
+
+def host_in_use(uri: str) -> HostInUse:
+    """One definition read per machine: for the define form's checks only, never for a list."""
+    with connection(uri) as conn:
+        domains = conn.listAllDomains(0)
+        names = frozenset(dom.name() for dom in domains)
+        ports = frozenset(
+            port
+            for dom in domains
+            for graphics in parse_devices(dom.XMLDesc(0)).graphics
+            for port in (graphics.port, graphics.tls_port)
+            if port is not None
+        )
+        memory_mib = conn.getInfo()[1]
+    return HostInUse(names=names, display_ports=ports, memory_mib=memory_mib)
 
 
 def preview_domain_xml(uri: str, spec: DomainSpec) -> str:

@@ -85,6 +85,16 @@ def get_a_shell(console: Page) -> None:
     console.wait_for_timeout(1500)
 
 
+def click_beside_the_screen(console: Page) -> None:
+    """A click in the console area but off the guest's canvas (at its actual size, there is room around it)."""
+    console.select_option("#scale-mode", "none")
+    box = console.locator("#screen").bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] - 5, box["y"] + box["height"] - 5
+    assert console.evaluate("([x, y]) => document.elementFromPoint(x, y).tagName", [x, y]) != "CANVAS"
+    console.mouse.click(x, y)
+
+
 # demo-vga: VNC on lab1's loopback, through its SSH; demo-cirrus: VNC over TLS (VeNCrypt) on lab2's
 # address; demo-spice: SPICE on lab2's address.
 @pytest.mark.parametrize("name", ["demo-vga", "demo-cirrus", "demo-spice"])
@@ -96,9 +106,9 @@ def test_the_console_tab_shows_the_guest_and_takes_its_keyboard(context: Browser
     host = host_of(hosts, name)
     get_a_shell(console)
 
-    # Typed on the keyboard, into the canvas.
+    # Typed on the keyboard after a click beside the guest's screen: anywhere in the console area will do.
     typed = f"/tmp/typed-{secrets.token_hex(4)}"
-    console.locator("#screen canvas").first.click()
+    click_beside_the_screen(console)
     console.keyboard.type(f"touch {typed}\n", delay=30)
     wait_for(lambda: guest_file(host, name, typed) is not None, 30, f"{typed} never appeared in the guest",
              interval=1)
@@ -132,5 +142,6 @@ def test_logging_out_ends_the_open_console(context: BrowserContext, hosts: list[
     vm_page, console = open_console(context, hosts, "demo-vga")
     vm_page.locator("form.logout button").click()
     expect(console.locator("#console-state")).to_have_attribute("data-state", "ended", timeout=15_000)
+    expect(console.locator("#console-state")).to_contain_text("your session ended")
     console.locator("#reconnect").click()
     expect(console.locator("#console-state")).to_have_attribute("data-state", "failed")

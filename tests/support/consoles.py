@@ -197,11 +197,10 @@ def display_host_uri(path: Path, displays: dict[str, tuple[str, int]]) -> str:
     return f"test://{path}"
 
 
-class NamedDisplay:
-    """A loopback display that sends `<name>\\n` to each connection, then echoes what it receives."""
+class _LoopbackDisplay:
+    """A display on a loopback port serving each connection on a thread of its own (`_serve`)."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=64)
         self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -215,10 +214,51 @@ class NamedDisplay:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+
+class NamedDisplay(_LoopbackDisplay):
+    """A loopback display that sends `<name>\\n` to each connection, then echoes what it receives."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__()
+
+    def _serve(self, conn: socket.socket) -> None:
         with conn:
             conn.sendall(f"{self.name}\n".encode())
             while data := conn.recv(4096):
                 conn.sendall(data)
+
+
+class BlankRfbDisplay(_LoopbackDisplay):
+    """A loopback VNC display without a password, as a browser's viewer needs one: RFB 3.8, security None, a
+    blank `width` x `height` screen; what the viewer sends afterwards is read and left unanswered."""
+
+    def __init__(self, width: int = 640, height: int = 400, name: str = "blank") -> None:
+        self.width, self.height, self.name = width, height, name
+        super().__init__()
+
+    def _serve(self, conn: socket.socket) -> None:
+        def read(count: int) -> bytes:
+            data = b""
+            while len(data) < count and (chunk := conn.recv(count - len(data))):
+                data += chunk
+            return data
+
+        with conn, contextlib.suppress(OSError):
+            conn.sendall(b"RFB 003.008\n")
+            read(12)  # the viewer's version
+            conn.sendall(bytes([1, 1]))  # one security type: None
+            read(1)
+            conn.sendall(struct.pack(">I", 0))  # security result: OK
+            read(1)  # ClientInit
+            pixel_format = struct.pack(">BBBBHHHBBB3x", 32, 24, 0, 1, 255, 255, 255, 16, 8, 0)
+            name = self.name.encode()
+            conn.sendall(struct.pack(">HH", self.width, self.height) + pixel_format + struct.pack(">I", len(name))
+                         + name)
+            while conn.recv(4096):
+                pass
 
 
 def greeting(stream: Stream) -> str:

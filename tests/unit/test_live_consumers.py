@@ -30,7 +30,7 @@ from accounts.models import User
 from domains import guest_addresses, live, rechecks, services, virt
 from domains.models import Grant, Host
 from domains.supervisor import HOST_REFRESH_SECONDS, start_supervisor, stop_supervisor
-from tests.conftest import TEST_DOMAIN_UUID
+from tests.conftest import TEST_DOMAIN_UUID, client_for
 from tests.live_messages import read
 from vmportal.asgi import router
 
@@ -397,7 +397,8 @@ async def test_a_revoked_grant_removes_the_vm_from_the_open_list(
     await database_sync_to_async(services.grant_revoke)(actor=admin_user, grant=tenant_grant)
 
     assert await tenant.receive() == {"type": "remove", "id": f"domain-embedded-{TEST_DOMAIN_UUID}"}
-    assert await page.receive() == {"type": "gone"}
+    revoked = await page.receive()
+    assert revoked["type"] == "revoked" and "Your access to this machine was revoked" in revoked["html"]
     assert (await page_communicator.receive_output(2))["type"] == "websocket.close"
     await publish(embedded_host, changed(SEQ, record(state=virt.DomainState.PAUSED)))
     assert await tenant.silent()  # and nothing about it any more
@@ -603,6 +604,25 @@ async def test_a_demoted_admin_no_longer_receives_what_it_may_not_see(
     assert await admin.silent(3 * RECHECK)
 
 
+async def test_a_narrowed_grant_has_the_vm_page_say_so_and_fetch_its_controls_again(
+    admin_user: User, tenant_user: User, tenant_grant: Grant, embedded_host: Host, sockets
+) -> None:
+    communicator, connected, _code = await open_socket(f"/ws/domains/embedded/{TEST_DOMAIN_UUID}/", tenant_user)
+    assert connected
+    page = Socket(communicator)
+    tenant_grant.can_operate = False
+    await database_sync_to_async(services.grant_save)(actor=admin_user, grant=tenant_grant)
+    assert await page.receive() == {"type": "refresh-summary"}  # its actions: no event came since it was read
+    changed = await page.receive()
+    assert changed["type"] == "rights-changed" and "Your rights on this machine changed" in changed["html"]
+    assert await page.receive() == {"type": "refresh-controls"}
+    # What it fetches: the page without the snapshot and hardware controls an operator has.
+    controls = await database_sync_to_async(lambda: client_for(tenant_user).get(
+        f"/domains/embedded/{TEST_DOMAIN_UUID}/").content.decode())()
+    controls = controls[controls.index('id="domain-controls"'):]
+    assert "Create snapshot" not in controls and "Change hardware" not in controls and "Guest agent" in controls
+
+
 async def test_a_demoted_operator_loses_the_vm_page_it_may_no_longer_see(
     quick_recheck, operator_user: User, embedded_host: Host
 ) -> None:
@@ -610,7 +630,7 @@ async def test_a_demoted_operator_loses_the_vm_page_it_may_no_longer_see(
     assert connected
     operator_user.role = User.Role.TENANT
     await database_sync_to_async(operator_user.save)()
-    assert read(await communicator.receive_from(10 * RECHECK)) == {"type": "gone"}
+    assert read(await communicator.receive_from(10 * RECHECK))["type"] == "revoked"
     assert (await communicator.receive_output(1))["type"] == "websocket.close"
 
 

@@ -12,6 +12,7 @@ import contextlib
 import io
 import re
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
@@ -27,6 +28,7 @@ from audit.models import AuditEntry
 from domains import live, migration_jobs, services
 from domains.models import Grant, Host, MigrationJob
 from domains.supervisor import Supervisor
+from domains.templatetags.sizes import mebibytes
 from domains.virt import migration as vmig
 from domains.virt.states import DomainState
 from tests.conftest import TEST_DOMAIN_UUID, client_for
@@ -355,3 +357,43 @@ async def test_the_watchers_settle_a_job_a_restart_left_before_anyone_opens_it(m
     finally:
         await supervisor.stop()
     assert (job.state, job.note) == (MigrationJob.State.SUCCEEDED, "Settled after a dashboard restart.")
+
+
+# --- The form's layout, and the units of sizes and speeds. ---
+
+MiB = 1024**2
+
+
+def test_the_options_are_grouped_with_their_units(admin_user: User, hosts):
+    page = client_for(admin_user).get(MIGRATE).content.decode()
+    legends = [page.index(f"<legend>{legend}</legend>") for legend in
+               ("Destination", "Storage", "Transfer", "Live move", "Afterwards")]
+    assert legends == sorted(legends)
+    assert "bandwidth limit (MiB/s)" in page and "maximum downtime (ms)" in page
+    assert "These apply to a live move only" not in page  # the "test" VM runs: it moves live
+
+
+def test_a_bad_bandwidth_is_said_beside_its_field_with_the_choices_kept(admin_user: User, hosts):
+    response = client_for(admin_user).post(MIGRATE, {"destination": "other", "bandwidth_mib": "0",
+                                                     "max_downtime_ms": "300", "compressed": "on"})
+    page = response.content.decode()
+    assert response.status_code == 400
+    field = page[page.index('id="id_bandwidth_mib"'):]
+    assert field.index("Ensure this value is greater than or equal to 1.") < field.index("</fieldset>")
+    assert 'value="300"' in page and 'name="compressed" id="id_compressed" checked' in page
+
+
+def test_the_jobs_progress_is_in_mib_and_mib_per_second(admin_user: User, hosts):
+    job = _job(hosts["embedded"], hosts["other"], admin_user, progress={
+        "reported_at": time.time(), "data_total": 2048 * MiB, "data_processed": 512 * MiB,
+        "data_remaining": 1536 * MiB, "memory_bps": 100 * MiB, "disk_total": 10 * 1024 * MiB,
+        "disk_processed": int(2.5 * MiB)})
+    page = client_for(admin_user).get(f"/migrations/{job.pk}/").content.decode()
+    assert "512 MiB processed, 1,536 MiB remaining of 2,048 MiB" in page
+    assert '<dd class="migration-speed">100 MiB/s</dd>' in page
+    assert "2.5 MiB of 10,240 MiB" in page
+
+
+def test_mebibytes_reads_small_and_large_amounts():
+    assert [mebibytes(v) for v in (None, 0, MiB // 2, 99 * MiB, 150 * MiB, 4096 * MiB)] == \
+        ["–", "0 MiB", "0.5 MiB", "99 MiB", "150 MiB", "4,096 MiB"]

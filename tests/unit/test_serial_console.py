@@ -200,17 +200,38 @@ async def test_the_socket_refuses_another_origin_another_user_and_a_display_tick
     assert connected
 
 
-async def test_logging_out_ends_an_open_serial_console(tenant: User, line: FakeLine, settings) -> None:
-    settings.CONSOLE_RECHECK_SECONDS = 0.1
-    token, client = await issued_to(tenant)
+async def open_line(user: User) -> tuple[WebsocketCommunicator, Client]:
+    """An open serial console of the user's session, past the machine's first bytes; and that session."""
+    token, client = await issued_to(user)
     socket = WebsocketCommunicator(router, f"/ws/consoles/serial/?ticket={token}", headers=[
         ORIGIN, HOST, (b"cookie", f"sessionid={client.cookies['sessionid'].value}".encode())])
     assert (await socket.connect(timeout=5))[0]
     await socket.receive_from(timeout=5)
+    return socket, client
+
+
+async def test_logging_out_ends_an_open_serial_console(tenant: User, line: FakeLine, settings) -> None:
+    settings.CONSOLE_RECHECK_SECONDS = 0.1
+    socket, client = await open_line(tenant)
     await database_sync_to_async(client.logout)()
     closing = await socket.receive_output(timeout=5)
-    assert (closing["type"], closing["code"]) == ("websocket.close", 4001)
+    assert (closing["type"], closing["code"], closing["reason"]) == ("websocket.close", 4001,
+                                                                      "Console ended: session ended")
     await asyncio.wait_for(line.closed.wait(), 5)
+
+
+async def test_a_revoked_right_ends_an_open_serial_console_and_its_page_says_why(
+        tenant: User, line: FakeLine, settings) -> None:
+    settings.CONSOLE_RECHECK_SECONDS = 0.1
+    socket, client = await open_line(tenant)
+    await database_sync_to_async(Grant.objects.filter(user=tenant, domain_uuid=SERIAL_UUID).update)(
+        can_console=False)
+    closing = await socket.receive_output(timeout=5)
+    assert (closing["code"], closing["reason"]) == (4001, "Console ended: console right revoked")
+    # The console pages explain the reasons the portal closes with (consoles/static/consoles/tickets.js).
+    page = await database_sync_to_async(lambda: client.get(f"/consoles/serial/{VNC_UUID}/",
+                                                           HTTP_HOST=PAGE).content.decode())()
+    assert '"Console ended: console right revoked": "The console closed: your right to use this machine' in page
 
 
 async def test_a_driver_without_console_streams_refuses_and_says_why(tenant: User) -> None:

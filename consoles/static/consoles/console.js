@@ -4,7 +4,7 @@
 import RFB from "../novnc/core/rfb.js";
 import KeyTable from "../novnc/core/input/keysym.js";
 import XtScancode from "../novnc/core/input/xtscancodes.js";
-import {askTickets, consoleState, setState} from "./tickets.js";
+import {CLOSE_ENDED, askTickets, consoleState, endedText, setState} from "./tickets.js";
 
 const config = JSON.parse(document.getElementById("console-config").textContent);
 const screen = document.getElementById("screen");
@@ -63,9 +63,17 @@ for (let n = 1; n <= 7; n++) COMBOS[`ctrl-alt-f${n}`] = [CTRL, ALT, K(`F${n}`, K
 // --- the two viewers behind one interface ------------------------------------------------------------
 class VncViewer {
   constructor(url, events) {
-    this.rfb = new RFB(screen, url, {wsProtocols: ["binary"]});
+    // The page's own socket, heard before noVNC hears it: noVNC's disconnect event drops the close reason,
+    // which says why the portal ended the console.
+    const socket = new WebSocket(url, ["binary"]);
+    let endedBy = null;
+    socket.addEventListener("close", (e) => { if (e.code === CLOSE_ENDED) endedBy = e.reason; });
+    this.rfb = new RFB(screen, socket);
     this.rfb.addEventListener("connect", () => events.connected());
-    this.rfb.addEventListener("disconnect", (e) => events.disconnected(e.detail.clean));
+    this.rfb.addEventListener("disconnect", (e) => {
+      if (endedBy !== null) events.ended(endedBy);
+      else events.disconnected(e.detail.clean);
+    });
     this.rfb.addEventListener("credentialsrequired", () => {
       // The proxy answers the display's password; a request for one means the display refused it.
       events.failed("The display asked for credentials the portal could not give.");
@@ -115,6 +123,8 @@ class SpiceViewer {
         Spice.resize_helper(sc);
       },
     });
+    // After spice-html5's own close handler (which reports a lost connection): why the portal ended it.
+    this.sc.ws.addEventListener("close", (e) => { if (e.code === CLOSE_ENDED) events.ended(e.reason); });
     window.spice_connection = this.sc;  // spice-html5's resize helpers look for it there
     const inputs = document.getElementById("spice-screen");
     for (const type of ["keydown", "keyup", "mousedown", "mouseup", "mousemove", "wheel", "contextmenu"]) {
@@ -158,12 +168,17 @@ async function connect() {
   screen.querySelectorAll(":scope > div:not(#spice-area)").forEach((node) => node.remove());
   const issued = await askTickets(config.ticketUrl);
   if (!issued || mine !== generation) return;
+  let endedByPortal = false;  // its reason stays: SPICE's other channels may report their close after it
   const events = {
     connected: () => { if (mine === generation) { setState("connected", "Connected"); applySettings(); } },
     disconnected: (clean) => {
-      if (mine === generation) setState("ended", clean ? "Disconnected" : "Connection lost");
+      if (mine === generation && !endedByPortal) setState("ended", clean ? "Disconnected" : "Connection lost");
     },
     failed: (reason) => { if (mine === generation) setState("failed", reason); },
+    ended: (reason) => {
+      endedByPortal = true;
+      if (mine === generation) setState("ended", endedText(reason, config.ended));
+    },
   };
   try {
     viewer = issued.kind === "spice"
@@ -225,6 +240,9 @@ $("fullscreen").addEventListener("click", () => {
   else document.documentElement.requestFullscreen().catch(() => setState(stateLabel.dataset.state, stateLabel.textContent));
 });
 $("reconnect").addEventListener("click", connect);
+// A click anywhere in the console area gives the guest the keyboard, not only one on its canvas (spice-html5
+// listens for keys on its canvas alone). On click, after the browser has moved the focus where it landed.
+screen.addEventListener("click", () => { if (viewer) viewer.focus(); });
 
 window.vmportalConsole = {connect, typeText, press, state: consoleState};
 connect();

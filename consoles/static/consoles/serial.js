@@ -4,7 +4,7 @@
 //
 // A serial line carries no screen size: the terminal fits the tab (xterm's fit addon), and "Tell the
 // machine this size" types `stty rows R cols C` for the user; nothing is typed without them asking.
-import {askTickets, consoleState, setState} from "./tickets.js";
+import {CLOSE_ENDED, askTickets, consoleState, endedText, setState} from "./tickets.js";
 
 const config = JSON.parse(document.getElementById("console-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -53,7 +53,7 @@ async function connect() {
   ws.addEventListener("close", (event) => {
     if (mine !== generation) return;
     if (!opened) setState("failed", "The console was refused; reconnect to try with a new ticket.");
-    else if (event.code === 4001) setState("ended", event.reason || "The portal ended the console.");
+    else if (event.code === CLOSE_ENDED) setState("ended", endedText(event.reason, config.ended));
     else if (event.code === 1000) setState("ended", "The machine closed its console (it stopped, or another tab took it over).");
     else setState("ended", "Connection lost");
   });

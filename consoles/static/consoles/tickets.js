@@ -8,6 +8,14 @@ export function setState(state, text) {
 }
 
 export const consoleState = () => stateLabel.dataset.state;
+
+// The close code of a console the portal ended (consoles/proxy.py CLOSE_ENDED): its reason says why, and the
+// page's config (`ended`, from consoles.services.ENDED_EXPLAINED) has the known reasons in a sentence.
+export const CLOSE_ENDED = 4001;
+
+export function endedText(reason, explained) {
+  return (explained && explained[reason]) || reason || "The portal ended the console.";
+}
 function csrfToken() {
   const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
   return match ? decodeURIComponent(match[1]) : "";
