@@ -207,7 +207,7 @@
   function recount() {
     const count = document.querySelector("#results .count");
     if (!count || document.querySelector("#list-footer .pager")) return;  // a longer list: the server counts
-    const rows = document.querySelectorAll("#results [id^='domain-']").length;
+    const rows = document.querySelectorAll("#results tr[id^='domain-'], #results li[id^='domain-']").length;
     count.textContent = rows + " " + (rows === 1 ? count.dataset.one : count.dataset.many);
   }
 

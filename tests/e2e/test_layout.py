@@ -137,6 +137,8 @@ def test_each_row_s_actions_are_reachable_on_a_phone(admin: Page) -> None:
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, f"{name}'s action at {box}"
         summary.click()
     assert sideways(admin) == 0
+    # The count follows the rows pushed meanwhile (each usage sample), in words.
+    expect(admin.locator("#list-footer .count")).to_have_text("2 virtual machines")
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
