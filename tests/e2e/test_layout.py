@@ -149,14 +149,20 @@ def test_axe_finds_nothing_serious(admin: Page, scheme: str) -> None:
     admin.set_viewport_size({"width": 1366, "height": 900})
     admin.emulate_media(color_scheme=scheme)
     source = AXE.read_text()
+    RESULTS_DIR.mkdir(exist_ok=True)
     found = {}
     try:
         for name in PAGES:
             visit(admin, name)
             admin.evaluate(source)
-            violations = admin.evaluate("""async () => (await axe.run(document, {resultTypes: ["violations"]}))
-                .violations.filter(v => v.impact === "serious" || v.impact === "critical")
-                .map(v => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map(n => n.target.join(" ")).join("; ")}`)""")
+            checked, violations = admin.evaluate("""async () => {
+                const results = await axe.run(document, {resultTypes: ["violations"]});
+                return [results.passes.length + results.violations.length, results.violations
+                    .filter(v => v.impact === "serious" || v.impact === "critical")
+                    .map(v => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map(n => n.target.join(" ")).join("; ")}`)];
+            }""")
+            assert checked > 10, f"axe checked {checked} rules on {name}"
+            admin.screenshot(path=str(RESULTS_DIR / f"axe-{scheme}-{name}.png"))
             if violations:
                 found[name] = violations
     finally:
