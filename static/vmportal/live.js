@@ -49,9 +49,10 @@
 
   // --- The indicator, reconnecting, and fetching again. ---
 
-  // The pill shows the state of the page's current hook's socket, kept here rather than in the pill: a swap
-  // of the whole page (a boosted form, such as a snapshot action) brings a fresh, hidden pill from the template
-  // while the new hook's socket may already be open, so the pill is drawn again after every swap.
+  // The pill shows the state of the page's current hook's socket, kept here rather than in the pill: a swap of
+  // the whole page (a boosted form, such as a snapshot action) brings the template's hidden pill and a new hook
+  // whose socket htmx opens only once the swap settles. Drawn again after every swap, the pill says
+  // "connecting…" meanwhile instead of vanishing; only a page without a hook has no pill.
   const socketStates = new WeakMap();  // hook element -> its socket's state
 
   function indicate(state, element) {
@@ -65,9 +66,9 @@
     const indicator = document.getElementById("live-indicator");
     if (!indicator) return;
     const current = hook();
-    const state = current && socketStates.get(current);
-    indicator.hidden = !state;
-    if (!state) return;
+    indicator.hidden = !current;
+    if (!current) return;
+    const state = socketStates.get(current) || "connecting";
     indicator.dataset.live = state === "ended" ? "off" : state;
     indicator.textContent = state === "on" ? "live" : state === "connecting" ? "connecting…"
       : state === "catching-up" ? "catching up…" : state === "ended" ? "logged out" : "offline";
@@ -78,6 +79,8 @@
       : "Not connected: this page may be out of date. Reconnecting…";
   }
 
+  show();
+  document.addEventListener("htmx:afterSwap", show);
   document.addEventListener("htmx:afterSettle", show);
 
   function refetch(element) {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
@@ -142,7 +143,7 @@ def test_each_row_s_actions_are_reachable_on_a_phone(admin: Page) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_axe_finds_nothing_serious(admin: Page, scheme: str) -> None:
+def test_axe_finds_nothing_serious(admin: Page, scheme: Literal["light", "dark"]) -> None:
     """axe-core (npm) on each page: no serious or critical violation. Its source is evaluated through the
     DevTools protocol, which the page's Content-Security-Policy does not govern, so the pages are checked with
     their policy on (add_script_tag would inline it, which the policy refuses)."""
@@ -172,9 +173,9 @@ def test_axe_finds_nothing_serious(admin: Page, scheme: str) -> None:
 
 
 def test_the_live_pill_stays_after_a_snapshot_and_turns_off_when_the_socket_drops(admin: Page) -> None:
-    """A snapshot form swaps the whole page (hx-boost): the pill must still say "live" while the new socket is
-    open, then "offline" once the socket drops (closed here through Playwright's websocket route, and refused
-    while "down"), and "live" again once it is back."""
+    """A snapshot form swaps the whole page (hx-boost): the pill never vanishes, says "connecting…" until the new
+    page's socket is open and "live" once it is; "offline" once the socket drops (closed here through Playwright's
+    websocket route, and refused while "down"), and "live" again once it is back."""
     page = admin.context.new_page()
     sockets: list[WebSocketRoute] = []
     down = False
@@ -190,6 +191,16 @@ def test_the_live_pill_stays_after_a_snapshot_and_turns_off_when_the_socket_drop
     page.goto(f"/domains/{HOST}/{VM_UUID}/")
     pill = page.locator("#live-indicator")
     expect(pill).to_have_attribute("data-live", "on")
+    # The swap brings the template's hidden pill and a new hook, whose socket htmx opens once the swap settles
+    # (20 ms later; 1 s here, so that a pill hidden meanwhile is seen). Every state the pill takes is recorded.
+    page.evaluate("""() => {
+        htmx.config.defaultSettleDelay = 1000;
+        window.pillStates = [];
+        new MutationObserver(() => {
+            const pill = document.getElementById("live-indicator");
+            window.pillStates.push(pill.hidden ? "hidden" : pill.dataset.live);
+        }).observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+    }""")
     snapshots = page.locator("#snapshots")
     snapshots.get_by_label("Name").fill("look-snap")
     snapshots.get_by_role("button", name="Create snapshot").click()
@@ -198,6 +209,8 @@ def test_the_live_pill_stays_after_a_snapshot_and_turns_off_when_the_socket_drop
     expect(pill).to_be_visible()
     expect(pill).to_have_attribute("data-live", "on")
     expect(pill).to_have_text("live")
+    states = page.evaluate("window.pillStates")
+    assert "hidden" not in states and "connecting" in states and states[-1] == "on", f"the pill went {states}"
 
     down = True
     sockets[-1].close(code=4000, reason="down")
