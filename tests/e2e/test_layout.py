@@ -8,6 +8,7 @@ browser context reused by every test: the pages are visited, not set up again.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -69,17 +70,24 @@ PAGES = {
     "not-found": "/no-such-page/",
 }
 WIDTHS = [390, 1366, 1920]
+USAGE_SECONDS = 30  # the session's server samples usage every 2 s (VMPORTAL_USAGE_INTERVAL)
 AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
 
 
 @pytest.fixture(scope="module")
 def admin(browser: Browser, live_app: LiveApp, look_host: str) -> Iterator[Page]:
-    """The admin's page, logged in once for the module, with the long audit row seeded."""
+    """The admin's page, logged in once for the module, with the long audit row seeded and usage sampled."""
     live_app.shell(SEED_AUDIT)
     context = browser.new_context(base_url=live_app.url, viewport={"width": 1366, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     login(page, "admin", live_app.admin_password)
+    # The list's widest part, its top consumers, shows once the host's first usage samples are in.
+    deadline = time.monotonic() + USAGE_SECONDS
+    while not page.goto(PAGES["list"]) or not page.get_by_role("heading", name="Top consumers").count():
+        if time.monotonic() > deadline:
+            pytest.fail(f"no top consumers on the list {USAGE_SECONDS} s after {HOST} was added")
+        page.wait_for_timeout(500)
     yield page
     context.close()
 
@@ -88,7 +96,6 @@ def visit(page: Page, name: str) -> None:
     response = page.goto(PAGES[name])
     assert response is not None
     assert response.status == (404 if name == "not-found" else 200), f"{name}: {response.status}"
-    page.wait_for_load_state("networkidle")
 
 
 def sideways(page: Page) -> int:
