@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
@@ -147,6 +148,19 @@ def test_each_row_s_actions_are_reachable_on_a_phone(admin: Page) -> None:
     assert sideways(admin) == 0
     # The count follows the rows pushed meanwhile (each usage sample), in words.
     expect(admin.locator("#list-footer .count")).to_have_text("2 virtual machines")
+
+
+def test_the_first_tab_offers_a_skip_link_to_the_content(admin: Page) -> None:
+    admin.set_viewport_size({"width": 1366, "height": 900})
+    visit(admin, "list")
+    admin.keyboard.press("Tab")
+    skip = admin.get_by_role("link", name="Skip to content")
+    expect(skip).to_be_focused()
+    expect(skip).to_be_in_viewport()
+    admin.keyboard.press("Enter")
+    assert urlsplit(admin.url).fragment == "content"
+    admin.keyboard.press("Tab")  # the next stop is inside the content, past the top bar
+    assert admin.evaluate("document.getElementById('content').contains(document.activeElement)")
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
