@@ -25,8 +25,9 @@ def list_row(context: Context, row: live.LiveRow) -> SafeString:
 
 
 @register.inclusion_tag("domains/_sort_heading.html")
-def sort_heading(query: ListQuery, column: str, label: str) -> dict[str, object]:
-    return {"label": label, "querystring": query.sorted_by(column),
+def sort_heading(query: ListQuery, column: str, label: str, shown_from: str = "") -> dict[str, object]:
+    """`shown_from`: the column's class (col-md, col-lg...): narrower screens hide it (vmportal.css)."""
+    return {"label": label, "querystring": query.sorted_by(column), "shown_from": shown_from,
             "direction": ("descending" if query.descending else "ascending") if query.sort == column else ""}
 
 

@@ -49,10 +49,26 @@
 
   // --- The indicator, reconnecting, and fetching again. ---
 
-  function indicate(state) {
+  // The pill shows the state of the page's current hook's socket, kept here rather than in the pill: a swap of
+  // the whole page (a boosted form, such as a snapshot action) brings the template's hidden pill and a new hook
+  // whose socket htmx opens only once the swap settles. Drawn again after every swap, the pill says
+  // "connecting…" meanwhile instead of vanishing; only a page without a hook has no pill.
+  const socketStates = new WeakMap();  // hook element -> its socket's state
+
+  function indicate(state, element) {
+    const current = hook();
+    if (element && element !== current) return;  // an old hook's socket, swapped away with its page
+    if (current) socketStates.set(current, state);
+    show();
+  }
+
+  function show() {
     const indicator = document.getElementById("live-indicator");
     if (!indicator) return;
-    indicator.hidden = false;
+    const current = hook();
+    indicator.hidden = !current;
+    if (!current) return;
+    const state = socketStates.get(current) || "connecting";
     indicator.dataset.live = state === "ended" ? "off" : state;
     indicator.textContent = state === "on" ? "live" : state === "connecting" ? "connecting…"
       : state === "catching-up" ? "catching up…" : state === "ended" ? "logged out" : "offline";
@@ -63,16 +79,20 @@
       : "Not connected: this page may be out of date. Reconnecting…";
   }
 
+  show();
+  document.addEventListener("htmx:afterSwap", show);
+  document.addEventListener("htmx:afterSettle", show);
+
   function refetch(element) {
     if (element) htmx.trigger(element, "live-refresh");
   }
 
-  document.addEventListener("htmx:wsConnecting", function () {
-    indicate("connecting");
+  document.addEventListener("htmx:wsConnecting", function (event) {
+    indicate("connecting", event.target);
   });
   document.addEventListener("htmx:wsOpen", function (event) {
     retries = 0;
-    indicate("on");
+    indicate("on", event.target);
     if (everOpen === event.target) {
       refetch(document.getElementById("results"));
       refetch(document.getElementById("summary"));
@@ -82,10 +102,10 @@
   document.addEventListener("htmx:wsClose", function (event) {
     const code = event.detail.event.code;
     if (code === SESSION_ENDED) {  // logged out, expired, password changed, deactivated
-      indicate("ended");
+      indicate("ended", event.target);
       return;
     }
-    indicate("off");
+    indicate("off", event.target);
     if (RETRIED.indexOf(code) >= 0) return;
     // The extension gives up after any other close (a normal one, as after a revoked grant): retry.
     const element = event.target;
@@ -190,7 +210,7 @@
   function recount() {
     const count = document.querySelector("#results .count");
     if (!count || document.querySelector("#list-footer .pager")) return;  // a longer list: the server counts
-    const rows = document.querySelectorAll("#results [id^='domain-']").length;
+    const rows = document.querySelectorAll("#results tr[id^='domain-'], #results li[id^='domain-']").length;
     count.textContent = rows + " " + (rows === 1 ? count.dataset.one : count.dataset.many);
   }
 

@@ -313,6 +313,15 @@
     return [end - SPAN_SECONDS[this.span], end];
   };
 
+  // The axes' labels and grid in the page's colours (vmportal.css's tokens), so they read in the dark theme too.
+  function themed(axis) {
+    const style = getComputedStyle(document.documentElement);
+    axis.stroke = style.getPropertyValue("--muted").trim() || "#4f5869";
+    axis.grid = {stroke: style.getPropertyValue("--line").trim() || "#d3d9e2", width: 1};
+    axis.ticks = {stroke: axis.grid.stroke, width: 1};
+    return axis;
+  }
+
   Usage.prototype.options = function (name, plot) {
     const chart = CHARTS[name];
     const self = this;
@@ -325,7 +334,7 @@
         x: {time: true, range: function () { return self.shown(); }},
         y: {range: function (_u, _min, max) { return [0, chart.top ? chart.top(max || 0) : Math.max(max || 0, 1) * 1.1]; }},
       },
-      axes: [{}, {values: chart.axis, incrs: chart.steps, size: axisWidth}],
+      axes: [themed({}), themed({values: chart.axis, incrs: chart.steps, size: axisWidth})],
       series: [{value: "{YYYY}-{MM}-{DD} {HH}:{mm}:{ss}"}].concat(lines.map(function (line) {
         return {label: line.label, stroke: line.stroke, width: line.width, dash: line.dash, spanGaps: false,
           points: {filter: lonePoints}, value: function (_u, value) { return chart.value(value); }};

@@ -60,10 +60,10 @@ def test_a_vm_without_a_sample_yet_shows_a_dash_and_sorts_first(admin_user: User
     sampled(office, **{WEB: figures(12.5, 2048)})
     assert [row["name"] for row in rows(admin_user, sort="cpu")] == ["db", "mail", "web"]
     page = client_for(admin_user).get("/domains/", {"all": "", "host": "office"}).content.decode()
-    assert f'id="domain-office-{WEB}-cpu" class="usage">12.5 %' in page
-    assert f'id="domain-office-{DB}-cpu" class="usage">—' in page
+    assert f'id="domain-office-{WEB}-cpu" class="usage col-md">12.5 %' in page
+    assert f'id="domain-office-{DB}-cpu" class="usage col-md">—' in page
     assert '<svg class="trend"' in page and 'aria-label="CPU over the last 2 samples"' in page
-    assert f'id="domain-office-{WEB}-memory-used" class="usage">2 MiB' in page
+    assert f'id="domain-office-{WEB}-memory-used" class="usage col-md">2 MiB' in page
 
 
 def test_a_tenant_sees_only_its_own_vms_figures(tenant_user: User, office: Host) -> None:

@@ -655,7 +655,7 @@ async def test_an_action_from_the_dashboard_nudges_changes_libvirt_has_no_event_
         actor=operator_user, host_name="embedded", uuid=TEST_DOMAIN_UUID, action=virt.Action.AUTOSTART_ON)
     row = await asyncio.wait_for(operator.receive_type("row"), 3)
     assert row["id"] == f"domain-embedded-{TEST_DOMAIN_UUID}"
-    assert "<td>yes</td>" in row["html"]
+    assert "<td class=\"col-xl\">yes</td>" in row["html"]
 
 
 async def test_a_page_is_told_what_changed_between_its_render_and_its_socket(

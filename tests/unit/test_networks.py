@@ -221,7 +221,7 @@ def test_a_guest_without_agent_shows_its_leased_address_in_the_list(lease_reader
     assert changed == [TEST_DOMAIN_UUID]
     assert listed_addresses(admin_user) == (["192.168.122.45"], "lease")
     page = client_for(admin_user).get("/domains/", {"all": ""}).content.decode()
-    assert '<td class="addresses" data-address-source="lease">192.168.122.45 <small' in page
+    assert '<td class="addresses col-lg" data-address-source="lease">192.168.122.45 <small' in page
 
     host_leases.clear()  # the lease expired
     read_round()
