@@ -60,7 +60,7 @@ def language_set(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         request.user.language = language
         request.user.save(update_fields=["language"])
-    target = request.POST.get("next", "")
+    target = request.POST.get("next") or request.headers.get("referer", "")
     if not url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
                                            require_https=request.is_secure()):
         target = "/"

@@ -68,6 +68,9 @@ PAGES = {
     "storage": f"/hosts/{HOST}/pools/",
     "networks": f"/hosts/{HOST}/networks/",
     "tokens": "/accounts/tokens/",
+    "users": "/people/",
+    "grants": "/people/grants/",
+    "two-factor": "/accounts/two-factor/",
     "not-found": "/no-such-page/",
 }
 WIDTHS = [390, 1366, 1920]

@@ -27,7 +27,7 @@ from tests.support.slapd import (
     TENANTS_GROUP,
     USERS,
     Slapd,
-    running_slapd,
+    slapd,  # noqa: F401 - a fixture
 )
 from tests.support.totp import Authenticator
 
@@ -37,13 +37,7 @@ PROVIDER_NAME = "Example ID"
 
 
 @pytest.fixture(scope="module")
-def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    with running_slapd(tmp_path_factory.mktemp("slapd")) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def portal(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[ConsoleStack]:
+def portal(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[ConsoleStack]:  # noqa: F811
     directory = tmp_path_factory.mktemp("sign-in")
     portal_port, provider_port = free_port(), free_port()
     log = directory / "oidc-provider.log"

@@ -6,8 +6,6 @@ slapd not starting fails these tests: it is installed by bin/setup (debian-packa
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.core.cache import cache
 from django.test import Client
@@ -25,7 +23,7 @@ from tests.support.slapd import (
     TENANTS_GROUP,
     USERS,
     Slapd,
-    running_slapd,
+    slapd,  # noqa: F401 - a fixture
 )
 
 pytestmark = pytest.mark.integration
@@ -33,14 +31,8 @@ pytestmark = pytest.mark.integration
 LOGIN = "/accounts/login/"
 
 
-@pytest.fixture(scope="module")
-def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
-    with running_slapd(tmp_path_factory.mktemp("slapd")) as server:
-        yield server
-
-
 @pytest.fixture(autouse=True)
-def ldap_configured(slapd: Slapd, settings) -> None:
+def ldap_configured(slapd: Slapd, settings) -> None:  # noqa: F811 - the fixture
     configure(settings, ("AUTH_LDAP_", "LDAP_"),
               VMPORTAL_LDAP_URI=slapd.uri, VMPORTAL_LDAP_BIND_DN=BIND_DN, VMPORTAL_LDAP_BIND_PASSWORD=BIND_PASSWORD,
               VMPORTAL_LDAP_USER_BASE=PEOPLE, VMPORTAL_LDAP_GROUP_BASE=GROUPS,

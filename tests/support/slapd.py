@@ -133,3 +133,10 @@ def running_slapd(home: Path) -> Iterator[Slapd]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def slapd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Slapd]:
+    """One directory server for a test module (imported by the modules that sign in through LDAP)."""
+    with running_slapd(tmp_path_factory.mktemp("slapd")) as server:
+        yield server

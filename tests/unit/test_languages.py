@@ -34,7 +34,7 @@ def test_the_chooser_sets_the_cookie_before_sign_in_and_the_account_after(tenant
     assert _login_language(anonymous, accept_language="en") == "vi"
 
     signed_in = client_for(tenant_user)
-    signed_in.post("/accounts/language/", {"language": "vi", "next": "https://evil.example/"})
+    signed_in.post("/accounts/language/", {"language": "vi"}, headers={"referer": "https://evil.example/"})
     tenant_user.refresh_from_db()
     assert tenant_user.language == "vi"
     # The account's choice follows the user to another browser that asks for English.
@@ -48,8 +48,14 @@ def test_the_chooser_sets_the_cookie_before_sign_in_and_the_account_after(tenant
 
 
 @pytest.mark.django_db
-def test_the_chooser_sends_nobody_to_another_site(tenant_user: User):
+def test_the_chooser_returns_to_its_page_and_sends_nobody_to_another_site(tenant_user: User):
+    page = "http://testserver/domains/?all"
+    assert client_for(tenant_user).post("/accounts/language/", {"language": "vi"}, headers={"referer": page}
+                                        )["Location"] == page
     answer = client_for(tenant_user).post("/accounts/language/", {"language": "vi", "next": "https://evil.example/"})
+    assert answer["Location"] == "/"
+    answer = client_for(tenant_user).post("/accounts/language/", {"language": "vi"},
+                                          headers={"referer": "https://evil.example/x"})
     assert answer["Location"] == "/"
     assert client_for(tenant_user).get("/accounts/language/").status_code == 405
 
@@ -77,3 +83,16 @@ def test_a_pushed_row_is_rendered_once_per_language():
         with translation.override(language):
             live.row_message(1, "h", record, ALL_RIGHTS, False)
     assert live.render_partial.cache_info().currsize == 2
+
+
+@pytest.mark.django_db
+def test_the_pages_speak_vietnamese_to_whoever_asks_for_it(tenant_user: User):
+    login = Client().get(LOGIN, headers={"accept-language": "vi"}).content.decode()
+    assert '<html lang="vi">' in login and "<h1>Đăng nhập</h1>" in login
+    tenant_user.language = "vi"
+    tenant_user.save()
+    page = client_for(tenant_user).get("/domains/?all").content.decode()
+    assert ">Máy ảo</a>" in page and ">Đăng xuất</button>" in page
+    assert '<option value="vi" lang="vi" selected>Tiếng Việt</option>' in page
+    english = Client().get(LOGIN).content.decode()
+    assert "<h1>Log in</h1>" in english and '<option value="en" lang="en" selected>English</option>' in english

@@ -30,9 +30,9 @@ def test_each_row_s_action_menu_names_its_vm(admin_user: User, embedded_host: Ho
     summary = re.search(r"<summary>(.*?)</summary>", row.group(0), re.S)
     assert summary is not None
     assert re.sub(r"<[^>]+>|\s+", " ", summary.group(1)).split() == ["Actions", "for", "test"]
-    # A phone shows the name, state and actions; the other columns carry the classes that hide them.
+    # A phone shows the bulk tick, name, state and actions; the other columns carry the classes that hide them.
     always = [cell for cell in re.findall(r"<td\b[^>]*>", row.group(0)) if "col-" not in cell]
-    assert always == ['<td class="name">', "<td>", '<td class="actions">']
+    assert always == ['<td class="select">', '<td class="name">', "<td>", '<td class="actions">']
 
 
 def test_a_long_audit_value_is_clamped_in_its_cell_with_the_whole_value_in_its_title(admin_user: User):
