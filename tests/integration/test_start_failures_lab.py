@@ -76,7 +76,9 @@ def audit_message_seen_by(user: User) -> str:
     body = client_for(user).get("/audit/").content.decode()
     rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body[body.index("<tbody>"):], re.S)
     cells = [re.findall(r"<td[^>]*>(.*?)</td>", row, re.S) for row in rows]
-    [message] = [html.unescape(row[6]) for row in cells if row[2] == "domain.start" and row[1] == user.username]
+    # The message cell clamps its text in a span (whole in its title): the text is the message.
+    [message] = [html.unescape(re.sub(r"<[^>]+>", "", row[6])) for row in cells
+                 if row[2] == "domain.start" and row[1] == user.username]
     return message
 
 
