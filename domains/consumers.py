@@ -101,6 +101,9 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
             return
         self.user = user
         self.language = socket_language(self.scope)
+        # Once, not per message (an activation costs about 12 µs, per page and event): this socket's own task, and
+        # its mailbox's task, whose context is copied from this one, render in its language; no other socket's.
+        translation.activate(self.language)
         self.frames: FrameWriter | None = self.scope.get(frames.SCOPE_KEY)
         self.granted = await database_sync_to_async(domain_scope)(user)
         # The page's query, and `since`: when the page's data was read (live.rendered_at), added by live.js.
@@ -159,8 +162,7 @@ class _LiveConsumer(AsyncJsonWebsocketConsumer):
         if self.failed:
             return
         try:
-            with translation.override(self.language):  # this socket's task only: the hub's others have their own
-                await self.dispatch(message)
+            await self.dispatch(message)
         except Exception:
             self.failed = True
             logger.exception("a live socket failed handling %s; closing it", message.get("type"))

@@ -239,6 +239,18 @@ async def test_each_recipient_receives_only_the_vms_it_may_see(
     assert await other.silent()
 
 
+async def test_each_socket_gets_the_row_in_its_pages_language(admin_user: User, tenant_user: User,
+                                                              tenant_grant: Grant, embedded_host: Host,
+                                                              sockets) -> None:
+    tenant_user.language = "vi"
+    await database_sync_to_async(tenant_user.save)()
+    admin = await connect(sockets, "/ws/domains/?all", admin_user)
+    tenant = await connect(sockets, "/ws/domains/?all", tenant_user)
+    await publish(embedded_host, changed(SEQ, record(state=virt.DomainState.PAUSED, reason="user")))
+    assert 'aria-label="Tick test"' in (await admin.receive())["html"]
+    assert 'aria-label="Đánh dấu test"' in (await tenant.receive())["html"]
+
+
 async def test_a_pushed_row_is_the_row_the_page_renders(admin_user: User, embedded_host: Host, sockets) -> None:
     admin = await connect(sockets, "/ws/domains/?all", admin_user)
     current = await database_sync_to_async(virt.get_domain)("test:///default", TEST_DOMAIN_UUID)
