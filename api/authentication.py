@@ -26,11 +26,10 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[User, ApiToken] | None:
-        header = authentication.get_authorization_header(request).decode("latin-1")
-        scheme, _, text = header.partition(" ")
-        if scheme.lower() != self.keyword.lower():
+        text = services.bearer_text(authentication.get_authorization_header(request).decode("latin-1"))
+        if text is None:
             return None
-        token = services.token_authenticate(text.strip())
+        token = services.token_authenticate(text)
         if token is None or not token.user.is_active:
             raise exceptions.AuthenticationFailed("This token is unknown, revoked or expired.")
         return token.user, token

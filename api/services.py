@@ -77,10 +77,16 @@ def token_authenticate(text: str) -> ApiToken | None:
     return token
 
 
+def bearer_text(authorization: str | None) -> str | None:
+    """What an `Authorization: Bearer <token>` header sends; None for any other scheme (or none)."""
+    scheme, _, text = (authorization or "").partition(" ")
+    return text.strip() if scheme.lower() == "bearer" else None
+
+
 def token_from_header(authorization: str | None) -> ApiToken | None:
     """The usable token an `Authorization: Bearer <token>` header sends (a websocket's, say); None otherwise."""
-    scheme, _, text = (authorization or "").partition(" ")
-    return token_authenticate(text.strip()) if scheme.lower() == "bearer" else None
+    text = bearer_text(authorization)
+    return token_authenticate(text) if text is not None else None
 
 
 def token_user(token_id: int) -> User | None:
