@@ -27,7 +27,14 @@ import lab
 from tests.conftest import LAB_HOSTS
 from tests.integration.helpers import host_of, virsh
 from tests.support.consoles import ConsoleStack
-from tests.support.portal import free_port, portal_env, stop_process, wait_for_port
+from tests.support.portal import (
+    collected_static,
+    free_port,
+    migrated_database,
+    portal_env,
+    stop_process,
+    wait_for_port,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -129,12 +136,9 @@ def live_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveApp]:
                   var_dir=var_dir, log_path=var_dir / "daphne.log")
     serving = False
     try:
-        # collectstatic needs no database, so it runs alongside migrate; WhiteNoise indexes
-        # STATIC_ROOT when daphne loads the application, so both finish before daphne starts.
-        steps = [app.start_manage("migrate", "--noinput", "-v", "0"),
-                 app.start_manage("collectstatic", "--noinput", "-v", "0")]
-        for step in steps:
-            app.finish(step)
+        # WhiteNoise indexes STATIC_ROOT when daphne loads the application: collected before it starts.
+        migrated_database(var_dir)
+        collected_static(var_dir)
         bootstrap = app.start_manage("bootstrap", "--no-default-host")
         with app.log_path.open("wb") as log:
             app.process = subprocess.Popen(

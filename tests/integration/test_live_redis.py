@@ -24,7 +24,15 @@ import pytest
 import lab
 from tests.integration.helpers import virsh
 from tests.live_messages import read
-from tests.support.portal import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port
+from tests.support.portal import (
+    LiveSocket,
+    free_port,
+    migrated_database,
+    portal_env,
+    session_code,
+    stop_process,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +100,7 @@ def stack(redis_url: str, tmp_path: Path, lab_hosts: list[lab.LabHost]) -> Itera
     var_dir.mkdir()
     env = portal_env(var_dir, REDIS_URL=redis_url)
     stack = Stack(env=env, session_key="", daphne_ports=[], logs=[])
-    stack.manage("migrate", "--noinput", "-v", "0")
+    migrated_database(var_dir)
     lab1 = lab_hosts[0]
     stack.session_key = stack.manage("shell", "--no-imports", "-c", (
         "from accounts.models import User\n"

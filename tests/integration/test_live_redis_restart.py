@@ -24,7 +24,15 @@ import pytest
 
 from tests.integration.test_live_redis import Stack
 from tests.live_messages import read
-from tests.support.portal import LiveSocket, free_port, portal_env, session_code, stop_process, wait_for_port
+from tests.support.portal import (
+    LiveSocket,
+    free_port,
+    migrated_database,
+    portal_env,
+    session_code,
+    stop_process,
+    wait_for_port,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +94,7 @@ def stack(tmp_path: Path) -> Iterator[RestartingStack]:
                             session_key="", daphne_ports=[], logs=[], redis=redis)
     processes: list[subprocess.Popen[Any]] = []
     try:
-        stack.manage("migrate", "--noinput", "-v", "0")
+        migrated_database(var_dir)
         stack.session_key = stack.manage("shell", "--no-imports", "-c", (
             "from accounts.models import User\n"
             "from domains.models import Host\n"

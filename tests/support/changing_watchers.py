@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.support.portal import raise_file_limit, session_code
+from tests.support.portal import migrated_database, raise_file_limit, session_code
 
 TEST_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"  # the "test" VM of test:///default
 REPO = Path(__file__).resolve().parents[2]
@@ -147,7 +147,7 @@ def prepare_portal(env: dict[str, str]) -> str:
         return subprocess.run([PYTHON, "manage.py", *args], cwd=REPO, env=env, capture_output=True, text=True,
                               check=True).stdout
 
-    manage("migrate", "--noinput", "-v", "0")
+    migrated_database(Path(env["VMPORTAL_VAR_DIR"]))
     return manage("shell", "--no-imports", "-c", (
         "from accounts.models import User\n"
         "from domains.models import Host\n"

@@ -22,7 +22,16 @@ from urllib.parse import urlsplit
 
 from websockify.websocket import WebSocket, WebSocketWantReadError
 
-from tests.support.portal import free_port, portal_env, session_code, stop_process, wait_for_port
+from tests.support.portal import (
+    REPO,
+    collected_static,
+    free_port,
+    migrated_database,
+    portal_env,
+    session_code,
+    stop_process,
+    wait_for_port,
+)
 
 CLIENT_READ = 1 << 20
 
@@ -283,7 +292,6 @@ def wait_for(predicate: object, timeout: float, message: str, interval: float = 
 
 # --- a whole portal in a throw-away var dir: manage.py, the console proxy, daphne ---------------------
 
-REPO = Path(__file__).resolve().parents[2]
 PAGE_ORIGIN = "http://127.0.0.1:8000"  # the portal page tickets are issued to, unless a test says otherwise
 
 
@@ -313,7 +321,7 @@ class ConsoleStack:
         return json.loads(out.rsplit("@@", 1)[1])
 
     def setup(self, hosts: dict[str, str]) -> None:
-        self.manage("migrate", "--noinput", "-v", "0")
+        migrated_database(self.var_dir)
         self.manage("bootstrap", "--no-default-host")  # an admin, which registers the hosts
         for name, uri in hosts.items():
             self.manage("hosts", "add", name, uri)
@@ -359,7 +367,7 @@ class ConsoleStack:
 
     def daphne(self, port: int | None = None) -> int:
         port = port or free_port()
-        self.manage("collectstatic", "--noinput", "-v", "0")
+        collected_static(self.var_dir)
         daphne = str(Path(sys.executable).parent / "daphne")
         self._start("daphne", [daphne, "-b", "127.0.0.1", "-p", str(port), "vmportal.asgi:application"], port)
         return port
