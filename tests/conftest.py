@@ -7,6 +7,7 @@ it themselves; they run last, and any test after them gets the lab back.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import pytest
+from django.conf import settings as django_settings
+from django.contrib.auth.hashers import make_password
 from django.test import Client
 
 import lab
@@ -104,8 +107,16 @@ def fresh_hypervisor_connections() -> Iterator[None]:
     virt.pool.close_all()
 
 
+@functools.cache
+def _password_hash(hashers: tuple[str, ...]) -> str:
+    """PASSWORD hashed once per run and hasher setting: the project's hasher takes a second or more each
+    time (as it should), and every test user has the same password."""
+    return make_password(PASSWORD)
+
+
 def make_user(username: str, role: User.Role) -> User:
-    return User.objects.create_user(username=username, password=PASSWORD, role=role)
+    return User.objects.create(username=username, role=role,
+                               password=_password_hash(tuple(django_settings.PASSWORD_HASHERS)))
 
 
 @pytest.fixture
