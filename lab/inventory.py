@@ -15,7 +15,7 @@ from lab.hosts import LabHost, known_hosts
 from lab.images import GuestImages, ensure_guest_images
 from lab.paths import SHARED_STORAGE_DIR, HostPaths
 from lab.process import LabError, run
-from lab.virsh import domain_names, domain_state, has_managed_save, virsh, wait_for_agent
+from lab.virsh import domain_names, domain_state, has_managed_save, states, virsh, wait_for_agent
 
 MEMORY_MIB = 128  # 80 MiB is the least the guest boots with
 MANAGED_SAVE_TIMEOUT = 30  # seconds; a 128 MiB guest saves in a few
@@ -107,8 +107,9 @@ STORAGE_POOL = "lab"
 
 def _ensure_storage_pool(host: LabHost) -> None:
     """A directory pool over the shared storage, the same on every host, for the define form's volumes."""
-    if STORAGE_POOL in virsh(host.socket_uri, "pool-list", "--all", "--name").split():
-        if STORAGE_POOL not in virsh(host.socket_uri, "pool-list", "--name").split():
+    pools = states(host.socket_uri, "pool")  # checked before every lab test: one virsh, not two
+    if STORAGE_POOL in pools:
+        if pools[STORAGE_POOL] != "active":
             virsh(host.socket_uri, "pool-start", STORAGE_POOL)
         return
     SHARED_STORAGE_DIR.mkdir(parents=True, exist_ok=True)
@@ -127,7 +128,8 @@ def _ensure_nat_network(host: LabHost) -> None:
     network namespace of its own: anywhere else its bridge and firewall rules would be this machine's."""
     if not host.tls_uri:
         return
-    if NAT_NETWORK not in virsh(host.socket_uri, "net-list", "--all", "--name").split():
+    networks = states(host.socket_uri, "net")
+    if NAT_NETWORK not in networks:
         _virsh_with_xml(host.socket_uri, "net-define", f"""\
 <network>
   <name>{NAT_NETWORK}</name>
@@ -138,7 +140,7 @@ def _ensure_nat_network(host: LabHost) -> None:
 </network>
 """)
         virsh(host.socket_uri, "net-autostart", NAT_NETWORK)
-    if NAT_NETWORK not in virsh(host.socket_uri, "net-list", "--name").split():
+    if networks.get(NAT_NETWORK) != "active":
         virsh(host.socket_uri, "net-start", NAT_NETWORK)
 
 

@@ -16,6 +16,12 @@ def domain_names(uri: str, *, active_only: bool = False) -> list[str]:
     return [name for name in listing.splitlines() if name]
 
 
+def states(uri: str, kind: str) -> dict[str, str]:
+    """Name -> "active" or "inactive" of every storage pool (kind "pool") or network ("net"), in one virsh."""
+    rows = (line.split() for line in virsh(uri, f"{kind}-list", "--all").splitlines())
+    return {row[0]: row[1] for row in rows if len(row) >= 2}
+
+
 def domain_state(uri: str, name: str) -> str:
     """As virsh prints it: "running", "paused", "shut off", ..."""
     return virsh(uri, "domstate", name).strip()
