@@ -3,8 +3,10 @@
 lab1 is registered over SSH and lab2 over TLS, each with its migration address on the lab network:
 memory and disks cross that network, and the destination's address comes from its registration.
 
-Every guest here is a throwaway `it-mig-*` defined for the test (the demo VMs stay where other tests
-expect them); leftovers of an interrupted run are removed first, on both hosts.
+Every guest here is a throwaway `it-mig-*` (the demo VMs stay where other tests expect them); leftovers of an
+interrupted run are removed first, on both hosts. The tests that move a running guest share one, booted once
+(TCG boots take seconds of CPU each): each leaves it running on lab1, and the one that leaves it on lab2 runs
+after them; a test that finds it anywhere else boots it again.
 """
 
 from __future__ import annotations
@@ -30,18 +32,19 @@ from domains import migration_jobs, services
 from domains.models import Grant, Host, MigrationJob
 from domains.virt import migration as vmig
 from lab.paths import HostPaths
-from tests.conftest import client_for
+from tests.conftest import LAB_HOSTS, client_for
 from tests.integration.helpers import agent_answers, domains, virsh, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 NETWORK = "it-mig-net"  # exists on lab1 only
+RUNNING = "it-mig-running"  # the shared running guest (running_guest)
 LOCAL_POOL = "it-mig-local"  # /var/lib/libvirt/images: each host's own directory (the lab bind-mounts it)
 
 
-def remove_leftovers(lab_host: lab.LabHost) -> None:
+def remove_leftovers(lab_host: lab.LabHost, *, keep: str = "") -> None:
     for name in domains(lab_host):
-        if name.startswith("it-mig-"):
+        if name.startswith("it-mig-") and name != keep:
             if name in domains(lab_host, active_only=True):
                 virsh(lab_host, "destroy", name)
             virsh(lab_host, "undefine", name)
@@ -57,15 +60,35 @@ def remove_leftovers(lab_host: lab.LabHost) -> None:
         virsh(lab_host, "pool-undefine", LOCAL_POOL)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_guests_left(lab_session: None) -> Iterator[None]:
+    yield
+    for lab_host in lab.up(hosts=LAB_HOSTS, demo_inventory=False):
+        remove_leftovers(lab_host)
+
+
 @pytest.fixture
 def lab_pair(lab_hosts: list[lab.LabHost]) -> Iterator[tuple[lab.LabHost, lab.LabHost]]:
     for lab_host in lab_hosts:
-        remove_leftovers(lab_host)
+        remove_leftovers(lab_host, keep=RUNNING)
         Host.objects.create(name=lab_host.name, uri=lab_host.uri, migration_address=lab_host.migration_address)
     assert lab_hosts[0].uri.startswith("qemu+ssh://") and lab_hosts[1].uri.startswith("qemu+tls://")
     yield lab_hosts[0], lab_hosts[1]
     for lab_host in lab_hosts:
-        remove_leftovers(lab_host)
+        remove_leftovers(lab_host, keep=RUNNING)
+
+
+@pytest.fixture
+def running_guest(lab_pair: tuple[lab.LabHost, lab.LabHost]) -> str:
+    """RUNNING, running on lab1 only with its agent answering; its UUID. Booted again only when the test before
+    left it elsewhere or broken."""
+    lab1, lab2 = lab_pair
+    if not (running_on(lab1, RUNNING) and RUNNING not in domains(lab2) and agent_answers(lab1, RUNNING)):
+        for lab_host in lab_pair:
+            remove_leftovers(lab_host)
+        define(lab1, RUNNING, start=True)
+        wait_until(lambda: agent_answers(lab1, RUNNING), timeout=120, what="the agent answers on lab1")
+    return virsh(lab1, "domuuid", RUNNING)
 
 
 def guest_xml(name: str, *, network: str = "", disk: str = "") -> str:
@@ -123,10 +146,10 @@ def running_on(lab_host: lab.LabHost, name: str) -> bool:
     return name in domains(lab_host, active_only=True)
 
 
-def test_a_running_guest_moves_live_and_its_agent_grants_and_console_follow(lab_pair, admin_user, tenant_user):
+def test_a_running_guest_moves_live_and_its_agent_grants_and_console_follow(lab_pair, running_guest, admin_user,
+                                                                          tenant_user):
     lab1, lab2 = lab_pair
-    uuid = define(lab1, "it-mig-live", start=True)
-    wait_until(lambda: agent_answers(lab1, "it-mig-live"), timeout=120, what="the agent answers on lab1")
+    uuid = running_guest
     Grant.objects.create(host=Host.objects.get(name="lab1"), domain_uuid=uuid, user=tenant_user, can_operate=True,
                          can_console=True)
     old_ticket = consoles.console_tickets_issue(actor=tenant_user, host_name="lab1", uuid=uuid).tokens[0]
@@ -134,9 +157,9 @@ def test_a_running_guest_moves_live_and_its_agent_grants_and_console_follow(lab_
     job = finished(start_migration(admin_user, "lab1", uuid, "lab2"))
 
     assert job.state == MigrationJob.State.SUCCEEDED, job.error
-    assert running_on(lab2, "it-mig-live") and "it-mig-live" not in domains(lab1)
-    assert virsh(lab2, "dominfo", "it-mig-live").count("Persistent:     yes") == 1
-    wait_until(lambda: agent_answers(lab2, "it-mig-live"), timeout=60, what="the agent answers on lab2")
+    assert running_on(lab2, RUNNING) and RUNNING not in domains(lab1)
+    assert virsh(lab2, "dominfo", RUNNING).count("Persistent:     yes") == 1
+    wait_until(lambda: agent_answers(lab2, RUNNING), timeout=60, what="the agent answers on lab2")
     assert job.progress["completed"] and job.progress["downtime_ms"] is not None
     assert Grant.objects.get(domain_uuid=uuid, user=tenant_user).host.name == "lab2"
     tenant = client_for(tenant_user)
@@ -154,25 +177,11 @@ def test_a_running_guest_moves_live_and_its_agent_grants_and_console_follow(lab_
     # And back, managed this time: the dashboard drives it, from the TLS host to the SSH host.
     back = finished(start_migration(admin_user, "lab2", uuid, "lab1", peer_to_peer=""))
     assert back.state == MigrationJob.State.SUCCEEDED, back.error
-    assert running_on(lab1, "it-mig-live") and "it-mig-live" not in domains(lab2)
-    wait_until(lambda: agent_answers(lab1, "it-mig-live"), timeout=60, what="the agent answers on lab1 again")
+    assert running_on(lab1, RUNNING) and RUNNING not in domains(lab2)
+    wait_until(lambda: agent_answers(lab1, RUNNING), timeout=60, what="the agent answers on lab1 again")
     pending = consoles.console_ticket_check(
         token=consoles.console_tickets_issue(actor=tenant_user, host_name="lab1", uuid=uuid).tokens[0])
     assert pending.endpoint.address == "127.0.0.1" and pending.endpoint.ssh is not None  # through lab1's SSH
-
-
-def test_a_tunnelled_move_goes_through_the_daemons_own_connection(lab_pair, admin_user):
-    """lab1's libvirtd opens lab2's registered TLS URI itself and carries the memory through it."""
-    lab1, lab2 = lab_pair
-    uuid = define(lab1, "it-mig-tunnel", start=True)
-    wait_until(lambda: agent_answers(lab1, "it-mig-tunnel"), timeout=120, what="the agent answers on lab1")
-
-    job = finished(start_migration(admin_user, "lab1", uuid, "lab2", tunnelled="on"))
-
-    assert job.state == MigrationJob.State.SUCCEEDED, job.error
-    assert job.options["tunnelled"] and job.progress["completed"]
-    assert running_on(lab2, "it-mig-tunnel") and "it-mig-tunnel" not in domains(lab1)
-    wait_until(lambda: agent_answers(lab2, "it-mig-tunnel"), timeout=60, what="the agent answers on lab2")
 
 
 def test_copy_storage_moves_a_disk_that_is_on_no_shared_storage(lab_pair, admin_user):
@@ -199,9 +208,9 @@ def test_copy_storage_moves_a_disk_that_is_on_no_shared_storage(lab_pair, admin_
     wait_until(lambda: agent_answers(lab2, "it-mig-copy"), timeout=60, what="the agent answers on lab2")
 
 
-def test_the_pre_checks_say_when_the_source_cannot_reach_the_migration_port(lab_pair, admin_user):
+def test_the_pre_checks_say_when_the_source_cannot_reach_the_migration_port(lab_pair, running_guest, admin_user):
     lab1, lab2 = lab_pair
-    uuid = define(lab1, "it-mig-path", start=True)
+    uuid = running_guest
     url = f"/domains/lab1/{uuid}/migrate/"
     assert f"The source reaches {lab2.migration_address} (TCP 49152" in \
         client_for(admin_user).get(url, {"destination": "lab2"}).content.decode()
@@ -236,10 +245,9 @@ def test_a_shut_off_vm_moves_offline(lab_pair, admin_user):
     assert virsh(lab2, "domstate", "it-mig-off") == "shut off"
 
 
-def test_cancelling_a_slowed_migration_leaves_the_guest_running_on_the_source(lab_pair, admin_user):
+def test_cancelling_a_slowed_migration_leaves_the_guest_running_on_the_source(lab_pair, running_guest, admin_user):
     lab1, lab2 = lab_pair
-    uuid = define(lab1, "it-mig-cancel", start=True)
-    wait_until(lambda: agent_answers(lab1, "it-mig-cancel"), timeout=120, what="the agent answers on lab1")
+    uuid = running_guest
     job = start_migration(admin_user, "lab1", uuid, "lab2", bandwidth_mib="1")
     wait_until(lambda: MigrationJob.objects.get(pk=job.pk).progress.get("data_processed", 0) > 0, timeout=60,
                what="the migration moves data")
@@ -249,8 +257,8 @@ def test_cancelling_a_slowed_migration_leaves_the_guest_running_on_the_source(la
 
     job = finished(job)
     assert job.state == MigrationJob.State.CANCELLED
-    assert running_on(lab1, "it-mig-cancel") and "it-mig-cancel" not in domains(lab2)
-    assert agent_answers(lab1, "it-mig-cancel")
+    assert running_on(lab1, RUNNING) and RUNNING not in domains(lab2)
+    assert agent_answers(lab1, RUNNING)
     assert "running on lab1, not on lab2" in job.error
 
 
@@ -278,14 +286,14 @@ def test_a_network_missing_on_the_destination_blocks_the_form(lab_pair, admin_us
     assert "it-mig-net" in domains(lab1)
 
 
-def test_a_destination_that_dies_mid_way_leaves_the_guest_running_on_the_source(lab_pair, admin_user):
+def test_a_destination_that_dies_mid_way_leaves_the_guest_running_on_the_source(lab_pair, running_guest,
+                                                                               admin_user):
     lab1, lab2 = lab_pair
-    uuid = define(lab1, "it-mig-fail", start=True)
-    wait_until(lambda: agent_answers(lab1, "it-mig-fail"), timeout=120, what="the agent answers on lab1")
+    uuid = running_guest
     job = start_migration(admin_user, "lab1", uuid, "lab2", bandwidth_mib="1")
     wait_until(lambda: MigrationJob.objects.get(pk=job.pk).progress.get("data_processed", 0) > 0, timeout=60,
                what="the migration moves data")
-    pid_file = HostPaths(lab2.name).run_dir / "libvirt/qemu/it-mig-fail.pid"
+    pid_file = HostPaths(lab2.name).run_dir / f"libvirt/qemu/{RUNNING}.pid"
     os.kill(int(pid_file.read_text()), signal.SIGKILL)  # the destination's QEMU, started by this migration
 
     job = finished(job)
@@ -293,9 +301,24 @@ def test_a_destination_that_dies_mid_way_leaves_the_guest_running_on_the_source(
     assert job.error.startswith("The migration failed: ")
     assert "running on lab1, not on lab2" in job.error
     assert "qemu+unix" not in job.error
-    assert running_on(lab1, "it-mig-fail") and "it-mig-fail" not in domains(lab2)
-    assert "Persistent:     yes" in virsh(lab1, "dominfo", "it-mig-fail")
-    assert agent_answers(lab1, "it-mig-fail")
+    assert running_on(lab1, RUNNING) and RUNNING not in domains(lab2)
+    assert "Persistent:     yes" in virsh(lab1, "dominfo", RUNNING)
+    assert agent_answers(lab1, RUNNING)
+
+
+def test_a_tunnelled_move_goes_through_the_daemons_own_connection(lab_pair, running_guest, admin_user):
+    """lab1's libvirtd opens lab2's registered TLS URI itself and carries the memory through it. After the other
+    tests of the shared guest: it stays on lab2."""
+    lab1, lab2 = lab_pair
+    uuid = running_guest
+
+    job = finished(start_migration(admin_user, "lab1", uuid, "lab2", tunnelled="on"))
+
+    assert job.state == MigrationJob.State.SUCCEEDED, job.error
+    assert job.options["tunnelled"] and job.progress["completed"]
+    assert running_on(lab2, RUNNING) and RUNNING not in domains(lab1)
+    wait_until(lambda: agent_answers(lab2, RUNNING), timeout=60, what="the agent answers on lab2")
+
 
 
 def test_after_a_restart_a_migration_libvirt_still_runs_is_followed_and_settled(lab_pair, admin_user):
