@@ -14,6 +14,7 @@ from django.contrib import messages
 from django.http import HttpResponse, HttpResponseServerError, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -114,4 +115,5 @@ def server_error(request: HttpRequest) -> HttpResponse:
         return HttpResponseServerError(render_to_string("errors/error.html", context))
     except Exception:
         logger.exception("rendering the error page failed")
-        return HttpResponseServerError("<h1>Something went wrong</h1><p><a href=\"/\">Back to the dashboard</a></p>")
+        return HttpResponseServerError(format_html('<h1>{}</h1><p><a href="/">{}</a></p>', _("Something went wrong"),
+                                                   _("Back to the dashboard")))

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from django.test import RequestFactory
+from django.utils import translation
 
 from accounts.models import User
 from api import services as api_services
 from domains.models import Host
 from tests.conftest import client_for
+from vmportal import errors
 
 # Each page with Vietnamese it must say where it said English before.
 PAGES = {
@@ -64,3 +67,17 @@ def test_bad_input_and_what_was_done_are_told_in_vietnamese(vietnamese_admin: Us
     token = vietnamese_admin.api_tokens.get()
     revoked = client.post(f"/accounts/tokens/{token.pk}/revoke/", follow=True).content.decode()
     assert "Đã thu hồi mã thông báo ci." in revoked and "đã thu hồi lúc" in revoked
+
+
+def test_a_server_error_says_so_in_vietnamese_even_when_the_layout_cannot_render(monkeypatch: pytest.MonkeyPatch):
+    def broken(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("the layout broke")
+
+    request = RequestFactory().get("/")
+    with translation.override("vi"):
+        page = errors.server_error(request)
+        monkeypatch.setattr(errors, "render_to_string", broken)
+        bare = errors.server_error(request)
+    assert page.status_code == bare.status_code == 500
+    assert "Bảng điều khiển không thể trả lời yêu cầu này; sự cố đã được ghi lại." in page.content.decode()
+    assert bare.content.decode() == '<h1>Đã xảy ra lỗi</h1><p><a href="/">Quay lại bảng điều khiển</a></p>'
