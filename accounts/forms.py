@@ -25,7 +25,7 @@ class ThrottledAuthenticationForm(AuthenticationForm):
 
     error_messages = {
         **AuthenticationForm.error_messages,
-        "throttled": "Too many failed sign-ins from your address. %(wait)s",
+        "throttled": _("Too many failed sign-ins from your address. %(wait)s"),
     }
 
     def clean(self) -> dict[str, Any]:

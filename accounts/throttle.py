@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
+from django.utils.translation import ngettext
 
 
 @dataclass(frozen=True)
@@ -75,4 +76,5 @@ def login_succeeded(*, username: str, client_addr: str) -> None:
 
 def wait_message(seconds: int) -> str:
     minutes = max(1, math.ceil(seconds / 60))
-    return f"Try again in {minutes} minute{'s' if minutes != 1 else ''}."
+    return ngettext("Try again in %(minutes)d minute.", "Try again in %(minutes)d minutes.", minutes) % {
+        "minutes": minutes}

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -45,5 +46,5 @@ def token_list(request: AuthedRequest) -> HttpResponse:
 @require_POST
 def token_revoke(request: AuthedRequest, token_id: int) -> HttpResponse:
     token = services.token_revoke(actor=request.user, token_id=token_id, client_addr=client_addr(request))
-    messages.success(request, f"Token {token.name} revoked.")
+    messages.success(request, _("Token %(name)s revoked.") % {"name": token.name})
     return redirect("accounts:tokens")

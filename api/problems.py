@@ -57,7 +57,7 @@ def handle(error: Exception, context: dict[str, Any]) -> Response | None:
     request: Request = context["request"]
     if isinstance(error, Http404 | exceptions.NotFound):
         # Whatever the gate said, one wording: a VM the caller may not see reads like one that does not exist.
-        return problem(404, NOT_FOUND)
+        return problem(404, str(NOT_FOUND))
     if isinstance(error, PermissionDenied):
         return problem(403, str(error) or "You may not do that.")
     if isinstance(error, ValidationError):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from audit.services import audited
 
@@ -34,11 +35,12 @@ def token_create(*, actor: User, name: str, expires_days: int | None = None, rea
     with audited(actor=actor, action="token.create", client_addr=client_addr) as entry:
         name = name.strip()
         if not name:
-            raise ValidationError({"name": "Give the token a name, to tell it apart in the audit log."})
+            raise ValidationError({"name": _("Give the token a name, to tell it apart in the audit log.")})
         if actor.api_tokens.filter(name=name).exists():
-            raise ValidationError({"name": f"You already have a token named {name}."})
+            raise ValidationError({"name": ValidationError(_("You already have a token named %(name)s."),
+                                                          params={"name": name})})
         if expires_days is not None and expires_days < 1:
-            raise ValidationError({"expires_days": "A token expires after one day at the soonest."})
+            raise ValidationError({"expires_days": _("A token expires after one day at the soonest.")})
         prefix = secrets.token_hex(4)
         text = f"{SCHEME}_{prefix}_{secrets.token_urlsafe(SECRET_BYTES)}"
         token = ApiToken.objects.create(

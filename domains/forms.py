@@ -19,6 +19,8 @@ class HostForm(forms.ModelForm[Host]):
     class Meta:
         model = Host
         fields = ["name", "uri", "migration_address", "enabled"]
+        labels = {"name": _("Name"), "uri": _("libvirt URI"), "migration_address": _("Migration address"),
+                  "enabled": _("Enabled")}
         help_texts = {
             "uri": "test:///default, test:///path/inventory.xml, qemu:///system, "
             "qemu+unix:///system?socket=/path, qemu+ssh://root@host/system, qemu+tcp://host/system, "

@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from .validators import validate_libvirt_uri, validate_migration_address
 
@@ -17,8 +18,8 @@ class Host(models.Model):
     uri = models.CharField("libvirt URI", max_length=512, validators=[validate_libvirt_uri])
     migration_address = models.CharField(
         max_length=253, blank=True, validators=[validate_migration_address],
-        help_text="The address other hosts send migrations to (an IP address or DNS name of this host on the "
-        "migration network). Empty: libvirt's default, the host's own name.")
+        help_text=_("The address other hosts send migrations to (an IP address or DNS name of this host on the "
+                    "migration network). Empty: libvirt's default, the host's own name."))
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -15,6 +15,7 @@ from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonRespo
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -266,7 +267,7 @@ def host_list(request: AuthedRequest) -> HttpResponse:
         host = services.host_register(
             actor=request.user, client_addr=client_addr(request), **form.cleaned_data
         )
-        messages.success(request, f"Host {host.name} registered.")
+        messages.success(request, _("Host %(name)s registered.") % {"name": host.name})
         return redirect("domains:hosts")
     return render(request, "hosts/list.html", {"hosts": selectors.host_list(), "form": form},
                   status=400 if form.errors else 200)
@@ -300,7 +301,7 @@ def host_edit(request: AuthedRequest, host_name: str) -> HttpResponse:
                              enabled=form.cleaned_data["enabled"],
                              migration_address=form.cleaned_data["migration_address"],
                              client_addr=client_addr(request))
-        messages.success(request, f"Host {host.name} saved.")
+        messages.success(request, _("Host %(name)s saved.") % {"name": host.name})
         return redirect("domains:hosts")
     return render(request, "hosts/edit.html", {"host": host, "form": form}, status=400 if form.errors else 200)
 
@@ -311,7 +312,7 @@ def host_delete(request: AuthedRequest, host_name: str) -> HttpResponse:
     # The service is the gate here, so a refused attempt is audited as denied.
     host = get_object_or_404(Host, name=host_name)
     services.host_delete(actor=request.user, host=host, client_addr=client_addr(request))
-    messages.success(request, f"Host {host_name} removed from the dashboard.")
+    messages.success(request, _("Host %(name)s removed from the dashboard.") % {"name": host_name})
     if request.htmx:
         return HttpResponseClientRedirect("/hosts/")
     return redirect("domains:hosts")

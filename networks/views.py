@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from domains.views import _admin_only, _on_form, _posted, _run, client_addr
@@ -33,7 +34,8 @@ def network_list(request: AuthedRequest, host_name: str) -> HttpResponse:
             actor=request.user, host_name=host_name, spec=form.spec(), start=form.cleaned_data["start"],
             autostart=form.cleaned_data["autostart"], client_addr=client_addr(request)), user=request.user)
         if network is not None:
-            messages.success(request, f"Network {network.name} defined on {host_name}.")
+            messages.success(request, _("Network %(name)s defined on %(host)s.") % {"name": network.name,
+                                                                                "host": host_name})
             return redirect("networks:detail", host_name, network.name)
     return render(request, "networks/list.html", {"page": page, "form": form},
                   status=400 if form is not None and form.errors else 200)
@@ -52,7 +54,7 @@ def network_action(request: AuthedRequest, host_name: str, name: str) -> HttpRes
     try:
         action = services.NetworkAction(request.POST.get("action", ""))
     except ValueError:
-        return HttpResponseBadRequest("Unknown network action.")
+        return HttpResponseBadRequest(_("Unknown network action."))
     _run(request, lambda: services.network_act(actor=request.user, host_name=host_name, name=name, action=action,
                                                client_addr=client_addr(request)))
     if request.POST.get("back") == "list":

@@ -14,6 +14,7 @@ from django.http import Http404, HttpResponse, HttpResponseBadRequest, JsonRespo
 from django.http.response import HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -60,7 +61,7 @@ def pool_list(request: AuthedRequest, host_name: str) -> HttpResponse:
             actor=request.user, host_name=host_name, client_addr=client_addr(request), **form.cleaned_data),
             user=request.user)
         if defined is not None:
-            messages.success(request, f"Pool {defined.name} defined and started.")
+            messages.success(request, _("Pool %(name)s defined and started.") % {"name": defined.name})
             return redirect("storage:pool", host_name, defined.name)
     return render(request, "storage/pools.html", {"listing": listing, "form": form},
                   status=400 if form.errors else 200)
@@ -83,7 +84,7 @@ def pool_detail(request: AuthedRequest, host_name: str, pool: str) -> HttpRespon
             size_bytes=form.size_bytes(), volume_format=form.cleaned_data["format"], client_addr=client_addr(request)),
             user=request.user)
         if volume is not None:
-            messages.success(request, f"Volume {volume.name} created.")
+            messages.success(request, _("Volume %(name)s created.") % {"name": volume.name})
             return redirect("storage:pool", host_name, pool)
     if request.htmx and request.htmx.target == "volumes":
         return render(request, "storage/pool.html#volumes", {"page": page})
@@ -103,7 +104,7 @@ def pool_action(request: AuthedRequest, host_name: str, pool: str) -> HttpRespon
     try:
         action = PoolAction(request.POST.get("action", ""))
     except ValueError:
-        return HttpResponseBadRequest("Unknown pool action.")
+        return HttpResponseBadRequest(_("Unknown pool action."))
     _run(request, lambda: services.pool_act(actor=request.user, host_name=host_name, pool=pool, action=action,
                                             client_addr=client_addr(request)))
     return _back_to_pool(request, host_name, pool)
@@ -217,7 +218,7 @@ def upload_chunk(request: AuthedRequest, session_id: int) -> JsonResponse:
     offset = int(given) if given.isdigit() else -1
     data = request.read(CHUNK_LIMIT + 1)
     if len(data) > CHUNK_LIMIT:
-        return JsonResponse({"error": f"Chunks are at most {CHUNK_LIMIT} bytes."}, status=413)
+        return JsonResponse({"error": _("Chunks are at most %(limit)s bytes.") % {"limit": CHUNK_LIMIT}}, status=413)
     try:
         session = services.upload_chunk(actor=request.user, session_id=session_id, offset=offset, data=data,
                                         client_addr=client_addr(request))

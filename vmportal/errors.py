@@ -14,29 +14,33 @@ from django.contrib import messages
 from django.http import HttpResponse, HttpResponseServerError, JsonResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
+from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from domains import virt
 from domains.errors import error_message
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
+    from django.utils.functional import _StrOrPromise as StrOrPromise
 
 logger = logging.getLogger(__name__)
 
 # HTTP status and page title per kind of hypervisor failure; anything else is the hypervisor's (502).
-_KINDS: tuple[tuple[type[virt.VirtError], int, str], ...] = (
-    (virt.HostUnreachable, 503, "Host unreachable"),
-    (virt.DomainNotFound, 404, "Virtual machine not found"),
-    (virt.SnapshotNotFound, 404, "Snapshot not found"),
-    (virt.OperationInvalid, 409, "Not possible right now"),
-    (virt.OperationInProgress, 409, "Not possible right now"),
+_KINDS: tuple[tuple[type[virt.VirtError], int, StrOrPromise], ...] = (
+    (virt.HostUnreachable, 503, gettext_lazy("Host unreachable")),
+    (virt.DomainNotFound, 404, gettext_lazy("Virtual machine not found")),
+    (virt.SnapshotNotFound, 404, gettext_lazy("Snapshot not found")),
+    (virt.OperationInvalid, 409, gettext_lazy("Not possible right now")),
+    (virt.OperationInProgress, 409, gettext_lazy("Not possible right now")),
 )
 
 
-def _status_and_title(error: virt.VirtError) -> tuple[int, str]:
+def _status_and_title(error: virt.VirtError) -> tuple[int, StrOrPromise]:
     return next(((status, title) for kind, status, title in _KINDS if isinstance(error, kind)),
-                (502, "The hypervisor could not do that"))
+                (502, gettext_lazy("The hypervisor could not do that")))
 
 
 def virt_error_status(error: virt.VirtError) -> int:
@@ -61,7 +65,7 @@ class VirtErrorMiddleware:
         message = error_message(user=request.user, error=exception)
         host_name = request.resolver_match.kwargs.get("host_name") if request.resolver_match else None
         if host_name:
-            message = f"Host {host_name}: {message}"
+            message = _("Host %(host)s: %(message)s") % {"host": host_name, "message": message}
         if getattr(request, "htmx", False):
             # htmx swaps nothing on an error status: answer 200, swap nothing, show the message.
             messages.error(request, message)
@@ -71,7 +75,7 @@ class VirtErrorMiddleware:
         return error_page(request, status=status, title=title, message=message)
 
 
-def error_page(request: HttpRequest, *, status: int, title: str, message: str) -> HttpResponse:
+def error_page(request: HttpRequest, *, status: int, title: StrOrPromise, message: StrOrPromise) -> HttpResponse:
     return render(request, "errors/error.html",
                   {"status": status, "title": title, "message": message, "back": _back(request)}, status=status)
 
@@ -88,26 +92,28 @@ def _back(request: HttpRequest) -> str:
 
 def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     # The project raises PermissionDenied with words meant for the user ("You may view this machine…").
-    return error_page(request, status=403, title="Not allowed", message=str(exception or "") or "You may not do that.")
+    return error_page(request, status=403, title=_("Not allowed"),
+                      message=str(exception or "") or _("You may not do that."))
 
 
-NOT_FOUND = "There is nothing here, or nothing you may see."
+NOT_FOUND = gettext_lazy("There is nothing here, or nothing you may see.")
 
 
 def page_not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
     # The same words for a page that does not exist and one this user may not see (SECURITY.md).
     if request.path.startswith("/api/"):  # a URL no API route matches: a problem document, as the API's own 404s
-        return JsonResponse({"type": "about:blank", "title": "Not Found", "status": 404, "detail": NOT_FOUND},
+        return JsonResponse({"type": "about:blank", "title": "Not Found", "status": 404, "detail": str(NOT_FOUND)},
                             status=404, content_type="application/problem+json")
-    return error_page(request, status=404, title="Not found", message=NOT_FOUND)
+    return error_page(request, status=404, title=_("Not found"), message=NOT_FOUND)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
     """The layout rendered without the request: whatever broke (the database?) would break its user menu too."""
-    context = {"status": 500, "title": "Something went wrong",
-               "message": "The dashboard could not answer this request; it has been logged."}
+    context = {"status": 500, "title": _("Something went wrong"),
+               "message": _("The dashboard could not answer this request; it has been logged.")}
     try:
         return HttpResponseServerError(render_to_string("errors/error.html", context))
     except Exception:
         logger.exception("rendering the error page failed")
-        return HttpResponseServerError("<h1>Something went wrong</h1><p><a href=\"/\">Back to the dashboard</a></p>")
+        return HttpResponseServerError(format_html('<h1>{}</h1><p><a href="/">{}</a></p>', _("Something went wrong"),
+                                                   _("Back to the dashboard")))
