@@ -340,7 +340,7 @@
         y: {range: function (_u, _min, max) { return [0, chart.top ? chart.top(max || 0) : Math.max(max || 0, 1) * 1.1]; }},
       },
       axes: [themed({}), themed({values: chart.axis, incrs: chart.steps, size: axisWidth})],
-      series: [{value: "{YYYY}-{MM}-{DD} {HH}:{mm}:{ss}"}].concat(lines.map(function (line) {
+      series: [{label: self.section.dataset.lineTime, value: "{YYYY}-{MM}-{DD} {HH}:{mm}:{ss}"}].concat(lines.map(function (line) {
         return {label: line.label, stroke: line.stroke, width: line.width, dash: line.dash, spanGaps: false,
           points: {filter: lonePoints}, value: function (_u, value) { return chart.value(value); }};
       })),
