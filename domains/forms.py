@@ -1,4 +1,4 @@
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from uuid import UUID
@@ -7,6 +7,7 @@ from django import forms
 from django.forms import BoundField
 from django.forms.utils import ErrorList
 from django.utils.translation import gettext_lazy as _
+from django_stubs_ext import StrOrPromise
 
 from . import services
 from .models import Host
@@ -29,34 +30,37 @@ class HostForm(forms.ModelForm[Host]):
 
 
 class SnapshotForm(forms.Form):
-    name = forms.SlugField(max_length=64, help_text="Letters, digits, - and _.")
-    description = forms.CharField(max_length=1000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    name = forms.SlugField(label=_("Name"), max_length=64, help_text=_("Letters, digits, - and _."))
+    description = forms.CharField(label=_("Description"), max_length=1000, required=False,
+                                  widget=forms.Textarea(attrs={"rows": 2}))
 
 
-GRAPHICS_CHOICES = [("vnc", "VNC"), ("spice", "SPICE"), ("none", "none")]
+GRAPHICS_CHOICES = [("vnc", "VNC"), ("spice", "SPICE"), ("none", _("none"))]
 BOOT_CHOICES = [
-    (BootKind.NEW_VOLUME.value, "a new empty volume"),
-    (BootKind.VOLUME.value, "an existing volume"),
-    (BootKind.ISO.value, "an ISO image (with a new empty volume when a size is given)"),
-    (BootKind.KERNEL.value, "a kernel and initrd on the host (with a new empty volume when a size is given)"),
+    (BootKind.NEW_VOLUME.value, _("a new empty volume")),
+    (BootKind.VOLUME.value, _("an existing volume")),
+    (BootKind.ISO.value, _("an ISO image (with a new empty volume when a size is given)")),
+    (BootKind.KERNEL.value, _("a kernel and initrd on the host (with a new empty volume when a size is given)")),
 ]
 
 
 class DisplayForm(forms.Form):
     """Video card and graphics server; the define form adds the rest of a VM to these."""
 
-    video_model = forms.ChoiceField(choices=[(m, m) for m in VIDEO_MODELS], initial="vga")
-    graphics = forms.ChoiceField(label="graphics server", choices=GRAPHICS_CHOICES, initial="vnc")
+    video_model = forms.ChoiceField(label=_("Video model"), choices=[(m, m) for m in VIDEO_MODELS], initial="vga")
+    graphics = forms.ChoiceField(label=_("graphics server"), choices=GRAPHICS_CHOICES, initial="vnc")
     listen = forms.GenericIPAddressField(
-        label="listen address", required=False,
-        help_text="Empty: where the host's own setting puts displays (its qemu.conf vnc_listen), which is where "
-        "the console proxy reaches them: loopback through SSH, or the host's address over TLS.")
-    port = forms.IntegerField(min_value=5900, max_value=65535, required=False,
-                              help_text="Empty: the host picks a free port.")
-    tls_port = forms.IntegerField(label="TLS port (SPICE)", min_value=5900, max_value=65535, required=False)
-    password = forms.CharField(max_length=64, required=False, widget=forms.PasswordInput(render_value=True),
-                               help_text="Never sent to browsers; the console proxy handles it.")
-    keymap = forms.CharField(max_length=16, required=False, help_text="For example en-us or de; empty: default.")
+        label=_("listen address"), required=False,
+        help_text=_("Empty: where the host's own setting puts displays (its qemu.conf vnc_listen), which is where "
+                    "the console proxy reaches them: loopback through SSH, or the host's address over TLS."))
+    port = forms.IntegerField(label=_("Port"), min_value=5900, max_value=65535, required=False,
+                              help_text=_("Empty: the host picks a free port."))
+    tls_port = forms.IntegerField(label=_("TLS port (SPICE)"), min_value=5900, max_value=65535, required=False)
+    password = forms.CharField(label=_("Password"), max_length=64, required=False,
+                               widget=forms.PasswordInput(render_value=True),
+                               help_text=_("Never sent to browsers; the console proxy handles it."))
+    keymap = forms.CharField(label=_("Keymap"), max_length=16, required=False,
+                             help_text=_("For example en-us or de; empty: default."))
 
     def __init__(self, *args: Any, may_choose_listen: bool = True, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -76,8 +80,8 @@ class DisplayForm(forms.Form):
 
 def domain_name_field() -> forms.RegexField:
     return forms.RegexField(
-        regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64,
-        error_messages={"invalid": "Letters, digits, '.', '_' and '-', starting with a letter or digit."},
+        regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64, label=_("Name"),
+        error_messages={"invalid": _("Letters, digits, '.', '_' and '-', starting with a letter or digit.")},
     )
 
 
@@ -129,22 +133,24 @@ class FormSection:
 
 class DomainDefineForm(DisplayForm):
     name = domain_name_field()
-    title = forms.CharField(max_length=200, required=False)
-    description = forms.CharField(max_length=2000, required=False, widget=forms.Textarea(attrs={"rows": 2}))
-    vcpus = forms.IntegerField(label="vCPUs", min_value=1, max_value=64, initial=1)
-    memory_mib = forms.IntegerField(label="memory (MiB)", min_value=64, max_value=1024 * 1024, initial=512)
-    accelerator = forms.ChoiceField(help_text=_("Only what this host offers: kvm (hardware virtualization) where "
+    title = forms.CharField(label=_("Title"), max_length=200, required=False)
+    description = forms.CharField(label=_("Description"), max_length=2000, required=False,
+                                  widget=forms.Textarea(attrs={"rows": 2}))
+    vcpus = forms.IntegerField(label=_("vCPUs"), min_value=1, max_value=64, initial=1)
+    memory_mib = forms.IntegerField(label=_("memory (MiB)"), min_value=64, max_value=1024 * 1024, initial=512)
+    accelerator = forms.ChoiceField(label=_("Accelerator"),
+                                    help_text=_("Only what this host offers: kvm (hardware virtualization) where "
                                                 "it has it, else qemu (emulation, much slower)."))
-    boot_kind = forms.ChoiceField(label="boot from", choices=BOOT_CHOICES, initial=BootKind.NEW_VOLUME.value)
-    volume = forms.ChoiceField(label="volume or ISO", required=False)
-    pool = forms.ChoiceField(label="pool for the new volume", required=False)
-    size_gib = forms.IntegerField(label="new volume size (GiB)", min_value=1, max_value=16384, required=False)
-    kernel = forms.CharField(max_length=1024, required=False)
-    initrd = forms.CharField(max_length=1024, required=False)
-    cmdline = forms.CharField(label="kernel command line", max_length=1024, required=False)
-    network = forms.ChoiceField()
-    guest_agent = forms.BooleanField(label="guest agent channel", required=False, initial=True)
-    autostart = forms.BooleanField(label="start with the host", required=False)
+    boot_kind = forms.ChoiceField(label=_("boot from"), choices=BOOT_CHOICES, initial=BootKind.NEW_VOLUME.value)
+    volume = forms.ChoiceField(label=_("volume or ISO"), required=False)
+    pool = forms.ChoiceField(label=_("pool for the new volume"), required=False)
+    size_gib = forms.IntegerField(label=_("new volume size (GiB)"), min_value=1, max_value=16384, required=False)
+    kernel = forms.CharField(label=_("Kernel"), max_length=1024, required=False)
+    initrd = forms.CharField(label=_("Initrd"), max_length=1024, required=False)
+    cmdline = forms.CharField(label=_("kernel command line"), max_length=1024, required=False)
+    network = forms.ChoiceField(label=_("Network"))
+    guest_agent = forms.BooleanField(label=_("guest agent channel"), required=False, initial=True)
+    autostart = forms.BooleanField(label=_("start with the host"), required=False)
 
     field_order = [name for _legend, names in DEFINE_SECTIONS for name in names]
 
@@ -153,18 +159,20 @@ class DomainDefineForm(DisplayForm):
         """`in_use` reads what the host has in use; only validation asks for it."""
         super().__init__(*args, **kwargs)
         self.read_in_use = in_use
-        self._choose("accelerator", [(a, {"qemu": "qemu (TCG emulation)"}.get(a, a)) for a in choices.accelerators])
+        self._choose("accelerator", [(a, _("qemu (TCG emulation)") if a == "qemu" else a)
+                                     for a in choices.accelerators])
         if choices.accelerators:  # the host's best first (virt.define_choices): kvm only where it has it
             self.fields["accelerator"].initial = choices.accelerators[0]
         self._choose("volume", [("", "—")] + [(v.key, v.key) for v in choices.volumes])
         self._choose("pool", [(p, p) for p in choices.pools])
-        self._choose("network", [("user", "user-mode networking")] + [(n, f"network {n}") for n in choices.networks])
+        self._choose("network", [("user", _("user-mode networking"))] + [
+            (n, _("network %(name)s") % {"name": n}) for n in choices.networks])
         if not may_boot_kernel:
             for name in ("kernel", "initrd", "cmdline"):
                 del self.fields[name]
             self._choose("boot_kind", [c for c in BOOT_CHOICES if c[0] != BootKind.KERNEL.value])
 
-    def _choose(self, name: str, choices: list[tuple[str, str]]) -> None:
+    def _choose(self, name: str, choices: Sequence[tuple[str, StrOrPromise]]) -> None:
         cast(forms.ChoiceField, self.fields[name]).choices = choices
 
     def sections(self) -> list[FormSection]:
@@ -190,9 +198,9 @@ class DomainDefineForm(DisplayForm):
                 data[name] = None if name == "size_gib" else ""
         for name in BOOT_SOURCE_NEEDS.get(kind, ()):
             if not data.get(name):
-                self.add_error(name, "Needed for this boot source.")
+                self.add_error(name, _("Needed for this boot source."))
         if kind in (BootKind.ISO.value, BootKind.KERNEL.value) and data.get("size_gib") and not data.get("pool"):
-            self.add_error("pool", "Needed for the new volume.")
+            self.add_error("pool", _("Needed for the new volume."))
         self._check_against_the_host(data, self.read_in_use())
         return data
 
@@ -226,7 +234,7 @@ class DomainDefineForm(DisplayForm):
 
 
 class DomainXmlForm(forms.Form):
-    xml = forms.CharField(label="domain XML", widget=forms.Textarea(attrs={"rows": 24, "cols": 100}))
+    xml = forms.CharField(label=_("domain XML"), widget=forms.Textarea(attrs={"rows": 24, "cols": 100}))
 
 
 MIGRATION_GROUPS = (
@@ -241,27 +249,28 @@ class MigrationForm(forms.Form):
     """Options only: the destination is checked against the registered hosts by the view and again by the
     service; it is never free text."""
 
-    destination = forms.CharField(max_length=63)  # one of the page's host names; the service looks it up
-    persist_dest = forms.BooleanField(label="keep it defined on the destination", required=False, initial=True)
-    undefine_source = forms.BooleanField(label="remove it from the source", required=False, initial=True)
+    # One of the page's host names; the service looks it up.
+    destination = forms.CharField(label=_("Destination"), max_length=63)
+    persist_dest = forms.BooleanField(label=_("keep it defined on the destination"), required=False, initial=True)
+    undefine_source = forms.BooleanField(label=_("remove it from the source"), required=False, initial=True)
     copy_storage = forms.ChoiceField(
-        label="copy storage", required=False, initial="",
-        choices=[("", "no (shared storage)"), (CopyStorage.ALL.value, "all disks"),
-                 (CopyStorage.INCREMENTAL.value, "incremental (backing images are on the destination)")],
+        label=_("copy storage"), required=False, initial="",
+        choices=[("", _("no (shared storage)")), (CopyStorage.ALL.value, _("all disks")),
+                 (CopyStorage.INCREMENTAL.value, _("incremental (backing images are on the destination)"))],
     )
-    peer_to_peer = forms.BooleanField(label="peer-to-peer (the source host drives it)", required=False,
+    peer_to_peer = forms.BooleanField(label=_("peer-to-peer (the source host drives it)"), required=False,
                                       initial=True)
-    tunnelled = forms.BooleanField(label="tunnelled through the libvirt connection", required=False)
-    bandwidth_mib = forms.IntegerField(label="bandwidth limit (MiB/s)", required=False, min_value=1,
+    tunnelled = forms.BooleanField(label=_("tunnelled through the libvirt connection"), required=False)
+    bandwidth_mib = forms.IntegerField(label=_("bandwidth limit (MiB/s)"), required=False, min_value=1,
                                        max_value=1_000_000, help_text=_("Empty: as fast as the network allows."))
-    max_downtime_ms = forms.IntegerField(label="maximum downtime (ms)", required=False, min_value=1,
+    max_downtime_ms = forms.IntegerField(label=_("maximum downtime (ms)"), required=False, min_value=1,
                                          max_value=600_000,
                                          help_text=_("How long the machine may pause at the switch-over; empty: "
                                                      "libvirt's default."))
-    auto_converge = forms.BooleanField(label="auto-converge (throttle the guest's CPUs if it dirties memory "
-                                             "faster than it moves)", required=False)
-    compressed = forms.BooleanField(label="compress", required=False)
-    postcopy = forms.BooleanField(label="allow post-copy (switch while it runs)", required=False)
+    auto_converge = forms.BooleanField(label=_("auto-converge (throttle the guest's CPUs if it dirties memory "
+                                               "faster than it moves)"), required=False)
+    compressed = forms.BooleanField(label=_("compress"), required=False)
+    postcopy = forms.BooleanField(label=_("allow post-copy (switch while it runs)"), required=False)
 
     def groups(self) -> list[FormSection]:
         return [FormSection(str(legend), [FieldRow(self[name]) for name in names], key)
@@ -280,7 +289,7 @@ class MigrationForm(forms.Form):
 # --- A VM's hardware: one small form per change; the page fills the choices from what the user may use. ---
 
 
-def _set_choices(form: forms.Form, name: str, choices: list[tuple[str, str]]) -> None:
+def _set_choices(form: forms.Form, name: str, choices: Sequence[tuple[str, StrOrPromise]]) -> None:
     cast(forms.ChoiceField, form.fields[name]).choices = choices
 
 
@@ -298,42 +307,43 @@ class _CountWithMaximum(forms.Form):
         data = super().clean() or {}
         count, maximum = data.get(self.count_field), data.get(self.maximum_field)
         if count is not None and maximum is not None and maximum < count:
-            self.add_error(self.maximum_field, "The maximum cannot be below the amount itself.")
+            self.add_error(self.maximum_field, _("The maximum cannot be below the amount itself."))
         return data
 
 
 class VcpusForm(_CountWithMaximum):
-    vcpus = forms.IntegerField(label="vCPUs", min_value=1, max_value=256)
-    max_vcpus = forms.IntegerField(label="maximum vCPUs", min_value=1, max_value=256, required=False,
-                                   help_text="Empty: as it is (raised if needed). vCPUs are added to a running "
-                                   "machine up to its maximum.")
+    vcpus = forms.IntegerField(label=_("vCPUs"), min_value=1, max_value=256)
+    max_vcpus = forms.IntegerField(label=_("maximum vCPUs"), min_value=1, max_value=256, required=False,
+                                   help_text=_("Empty: as it is (raised if needed). vCPUs are added to a running "
+                                               "machine up to its maximum."))
     count_field, maximum_field = "vcpus", "max_vcpus"
 
 
 class MemoryForm(_CountWithMaximum):
-    memory_mib = forms.IntegerField(label="memory (MiB)", min_value=64, max_value=16 * 1024 * 1024)
-    max_memory_mib = forms.IntegerField(label="maximum memory (MiB)", min_value=64, max_value=16 * 1024 * 1024,
-                                        required=False, help_text="Empty: as it is (raised if needed). A "
-                                        "running machine's balloon grows up to its maximum.")
+    memory_mib = forms.IntegerField(label=_("memory (MiB)"), min_value=64, max_value=16 * 1024 * 1024)
+    max_memory_mib = forms.IntegerField(label=_("maximum memory (MiB)"), min_value=64, max_value=16 * 1024 * 1024,
+                                        required=False, help_text=_("Empty: as it is (raised if needed). A "
+                                                                    "running machine's balloon grows up to its "
+                                                                    "maximum."))
     count_field, maximum_field = "memory_mib", "max_memory_mib"
 
 
 class CdromForm(forms.Form):
-    drive = forms.ChoiceField(label="CD-ROM drive", required=False)
-    volume = forms.ChoiceField(label="image", required=False)
+    drive = forms.ChoiceField(label=_("CD-ROM drive"), required=False)
+    volume = forms.ChoiceField(label=_("image"), required=False)
 
     def __init__(self, *args: Any, drives: list[str], images: list[str], may_add_drive: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        _set_choices(self, "drive", _pairs(drives) + ([("", "a new drive")] if may_add_drive else []))
-        _set_choices(self, "volume", [("", "none (eject)")] + _pairs(images))
+        _set_choices(self, "drive", [*_pairs(drives), *([("", _("a new drive"))] if may_add_drive else [])])
+        _set_choices(self, "volume", [("", _("none (eject)")), *_pairs(images)])
 
 
 class DiskAttachForm(forms.Form):
-    volume = forms.ChoiceField(label="existing volume", required=False)
-    pool = forms.ChoiceField(label="or a new volume in pool", required=False)
-    size_gib = forms.IntegerField(label="new volume size (GiB)", min_value=1, max_value=16384, required=False)
-    bus = forms.ChoiceField(choices=_pairs(DISK_BUSES), initial="virtio",
-                            help_text="virtio and scsi disks are added to a running machine; sata only while off.")
+    volume = forms.ChoiceField(label=_("existing volume"), required=False)
+    pool = forms.ChoiceField(label=_("or a new volume in pool"), required=False)
+    size_gib = forms.IntegerField(label=_("new volume size (GiB)"), min_value=1, max_value=16384, required=False)
+    bus = forms.ChoiceField(label=_("Bus"), choices=_pairs(DISK_BUSES), initial="virtio",
+                            help_text=_("virtio and scsi disks are added to a running machine; sata only while off."))
 
     def __init__(self, *args: Any, volumes: list[str], pools: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -343,16 +353,16 @@ class DiskAttachForm(forms.Form):
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if data.get("volume") and (data.get("pool") or data.get("size_gib")):
-            self.add_error("volume", "Either an existing volume or a new one, not both.")
+            self.add_error("volume", _("Either an existing volume or a new one, not both."))
         elif not data.get("volume"):
             for name in ("pool", "size_gib"):
                 if not data.get(name) and name not in self.errors:
-                    self.add_error(name, "Needed for a new volume (or pick an existing one).")
+                    self.add_error(name, _("Needed for a new volume (or pick an existing one)."))
         return data
 
 
 class DiskDetachForm(forms.Form):
-    target = forms.ChoiceField(label="disk")
+    target = forms.ChoiceField(label=_("disk"))
 
     def __init__(self, *args: Any, targets: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -360,21 +370,21 @@ class DiskDetachForm(forms.Form):
 
 
 class DiskGrowForm(DiskDetachForm):
-    size_gib = forms.IntegerField(label="new size (GiB)", min_value=1, max_value=16384)
+    size_gib = forms.IntegerField(label=_("new size (GiB)"), min_value=1, max_value=16384)
 
 
-NIC_KINDS = [("network", "libvirt network"), ("bridge", "host bridge")]
+NIC_KINDS = [("network", _("libvirt network")), ("bridge", _("host bridge"))]
 
 
 class NicAttachForm(forms.Form):
-    kind = forms.ChoiceField(label="connect to", choices=NIC_KINDS, initial="network")
-    network = forms.ChoiceField(required=False)
-    bridge = forms.RegexField(regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$", required=False,
-                              error_messages={"invalid": "A bridge name: up to 15 letters, digits, '.', '_', '-'."})
-    model = forms.ChoiceField(choices=_pairs(NIC_MODELS), initial="virtio")
-    mac = forms.RegexField(label="MAC address", regex=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", required=False,
-                           help_text="Empty: a new one unused on this host.",
-                           error_messages={"invalid": "Six pairs of hex digits with ':', like 52:54:00:12:34:56."})
+    kind = forms.ChoiceField(label=_("connect to"), choices=NIC_KINDS, initial="network")
+    network = forms.ChoiceField(label=_("Network"), required=False)
+    bridge = forms.RegexField(label=_("Bridge"), regex=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$", required=False,
+                              error_messages={"invalid": _("A bridge name: up to 15 letters, digits, '.', '_', '-'.")})
+    model = forms.ChoiceField(label=_("Model"), choices=_pairs(NIC_MODELS), initial="virtio")
+    mac = forms.RegexField(label=_("MAC address"), regex=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$", required=False,
+                           help_text=_("Empty: a new one unused on this host."),
+                           error_messages={"invalid": _("Six pairs of hex digits with ':', like 52:54:00:12:34:56.")})
 
     def __init__(self, *args: Any, networks: list[str], may_use_bridges: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -387,7 +397,7 @@ class NicAttachForm(forms.Form):
         data = super().clean() or {}
         name = "network" if data.get("kind") == "network" else "bridge"
         if data.get("kind") and not data.get(name) and name not in self.errors:
-            self.add_error(name, "Needed to connect to.")
+            self.add_error(name, _("Needed to connect to."))
         return data
 
     @property
@@ -397,7 +407,7 @@ class NicAttachForm(forms.Form):
 
 
 class NicDetachForm(forms.Form):
-    mac = forms.ChoiceField(label="network interface")
+    mac = forms.ChoiceField(label=_("network interface"))
 
     def __init__(self, *args: Any, macs: list[str], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -408,14 +418,14 @@ BOOT_CHOICES_OR_NONE = [("", "—"), *_pairs(BOOT_DEVICES)]
 
 
 class BootOrderForm(forms.Form):
-    first = forms.ChoiceField(choices=_pairs(BOOT_DEVICES))
-    second = forms.ChoiceField(choices=BOOT_CHOICES_OR_NONE, required=False)
-    third = forms.ChoiceField(choices=BOOT_CHOICES_OR_NONE, required=False)
+    first = forms.ChoiceField(label=_("First"), choices=_pairs(BOOT_DEVICES))
+    second = forms.ChoiceField(label=_("Second"), choices=BOOT_CHOICES_OR_NONE, required=False)
+    third = forms.ChoiceField(label=_("Third"), choices=BOOT_CHOICES_OR_NONE, required=False)
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
         if len(self.devices()) != len(set(self.devices())):
-            self.add_error(None, "Each device once.")
+            self.add_error(None, _("Each device once."))
         return data
 
     def devices(self) -> tuple[str, ...]:
@@ -423,7 +433,8 @@ class BootOrderForm(forms.Form):
 
 
 class FirmwareForm(forms.Form):
-    firmware = forms.ChoiceField(choices=(("bios", "BIOS"), ("uefi", "UEFI (the host's OVMF, chosen by libvirt)")))
+    firmware = forms.ChoiceField(label=_("Firmware"),
+                                 choices=(("bios", "BIOS"), ("uefi", _("UEFI (the host's OVMF, chosen by libvirt)"))))
 
 
 class CloneForm(forms.Form):

@@ -16,6 +16,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect
 
@@ -193,7 +194,7 @@ def domain_action(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpRes
         action = virt.Action(request.POST.get("action", ""))
         mode = virt.PowerMode(request.POST.get("mode", virt.PowerMode.AUTO))
     except ValueError:
-        return HttpResponseBadRequest("Unknown action.")
+        return HttpResponseBadRequest(_("Unknown action."))
     _run(request, lambda: services.domain_act(
         actor=request.user, host_name=host_name, uuid=str(uuid), action=action, mode=mode,
         client_addr=client_addr(request)))
@@ -252,7 +253,7 @@ def snapshot_action(request: AuthedRequest, host_name: str, uuid: UUID, name: st
     service = {"revert": services.snapshot_revert, "delete": services.snapshot_delete}.get(
         request.POST.get("action", ""))
     if service is None:
-        return HttpResponseBadRequest("Unknown snapshot action.")
+        return HttpResponseBadRequest(_("Unknown snapshot action."))
     _run(request, lambda: service(actor=request.user, host_name=host_name, uuid=str(uuid), name=name,
                                   client_addr=client_addr(request)))
     return redirect("domains:detail", host_name, uuid)
@@ -353,7 +354,7 @@ def domain_new(request: AuthedRequest) -> HttpResponse:
             refuse(actor=request.user, action="domain.define", client_addr=client_addr(request))
         raise
     except virt.VirtError as error:
-        messages.error(request, f"Host {host_name}: {error}")
+        messages.error(request, _("Host %(host)s: %(error)s") % {"host": host_name, "error": error})
         return redirect("domains:new")
     checking = request.method == "GET" and request.htmx and "check" in request.GET
     form = DomainDefineForm(
@@ -372,7 +373,7 @@ def domain_new(request: AuthedRequest) -> HttpResponse:
         elif uuid := _on_form(form, lambda: services.domain_define(
                 actor=request.user, host_name=host_name, spec=spec, autostart=form.cleaned_data["autostart"],
                 client_addr=client_addr(request)), user=request.user):
-            messages.success(request, f"{spec.name} defined on {host_name}.")
+            messages.success(request, _("%(name)s defined on %(host)s.") % {"name": spec.name, "host": host_name})
             return redirect("domains:detail", host_name, uuid)
     return render(request, "domains/new.html", {"context": context, "form": form, "preview": preview},
                   status=400 if form.errors else 200)
@@ -392,7 +393,7 @@ def domain_new_xml(request: AuthedRequest) -> HttpResponse:
         except virt.VirtError as error:
             form.add_error("xml", str(error))
         else:
-            messages.success(request, f"Defined on {host_name}.")
+            messages.success(request, _("Defined on %(host)s.") % {"host": host_name})
             return redirect("domains:detail", host_name, uuid)
     return render(request, "domains/new_xml.html", {"form": form, "hosts": hosts, "host_name": host_name},
                   status=400 if form.errors else 200)
@@ -493,18 +494,18 @@ def hardware_change(change: str, form: BaseForm) -> Callable[..., str]:
     return calls[change]
 
 
-# Each change's heading and button, in the page's order.
+# Each change's heading and button, in the page's order (translated when the page renders them).
 HARDWARE_CHANGES = {
-    "vcpus": ("vCPUs", "Set vCPUs"),
-    "memory": ("Memory", "Set memory"),
-    "cdrom": ("CD-ROM", "Insert or eject"),
-    "disk-attach": ("Attach a disk", "Attach"),
-    "disk-grow": ("Grow a disk", "Grow"),
-    "disk-detach": ("Detach a disk", "Detach"),
-    "nic-attach": ("Plug a network interface", "Plug in"),
-    "nic-detach": ("Unplug a network interface", "Unplug"),
-    "boot-order": ("Boot order", "Set boot order"),
-    "firmware": ("Firmware", "Set firmware"),
+    "vcpus": (gettext_lazy("vCPUs"), gettext_lazy("Set vCPUs")),
+    "memory": (gettext_lazy("Memory"), gettext_lazy("Set memory")),
+    "cdrom": (gettext_lazy("CD-ROM"), gettext_lazy("Insert or eject")),
+    "disk-attach": (gettext_lazy("Attach a disk"), gettext_lazy("Attach")),
+    "disk-grow": (gettext_lazy("Grow a disk"), gettext_lazy("Grow")),
+    "disk-detach": (gettext_lazy("Detach a disk"), gettext_lazy("Detach")),
+    "nic-attach": (gettext_lazy("Plug a network interface"), gettext_lazy("Plug in")),
+    "nic-detach": (gettext_lazy("Unplug a network interface"), gettext_lazy("Unplug")),
+    "boot-order": (gettext_lazy("Boot order"), gettext_lazy("Set boot order")),
+    "firmware": (gettext_lazy("Firmware"), gettext_lazy("Set firmware")),
 }
 
 
@@ -519,7 +520,7 @@ def domain_hardware(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpR
     if request.method == "POST":
         form = forms.get(change)
         if form is None:
-            return HttpResponseBadRequest("Unknown hardware change.")
+            return HttpResponseBadRequest(_("Unknown hardware change."))
         if form.is_valid():
             call = hardware_change(change, form)
             message = _on_form(form, lambda: call(actor=request.user, host_name=host_name, uuid=str(uuid),
@@ -566,7 +567,8 @@ def domain_clone(request: AuthedRequest, host_name: str, uuid: UUID) -> HttpResp
             actor=request.user, host_name=host_name, uuid=str(uuid), name=name,
             client_addr=client_addr(request)), user=request.user)
         if clone_uuid is not None:
-            messages.success(request, f"{page.row.record.name} cloned as {name}.")
+            messages.success(request, _("%(name)s cloned as %(clone)s.") % {"name": page.row.record.name,
+                                                                             "clone": name})
             return redirect("domains:detail", host_name, clone_uuid)
     return render(request, "domains/clone.html", {"page": page, "row": page.row, "form": form},
                   status=400 if form.errors else 200)
@@ -617,7 +619,7 @@ def migration_action(request: AuthedRequest, job_id: int) -> HttpResponse:
     service = {"cancel": services.migration_cancel, "postcopy": services.migration_postcopy}.get(
         request.POST.get("action", ""))
     if service is None:
-        return HttpResponseBadRequest("Unknown migration action.")
+        return HttpResponseBadRequest(_("Unknown migration action."))
     _run(request, lambda: service(actor=request.user, job_id=job_id, client_addr=client_addr(request)))
     if request.htmx:
         job = selectors.migration_job_get(user=request.user, job_id=job_id)

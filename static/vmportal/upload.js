@@ -3,11 +3,12 @@
 // one chunk. A failed chunk is sent again after asking the session where it stands; when the retries run out the
 // page says so, and choosing the same file with the same name resumes it (the server hands back the unfinished
 // session of that name and size, with the offset it reached). When the last chunk is in, "upload-finished" on
-// <body> makes the volume list fetch itself again (its hx-trigger). The template owns every word but the progress
-// line.
+// <body> makes the volume list fetch itself again (its hx-trigger). The template owns every word, in the reader's
+// language: the page's, and those this file shows, on its script tag (data-text-*).
 (function () {
   "use strict";
 
+  const words = document.currentScript.dataset;  // read now: currentScript is null once this has run
   const CHUNK_BYTES = 8 * 1024 * 1024;  // storage.views.CHUNK_LIMIT takes up to 9 MiB
   const RETRIES = 5;
 
@@ -26,6 +27,13 @@
   let current = null;  // the session being sent: {chunk_url, status_url, cancel_url, received, total}
   let cancelled = false;
 
+  // The template's words for `name` (data-text-<name>), each {key} filled in from `values`.
+  function said(name, values) {
+    return words["text" + name].replace(/\{(\w+)\}/g, function (whole, key) {
+      return values && key in values ? String(values[key]) : whole;
+    });
+  }
+
   function mib(bytes) {
     return (bytes / 1048576).toFixed(1) + " MiB";
   }
@@ -34,7 +42,7 @@
     const percent = total ? Math.floor(received * 100 / total) : 100;
     progress.hidden = false;
     progress.value = percent;
-    statusLine.textContent = percent + " % (" + mib(received) + " of " + mib(total) + ")";
+    statusLine.textContent = said("Progress", {percent: percent, received: mib(received), total: mib(total)});
   }
 
   function showErrors(errors) {
@@ -57,11 +65,11 @@
         try {
           answer = JSON.parse(xhr.responseText);
         } catch (ignored) {
-          answer = {error: "The server answered " + xhr.status + "."};
+          answer = {error: said("ServerAnswered", {status: xhr.status})};
         }
         resolve({status: xhr.status, answer: answer});
       };
-      xhr.onerror = function () { reject(new Error("The connection dropped.")); };
+      xhr.onerror = function () { reject(new Error(said("ConnectionDropped"))); };
       xhr.send(body);
     });
   }
@@ -74,7 +82,7 @@
     const body = new URLSearchParams({name: name, size_bytes: String(file.size)});
     const reply = await request("POST", startUrl, body);
     if (reply.status !== 201 && reply.status !== 200) {
-      showErrors(reply.answer.errors || {__all__: [reply.answer.error || "The upload could not start."]});
+      showErrors(reply.answer.errors || {__all__: [reply.answer.error || said("CouldNotStart")]});
       return null;
     }
     return reply.answer;
@@ -97,13 +105,12 @@
         failures = 0;
         current.received = reply.answer.received;
       } else if (reply.status === 410 || reply.status === 404) {
-        showErrors({__all__: [reply.answer.error || "This upload no longer exists; start it again."]});
+        showErrors({__all__: [reply.answer.error || said("Gone")]});
         return false;
       } else {
         failures += 1;
         if (failures > RETRIES) {
-          showErrors({__all__: [(reply.answer.error || "The connection dropped.") + " Choose the same file " +
-            "with the same name and upload again to resume."]});
+          showErrors({__all__: [(reply.answer.error || said("ConnectionDropped")) + " " + said("Resume")]});
           return false;
         }
         await wait(500 * Math.pow(2, failures));
@@ -144,7 +151,7 @@
     form.querySelector("button[type=submit]").disabled = false;
     cancelButton.hidden = true;
     if (finished) {
-      statusLine.textContent = "100 % (" + mib(current.total) + "): " + name + " uploaded.";
+      statusLine.textContent = said("Uploaded", {total: mib(current.total), name: name});
       document.body.dispatchEvent(new CustomEvent("upload-finished", {bubbles: true}));
     }
   });

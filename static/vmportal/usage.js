@@ -8,8 +8,9 @@
 //   meanwhile). Without data-pushed (the host page) the hour is fetched again every sampling interval;
 // - the longer spans fetch again once per resolution (that is how often their newest point closes) and leave
 //   the pushes alone.
-// The template owns every word on the page (the memory line's label is its shown note's data-legend); this file
-// only shows or hides its notes and fills in numbers.
+// The template owns every word on the page, in the reader's language: the lines' labels are the section's
+// data-line-* (the memory line's is its shown note's data-legend); this file only shows or hides its notes and
+// fills in numbers.
 (function () {
   "use strict";
 
@@ -67,18 +68,22 @@
     return {label: label, column: column, stroke: color, width: maximum ? 1 : 2, dash: maximum ? MAX_DASH : undefined};
   }
 
+  function maximumOf(words, label) {  // the dashed line's label, worded by the template: "{line}, maximum"
+    return words.lineMaximumOf.replace("{line}", label);
+  }
+
   const CHARTS = {
     cpu: {
-      lines: function () {
-        return [line("average", "cpu_percent", FIRST), line("maximum", "cpu_percent_max", FIRST, true)];
+      lines: function (words) {
+        return [line(words.lineAverage, "cpu_percent", FIRST), line(words.lineMaximum, "cpu_percent_max", FIRST, true)];
       },
       value: percent,
       axis: function (_u, splits) { return splits.map(function (split) { return trimmed(split, 1) + " %"; }); },
       top: function (max) { return Math.min(Math.max(max * 1.1, 1), Math.max(max, 100)); },
     },
     memory: {
-      lines: function (label) {
-        return [line(label, "memory_used_kib", FIRST), line(label + ", maximum", "memory_used_kib_max", FIRST, true)];
+      lines: function (words, label) {
+        return [line(label, "memory_used_kib", FIRST), line(maximumOf(words, label), "memory_used_kib_max", FIRST, true)];
       },
       scale: 1024,  // KiB: drawn in bytes, shown in MiB or GiB
       value: function (value) { return bytes(value, ""); },
@@ -86,22 +91,22 @@
       steps: BYTE_STEPS,
     },
     disk: {
-      lines: function () {
-        return [line("read", "disk_read_bytes_per_second", FIRST),
-          line("read, maximum", "disk_read_bytes_per_second_max", FIRST, true),
-          line("written", "disk_write_bytes_per_second", SECOND),
-          line("written, maximum", "disk_write_bytes_per_second_max", SECOND, true)];
+      lines: function (words) {
+        return [line(words.lineRead, "disk_read_bytes_per_second", FIRST),
+          line(maximumOf(words, words.lineRead), "disk_read_bytes_per_second_max", FIRST, true),
+          line(words.lineWritten, "disk_write_bytes_per_second", SECOND),
+          line(maximumOf(words, words.lineWritten), "disk_write_bytes_per_second_max", SECOND, true)];
       },
       value: function (value) { return bytes(value, "/s"); },
       axis: bytesAxis("/s"),
       steps: BYTE_STEPS,
     },
     network: {
-      lines: function () {
-        return [line("received", "net_receive_bytes_per_second", FIRST),
-          line("received, maximum", "net_receive_bytes_per_second_max", FIRST, true),
-          line("sent", "net_transmit_bytes_per_second", SECOND),
-          line("sent, maximum", "net_transmit_bytes_per_second_max", SECOND, true)];
+      lines: function (words) {
+        return [line(words.lineReceived, "net_receive_bytes_per_second", FIRST),
+          line(maximumOf(words, words.lineReceived), "net_receive_bytes_per_second_max", FIRST, true),
+          line(words.lineSent, "net_transmit_bytes_per_second", SECOND),
+          line(maximumOf(words, words.lineSent), "net_transmit_bytes_per_second_max", SECOND, true)];
       },
       value: function (value) { return bytes(value, "/s"); },
       axis: bytesAxis("/s"),
@@ -135,7 +140,7 @@
     this.resolution = 10;
     this.interval = null;  // seconds between samples (the server's setting); 0: none are taken
     this.memorySource = null;
-    this.memoryLegend = "used";  // the memory line's label: the data-legend of the source's note
+    this.memoryLegend = section.dataset.lineUsed;  // the memory line's label: the data-legend of the source's note
     this.pushed = "pushed" in section.dataset;  // the live socket brings the hour's samples
     this.charts = {};  // name: its uPlot
     this.lines = {};  // name: what it draws (line())
@@ -261,7 +266,7 @@
   Usage.prototype.setMemorySource = function (source) {
     if (source === this.memorySource) return;
     this.memorySource = source;
-    this.memoryLegend = "used";
+    this.memoryLegend = this.section.dataset.lineUsed;
     this.section.querySelectorAll("[data-memory-source]").forEach(function (element) {
       element.hidden = element.dataset.memorySource !== source;
       if (!element.hidden && element.dataset.legend) this.memoryLegend = element.dataset.legend;
@@ -325,7 +330,7 @@
   Usage.prototype.options = function (name, plot) {
     const chart = CHARTS[name];
     const self = this;
-    const lines = this.lines[name] = chart.lines(this.memoryLegend);
+    const lines = this.lines[name] = chart.lines(this.section.dataset, this.memoryLegend);
     return {
       width: Math.max(plot.clientWidth, 200),
       height: HEIGHT,
@@ -335,7 +340,7 @@
         y: {range: function (_u, _min, max) { return [0, chart.top ? chart.top(max || 0) : Math.max(max || 0, 1) * 1.1]; }},
       },
       axes: [themed({}), themed({values: chart.axis, incrs: chart.steps, size: axisWidth})],
-      series: [{value: "{YYYY}-{MM}-{DD} {HH}:{mm}:{ss}"}].concat(lines.map(function (line) {
+      series: [{label: self.section.dataset.lineTime, value: "{YYYY}-{MM}-{DD} {HH}:{mm}:{ss}"}].concat(lines.map(function (line) {
         return {label: line.label, stroke: line.stroke, width: line.width, dash: line.dash, spanGaps: false,
           points: {filter: lonePoints}, value: function (_u, value) { return chart.value(value); }};
       })),

@@ -4,7 +4,7 @@
 import RFB from "../novnc/core/rfb.js";
 import KeyTable from "../novnc/core/input/keysym.js";
 import XtScancode from "../novnc/core/input/xtscancodes.js";
-import {CLOSE_ENDED, askTickets, consoleState, endedText, setState} from "./tickets.js";
+import {CLOSE_ENDED, askTickets, consoleState, endedText, said, setState} from "./tickets.js";
 
 const config = JSON.parse(document.getElementById("console-config").textContent);
 const screen = document.getElementById("screen");
@@ -76,11 +76,11 @@ class VncViewer {
     });
     this.rfb.addEventListener("credentialsrequired", () => {
       // The proxy answers the display's password; a request for one means the display refused it.
-      events.failed("The display asked for credentials the portal could not give.");
+      events.failed(said("Credentials"));
       this.rfb.disconnect();
     });
-    this.rfb.addEventListener("securityfailure", (e) => events.failed(`Security failure: ${e.detail.reason || "refused"}`));
-    this.rfb.addEventListener("desktopname", (e) => { document.title = `${e.detail.name} · ${config.name} · console`; });
+    this.rfb.addEventListener("securityfailure", (e) => events.failed(said("SecurityFailure", {reason: e.detail.reason || said("Refused")})));
+    this.rfb.addEventListener("desktopname", (e) => { document.title = `${e.detail.name} · ${config.name} · ${said("Console")}`; });
     this.rfb.focusOnClick = true;
   }
   key(k, down) { this.rfb.sendKey(k.keysym, k.code, down); }
@@ -170,9 +170,9 @@ async function connect() {
   if (!issued || mine !== generation) return;
   let endedByPortal = false;  // its reason stays: SPICE's other channels may report their close after it
   const events = {
-    connected: () => { if (mine === generation) { setState("connected", "Connected"); applySettings(); } },
+    connected: () => { if (mine === generation) { setState("connected", said("Connected")); applySettings(); } },
     disconnected: (clean) => {
-      if (mine === generation && !endedByPortal) setState("ended", clean ? "Disconnected" : "Connection lost");
+      if (mine === generation && !endedByPortal) setState("ended", said(clean ? "Disconnected" : "ConnectionLost"));
     },
     failed: (reason) => { if (mine === generation) setState("failed", reason); },
     ended: (reason) => {
@@ -185,7 +185,7 @@ async function connect() {
       ? await SpiceViewer.create(issued.url, issued.tickets, events)
       : new VncViewer(socketUrl(issued.url, issued.tickets[0]), events);
   } catch (error) {
-    setState("failed", `Could not connect: ${error.message || error}`);
+    setState("failed", said("CouldNotConnect", {error: error.message || error}));
   }
 }
 

@@ -4,7 +4,7 @@
 //
 // A serial line carries no screen size: the terminal fits the tab (xterm's fit addon), and "Tell the
 // machine this size" types `stty rows R cols C` for the user; nothing is typed without them asking.
-import {CLOSE_ENDED, askTickets, consoleState, endedText, setState} from "./tickets.js";
+import {CLOSE_ENDED, askTickets, consoleState, endedText, said, setState} from "./tickets.js";
 
 const config = JSON.parse(document.getElementById("console-config").textContent);
 const $ = (id) => document.getElementById(id);
@@ -44,7 +44,7 @@ async function connect() {
   ws.addEventListener("open", () => {
     if (mine !== generation) return;
     opened = true;
-    setState("connected", "Connected (press Enter for a prompt)");
+    setState("connected", said("Connected"));
     term.focus();
   });
   ws.addEventListener("message", (event) => {
@@ -52,10 +52,10 @@ async function connect() {
   });
   ws.addEventListener("close", (event) => {
     if (mine !== generation) return;
-    if (!opened) setState("failed", "The console was refused; reconnect to try with a new ticket.");
+    if (!opened) setState("failed", said("Refused"));
     else if (event.code === CLOSE_ENDED) setState("ended", endedText(event.reason, config.ended));
-    else if (event.code === 1000) setState("ended", "The machine closed its console (it stopped, or another tab took it over).");
-    else setState("ended", "Connection lost");
+    else if (event.code === 1000) setState("ended", said("MachineClosed"));
+    else setState("ended", said("ConnectionLost"));
   });
 }
 

@@ -9,12 +9,18 @@ export function setState(state, text) {
 
 export const consoleState = () => stateLabel.dataset.state;
 
+// What the template gave the label to say (its data-text-<name>, in the reader's language), each {key} filled in
+// from `values`: `said("ConnectionLost")` reads data-text-connection-lost.
+export function said(name, values = {}) {
+  return stateLabel.dataset[`text${name}`].replace(/\{(\w+)\}/g, (whole, key) => (key in values ? String(values[key]) : whole));
+}
+
 // The close code of a console the portal ended (consoles/proxy.py CLOSE_ENDED): its reason says why, and the
 // page's config (`ended`, from consoles.services.ENDED_EXPLAINED) has the known reasons in a sentence.
 export const CLOSE_ENDED = 4001;
 
 export function endedText(reason, explained) {
-  return (explained && explained[reason]) || reason || "The portal ended the console.";
+  return (explained && explained[reason]) || reason || said("PortalEnded");
 }
 function csrfToken() {
   const match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
@@ -27,15 +33,15 @@ async function fetchTickets(ticketUrl) {
   });
   let body = {};
   try { body = await response.json(); } catch { /* not JSON: a login page or a proxy error */ }
-  if (response.status === 404) throw new Error("This machine is not available to you.");
-  if (response.redirected || response.status === 403) throw new Error("Your session has ended; log in again.");
-  if (!response.ok) throw new Error(body.error || `The portal answered ${response.status}.`);
+  if (response.status === 404) throw new Error(said("NotAvailable"));
+  if (response.redirected || response.status === 403) throw new Error(said("SessionEnded"));
+  if (!response.ok) throw new Error(body.error || said("PortalAnswered", {status: response.status}));
   return body;
 }
 
 // The tickets, or null once the label says why there are none.
 export async function askTickets(ticketUrl) {
-  setState("connecting", "Connecting…");
+  setState("connecting", said("Connecting"));
   try {
     return await fetchTickets(ticketUrl);
   } catch (error) {
