@@ -49,6 +49,7 @@ from .problems import CONTENT_TYPE as PROBLEM_TYPE
 from .problems import one_of, problem, validation_problem
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
     from rest_framework.request import Request
 
 PROBLEMS = {code: OpenApiResponse(docs.ProblemSerializer, description=text) for code, text in (
@@ -136,8 +137,8 @@ def _url(row: DomainRow) -> dict[str, object]:
     return {"url": _domain_url(row.host.name, row.uuid)}
 
 
-def _message(text: str, code: int = 200) -> Response:
-    return Response({"detail": text}, status=code)
+def _message(text: StrOrPromise, code: int = 200) -> Response:
+    return Response({"detail": str(text)}, status=code)
 
 
 def _created(body: dict[str, Any]) -> Response:

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
 
 
 class DomainState(IntEnum):
@@ -19,7 +25,13 @@ class DomainState(IntEnum):
 
     @property
     def label(self) -> str:
+        """virsh's name for the state, in English: the machine value (data-state, JSON, sorting, CSS)."""
         return _STATE_LABELS[self]
+
+    @property
+    def display(self) -> StrPromise:
+        """The state in the reader's language: the words a person reads."""
+        return _STATE_DISPLAY[self]
 
 
 _STATE_LABELS = {
@@ -32,6 +44,18 @@ _STATE_LABELS = {
     DomainState.CRASHED: "crashed",
     DomainState.PMSUSPENDED: "pmsuspended",
 }
+
+_STATE_DISPLAY = {
+    DomainState.NOSTATE: _("no state"),
+    DomainState.RUNNING: _("running"),
+    DomainState.BLOCKED: _("idle"),
+    DomainState.PAUSED: _("paused"),
+    DomainState.SHUTDOWN: _("in shutdown"),
+    DomainState.SHUTOFF: _("shut off"),
+    DomainState.CRASHED: _("crashed"),
+    DomainState.PMSUSPENDED: _("suspended to memory"),
+}
+SAVED_DISPLAY = _("saved")  # a shut-off VM with a managed save image (DomainRecord.state_label)
 
 # Indexed by libvirt's per-state reason enums (virDomainRunningReason, ...), worded as virsh does.
 _REASONS: dict[DomainState, tuple[str, ...]] = {
