@@ -699,8 +699,7 @@ def migration_postcopy(*, actor: User, job_id: int, client_addr: str | None = No
         job = selectors.migration_job_get(user=actor, job_id=job_id)
         entry.domain_name = job.domain_name
         if job.state != MigrationJob.State.RUNNING or job.source is None or not job.options.get("postcopy"):
-            raise virt.OperationInvalid(_("Post-copy is possible only while a migration started with post-copy "
-                                          "allowed is running."))
+            raise virt.OperationInvalid(vmig.POSTCOPY_NOT_RUNNING)
         vmig.switch_to_postcopy(job.source.uri, str(job.domain_uuid))
         entry.message = f"job {job.pk}: switched to post-copy"
     return format_lazy(_("Switched to post-copy: the machine now runs on {host}."), host=job.destination_name)
