@@ -226,7 +226,7 @@ class ConnectionPool:
         try:
             return opening.result(timeout=self.open_timeout)
         except TimeoutError as error:
-            raise HostUnreachable("The host did not answer in time.") from error
+            raise HostUnreachable(NO_ANSWER_IN_TIME) from error
 
     @contextmanager
     def use(self, uri: str) -> Iterator[libvirt.virConnect]:

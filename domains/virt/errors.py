@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 from django.utils.translation import gettext_lazy as _
 
 if TYPE_CHECKING:
-    from django_stubs_ext import StrOrPromise
+    from django_stubs_ext import StrOrPromise, StrPromise
 
 
 class VirtError(Exception):
@@ -102,6 +102,13 @@ VOLUME_NAME_TAKEN = _("Pool {pool} already has a volume named {name}.")
 
 class OperationUnsupported(VirtError):
     default_message = _("This host's hypervisor does not support that action.")
+
+
+def summary_for_reader(summary: str) -> StrPromise:
+    """A summary that crossed a thread, the cache or the channel layer as text in the site's language (a
+    watcher's words about its host), in the reader's language again: ours are in the catalogue, libvirt's own
+    words stay as they are."""
+    return _(summary)  # a variable on purpose: the words were marked where they were written
 
 
 # --- Redaction: pure text, so it applies as well to a message stored in an audit row. ---
