@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
 import libvirt
+from django.utils.translation import gettext_lazy as _
 
 from .addresses import shown_addresses
 from .connections import NO_ANSWER_IN_TIME, connection
@@ -29,7 +30,7 @@ from .errors import HostUnreachable, VirtError
 from .states import SAVED_DISPLAY, DomainState, reason_label, state_from_number
 
 if TYPE_CHECKING:
-    from django_stubs_ext import StrPromise
+    from django_stubs_ext import StrOrPromise, StrPromise
 
 # virsh list's options and the listAllDomains flags they add, exactly as virsh builds them.
 _FILTER_FLAGS: dict[str, int] = {
@@ -162,6 +163,12 @@ class DomainRecord:
     def state_display(self) -> StrPromise:
         """The same state in the reader's language: the words a person reads."""
         return SAVED_DISPLAY if self.saved else self.state.display
+
+    @property
+    def reason_display(self) -> StrOrPromise:
+        """Why it is in that state, in the reader's language; `reason` stays virsh's word."""
+        # A variable on purpose: states.py marked every reason. (gettext("") would be the catalogue's header.)
+        return _(self.reason) if self.reason else ""
 
 
 @dataclass(frozen=True, slots=True)

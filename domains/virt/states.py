@@ -6,6 +6,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrPromise
@@ -57,27 +58,32 @@ _STATE_DISPLAY = {
 }
 SAVED_DISPLAY = _("saved")  # a shut-off VM with a managed save image (DomainRecord.state_label)
 
-# Indexed by libvirt's per-state reason enums (virDomainRunningReason, ...), worded as virsh does.
+# Indexed by libvirt's per-state reason enums (virDomainRunningReason, ...), worded as virsh does: English in the
+# record (the machine value), marked so that a page shows them in its reader's language (DomainRecord.reason_display).
 _REASONS: dict[DomainState, tuple[str, ...]] = {
-    DomainState.NOSTATE: ("unknown",),
+    DomainState.NOSTATE: (gettext_noop("unknown"),),
     DomainState.RUNNING: (
-        "unknown", "booted", "migrated", "restored", "from snapshot", "unpaused",
-        "migration canceled", "save canceled", "event wakeup", "crashed", "post-copy",
-        "post-copy failed",
+        gettext_noop("unknown"), gettext_noop("booted"), gettext_noop("migrated"), gettext_noop("restored"),
+        gettext_noop("from snapshot"), gettext_noop("unpaused"), gettext_noop("migration canceled"),
+        gettext_noop("save canceled"), gettext_noop("event wakeup"), gettext_noop("crashed"), gettext_noop("post-copy"),
+        gettext_noop("post-copy failed"),
     ),
-    DomainState.BLOCKED: ("unknown",),
+    DomainState.BLOCKED: (gettext_noop("unknown"),),
     DomainState.PAUSED: (
-        "unknown", "user", "migrating", "saving", "dumping", "I/O error", "watchdog",
-        "from snapshot", "shutting down", "creating snapshot", "crashed", "starting up",
-        "post-copy", "post-copy failed", "api error",
+        gettext_noop("unknown"), gettext_noop("user"), gettext_noop("migrating"), gettext_noop("saving"),
+        gettext_noop("dumping"), gettext_noop("I/O error"), gettext_noop("watchdog"), gettext_noop("from snapshot"),
+        gettext_noop("shutting down"), gettext_noop("creating snapshot"), gettext_noop("crashed"),
+        gettext_noop("starting up"), gettext_noop("post-copy"), gettext_noop("post-copy failed"),
+        gettext_noop("api error"),
     ),
-    DomainState.SHUTDOWN: ("unknown", "user"),
+    DomainState.SHUTDOWN: (gettext_noop("unknown"), gettext_noop("user")),
     DomainState.SHUTOFF: (
-        "unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed",
-        "from snapshot", "daemon",
+        gettext_noop("unknown"), gettext_noop("shutdown"), gettext_noop("destroyed"), gettext_noop("crashed"),
+        gettext_noop("migrated"), gettext_noop("saved"), gettext_noop("failed"), gettext_noop("from snapshot"),
+        gettext_noop("daemon"),
     ),
-    DomainState.CRASHED: ("unknown", "panicked"),
-    DomainState.PMSUSPENDED: ("unknown",),
+    DomainState.CRASHED: (gettext_noop("unknown"), gettext_noop("panicked")),
+    DomainState.PMSUSPENDED: (gettext_noop("unknown"),),
 }
 
 

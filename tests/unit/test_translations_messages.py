@@ -42,6 +42,9 @@ def test_a_done_action_is_told_in_vietnamese_and_audited_in_english(vietnamese_a
     page = _act(vietnamese_admin, "pause")
 
     assert "Đã tạm dừng test." in page
+    # The row that comes back reads the state and its reason in Vietnamese, and keeps virsh's value for scripts.
+    assert 'data-state="paused"' in page
+    assert 'class="state state-paused">đã tạm dừng</span> <small>người dùng</small>' in page
     assert AuditEntry.objects.get(action="domain.pause").message == "test paused."
 
 
