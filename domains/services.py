@@ -395,7 +395,7 @@ def _limits(actor: User, row: DomainRow) -> DefineLimits:
 
 
 def _within(bound: int | None, values: tuple[int | None, ...], field: str, limit: StrOrPromise) -> None:
-    """`limit` words the bound, e.g. "At most {bound} vCPUs per machine."."""
+    """`limit` words the bound with a {bound} placeholder (access.VCPUS_LIMIT, access.MEMORY_LIMIT)."""
     if bound is not None and max(value or 0 for value in values) > bound:
         raise ValidationError({field: format_lazy(limit, bound=bound)})
 
@@ -422,8 +422,7 @@ def domain_set_vcpus(*, actor: User, host_name: str, uuid: str, vcpus: int, max_
 def domain_set_memory(*, actor: User, host_name: str, uuid: str, memory_mib: int, max_memory_mib: int | None = None,
                       client_addr: str | None = None) -> StrOrPromise:
     def act(row: DomainRow) -> StrOrPromise:
-        _within(_limits(actor, row).max_memory_mib, (memory_mib, max_memory_mib), "memory_mib",
-                MEMORY_LIMIT)
+        _within(_limits(actor, row).max_memory_mib, (memory_mib, max_memory_mib), "memory_mib", MEMORY_LIMIT)
         applied = virt.hardware.set_memory(row.host.uri, row.uuid, mib=memory_mib, maximum_mib=max_memory_mib)
         return format_lazy(_("{vm} has {mib} MiB of memory {when}."), vm=row.record.name, mib=memory_mib,
                            when=applied.when())
