@@ -62,11 +62,14 @@ logger = logging.getLogger(__name__)
 SESSION_ENDED = "session ended"
 RIGHT_REVOKED = "console right revoked"
 HOST_DISABLED = "host disabled"
+RECHECK_FAILED = "could not re-check the console's right"  # the database or libvirt kept failing the re-check
 ENDED_EXPLAINED = {
     SESSION_ENDED: _("The console closed: your session ended (you logged out, or it expired). Log in again to "
                      "reconnect."),
     RIGHT_REVOKED: _("The console closed: your right to use this machine's console was revoked."),
     HOST_DISABLED: _("The console closed: an administrator disabled this machine's host."),
+    RECHECK_FAILED: _("The console closed: the portal could not check your right to it any more. Open it again "
+                      "in a moment."),
 }
 
 
