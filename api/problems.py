@@ -25,6 +25,7 @@ from vmportal.errors import NOT_FOUND, virt_error_status
 Choice = TypeVar("Choice", bound=Enum)
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
     from rest_framework.request import Request
 
 CONTENT_TYPE = "application/problem+json"
@@ -88,10 +89,10 @@ def handle(error: Exception, context: dict[str, Any]) -> Response | None:
     return problem(response.status_code, detail, headers=headers)
 
 
-def one_of(kind: type[Choice], value: str, what: str) -> Choice:
+def one_of(kind: type[Choice], value: str, unknown: StrOrPromise) -> Choice:
     """`value` read as one of an enumeration's (an action named in the path, say); anything else is a 400
-    naming what was not known ("Unknown pool action.")."""
+    saying `unknown` ("Unknown pool action.")."""
     try:
         return kind(value)
     except ValueError:
-        raise exceptions.ParseError(f"Unknown {what}.") from None
+        raise exceptions.ParseError(unknown) from None

@@ -18,6 +18,7 @@ from django.core.paginator import Paginator
 from django.forms import BaseForm
 from django.http import Http404
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -292,8 +293,9 @@ class DomainAction(ApiView):
                    summary="A lifecycle action (start, shutdown, reboot, pause, save...)")
     def post(self, request: Request, host_name: str, uuid: str, action: str) -> Response:
         return _message(services.domain_act(
-            actor=self.actor, host_name=host_name, uuid=str(uuid), action=one_of(virt.Action, action, "action"),
-            mode=one_of(virt.PowerMode, _body(request).get("mode", virt.PowerMode.AUTO), "mode"),
+            actor=self.actor, host_name=host_name, uuid=str(uuid),
+            action=one_of(virt.Action, action, _("Unknown action.")),
+            mode=one_of(virt.PowerMode, _body(request).get("mode", virt.PowerMode.AUTO), _("Unknown mode.")),
             client_addr=self.client_addr))
 
 
@@ -519,7 +521,7 @@ def _allowance_or_404(allowance_id: int) -> DefineAllowance:
 
 
 def _registered_pool(text: str) -> StoragePool:
-    host_name, _, name = text.partition("/")
+    host_name, _slash, name = text.partition("/")
     pool = StoragePool.objects.filter(host__name=host_name, name=name).first()
     if pool is None:
         raise InputError({"pools": [f"There is no registered pool {text} (HOST/POOL)."]})
