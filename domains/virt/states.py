@@ -6,7 +6,6 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from django.utils.translation import gettext_lazy as _
-from django.utils.translation import gettext_noop
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrPromise
@@ -57,6 +56,12 @@ _STATE_DISPLAY = {
     DomainState.PMSUSPENDED: _("suspended to memory"),
 }
 SAVED_DISPLAY = _("saved")  # a shut-off VM with a managed save image (DomainRecord.state_label)
+
+def gettext_noop(word: str) -> str:
+    """Marks a word for the catalogue (makemessages knows the name) and returns it as it is. Django's own would
+    read the settings when this module is imported, and tools that list domains without Django import it."""
+    return word
+
 
 # Indexed by libvirt's per-state reason enums (virDomainRunningReason, ...), worded as virsh does: English in the
 # record (the machine value), marked so that a page shows them in its reader's language (DomainRecord.reason_display).
