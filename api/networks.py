@@ -10,6 +10,7 @@ import dataclasses
 from typing import TYPE_CHECKING, Any
 
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -115,6 +116,6 @@ class NetworkActionView(ApiView):
                                                 enum=[action.value for action in services.NetworkAction])],
                    summary="Start, stop or (un)mark a network to start with the host (admins and operators)")
     def post(self, request: Request, host_name: str, network: str, action: str) -> Response:
-        return _message(services.network_act(actor=self.actor, host_name=host_name, name=network,
-                                             action=one_of(services.NetworkAction, action, "network action"),
-                                             client_addr=self.client_addr))
+        return _message(services.network_act(
+            actor=self.actor, host_name=host_name, name=network,
+            action=one_of(services.NetworkAction, action, _("Unknown network action.")), client_addr=self.client_addr))

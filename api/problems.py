@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
+from django.utils.translation import gettext_lazy as _
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -24,6 +25,7 @@ from vmportal.errors import NOT_FOUND, virt_error_status
 Choice = TypeVar("Choice", bound=Enum)
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
     from rest_framework.request import Request
 
 CONTENT_TYPE = "application/problem+json"
@@ -34,10 +36,20 @@ _STATUSES: tuple[tuple[type[virt.VirtError], int], ...] = (
     (virt.AgentUnavailable, 409), (virt.ConsoleUnavailable, 409), (virt.InvalidDefinition, 400))
 
 
+# HTTP's own phrases for the statuses the API answers with, in the caller's language (RFC 9457 lets a title
+# change only with the language); any other status keeps the English phrase.
+_TITLES = {
+    400: _("Bad Request"), 401: _("Unauthorized"), 403: _("Forbidden"), 404: _("Not Found"),
+    405: _("Method Not Allowed"),
+    409: _("Conflict"), 410: _("Gone"), 413: _("Request Entity Too Large"), 429: _("Too Many Requests"),
+    500: _("Internal Server Error"), 502: _("Bad Gateway"), 503: _("Service Unavailable"),
+}
+
+
 def problem(status: int, detail: str, *, errors: dict[str, list[str]] | None = None,
             headers: dict[str, str] | None = None) -> Response:
-    body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
-                            "detail": detail}
+    body: dict[str, Any] = {"type": "about:blank", "title": str(_TITLES.get(status, HTTPStatus(status).phrase)),
+                            "status": status, "detail": detail}
     if errors:
         body["errors"] = errors
     return Response(body, status=status, headers=headers, content_type=CONTENT_TYPE)
@@ -59,7 +71,7 @@ def handle(error: Exception, context: dict[str, Any]) -> Response | None:
         # Whatever the gate said, one wording: a VM the caller may not see reads like one that does not exist.
         return problem(404, str(NOT_FOUND))
     if isinstance(error, PermissionDenied):
-        return problem(403, str(error) or "You may not do that.")
+        return problem(403, str(error) or str(_("You may not do that.")))
     if isinstance(error, ValidationError):
         return validation_problem(error)
     if isinstance(error, virt.VirtError):
@@ -77,10 +89,10 @@ def handle(error: Exception, context: dict[str, Any]) -> Response | None:
     return problem(response.status_code, detail, headers=headers)
 
 
-def one_of(kind: type[Choice], value: str, what: str) -> Choice:
+def one_of(kind: type[Choice], value: str, unknown: StrOrPromise) -> Choice:
     """`value` read as one of an enumeration's (an action named in the path, say); anything else is a 400
-    naming what was not known ("Unknown pool action.")."""
+    saying `unknown` ("Unknown pool action.")."""
     try:
         return kind(value)
     except ValueError:
-        raise exceptions.ParseError(f"Unknown {what}.") from None
+        raise exceptions.ParseError(unknown) from None

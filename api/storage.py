@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 from django.http import StreamingHttpResponse
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
@@ -159,7 +160,7 @@ class PoolActionView(ApiView):
                    summary="Start, stop, refresh or (un)mark a pool to start with the host (admins and operators)")
     def post(self, request: Request, host_name: str, pool: str, action: str) -> Response:
         return _message(services.pool_act(actor=self.actor, host_name=host_name, pool=pool,
-                                          action=one_of(PoolAction, action, "pool action"),
+                                          action=one_of(PoolAction, action, _("Unknown pool action.")),
                                           client_addr=self.client_addr))
 
 

@@ -18,6 +18,7 @@ from django.core.paginator import Paginator
 from django.forms import BaseForm
 from django.http import Http404
 from django.urls import reverse
+from django.utils.translation import gettext_lazy as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
@@ -49,6 +50,7 @@ from .problems import CONTENT_TYPE as PROBLEM_TYPE
 from .problems import one_of, problem, validation_problem
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
     from rest_framework.request import Request
 
 PROBLEMS = {code: OpenApiResponse(docs.ProblemSerializer, description=text) for code, text in (
@@ -136,8 +138,8 @@ def _url(row: DomainRow) -> dict[str, object]:
     return {"url": _domain_url(row.host.name, row.uuid)}
 
 
-def _message(text: str, code: int = 200) -> Response:
-    return Response({"detail": text}, status=code)
+def _message(text: StrOrPromise, code: int = 200) -> Response:
+    return Response({"detail": str(text)}, status=code)
 
 
 def _created(body: dict[str, Any]) -> Response:
@@ -291,8 +293,9 @@ class DomainAction(ApiView):
                    summary="A lifecycle action (start, shutdown, reboot, pause, save...)")
     def post(self, request: Request, host_name: str, uuid: str, action: str) -> Response:
         return _message(services.domain_act(
-            actor=self.actor, host_name=host_name, uuid=str(uuid), action=one_of(virt.Action, action, "action"),
-            mode=one_of(virt.PowerMode, _body(request).get("mode", virt.PowerMode.AUTO), "mode"),
+            actor=self.actor, host_name=host_name, uuid=str(uuid),
+            action=one_of(virt.Action, action, _("Unknown action.")),
+            mode=one_of(virt.PowerMode, _body(request).get("mode", virt.PowerMode.AUTO), _("Unknown mode.")),
             client_addr=self.client_addr))
 
 
@@ -518,7 +521,7 @@ def _allowance_or_404(allowance_id: int) -> DefineAllowance:
 
 
 def _registered_pool(text: str) -> StoragePool:
-    host_name, _, name = text.partition("/")
+    host_name, _slash, name = text.partition("/")
     pool = StoragePool.objects.filter(host__name=host_name, name=name).first()
     if pool is None:
         raise InputError({"pools": [f"There is no registered pool {text} (HOST/POOL)."]})

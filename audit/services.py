@@ -4,6 +4,11 @@ An action's row is written before it acts and completed after it (Nova's instanc
 What is over when it is written (a refusal, a migration job that concluded) is one finished row: `record`,
 `refuse`, `count_refusal`. Whatever a caller hands `audited` or `record` as a secret is masked here, by
 the same `mask` that log lines use, so a ticket or a key never reaches the log through one caller's oversight.
+
+The log is in one language, the site's (settings.LANGUAGE_CODE), whatever the actor reads: it is a record
+that admins read together and search. So callers hand their messages in still lazy (gettext_lazy,
+format_lazy, a VirtError or ValidationError built from them) and this module turns every one into text
+under that language (`_in_log_language`), while the actor is shown the same message in their own.
 """
 
 from __future__ import annotations
@@ -16,15 +21,18 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, NoReturn
 from uuid import UUID
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from domains.virt import VirtError
 
 from .models import AuditEntry
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
     from accounts.models import User
     from domains.models import Host
 
@@ -41,7 +49,14 @@ def mask(secret: str) -> str:
     return f"{secret[:4]}…" if secret else "(none)"
 
 
-def _masked(text: str, secrets: Collection[str]) -> str:
+def _in_log_language(text: StrOrPromise) -> str:
+    """A message as the log keeps it: a lazy translation turned into text in the site's language."""
+    with translation.override(settings.LANGUAGE_CODE):
+        return str(text)
+
+
+def _masked(text: StrOrPromise, secrets: Collection[str]) -> str:
+    text = _in_log_language(text)
     for secret in secrets:
         if secret:
             text = text.replace(secret, mask(secret))
@@ -49,7 +64,7 @@ def _masked(text: str, secrets: Collection[str]) -> str:
 
 
 def _create(*, actor: User | None, action: str, host: Host | None, domain_uuid: str | UUID | None,
-            domain_name: str, client_addr: str | None, message: str, secrets: Collection[str],
+            domain_name: str, client_addr: str | None, message: StrOrPromise, secrets: Collection[str],
             actor_name: str = "", host_name: str = "", result: Result = Result.PENDING) -> AuditEntry:
     return AuditEntry.objects.create(
         actor=actor,
@@ -76,7 +91,7 @@ def audited(
     domain_uuid: str | UUID | None = None,
     domain_name: str = "",
     client_addr: str | None = None,
-    message: str = "",
+    message: StrOrPromise = "",
     refusals: tuple[type[Exception], ...] = (),
     secrets: Collection[str] = (),
 ) -> Iterator[AuditEntry]:
@@ -91,15 +106,17 @@ def audited(
 
     def finish(result: Result, reason: str | None = None) -> None:
         if reason is not None:
-            entry.message = f"{reason}; {message}" if message else reason
+            entry.message = f"{reason}; {_in_log_language(message)}" if message else reason
         entry.result, entry.finished_at = result, timezone.now()
-        entry.message = _masked(entry.message, secrets)
+        entry.message = _masked(entry.message, secrets)  # what the caller set meanwhile may still be lazy
         entry.save(update_fields=["result", "message", "finished_at"])
 
     try:
         yield entry
     except Exception as error:
-        finish(*_outcome(error, refusals))
+        with translation.override(settings.LANGUAGE_CODE):
+            outcome = _outcome(error, refusals)
+        finish(*outcome)
         raise
     else:
         finish(Result.SUCCEEDED)
@@ -138,7 +155,7 @@ def record(
     actor: User | None,
     action: str,
     result: Result,
-    message: str,
+    message: StrOrPromise,
     host: Host | None = None,
     domain_uuid: str | UUID | None = None,
     domain_name: str = "",
@@ -161,7 +178,7 @@ def count_refusal(
     *,
     actor: User,
     action: str,
-    reason: str,
+    reason: StrOrPromise,
     gap: timedelta,
     host: Host | None = None,
     domain_uuid: UUID | None = None,
@@ -170,7 +187,7 @@ def count_refusal(
     """One denied row per burst of the same refusal, so a client that keeps asking does not flood the log:
     the first writes it, each one within `gap` of the last counts itself on it. Returns the count so far."""
     now = timezone.now()
-    prefix = f"refused: {reason}"
+    prefix = f"refused: {_in_log_language(reason)}"
     burst = (AuditEntry.objects.filter(actor=actor, action=action, result=Result.DENIED, message__startswith=prefix,
                                        finished_at__gte=now - gap)
              .order_by("-finished_at").first())

@@ -94,7 +94,7 @@ class SerialConsoleConsumer(AsyncWebsocketConsumer):
                 failures += 1
                 logger.warning("re-checking a serial console failed (%d in a row)", failures, exc_info=True)
                 if failures >= RECHECK_FAILURES:
-                    self.ended_by = "could not re-check the console's right"
+                    self.ended_by = services.RECHECK_FAILED
                     await self._end(1011)
                     return
                 continue

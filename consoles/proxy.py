@@ -405,7 +405,7 @@ class ConsoleWatch:
         except Exception:
             failures += 1
             logger.warning("re-checking a console failed", exc_info=True)
-            reason = "could not re-check the console's right" if failures >= self.FAILURES_TO_END else None
+            reason = services.RECHECK_FAILED if failures >= self.FAILURES_TO_END else None
         with self._lock:
             if handler in self._open:
                 self._open[handler] = (console, failures)

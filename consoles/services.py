@@ -33,7 +33,9 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext_lazy
 
 from accounts.sessions import session_user
 from api import services as api_tokens
@@ -48,6 +50,8 @@ from . import conf
 from .models import ConsoleTicket
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
     from accounts.models import User
     from api.models import ApiToken
 
@@ -58,11 +62,14 @@ logger = logging.getLogger(__name__)
 SESSION_ENDED = "session ended"
 RIGHT_REVOKED = "console right revoked"
 HOST_DISABLED = "host disabled"
+RECHECK_FAILED = "could not re-check the console's right"  # the database or libvirt kept failing the re-check
 ENDED_EXPLAINED = {
     SESSION_ENDED: _("The console closed: your session ended (you logged out, or it expired). Log in again to "
                      "reconnect."),
     RIGHT_REVOKED: _("The console closed: your right to use this machine's console was revoked."),
     HOST_DISABLED: _("The console closed: an administrator disabled this machine's host."),
+    RECHECK_FAILED: _("The console closed: the portal could not check your right to it any more. Open it again "
+                      "in a moment."),
 }
 
 
@@ -83,7 +90,7 @@ class TicketRefused(Exception):
 class ConsoleLimitReached(Exception):
     """A per-user console limit refuses this request (HTTP 429); the message says which, for the user."""
 
-    def __init__(self, message: str, *, retry_after: int | None = None) -> None:
+    def __init__(self, message: StrOrPromise, *, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after  # seconds until a new request can succeed, when that is known
 
@@ -130,8 +137,8 @@ def console_tickets_issue(*, actor: User, host_name: str, uuid: str, origin: str
         read = virt.serial_endpoint if serial else virt.graphics_endpoint
         endpoint: Endpoint = read(row.host.uri, row.uuid)
         if isinstance(endpoint, virt.GraphicsEndpoint) and endpoint.kind == "spice" and endpoint.has_password:
-            raise virt.ConsoleUnavailable("This machine's SPICE display has a password; the browser console "
-                                          "cannot answer it without handing it to the browser.")
+            raise virt.ConsoleUnavailable(_("This machine's SPICE display has a password; the browser console "
+                                            "cannot answer it without handing it to the browser."))
         tokens = tuple(secrets.token_urlsafe(TOKEN_BYTES) for _ in range(TICKETS_PER_KIND[endpoint.kind]))
         now, batch = timezone.now(), uuidlib.uuid4()
         tickets = ConsoleTicket.objects.bulk_create(
@@ -168,19 +175,19 @@ def _check_limits(*, actor: User, host: Host | None, uuid: str, client_addr: str
             retry = max(1, math.ceil((min(recent) + RATE_WINDOW - now).total_seconds()))
             _audit_limit(actor=actor, limit=f"console connections per minute ({per_minute})", host=host, uuid=uuid,
                          client_addr=client_addr)
-            raise ConsoleLimitReached(f"You opened {_plural(len(recent), 'console connection')} in the last minute, "
-                                      f"the most allowed; try again in {retry} s.", retry_after=retry)
+            raise ConsoleLimitReached(format_lazy(ngettext_lazy(
+                "You opened {count} console connection in the last minute, the most allowed; try again in {retry} s.",
+                "You opened {count} console connections in the last minute, the most allowed; try again in {retry} s.",
+                len(recent)), count=len(recent), retry=retry), retry_after=retry)
     if open_limit:
         count = _open_consoles(actor.pk, now, waiting=True)
         if count >= open_limit:
             _audit_limit(actor=actor, limit=f"consoles open at once ({open_limit})", host=host, uuid=uuid,
                          client_addr=client_addr)
-            raise ConsoleLimitReached(f"You have {_plural(count, 'console')} open, the most allowed at once; close "
-                                      "one to open another.")
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+            raise ConsoleLimitReached(format_lazy(ngettext_lazy(
+                "You have {count} console open, the most allowed at once; close one to open another.",
+                "You have {count} consoles open, the most allowed at once; close one to open another.",
+                count), count=count))
 
 
 def _open_consoles(user_id: int, now: datetime, *, waiting: bool) -> int:

@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING
 
 from django.db.models import Q, QuerySet, Sum
 from django.http import Http404
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .models import DefineAllowance, Grant, Host, OwnedVolume, StoragePool
 from .virt import BootKind
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import AnonymousUser
+    from django_stubs_ext import StrOrPromise
 
     from accounts.models import User
 
@@ -29,7 +32,13 @@ if TYPE_CHECKING:
 # vnc_listen, which its admin chose for the console proxy: loopback behind SSH, its address with TLS)
 # or its loopback. Never an address of the admin's network the user picks.
 PRIVATE_LISTENS = ("", "127.0.0.1", "::1", "localhost")
-PRIVATE_LISTENS_ONLY = "Displays listen where the host's own setting puts them, or on its loopback."
+PRIVATE_LISTENS_ONLY = _("Displays listen where the host's own setting puts them, or on its loopback.")
+# Refusals that defining and changing a machine share (formatted with format_lazy, so the audit log reads them
+# in its own language).
+ALL_MACHINES_USED = _("You already have {owned} of your {allowed} machines.")
+VCPUS_LIMIT = _("At most {bound} vCPUs per machine.")
+MEMORY_LIMIT = _("At most {bound} MiB of memory per machine.")
+NOT_YOUR_VOLUME = _("{volume} is not a volume you created here.")
 
 
 class Right(StrEnum):
@@ -141,19 +150,21 @@ class StorageScope:
     def usable_pools(self, pools: Iterable[str]) -> tuple[str, ...]:
         return tuple(pool for pool in pools if self.unlimited or pool in self.new_volume_pools)
 
-    def new_volume_problems(self, pool: str, size_bytes: int) -> list[str]:
+    def new_volume_problems(self, pool: str, size_bytes: int) -> list[StrOrPromise]:
         """Why the user may not create (or grow a volume by) `size_bytes` in `pool`; empty when it may."""
         if self.unlimited:
             return []
         if not self.new_volume_pools:
-            return ["Your allowance names no pool for new volumes; ask an admin."]
-        problems = []
+            return [_("Your allowance names no pool for new volumes; ask an admin.")]
+        problems: list[StrOrPromise] = []
         if pool not in self.new_volume_pools:
-            problems.append(f"New volumes go to {', '.join(sorted(self.new_volume_pools))}.")
+            problems.append(format_lazy(_("New volumes go to {pools}."),
+                                        pools=", ".join(sorted(self.new_volume_pools))))
         if self.max_storage_gib is not None and self.used_storage_bytes + size_bytes > self.max_storage_gib * GIB:
-            used = self.used_storage_bytes / GIB
-            problems.append(f"Your volumes take {used:.0f} of your {self.max_storage_gib} GiB; "
-                            f"{size_bytes / GIB:.3g} GiB more is too much.")
+            problems.append(format_lazy(_("Your volumes take {used} of your {allowed} GiB; "
+                                          "{more} GiB more is too much."),
+                                        used=f"{self.used_storage_bytes / GIB:.0f}", allowed=self.max_storage_gib,
+                                        more=f"{size_bytes / GIB:.3g}"))
         return problems
 
     def may_change(self, volume_key: str) -> bool:
@@ -164,22 +175,24 @@ class StorageScope:
         """Storage pages: a tenant sees the pools its allowance creates volumes in and the shared image pools."""
         return self.unlimited or pool in self.new_volume_pools or pool in self.shared_image_pools
 
-    def deletion_problem(self, disk: DiskVolume) -> str | None:
+    def deletion_problem(self, disk: DiskVolume) -> StrOrPromise | None:
         """Why `disk` of a VM may not be deleted with it, or None. Checked for every user: a volume
         another machine uses, or that is not this machine's own, is never deleted from the VM's page."""
         if disk.device != "disk" or disk.readonly or disk.shareable:
-            return f"{disk.target} is a shared or read-only {disk.device}, not this machine's own disk."
+            return format_lazy(_("{target} is a shared or read-only {device}, not this machine's own disk."),
+                               target=disk.target, device=disk.device)
         if disk.volume is None:
-            return f"{disk.target} is not a storage volume; delete its file on the host if it must go."
+            return format_lazy(_("{target} is not a storage volume; delete its file on the host if it must go."),
+                               target=disk.target)
         if disk.used_elsewhere:
-            return f"{disk.target} is also used by another machine."
+            return format_lazy(_("{target} is also used by another machine."), target=disk.target)
         if self.unlimited:
             return None
         key = disk.volume.key
         if disk.volume.pool in self.shared_image_pools:
-            return f"{disk.target} is a shared image."
+            return format_lazy(_("{target} is a shared image."), target=disk.target)
         if key in self.foreign_volumes:
-            return f"{disk.target} was created by someone else."
+            return format_lazy(_("{target} was created by someone else."), target=disk.target)
         return None
 
 
@@ -197,28 +210,28 @@ class DefineLimits:
     def unlimited(self) -> bool:
         return self.max_vms is None
 
-    def problems(self, spec: DomainSpec) -> list[str]:
+    def problems(self, spec: DomainSpec) -> list[StrOrPromise]:
         """Why these limits do not allow defining `spec`; empty when they do."""
         if self.unlimited:
             return []
-        problems = []
+        problems: list[StrOrPromise] = []
         boot = spec.boot
         if boot.kind is BootKind.KERNEL:
-            problems.append("Direct kernel boot reads files on the host; ask an admin.")
+            problems.append(_("Direct kernel boot reads files on the host; ask an admin."))
         if boot.kind is BootKind.VOLUME and not self.storage.may_boot(boot.volume):
-            problems.append("You may boot only volumes you created here.")
+            problems.append(_("You may boot only volumes you created here."))
         if boot.kind is BootKind.ISO and not self.storage.may_attach_image(boot.volume):
-            problems.append("Install images come from the shared image pools or your own volumes.")
+            problems.append(_("Install images come from the shared image pools or your own volumes."))
         if boot.creates_volume:
             problems += self.storage.new_volume_problems(boot.pool, boot.size_gib * GIB)
         if spec.graphics is not None and spec.graphics.listen not in PRIVATE_LISTENS:
             problems.append(PRIVATE_LISTENS_ONLY)
         if self.max_vms is not None and self.owned_vms >= self.max_vms:
-            problems.append(f"You already have {self.owned_vms} of your {self.max_vms} machines.")
+            problems.append(format_lazy(ALL_MACHINES_USED, owned=self.owned_vms, allowed=self.max_vms))
         if self.max_vcpus is not None and spec.vcpus > self.max_vcpus:
-            problems.append(f"At most {self.max_vcpus} vCPUs per machine.")
+            problems.append(format_lazy(VCPUS_LIMIT, bound=self.max_vcpus))
         if self.max_memory_mib is not None and spec.memory_mib > self.max_memory_mib:
-            problems.append(f"At most {self.max_memory_mib} MiB of memory per machine.")
+            problems.append(format_lazy(MEMORY_LIMIT, bound=self.max_memory_mib))
         return problems
 
 

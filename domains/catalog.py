@@ -61,9 +61,9 @@ def watching(host_id: int, watcher: virt.HostWatcher | None) -> None:
 
 def _from_watcher(watcher: virt.HostWatcher, ends_at: float) -> HostInventory:
     if not watcher.wait_for_answer(max(0.0, ends_at - time.monotonic())):
-        return HostInventory((), virt.HostUnreachable("The host did not answer in time."), None, True, None)
+        return HostInventory((), virt.HostUnreachable(virt.NO_ANSWER_IN_TIME), None, True, None)
     watched = watcher.watched()
-    error = virt.HostUnreachable(watched.message) if watched.reachable is False else None
+    error = virt.HostUnreachable(virt.summary_for_reader(watched.message)) if watched.reachable is False else None
     return HostInventory(watched.records, error, watched.listed_at, True, (id(watcher), watched.version))
 
 
@@ -129,7 +129,7 @@ class _Mirror:
                 records, reachable, message, listed_at = value
                 if reachable is None:  # its watcher has not answered yet
                     continue
-                error = None if reachable else virt.HostUnreachable(message)
+                error = None if reachable else virt.HostUnreachable(virt.summary_for_reader(message))
                 found[host_id] = HostInventory(records, error, listed_at, True, versions[_version_key(host_id)])
             with self._lock:
                 self._hosts.update({host_id: found[host_id] for host_id in stale if host_id in found})

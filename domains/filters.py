@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from django.http import QueryDict
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .rows import RowUsage
 from .virt import LIST_OPTIONS, DomainRecord, record_matcher
@@ -122,7 +124,7 @@ def _positive(params: QueryDict, name: str, default: int) -> int:
     if not value:
         return default
     if not value.isdigit() or int(value) < 1:
-        raise ListQueryError(f"{name} must be a whole number from 1.")
+        raise ListQueryError(format_lazy(_("{name} must be a whole number from 1."), name=name))
     return int(value)
 
 
@@ -130,20 +132,21 @@ def parse_list_query(params: QueryDict) -> ListQuery:
     unknown = sorted(set(params) - {*LIST_OPTIONS, *OUTPUT_FLAGS, *OTHER_PARAMETERS})
     if unknown:
         # virsh refuses an option it does not know rather than list something else than asked.
-        raise ListQueryError(f"Unknown option: {', '.join(unknown)}.")
+        raise ListQueryError(format_lazy(_("Unknown option: {options}."), options=", ".join(unknown)))
     outputs = frozenset(flag for flag in OUTPUT_FLAGS if flag in params)
     if "table" in outputs and outputs & {"name", "uuid"}:
-        raise ListQueryError("Only one of table, name and uuid may be given (name and uuid may go together).")
+        raise ListQueryError(_("Only one of table, name and uuid may be given (name and uuid may go together)."))
     output_format = params.get("format", "html")
     if output_format not in ("html", "json"):
-        raise ListQueryError("format must be html or json.")
+        raise ListQueryError(_("format must be html or json."))
     order = params.get("sort", "").strip() or "host"
     column = order.removeprefix("-")
     if column not in SORT_COLUMNS:
-        raise ListQueryError(f"sort must be one of {', '.join(SORT_COLUMNS)}, with - first for descending.")
+        raise ListQueryError(format_lazy(_("sort must be one of {columns}, with - first for descending."),
+                                         columns=", ".join(SORT_COLUMNS)))
     per_page = _positive(params, "per_page", DEFAULT_PAGE_SIZE)
     if per_page > PAGE_SIZES[-1]:
-        raise ListQueryError(f"per_page may be at most {PAGE_SIZES[-1]}.")
+        raise ListQueryError(format_lazy(_("per_page may be at most {most}."), most=PAGE_SIZES[-1]))
     return ListQuery(
         options=frozenset(option for option in LIST_OPTIONS if option in params),
         host=params.get("host", "").strip(),

@@ -204,7 +204,8 @@ def removal_message(host_name: str, uuid: str) -> str:
 def host_message(host_id: int, host_name: str, *, message: str) -> str:
     """A host's banner on the list: shown with why it does not answer, or (no message) taken away."""
     return render_to_string("domains/list.html#pushed_host",
-                            {"host": Host(pk=host_id, name=host_name), "message": message})
+                            {"host": Host(pk=host_id, name=host_name),
+                             "message": virt.summary_for_reader(message) if message else ""})
 
 
 @functools.cache

@@ -18,6 +18,8 @@ or concludes the job from where the VM is now. Pages only read: they show such a
 Every end goes through `conclude()`, a compare-and-set on the job's active state: when the runner,
 a cancel and one or more settlers end the same job at once, exactly one of them moves the grants and
 writes the `domain.migrated` row.
+
+A job's error and note are a record, like the audit log: written in the site's language, whoever reads them.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ import time
 from datetime import timedelta
 from typing import Any
 
+from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.db.models import Case, Q, QuerySet, Value, When
 from django.template.loader import render_to_string
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from audit import services as audit
 from audit.models import AuditEntry
@@ -199,7 +202,8 @@ def conclude(job: MigrationJob, *, error: str = "", cancelled: bool = False, fin
     cancelling ends as cancelled, whoever concludes it.
     """
     source, destination, uuid = job.source, job.destination, str(job.domain_uuid)
-    ending = _ending(job, error=error, cancelled=cancelled, final=final, note=note)
+    with translation.override(settings.LANGUAGE_CODE):  # a cancel concludes in its user's request
+        ending = _ending(job, error=error, cancelled=cancelled, final=final, note=note)
     with transaction.atomic():
         won = MigrationJob.objects.filter(pk=job.pk, state__in=MigrationJob.ACTIVE_STATES).update(**ending) == 1
         job.refresh_from_db(fields=["state", "error", "note", "progress", "finished_at"])

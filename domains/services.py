@@ -11,15 +11,21 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
-from django.utils.translation import gettext
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext_lazy
 
 from audit.services import audited
 
 from . import live, migration_jobs, selectors, virt
 from .access import (
+    ALL_MACHINES_USED,
     GIB,
+    MEMORY_LIMIT,
+    NOT_YOUR_VOLUME,
     PRIVATE_LISTENS,
     PRIVATE_LISTENS_ONLY,
+    VCPUS_LIMIT,
     DefineLimits,
     Right,
     define_limits,
@@ -35,6 +41,8 @@ from .virt import migration as vmig
 from .virt.migration import MigrationOptions
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
     from accounts.models import User
 
 T = TypeVar("T")
@@ -90,9 +98,11 @@ def grant_check(grant: Grant) -> None:
     try:
         record = virt.get_domain(grant.host.uri, str(grant.domain_uuid))
     except virt.DomainNotFound as error:
-        raise ValidationError({"domain_uuid": f"Host {grant.host} has no VM with this UUID."}) from error
+        raise ValidationError({"domain_uuid": format_lazy(_("Host {host} has no VM with this UUID."),
+                                                          host=grant.host)}) from error
     except virt.VirtError as error:
-        raise ValidationError({"host": f"Host {grant.host} could not be asked about this VM: {error}"}) from error
+        raise ValidationError({"host": format_lazy(_("Host {host} could not be asked about this VM: {error}"),
+                                                   host=grant.host, error=error)}) from error
     grant.domain_name = record.name
 
 
@@ -101,9 +111,11 @@ def storage_pool_check(*, host: Host, name: str) -> None:
     try:
         names = virt.pool_names(host.uri)
     except virt.VirtError as error:
-        raise ValidationError({"host": f"Host {host} could not be asked for its pools: {error}"}) from error
+        raise ValidationError({"host": format_lazy(_("Host {host} could not be asked for its pools: {error}"),
+                                                   host=host, error=error)}) from error
     if name not in names:
-        raise ValidationError({"name": f"Host {host} has no pool {name}; it has {', '.join(names) or 'none'}."})
+        raise ValidationError({"name": format_lazy(_("Host {host} has no pool {name}; it has {pools}."), host=host,
+                                                   name=name, pools=", ".join(names) or _("none"))})
 
 
 def grant_save(*, actor: User, grant: Grant, client_addr: str | None = None) -> Grant:
@@ -132,8 +144,8 @@ def grant_revoke(*, actor: User, grant: Grant, client_addr: str | None = None) -
 
 
 _REFUSALS = {
-    Right.OPERATE: "You may view this machine but not act on it.",
-    Right.DELETE: "Only its owner, an operator or an admin may delete this machine.",
+    Right.OPERATE: _("You may view this machine but not act on it."),
+    Right.DELETE: _("Only its owner, an operator or an admin may delete this machine."),
 }
 
 
@@ -143,13 +155,14 @@ def _operate(
     host_name: str,
     uuid: str,
     action: str,
-    act: Callable[[DomainRow], str],
+    act: Callable[[DomainRow], StrOrPromise],
     client_addr: str | None,
     right: Right = Right.OPERATE,
-) -> str:
+) -> StrOrPromise:
     """Audits, resolves the VM through the permission gate, holds the VM's action lock, acts.
 
-    Returns the message for the user; the audit row is written before libvirt is called.
+    Returns the message for the user, in their language (the audit row keeps it in the log's); the audit
+    row is written before libvirt is called.
     """
     host = Host.objects.filter(name=host_name).first()
     with audited(actor=actor, action=action, host=host, domain_uuid=uuid, client_addr=client_addr) as entry:
@@ -160,12 +173,13 @@ def _operate(
             raise PermissionDenied(_REFUSALS[right])
         with domain_action_lock(row.host.pk, row.uuid):
             try:
-                entry.message = act(row)
+                said = act(row)
+                entry.message = said  # type: ignore[assignment]  # lazy: the audit writer renders it
             finally:
                 # Autostart, snapshots and discarded saves change the row without any libvirt event.
                 host_id, domain_uuid = row.host.pk, row.uuid
                 transaction.on_commit(lambda: live.nudge(host_id=host_id, uuid=domain_uuid))
-    return entry.message
+    return said
 
 
 def domain_act(
@@ -176,14 +190,13 @@ def domain_act(
     action: Action,
     mode: PowerMode = PowerMode.AUTO,
     client_addr: str | None = None,
-) -> str:
-    def act(row: DomainRow) -> str:
+) -> StrOrPromise:
+    def act(row: DomainRow) -> StrOrPromise:
         if action not in row.actions:
-            raise virt.OperationInvalid(
-                f"{action.label} is not possible while the machine is {row.record.state_label}."
-            )
+            raise virt.OperationInvalid(format_lazy(_("{action} is not possible while the machine is {state}."),
+                                                    action=action.label, state=row.record.state_display))
         virt.run_action(row.host.uri, row.uuid, action, mode)
-        return f"{row.record.name} {action.past_tense}."
+        return action.done_message(row.record.name)
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action=f"domain.{action}", act=act,
                     client_addr=client_addr)
@@ -200,7 +213,7 @@ class BulkResult:
     host_name: str
     uuid: str
     outcome: BulkOutcome
-    message: str
+    message: StrOrPromise
 
 
 BULK_ACTIONS = (Action.START, Action.SHUTDOWN, Action.FORCE_OFF, Action.PAUSE, Action.RESUME)
@@ -226,7 +239,7 @@ def domain_bulk(*, actor: User, action: str, targets: Sequence[tuple[str, str]],
         except Http404:
             # The same words for a VM that is not there and one the user may not see.
             results.append(BulkResult(host_name, uuid, BulkOutcome.REFUSED,
-                                      gettext("No such virtual machine, or not yours to act on.")))
+                                      _("No such virtual machine, or not yours to act on.")))
         except PermissionDenied as error:
             results.append(BulkResult(host_name, uuid, BulkOutcome.REFUSED, str(error)))
         except virt.VirtError as error:
@@ -246,13 +259,13 @@ def domain_delete(
     remove_nvram: bool = False,
     disk_targets: Sequence[str] = (),
     client_addr: str | None = None,
-) -> str:
+) -> StrOrPromise:
     """Deletes the VM and those of its own disks named by target (vda), resolved from its definition.
 
     Every named disk is checked before anything is deleted: one the user may not delete refuses the
     whole request, so nothing is lost to a half-done delete.
     """
-    def act(row: DomainRow) -> str:
+    def act(row: DomainRow) -> StrOrPromise:
         volumes = _disks_to_delete(actor, row, disk_targets)
         deleted = virt.delete_domain(
             row.host.uri, row.uuid, remove_managed_save=remove_managed_save,
@@ -260,10 +273,12 @@ def domain_delete(
         )
         Grant.objects.filter(host=row.host, domain_uuid=row.uuid).delete()
         for key in deleted:
-            pool, _, name = key.partition("/")
+            pool, _slash, name = key.partition("/")
             OwnedVolume.objects.filter(host=row.host, pool=pool, name=name).delete()
-        kept = f" and {len(deleted)} volume{'s' if len(deleted) != 1 else ''}" if deleted else ""
-        return f"{row.record.name}{kept} deleted."
+        if not deleted:
+            return format_lazy(_("{name} deleted."), name=row.record.name)
+        return format_lazy(ngettext_lazy("{name} and {count} volume deleted.", "{name} and {count} volumes deleted.",
+                                         len(deleted)), name=row.record.name, count=len(deleted))
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.delete", act=act,
                     client_addr=client_addr, right=Right.DELETE)
@@ -277,40 +292,44 @@ def _disks_to_delete(actor: User, row: DomainRow, targets: Sequence[str]) -> lis
     problems, volumes = [], []
     for target in dict.fromkeys(targets):
         disk = disks.get(target)
-        problem = f"{row.record.name} has no disk {target}." if disk is None else scope.deletion_problem(disk)
+        problem = (format_lazy(_("{name} has no disk {target}."), name=row.record.name, target=target)
+                   if disk is None else scope.deletion_problem(disk))
         if problem is not None:
             problems.append(problem)
         elif disk is not None and disk.volume is not None:
             volumes.append(disk.volume)
     if problems:
-        raise ValidationError([*problems, "Nothing was deleted."])
+        raise ValidationError([*problems, _("Nothing was deleted.")])
     return volumes
 
 
 def snapshot_create(*, actor: User, host_name: str, uuid: str, name: str, description: str = "",
-                    client_addr: str | None = None) -> str:
-    def act(row: DomainRow) -> str:
+                    client_addr: str | None = None) -> StrOrPromise:
+    def act(row: DomainRow) -> StrOrPromise:
         frozen = virt.create_snapshot(row.host.uri, row.uuid, name=name, description=description)
-        return f"Snapshot {name} of {row.record.name} created" + (
-            " with the guest's file systems frozen." if frozen else ".")
+        created = (_("Snapshot {name} of {vm} created with the guest's file systems frozen.") if frozen
+                   else _("Snapshot {name} of {vm} created."))
+        return format_lazy(created, name=name, vm=row.record.name)
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="snapshot.create", act=act,
                     client_addr=client_addr)
 
 
-def snapshot_revert(*, actor: User, host_name: str, uuid: str, name: str, client_addr: str | None = None) -> str:
-    def act(row: DomainRow) -> str:
+def snapshot_revert(*, actor: User, host_name: str, uuid: str, name: str,
+                    client_addr: str | None = None) -> StrOrPromise:
+    def act(row: DomainRow) -> StrOrPromise:
         virt.revert_snapshot(row.host.uri, row.uuid, name)
-        return f"{row.record.name} reverted to snapshot {name}."
+        return format_lazy(_("{vm} reverted to snapshot {name}."), vm=row.record.name, name=name)
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="snapshot.revert", act=act,
                     client_addr=client_addr)
 
 
-def snapshot_delete(*, actor: User, host_name: str, uuid: str, name: str, client_addr: str | None = None) -> str:
-    def act(row: DomainRow) -> str:
+def snapshot_delete(*, actor: User, host_name: str, uuid: str, name: str,
+                    client_addr: str | None = None) -> StrOrPromise:
+    def act(row: DomainRow) -> StrOrPromise:
         virt.delete_snapshot(row.host.uri, row.uuid, name)
-        return f"Snapshot {name} of {row.record.name} deleted."
+        return format_lazy(_("Snapshot {name} of {vm} deleted."), name=name, vm=row.record.name)
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="snapshot.delete", act=act,
                     client_addr=client_addr)
@@ -324,7 +343,7 @@ def domain_define(*, actor: User, host_name: str, spec: DomainSpec, autostart: b
                  client_addr=client_addr) as entry:
         limits = define_limits(actor, host) if host is not None else None
         if host is None or limits is None:
-            raise Http404("No such host.")
+            raise Http404(_("No such host."))
         if problems := limits.problems(spec):
             raise ValidationError(problems)
         defined = virt.define_domain(host.uri, spec, autostart=autostart)
@@ -345,7 +364,7 @@ def domain_define_xml(*, actor: User, host_name: str, xml: str, client_addr: str
     with audited(actor=actor, action="domain.define-xml", host=host, client_addr=client_addr) as entry:
         require_admin(actor)
         if host is None:
-            raise Http404("No such host.")
+            raise Http404(_("No such host."))
         uuid = virt.define_xml(host.uri, xml)
         entry.domain_uuid = uuid
         entry.save(update_fields=["domain_uuid"])
@@ -353,12 +372,12 @@ def domain_define_xml(*, actor: User, host_name: str, xml: str, client_addr: str
 
 
 def domain_update_display(*, actor: User, host_name: str, uuid: str, video_model: str,
-                          graphics: GraphicsSpec | None, client_addr: str | None = None) -> str:
-    def act(row: DomainRow) -> str:
+                          graphics: GraphicsSpec | None, client_addr: str | None = None) -> StrOrPromise:
+    def act(row: DomainRow) -> StrOrPromise:
         if graphics is not None and graphics.listen not in PRIVATE_LISTENS and not actor.sees_every_domain:
             raise ValidationError(PRIVATE_LISTENS_ONLY)
         virt.update_display(row.host.uri, row.uuid, video_model=video_model, graphics=graphics)
-        return f"Display of {row.record.name} changed."
+        return format_lazy(_("Display of {vm} changed."), vm=row.record.name)
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.display", act=act,
                     client_addr=client_addr)
@@ -371,13 +390,14 @@ def domain_update_display(*, actor: User, host_name: str, uuid: str, video_model
 def _limits(actor: User, row: DomainRow) -> DefineLimits:
     limits = define_limits(actor, row.host)
     if limits is None:
-        raise ValidationError("Your define allowance does not cover this host; ask an admin.")
+        raise ValidationError(_("Your define allowance does not cover this host; ask an admin."))
     return limits
 
 
-def _within(bound: int | None, values: tuple[int | None, ...], field: str, words: str) -> None:
+def _within(bound: int | None, values: tuple[int | None, ...], field: str, limit: StrOrPromise) -> None:
+    """`limit` words the bound with a {bound} placeholder (access.VCPUS_LIMIT, access.MEMORY_LIMIT)."""
     if bound is not None and max(value or 0 for value in values) > bound:
-        raise ValidationError({field: f"At most {bound} {words} per machine."})
+        raise ValidationError({field: format_lazy(limit, bound=bound)})
 
 
 def _on_host(call: Callable[[], T]) -> T:
@@ -389,59 +409,62 @@ def _on_host(call: Callable[[], T]) -> T:
 
 
 def domain_set_vcpus(*, actor: User, host_name: str, uuid: str, vcpus: int, max_vcpus: int | None = None,
-                     client_addr: str | None = None) -> str:
-    def act(row: DomainRow) -> str:
-        _within(_limits(actor, row).max_vcpus, (vcpus, max_vcpus), "vcpus", "vCPUs")
+                     client_addr: str | None = None) -> StrOrPromise:
+    def act(row: DomainRow) -> StrOrPromise:
+        _within(_limits(actor, row).max_vcpus, (vcpus, max_vcpus), "vcpus", VCPUS_LIMIT)
         applied = virt.hardware.set_vcpus(row.host.uri, row.uuid, count=vcpus, maximum=max_vcpus)
-        return f"{row.record.name} has {vcpus} vCPUs {applied.when()}."
+        return format_lazy(_("{vm} has {vcpus} vCPUs {when}."), vm=row.record.name, vcpus=vcpus, when=applied.when())
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.vcpus", act=act,
                     client_addr=client_addr)
 
 
 def domain_set_memory(*, actor: User, host_name: str, uuid: str, memory_mib: int, max_memory_mib: int | None = None,
-                      client_addr: str | None = None) -> str:
-    def act(row: DomainRow) -> str:
-        _within(_limits(actor, row).max_memory_mib, (memory_mib, max_memory_mib), "memory_mib", "MiB of memory")
+                      client_addr: str | None = None) -> StrOrPromise:
+    def act(row: DomainRow) -> StrOrPromise:
+        _within(_limits(actor, row).max_memory_mib, (memory_mib, max_memory_mib), "memory_mib", MEMORY_LIMIT)
         applied = virt.hardware.set_memory(row.host.uri, row.uuid, mib=memory_mib, maximum_mib=max_memory_mib)
-        return f"{row.record.name} has {memory_mib} MiB of memory {applied.when()}."
+        return format_lazy(_("{vm} has {mib} MiB of memory {when}."), vm=row.record.name, mib=memory_mib,
+                           when=applied.when())
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.memory", act=act,
                     client_addr=client_addr)
 
 
 def domain_change_cdrom(*, actor: User, host_name: str, uuid: str, drive: str, volume: str,
-                        client_addr: str | None = None) -> str:
+                        client_addr: str | None = None) -> StrOrPromise:
     """Inserts `volume` ("pool/name") into the CD-ROM `drive`, or ejects it when `volume` is "". An empty
     `drive` adds a new one first (shut-off machines only)."""
-    def act(row: DomainRow) -> str:
+    def act(row: DomainRow) -> StrOrPromise:
         if volume and not storage_scope(actor, row.host).may_attach_image(volume):
-            raise ValidationError({"volume": "Images come from the shared image pools or your own volumes."})
+            raise ValidationError({"volume": _("Images come from the shared image pools or your own volumes.")})
         target = drive or virt.hardware.add_cdrom(row.host.uri, row.uuid, bus="sata")
         applied = virt.hardware.change_cdrom(row.host.uri, row.uuid, target=target, volume_key=volume)
-        done = f"{volume} inserted into" if volume else "Ejected"
-        return f"{done} {target} of {row.record.name} {applied.when()}."
+        done = _("{volume} inserted into {target} of {vm} {when}.") if volume else _("Ejected {target} of {vm} {when}.")
+        return format_lazy(done, volume=volume, target=target, vm=row.record.name, when=applied.when())
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.cdrom", act=act,
                     client_addr=client_addr)
 
 
 def domain_attach_disk(*, actor: User, host_name: str, uuid: str, bus: str, volume: str = "", pool: str = "",
-                       size_gib: int = 0, client_addr: str | None = None) -> str:
+                       size_gib: int = 0, client_addr: str | None = None) -> StrOrPromise:
     """Attaches an existing volume ("pool/name"), or a new empty one of `size_gib` in `pool`."""
-    def act(row: DomainRow) -> str:
+    def act(row: DomainRow) -> StrOrPromise:
         scope = storage_scope(actor, row.host)
         if volume:
             if not scope.may_boot(volume):
-                raise ValidationError({"volume": "You may attach only volumes you created here."})
+                raise ValidationError({"volume": _("You may attach only volumes you created here.")})
             target, applied = virt.hardware.attach_volume(row.host.uri, row.uuid, volume_key=volume, bus=bus)
-            return f"{volume} attached to {row.record.name} as {target} {applied.when()}."
+            return format_lazy(_("{volume} attached to {vm} as {target} {when}."), volume=volume, vm=row.record.name,
+                               target=target, when=applied.when())
         if problems := scope.new_volume_problems(pool, size_gib * GIB):
             raise ValidationError({"size_gib": problems})
         target, created, applied = _on_host(lambda: virt.hardware.attach_new_volume(
             row.host.uri, row.uuid, pool=pool, size_gib=size_gib, bus=bus))
         _record_owned(actor, row.host, created)
-        return f"New volume {created.key} attached to {row.record.name} as {target} {applied.when()}."
+        return format_lazy(_("New volume {volume} attached to {vm} as {target} {when}."), volume=created.key,
+                           vm=row.record.name, target=target, when=applied.when())
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.disk-attach", act=act,
                     client_addr=client_addr)
@@ -453,94 +476,105 @@ def _record_owned(actor: User, host: Host, volume: virt.VolumeInfo) -> None:
         "path": volume.path, "owner": actor, "capacity_bytes": volume.capacity_bytes})
 
 
-def domain_detach_disk(*, actor: User, host_name: str, uuid: str, target: str, client_addr: str | None = None) -> str:
+def domain_detach_disk(*, actor: User, host_name: str, uuid: str, target: str,
+                       client_addr: str | None = None) -> StrOrPromise:
     """Detaches the disk named by its target; its volume stays."""
-    def act(row: DomainRow) -> str:
+    def act(row: DomainRow) -> StrOrPromise:
         applied = virt.hardware.detach_disk(row.host.uri, row.uuid, target=target)
-        return f"{target} detached from {row.record.name} {applied.when()}; its volume is kept."
+        return format_lazy(_("{target} detached from {vm} {when}; its volume is kept."), target=target,
+                           vm=row.record.name, when=applied.when())
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.disk-detach", act=act,
                     client_addr=client_addr)
 
 
 def domain_grow_disk(*, actor: User, host_name: str, uuid: str, target: str, size_gib: int,
-                     client_addr: str | None = None) -> str:
-    def act(row: DomainRow) -> str:
+                     client_addr: str | None = None) -> StrOrPromise:
+    def act(row: DomainRow) -> StrOrPromise:
         disk = virt.hardware.domain_hardware(row.host.uri, row.uuid).disk(target)
         if disk is None or disk.volume is None:
-            raise ValidationError({"target": f"{target} is not a storage volume of {row.record.name}."})
+            raise ValidationError({"target": format_lazy(_("{target} is not a storage volume of {vm}."), target=target,
+                                                         vm=row.record.name)})
         current_gib = disk.volume.capacity_bytes / GIB
         if size_gib <= current_gib:
-            raise ValidationError({"size_gib": f"{target} has {current_gib:g} GiB already; a disk only grows."})
+            raise ValidationError({"size_gib": format_lazy(_("{target} has {gib} GiB already; a disk only grows."),
+                                                           target=target, gib=f"{current_gib:g}")})
         scope = storage_scope(actor, row.host)
         if not scope.may_boot(disk.volume.key):
-            raise ValidationError({"target": f"{target} is not a volume you created here."})
+            raise ValidationError({"target": format_lazy(NOT_YOUR_VOLUME, volume=target)})
         if problems := scope.new_volume_problems(disk.volume.pool, size_gib * GIB - disk.volume.capacity_bytes):
             raise ValidationError({"size_gib": problems})
         applied = virt.hardware.grow_disk(row.host.uri, row.uuid, target=target, size_gib=size_gib)
         OwnedVolume.objects.filter(host=row.host, pool=disk.volume.pool, name=disk.volume.name).update(
             capacity_bytes=size_gib * GIB)
-        return f"{target} of {row.record.name} grown to {size_gib} GiB {applied.when()}."
+        return format_lazy(_("{target} of {vm} grown to {gib} GiB {when}."), target=target, vm=row.record.name,
+                           gib=size_gib, when=applied.when())
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.disk-grow", act=act,
                     client_addr=client_addr)
 
 
 def domain_attach_nic(*, actor: User, host_name: str, uuid: str, kind: str, source: str, model: str, mac: str = "",
-                      client_addr: str | None = None) -> str:
+                      client_addr: str | None = None) -> StrOrPromise:
     """Plugs a NIC into a libvirt network, or a host bridge (admins and operators); an empty `mac` is picked
     at random among those unused on the host."""
-    def act(row: DomainRow) -> str:
+    def act(row: DomainRow) -> StrOrPromise:
         if kind != "network" and not actor.sees_every_domain:
-            raise ValidationError({"kind": "Host bridges are for admins and operators; pick a network."})
+            raise ValidationError({"kind": _("Host bridges are for admins and operators; pick a network.")})
         used = virt.hardware.macs_in_use(row.host.uri)
         if mac and mac.lower() in used:
-            raise ValidationError({"mac": f"{mac} is already used by a machine on this host."})
+            raise ValidationError({"mac": format_lazy(_("{mac} is already used by a machine on this host."), mac=mac)})
         address = mac.lower() or next(candidate for candidate in iter(virt.hardware.random_mac, None)
                                       if candidate not in used)
         applied = virt.hardware.attach_nic(row.host.uri, row.uuid, kind=kind, source=source, model=model,
                                            mac=address)
-        return f"Network interface {address} on {kind} {source} plugged into {row.record.name} {applied.when()}."
+        return format_lazy(_("Network interface {mac} on {kind} {source} plugged into {vm} {when}."), mac=address,
+                           kind=kind, source=source, vm=row.record.name, when=applied.when())
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.nic-attach", act=act,
                     client_addr=client_addr)
 
 
-def domain_detach_nic(*, actor: User, host_name: str, uuid: str, mac: str, client_addr: str | None = None) -> str:
-    def act(row: DomainRow) -> str:
+def domain_detach_nic(*, actor: User, host_name: str, uuid: str, mac: str,
+                      client_addr: str | None = None) -> StrOrPromise:
+    def act(row: DomainRow) -> StrOrPromise:
         applied = virt.hardware.detach_nic(row.host.uri, row.uuid, mac=mac)
-        return f"Network interface {mac} unplugged from {row.record.name} {applied.when()}."
+        return format_lazy(_("Network interface {mac} unplugged from {vm} {when}."), mac=mac, vm=row.record.name,
+                           when=applied.when())
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.nic-detach", act=act,
                     client_addr=client_addr)
 
 
 def domain_set_firmware(*, actor: User, host_name: str, uuid: str, firmware: str,
-                        client_addr: str | None = None) -> str:
-    def act(row: DomainRow) -> str:
+                        client_addr: str | None = None) -> StrOrPromise:
+    def act(row: DomainRow) -> StrOrPromise:
         virt.hardware.set_firmware(row.host.uri, row.uuid, firmware=firmware)
-        return f"{row.record.name} boots with {'UEFI' if firmware == 'uefi' else 'BIOS'} from the next boot."
+        return format_lazy(_("{vm} boots with {firmware} from the next boot."), vm=row.record.name,
+                           firmware="UEFI" if firmware == "uefi" else "BIOS")
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.firmware", act=act,
                     client_addr=client_addr)
 
 
 def domain_set_boot_order(*, actor: User, host_name: str, uuid: str, devices: Sequence[str],
-                          client_addr: str | None = None) -> str:
-    def act(row: DomainRow) -> str:
+                          client_addr: str | None = None) -> StrOrPromise:
+    def act(row: DomainRow) -> StrOrPromise:
         virt.hardware.set_boot_order(row.host.uri, row.uuid, devices=tuple(devices))
-        return f"{row.record.name} boots from {', '.join(devices)} from the next boot."
+        return format_lazy(_("{vm} boots from {devices} from the next boot."), vm=row.record.name,
+                           devices=", ".join(devices))
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.boot-order", act=act,
                     client_addr=client_addr)
 
 
-def domain_redefine_xml(*, actor: User, host_name: str, uuid: str, xml: str, client_addr: str | None = None) -> str:
+def domain_redefine_xml(*, actor: User, host_name: str, uuid: str, xml: str,
+                        client_addr: str | None = None) -> StrOrPromise:
     """Admins: the edited definition, validated by libvirt against its schema."""
-    def act(row: DomainRow) -> str:
+    def act(row: DomainRow) -> StrOrPromise:
         require_admin(actor)
         virt.hardware.redefine_xml(row.host.uri, row.uuid, xml)
-        return f"Definition of {row.record.name} saved; it applies from the next boot."
+        return format_lazy(_("Definition of {vm} saved; it applies from the next boot."), vm=row.record.name)
 
     return _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.xml", act=act,
                     client_addr=client_addr)
@@ -551,7 +585,7 @@ def domain_clone(*, actor: User, host_name: str, uuid: str, name: str, client_ad
     defined VM. Returns the clone's UUID (the audit row, on the original, names it)."""
     cloned: list[virt.hardware.ClonedDomain] = []
 
-    def act(row: DomainRow) -> str:
+    def act(row: DomainRow) -> StrOrPromise:
         limits = _limits(actor, row)
         if not limits.unlimited:
             _clone_problems(limits, row)
@@ -562,7 +596,7 @@ def domain_clone(*, actor: User, host_name: str, uuid: str, name: str, client_ad
         if not actor.sees_every_domain:
             Grant.objects.create(host=row.host, domain_uuid=clone.uuid, domain_name=name, user=actor,
                                  can_operate=True, can_console=True, owner=True)
-        return f"{row.record.name} cloned as {name} ({clone.uuid})."
+        return format_lazy(_("{vm} cloned as {name} ({uuid})."), vm=row.record.name, name=name, uuid=clone.uuid)
 
     _operate(actor=actor, host_name=host_name, uuid=uuid, action="domain.clone", act=act, client_addr=client_addr)
     return cloned[0].uuid
@@ -572,18 +606,19 @@ def _clone_problems(limits: DefineLimits, row: DomainRow) -> None:
     """A tenant clones only its own disks, into its pools within its quota, and within its machine limits."""
     hardware = virt.hardware.domain_hardware(row.host.uri, row.uuid)
     volumes = virt.hardware.clone_plan(row.host.uri, row.uuid)
-    problems = [f"{volume.key} is not a volume you created here." for volume in volumes
-                if not limits.storage.may_boot(volume.key)]
+    problems: list[StrOrPromise] = [format_lazy(NOT_YOUR_VOLUME, volume=volume.key) for volume in volumes
+                                    if not limits.storage.may_boot(volume.key)]
     for pool in {volume.pool for volume in volumes}:
         size = sum(volume.capacity_bytes for volume in volumes if volume.pool == pool)
         problems += limits.storage.new_volume_problems(pool, size)
     if limits.max_vms is not None and limits.owned_vms >= limits.max_vms:
-        problems.append(f"You already have {limits.owned_vms} of your {limits.max_vms} machines.")
+        problems.append(format_lazy(ALL_MACHINES_USED, owned=limits.owned_vms, allowed=limits.max_vms))
     if limits.max_vcpus is not None and hardware.max_vcpus > limits.max_vcpus:
-        problems.append(f"It has up to {hardware.max_vcpus} vCPUs; you may have {limits.max_vcpus} per machine.")
+        problems.append(format_lazy(_("It has up to {vcpus} vCPUs; you may have {allowed} per machine."),
+                                    vcpus=hardware.max_vcpus, allowed=limits.max_vcpus))
     if limits.max_memory_mib is not None and hardware.max_memory_mib > limits.max_memory_mib:
-        problems.append(f"It has up to {hardware.max_memory_mib} MiB of memory; you may have "
-                        f"{limits.max_memory_mib} MiB per machine.")
+        problems.append(format_lazy(_("It has up to {mib} MiB of memory; you may have {allowed} MiB per machine."),
+                                    mib=hardware.max_memory_mib, allowed=limits.max_memory_mib))
     if problems:
         raise ValidationError(problems)
 
@@ -606,7 +641,7 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
         entry.save(update_fields=["domain_name"])
         destination = selectors.enabled_hosts().exclude(pk=row.host.pk).filter(name=destination_name).first()
         if destination is None:
-            raise ValidationError("Pick the destination from the registered hosts other than the current one.")
+            raise ValidationError(_("Pick the destination from the registered hosts other than the current one."))
         options = options.for_state(row.record.state)
         problems = options.problems()
         if problems:
@@ -614,7 +649,7 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
         with domain_action_lock(row.host.pk, row.uuid):
             migrations_settle_stale(uuid=row.uuid)  # a job a restart left behind does not block a new one
             if MigrationJob.objects.filter(domain_uuid=row.uuid, state__in=MigrationJob.ACTIVE_STATES).exists():
-                raise virt.OperationInProgress("This machine is already being migrated.")
+                raise virt.OperationInProgress(_("This machine is already being migrated."))
             failed = [check.message for check in vmig.precheck(row.host.uri, destination.uri, row.uuid, options,
                                                                 dest_address=destination.migration_address)
                       if not check.ok]
@@ -631,7 +666,7 @@ def migration_start(*, actor: User, host_name: str, uuid: str, destination_name:
     return job
 
 
-def migration_cancel(*, actor: User, job_id: int, client_addr: str | None = None) -> str:
+def migration_cancel(*, actor: User, job_id: int, client_addr: str | None = None) -> StrOrPromise:
     """Abort the job's migration (libvirt's abortJob); the VM keeps running on the source."""
     job = MigrationJob.objects.filter(pk=job_id).select_related("source").first()
     with audited(actor=actor, action="domain.migrate-cancel", host=job.source if job else None,
@@ -643,31 +678,30 @@ def migration_cancel(*, actor: User, job_id: int, client_addr: str | None = None
             job.state = MigrationJob.State.CANCELLING
             migration_jobs.conclude(job, error="Cancelled before it started.", cancelled=True)
             entry.message = f"job {job.pk} cancelled before it started"
-            return entry.message
+            return format_lazy(_("Migration job {job} cancelled before it started."), job=job.pk)
         # Only a running job becomes cancelling: never one that ended meanwhile (it would be active again,
         # and concluded, audited and its grants moved a second time).
         if job.source is None or not MigrationJob.objects.filter(pk=job.pk, state=MigrationJob.State.RUNNING).update(
                 state=MigrationJob.State.CANCELLING):
             job.refresh_from_db(fields=["state"])
-            raise virt.OperationInvalid(f"The migration is {job.get_state_display().lower()}; there is nothing "
-                                        "to cancel.")
+            raise virt.OperationInvalid(format_lazy(_("The migration is {state}; there is nothing to cancel."),
+                                                    state=job.get_state_display().lower()))
         vmig.abort(job.source.uri, str(job.domain_uuid))
         entry.message = f"job {job.pk}: asked libvirt to abort the migration"
-    return "Cancelling: the machine stays on " + job.source_name + "."
+    return format_lazy(_("Cancelling: the machine stays on {host}."), host=job.source_name)
 
 
-def migration_postcopy(*, actor: User, job_id: int, client_addr: str | None = None) -> str:
+def migration_postcopy(*, actor: User, job_id: int, client_addr: str | None = None) -> StrOrPromise:
     job = MigrationJob.objects.filter(pk=job_id).select_related("source").first()
     with audited(actor=actor, action="domain.migrate-postcopy", host=job.source if job else None,
                  domain_uuid=str(job.domain_uuid) if job else None, client_addr=client_addr) as entry:
         job = selectors.migration_job_get(user=actor, job_id=job_id)
         entry.domain_name = job.domain_name
         if job.state != MigrationJob.State.RUNNING or job.source is None or not job.options.get("postcopy"):
-            raise virt.OperationInvalid("Post-copy is possible only while a migration started with post-copy "
-                                        "allowed is running.")
+            raise virt.OperationInvalid(vmig.POSTCOPY_NOT_RUNNING)
         vmig.switch_to_postcopy(job.source.uri, str(job.domain_uuid))
         entry.message = f"job {job.pk}: switched to post-copy"
-    return "Switched to post-copy: the machine now runs on " + job.destination_name + "."
+    return format_lazy(_("Switched to post-copy: the machine now runs on {host}."), host=job.destination_name)
 
 
 def migration_settle(*, job_id: int) -> MigrationJob | None:

@@ -53,6 +53,7 @@ from .rows import row_element_id
 if TYPE_CHECKING:
     from django.http import HttpRequest
     from django_htmx.middleware import HtmxDetails
+    from django_stubs_ext import StrOrPromise
 
     from accounts.models import User
 
@@ -167,7 +168,7 @@ def render_with_messages(request: AuthedRequest, template: str, context: dict[st
     return response
 
 
-def _run(request: AuthedRequest, call: Callable[[], str]) -> None:
+def _run(request: AuthedRequest, call: Callable[[], StrOrPromise]) -> None:
     try:
         messages.success(request, call())
     except virt.VirtError as error:
@@ -324,7 +325,8 @@ def host_delete(request: AuthedRequest, host_name: str) -> HttpResponse:
 def host_test(request: AuthedRequest, host_name: str) -> HttpResponse:
     # The service is the gate here, so a refused attempt is audited as denied.
     host = get_object_or_404(Host, name=host_name)
-    facts, error, cause = None, "", ""
+    facts, error = None, ""
+    cause: StrOrPromise = ""
     try:
         facts = services.host_test_connection(actor=request.user, host=host, client_addr=client_addr(request))
     except virt.VirtError as failure:
@@ -473,10 +475,10 @@ def hardware_forms(page: selectors.HardwarePage, change: str, data: Mapping[str,
     }
 
 
-def hardware_change(change: str, form: BaseForm) -> Callable[..., str]:
+def hardware_change(change: str, form: BaseForm) -> Callable[..., StrOrPromise]:
     """The service call of a valid form, waiting for the actor, host, VM and client address."""
     data = form.cleaned_data
-    calls: dict[str, Callable[..., str]] = {
+    calls: dict[str, Callable[..., StrOrPromise]] = {
         "vcpus": lambda **who: services.domain_set_vcpus(**who, vcpus=data["vcpus"], max_vcpus=data["max_vcpus"]),
         "memory": lambda **who: services.domain_set_memory(**who, memory_mib=data["memory_mib"],
                                                            max_memory_mib=data["max_memory_mib"]),

@@ -6,6 +6,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from audit.services import audited
 from domains import virt
@@ -14,6 +16,8 @@ from domains.models import Host
 from domains.selectors import host_get
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
     from accounts.models import User
 
 
@@ -24,26 +28,29 @@ class NetworkAction(StrEnum):
     NO_AUTOSTART = "no-autostart"
 
 
-def _apply(uri: str, name: str, action: NetworkAction) -> str:
+def _apply(uri: str, name: str, action: NetworkAction) -> StrOrPromise:
     if action is NetworkAction.START:
         virt.start_network(uri, name)
-        return f"Network {name} started."
+        return format_lazy(_("Network {name} started."), name=name)
     if action is NetworkAction.STOP:
         virt.stop_network(uri, name)
-        return f"Network {name} stopped."
+        return format_lazy(_("Network {name} stopped."), name=name)
     autostart = action is NetworkAction.AUTOSTART
     virt.set_network_autostart(uri, name, autostart)
-    return f"Network {name} {'starts' if autostart else 'no longer starts'} with its host."
+    done = (_("Network {name} starts with its host.") if autostart
+            else _("Network {name} no longer starts with its host."))
+    return format_lazy(done, name=name)
 
 
 def network_act(*, actor: User, host_name: str, name: str, action: NetworkAction,
-                client_addr: str | None = None) -> str:
+                client_addr: str | None = None) -> StrOrPromise:
     """Start, stop, or (un)mark to start with the host: admins and operators; returns the message for the user."""
     with audited(actor=actor, action=f"network.{action}", host=Host.objects.filter(name=host_name).first(),
                  client_addr=client_addr, message=f"network {name}") as entry:
         host = host_get(user=actor, host_name=host_name)
-        entry.message = _apply(host.uri, name, action)
-    return entry.message
+        done = _apply(host.uri, name, action)
+        entry.message = done  # type: ignore[assignment]  # lazy: the audit writer renders it
+    return done
 
 
 def network_define(*, actor: User, host_name: str, spec: virt.NatNetworkSpec, start: bool = True,

@@ -15,19 +15,23 @@ from django.core.exceptions import ValidationError
 from django.db.models import F
 from django.http import Http404
 from django.utils import timezone
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from audit.services import audited, refuse
 from domains.access import GIB, require_admin
 from domains.models import Host, OwnedVolume
 from domains.virt import VirtError, VolumeInfo
 from domains.virt import storage as vstorage
-from domains.virt.errors import StorageNotFound
+from domains.virt.errors import VOLUME_NAME_TAKEN, StorageNotFound
 from domains.virt.storage import PoolAction, PoolCapacity
 
 from . import selectors
 from .models import ABANDONED_AFTER, UploadSession
 
 if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
     from accounts.models import User
 
 
@@ -38,18 +42,20 @@ def pool_define(*, actor: User, host_name: str, name: str, path: str, client_add
         require_admin(actor)
         host, _scope = selectors.storage_host(actor, host_name)
         if name in {pool.name for pool in vstorage.pool_capacities(host.uri)}:
-            raise ValidationError({"name": f"{host.name} already has a pool named {name}."})
+            raise ValidationError({"name": format_lazy(_("{host} already has a pool named {name}."), host=host.name,
+                                                       name=name)})
         return vstorage.define_dir_pool(host.uri, name, path)
 
 
-def pool_act(*, actor: User, host_name: str, pool: str, action: PoolAction, client_addr: str | None = None) -> str:
+def pool_act(*, actor: User, host_name: str, pool: str, action: PoolAction,
+             client_addr: str | None = None) -> StrOrPromise:
     with audited(actor=actor, action=f"pool.{action}", host=selectors.audit_host(host_name), message=pool,
                  client_addr=client_addr):
         host, scope = selectors.storage_pool(actor, host_name, pool)
         if not scope.unlimited:
-            raise Http404("No such pool.")  # tenants use pools, they do not run them
+            raise Http404(_("No such pool."))  # tenants use pools, they do not run them
         vstorage.act_on_pool(host.uri, pool, action)
-    return f"Pool {pool} {action.past_tense}."
+    return action.done_message(pool)
 
 
 def _check_new_volume(actor: User, host_name: str, pool: str, name: str, size_bytes: int) -> Host:
@@ -58,7 +64,7 @@ def _check_new_volume(actor: User, host_name: str, pool: str, name: str, size_by
     if problems := scope.new_volume_problems(pool, size_bytes):
         raise ValidationError(problems)
     if any(volume.name == name for volume in vstorage.pool_volumes(host.uri, pool)):
-        raise ValidationError({"name": f"Pool {pool} already has a volume named {name}."})
+        raise ValidationError({"name": format_lazy(VOLUME_NAME_TAKEN, pool=pool, name=name)})
     return host
 
 
@@ -83,35 +89,37 @@ def _own_volume(actor: User, host_name: str, pool: str, name: str) -> tuple[Host
     may see, but not change, is a 404 here as well)."""
     host, scope, volume = selectors.storage_volume(actor, host_name, pool, name)
     if not scope.may_change(volume.key):
-        raise Http404("No such volume.")
+        raise Http404(_("No such volume."))
     return host, volume
 
 
 def volume_resize(*, actor: User, host_name: str, pool: str, name: str, size_bytes: int,
-                  client_addr: str | None = None) -> str:
+                  client_addr: str | None = None) -> StrOrPromise:
     """Grows the volume; a size not above the current one is refused, and the growth counts against the quota."""
     with audited(actor=actor, action="volume.resize", host=selectors.audit_host(host_name),
                  message=f"{pool}/{name} to {size_bytes} bytes", client_addr=client_addr):
         host, volume = _own_volume(actor, host_name, pool, name)
         if size_bytes <= volume.capacity_bytes:
-            raise ValidationError({"size_gib": f"{name} has {volume.capacity_bytes / GIB:.3g} GiB; volumes only grow, "
-                                               "so give a larger size."})
-        _, scope = selectors.storage_host(actor, host_name)
+            raise ValidationError({"size_gib": format_lazy(
+                _("{name} has {gib} GiB; volumes only grow, so give a larger size."), name=name,
+                gib=f"{volume.capacity_bytes / GIB:.3g}")})
+        _host, scope = selectors.storage_host(actor, host_name)
         if not scope.unlimited and (problems := scope.new_volume_problems(pool, size_bytes - volume.capacity_bytes)):
             raise ValidationError({"size_gib": problems})
         vstorage.resize_volume(host.uri, pool, name, size_bytes)
         OwnedVolume.objects.filter(host=host, pool=pool, name=name).update(capacity_bytes=size_bytes)
-    return f"{name} now has {size_bytes / GIB:.3g} GiB."
+    return format_lazy(_("{name} now has {gib} GiB."), name=name, gib=f"{size_bytes / GIB:.3g}")
 
 
-def volume_delete(*, actor: User, host_name: str, pool: str, name: str, client_addr: str | None = None) -> str:
+def volume_delete(*, actor: User, host_name: str, pool: str, name: str,
+                  client_addr: str | None = None) -> StrOrPromise:
     """Deletes a volume no machine uses, and its ownership record."""
     with audited(actor=actor, action="volume.delete", host=selectors.audit_host(host_name), message=f"{pool}/{name}",
                  client_addr=client_addr):
         host, _volume = _own_volume(actor, host_name, pool, name)
         vstorage.delete_volume(host.uri, pool, name)
         OwnedVolume.objects.filter(host=host, pool=pool, name=name).delete()
-    return f"Volume {name} deleted."
+    return format_lazy(_("Volume {name} deleted."), name=name)
 
 
 def volume_download(*, actor: User, host_name: str, pool: str, name: str,
@@ -133,7 +141,8 @@ class ChunkOutOfPlace(Exception):
     """A chunk that does not start where the upload stands (a resent or a lost one): the browser asks again."""
 
     def __init__(self, session: UploadSession) -> None:
-        super().__init__(f"The upload stands at byte {session.received_bytes}; send from there.")
+        super().__init__(format_lazy(_("The upload stands at byte {offset}; send from there."),
+                                     offset=session.received_bytes))
         self.session = session
 
 
@@ -185,8 +194,8 @@ def upload_chunk(*, actor: User, session_id: int, offset: int, data: bytes,
     session = _own_session(actor, session_id, "volume.upload-chunk", client_addr)
     if session.abandoned:
         _discard(session, actor=actor, action="volume.upload-expire", client_addr=client_addr)
-        raise UploadAbandoned(f"This upload got no data for {ABANDONED_AFTER.seconds // 60} minutes; its partial "
-                              "volume was deleted. Start it again.")
+        raise UploadAbandoned(format_lazy(_("This upload got no data for {minutes} minutes; its partial volume was "
+                                            "deleted. Start it again."), minutes=ABANDONED_AFTER.seconds // 60))
     if offset != session.received_bytes or not data or offset + len(data) > session.total_bytes:
         raise ChunkOutOfPlace(session)
     last = offset + len(data) == session.total_bytes
@@ -200,12 +209,12 @@ def upload_chunk(*, actor: User, session_id: int, offset: int, data: bytes,
     return session
 
 
-def upload_cancel(*, actor: User, session_id: int, client_addr: str | None = None) -> str:
+def upload_cancel(*, actor: User, session_id: int, client_addr: str | None = None) -> StrOrPromise:
     session = _own_session(actor, session_id, "volume.upload-cancel", client_addr)
     if session.finished:
-        raise ValidationError("This upload is complete; delete the volume instead.")
+        raise ValidationError(_("This upload is complete; delete the volume instead."))
     _discard(session, actor=actor, action="volume.upload-cancel", client_addr=client_addr)
-    return f"Upload of {session.volume} cancelled; its partial volume was deleted."
+    return format_lazy(_("Upload of {name} cancelled; its partial volume was deleted."), name=session.volume)
 
 
 def uploads_expire() -> int:

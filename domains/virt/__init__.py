@@ -8,7 +8,7 @@ watch or migrate (daphne, watchhosts, consoleproxy) also `initialize()` libvirt'
 from . import hardware, migration, usage
 from .actions import Action, PowerMode, available_actions, delete_domain, run_action
 from .agent import GuestInfo, guest_info
-from .connections import configure, pool
+from .connections import NO_ANSWER_IN_TIME, configure, pool
 from .definition import (
     VIDEO_MODELS,
     BootKind,
@@ -38,6 +38,7 @@ from .errors import (
     OperationUnsupported,
     SnapshotNotFound,
     VirtError,
+    summary_for_reader,
 )
 from .events import (
     DomainChanged,
@@ -120,8 +121,10 @@ __all__ = [
     "preview_domain_xml",
     "update_display",
     "LIST_OPTIONS",
+    "NO_ANSWER_IN_TIME",
     "Action",
     "AgentUnavailable",
+    "summary_for_reader",
     "ConsoleUnavailable",
     "DeviceSummary",
     "DomainDetails",

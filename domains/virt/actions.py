@@ -5,14 +5,21 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET  # noqa: S405 - libvirt's own XML
 from collections.abc import Callable, Sequence
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 import libvirt
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext_lazy
 
 from .connections import connection
 from .errors import OperationInvalid
 from .inventory import DomainRecord
 from .states import DomainState
 from .storage import VolumeInfo, delete_volumes
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
 
 
 class Action(StrEnum):
@@ -31,26 +38,31 @@ class Action(StrEnum):
     AUTOSTART_OFF = "autostart-off"
 
     @property
-    def label(self) -> str:
+    def label(self) -> StrPromise:
+        """The button's words, in the reader's language."""
         return _LABELS[self]
 
-    @property
-    def past_tense(self) -> str:
-        return _DONE[self]
+    def done_message(self, name: str) -> StrPromise:
+        """What the user is told once the action on the machine called `name` is done."""
+        return format_lazy(_DONE[self], name=name)
 
 
 _LABELS = {
-    Action.START: "Start", Action.RESTORE: "Restore", Action.SHUTDOWN: "Shut down", Action.REBOOT: "Reboot",
-    Action.RESET: "Reset", Action.FORCE_OFF: "Force off", Action.PAUSE: "Pause", Action.RESUME: "Resume",
-    Action.SAVE: "Save", Action.DISCARD_SAVE: "Discard saved state", Action.WAKEUP: "Wake up",
-    Action.AUTOSTART_ON: "Autostart on", Action.AUTOSTART_OFF: "Autostart off",
+    Action.START: _("Start"), Action.RESTORE: _("Restore"), Action.SHUTDOWN: _("Shut down"),
+    Action.REBOOT: _("Reboot"), Action.RESET: _("Reset"), Action.FORCE_OFF: _("Force off"),
+    Action.PAUSE: _("Pause"), Action.RESUME: _("Resume"), Action.SAVE: _("Save"),
+    Action.DISCARD_SAVE: _("Discard saved state"), Action.WAKEUP: _("Wake up"),
+    Action.AUTOSTART_ON: _("Autostart on"), Action.AUTOSTART_OFF: _("Autostart off"),
 }
+# Whole sentences, not a name and a participle: another language puts the name elsewhere.
 _DONE = {
-    Action.START: "started", Action.RESTORE: "restored", Action.SHUTDOWN: "asked to shut down",
-    Action.REBOOT: "asked to reboot", Action.RESET: "reset", Action.FORCE_OFF: "forced off",
-    Action.PAUSE: "paused", Action.RESUME: "resumed", Action.SAVE: "saved",
-    Action.DISCARD_SAVE: "discarded its saved state", Action.WAKEUP: "woken up",
-    Action.AUTOSTART_ON: "set to start with its host", Action.AUTOSTART_OFF: "no longer starts with its host",
+    Action.START: _("{name} started."), Action.RESTORE: _("{name} restored."),
+    Action.SHUTDOWN: _("{name} asked to shut down."), Action.REBOOT: _("{name} asked to reboot."),
+    Action.RESET: _("{name} reset."), Action.FORCE_OFF: _("{name} forced off."), Action.PAUSE: _("{name} paused."),
+    Action.RESUME: _("{name} resumed."), Action.SAVE: _("{name} saved."),
+    Action.DISCARD_SAVE: _("{name} discarded its saved state."), Action.WAKEUP: _("{name} woken up."),
+    Action.AUTOSTART_ON: _("{name} set to start with its host."),
+    Action.AUTOSTART_OFF: _("{name} no longer starts with its host."),
 }
 
 
@@ -171,8 +183,10 @@ def delete_domain(
         snapshots = dom.snapshotNum(0)
         if snapshots and not remove_snapshot_metadata:
             # libvirt refuses this for a stopped VM only; a running one would lose the metadata when stopped.
-            raise OperationInvalid(f"{dom.name()} has {snapshots} snapshot{'s' if snapshots > 1 else ''}: "
-                                   "delete them first, or let their metadata go with the machine.")
+            raise OperationInvalid(format_lazy(ngettext_lazy(
+                "{name} has {count} snapshot: delete them first, or let their metadata go with the machine.",
+                "{name} has {count} snapshots: delete them first, or let their metadata go with the machine.",
+                snapshots), name=dom.name(), count=snapshots))
         active = dom.isActive()  # asked first: a stopped VM is gone once undefined
         if dom.isPersistent():
             dom.undefineFlags(_undefine_flags(dom, remove_managed_save, remove_snapshot_metadata, remove_nvram))

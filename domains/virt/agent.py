@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import libvirt
+from django.utils.translation import gettext_lazy as _
 
 from .addresses import GuestAddress, known_addresses, read_agent_addresses, remember_addresses
 from .connections import ReaderConnection, connection
@@ -49,7 +50,7 @@ def guest_info(uri: str, uuid: str) -> GuestInfo:
         dom = conn.lookupByUUIDString(uuid)
         state = parse_agent_channel(dom.XMLDesc(0)) if dom.isActive() else None
         if state is None:
-            raise AgentUnavailable("This machine has no guest agent channel, or it is not running.")
+            raise AgentUnavailable(_("This machine has no guest agent channel, or it is not running."))
         if state != "connected":
             raise AgentUnavailable()
         info = dom.guestInfo(0, 0)

@@ -11,8 +11,10 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import libvirt
+from django.utils.translation import gettext_lazy as _
 
 from .addresses import AddressStore, use_store
 from .errors import (
@@ -28,6 +30,9 @@ from .errors import (
     VirtError,
     redact,
 )
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise, StrPromise
 
 logger = logging.getLogger(__name__)
 
@@ -86,32 +91,33 @@ def translate(error: libvirt.libvirtError) -> VirtError:
     return VirtError(detail=detail)
 
 
+NO_ANSWER_IN_TIME = _("The host did not answer in time.")
 # What stopped a connection, told from the transport's words: libvirt reports all of these as a system
 # error (a refused TLS certificate as an authentication failure) of its RPC layer, so only the message
 # tells them apart. The first match wins: SSH passes on the far side's words ("Failed to connect socket"
 # there is libvirtd missing), and a unix socket that refuses is a stopped daemon, not a closed port.
-_CAUSES: tuple[tuple[re.Pattern[str], str], ...] = (
+_CAUSES: tuple[tuple[re.Pattern[str], StrPromise], ...] = (
     (re.compile(r"resolve (?:address|hostname)|Name or service not known|No address associated"),
-     "The host's name or address was not found (DNS)."),
+     _("The host's name or address was not found (DNS).")),
     (re.compile(r"Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED"),
-     "SSH refused the host's key: it is not the one pinned in known_hosts."),
+     _("SSH refused the host's key: it is not the one pinned in known_hosts.")),
     (re.compile(r"Permission denied \(|Too many authentication failures"),
-     "SSH refused the login: the key was not accepted."),
+     _("SSH refused the login: the key was not accepted.")),
     (re.compile(r"Cannot (?:read|access) [^:]*(?:certificate|key)"),
-     "TLS is not set up on the dashboard's side: a CA or client certificate is missing."),
+     _("TLS is not set up on the dashboard's side: a CA or client certificate is missing.")),
     (re.compile(r"verify peer's certificate|TLS handshake failed|TLS confirmation|certificate"),
-     "TLS was refused: the host's certificate is not from the configured CA, or the port does not speak TLS."),
+     _("TLS was refused: the host's certificate is not from the configured CA, or the port does not speak TLS.")),
     (re.compile(r"Failed to connect socket to [^\n]*: (?:No such file or directory|Connection refused)"
                 r"|unix connect failed"),
-     "libvirtd is not running there: its socket is missing or nothing listens on it."),
-    (re.compile(r"Connection refused"), "The host refused the connection: nothing listens on that port."),
-    (re.compile(r"No route to host|Network is unreachable"), "There is no network route to the host."),
-    (re.compile(r"timed out"), "The host did not answer in time."),
-    (re.compile(r"keepalive timeout"), "The host stopped answering: it missed its keepalive pings."),
+     _("libvirtd is not running there: its socket is missing or nothing listens on it.")),
+    (re.compile(r"Connection refused"), _("The host refused the connection: nothing listens on that port.")),
+    (re.compile(r"No route to host|Network is unreachable"), _("There is no network route to the host.")),
+    (re.compile(r"timed out"), NO_ANSWER_IN_TIME),
+    (re.compile(r"keepalive timeout"), _("The host stopped answering: it missed its keepalive pings.")),
 )
 
 
-def unreachable_cause(message: str) -> str:
+def unreachable_cause(message: str) -> StrOrPromise:
     """What stopped a connection, in words, from libvirt's message; "" when the message does not tell."""
     return next((words for pattern, words in _CAUSES if pattern.search(message)), "")
 
@@ -220,7 +226,7 @@ class ConnectionPool:
         try:
             return opening.result(timeout=self.open_timeout)
         except TimeoutError as error:
-            raise HostUnreachable("The host did not answer in time.") from error
+            raise HostUnreachable(NO_ANSWER_IN_TIME) from error
 
     @contextmanager
     def use(self, uri: str) -> Iterator[libvirt.virConnect]:

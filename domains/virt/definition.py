@@ -10,10 +10,12 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 import libvirt
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .connections import connection
 from .details import parse_devices
-from .errors import InvalidDefinition
+from .errors import NAME_TAKEN, VOLUME_NAME_TAKEN, InvalidDefinition
 from .storage import VolumeInfo
 
 AGENT_CHANNEL = "org.qemu.guest_agent.0"
@@ -210,7 +212,7 @@ def _resolve_storage(conn: libvirt.virConnect, spec: DomainSpec) -> tuple[str, s
 
 
 def _lookup_volume(conn: libvirt.virConnect, key: str) -> libvirt.virStorageVol:
-    pool_name, _, volume_name = key.partition("/")
+    pool_name, _slash, volume_name = key.partition("/")
     return conn.storagePoolLookupByName(pool_name).storageVolLookupByName(volume_name)
 
 
@@ -280,11 +282,11 @@ def define_domain(uri: str, spec: DomainSpec, *, autostart: bool = False) -> Def
 
 def _refuse_taken_names(conn: libvirt.virConnect, spec: DomainSpec) -> None:
     if spec.name in {dom.name() for dom in conn.listAllDomains(0)}:
-        raise InvalidDefinition(f"A machine named {spec.name} already exists on this host.")
+        raise InvalidDefinition(format_lazy(NAME_TAKEN, name=spec.name))
     if spec.boot.creates_volume:
         pool = conn.storagePoolLookupByName(spec.boot.pool)
         if _new_volume_name(spec) in pool.listVolumes():
-            raise InvalidDefinition(f"Pool {spec.boot.pool} already has a volume named {_new_volume_name(spec)}.")
+            raise InvalidDefinition(format_lazy(VOLUME_NAME_TAKEN, pool=spec.boot.pool, name=_new_volume_name(spec)))
 
 
 def _volume_xml(spec: DomainSpec) -> str:
@@ -307,7 +309,7 @@ def update_display(uri: str, uuid: str, *, video_model: str, graphics: GraphicsS
     with connection(uri) as conn:
         dom = conn.lookupByUUIDString(uuid)
         if dom.isActive() or not dom.isPersistent():
-            raise InvalidDefinition("Graphics and video can be changed only while the machine is shut off.")
+            raise InvalidDefinition(_("Graphics and video can be changed only while the machine is shut off."))
         # SECURE keeps existing passwords in the XML we write back.
         root = ET.fromstring(  # noqa: S314
             dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE | libvirt.VIR_DOMAIN_XML_SECURE))

@@ -3,22 +3,28 @@
 `str(error)` is a summary safe to show any user; `detail` keeps libvirt's own message. A reader
 gets `full_message` (the summary and libvirt's words, for admins and the audit row) or
 `redacted_message` (the same reason with host paths, URIs, addresses and UUIDs taken out).
+Our summaries are lazy translations: read in the reader's language, written to the audit log in the site's.
 """
 
 from __future__ import annotations
 
 import re
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
+
+from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise, StrPromise
 
 
 class VirtError(Exception):
     """A hypervisor operation failed; the message is safe to show a tenant."""
 
-    default_message = "The hypervisor could not complete the request."
+    default_message: ClassVar[StrOrPromise] = _("The hypervisor could not complete the request.")
     # Whether libvirt's reason, redacted, helps a tenant: not when it is all about the host itself.
     reason_for_everyone: ClassVar[bool] = True
 
-    def __init__(self, message: str | None = None, *, detail: str = "") -> None:
+    def __init__(self, message: StrOrPromise | None = None, *, detail: str = "") -> None:
         super().__init__(message or self.default_message)
         self.detail = detail
         # A message worded from libvirt's own (see connections.translate) already gives the reason.
@@ -36,10 +42,10 @@ class VirtError(Exception):
 
 
 class HostUnreachable(VirtError):
-    default_message = "The host cannot be reached right now."
+    default_message = _("The host cannot be reached right now.")
     reason_for_everyone = False  # addresses, sockets and SSH's words about the host: nothing left to tell
 
-    def __init__(self, message: str | None = None, *, detail: str = "", cause: str = "") -> None:
+    def __init__(self, message: StrOrPromise | None = None, *, detail: str = "", cause: StrOrPromise = "") -> None:
         super().__init__(message, detail=detail)
         # What stopped the connection, in words (connections.unreachable_cause), for the admin who tests
         # the host; empty when libvirt's message does not tell.
@@ -47,50 +53,62 @@ class HostUnreachable(VirtError):
 
 
 class DomainNotFound(VirtError):
-    default_message = "The virtual machine no longer exists on this host."
+    default_message = _("The virtual machine no longer exists on this host.")
     reason_for_everyone = False
 
 
 class SnapshotNotFound(VirtError):
-    default_message = "That snapshot no longer exists."
+    default_message = _("That snapshot no longer exists.")
     reason_for_everyone = False
 
 
 class NetworkNotFound(VirtError):
-    default_message = "That network no longer exists on this host."
+    default_message = _("That network no longer exists on this host.")
 
 
 class StorageNotFound(VirtError):
-    default_message = "That storage pool or volume no longer exists on this host."
+    default_message = _("That storage pool or volume no longer exists on this host.")
     reason_for_everyone = False
 
 
 class OperationInvalid(VirtError):
-    default_message = "That action is not possible in the machine's current state."
+    default_message = _("That action is not possible in the machine's current state.")
 
 
 class OperationInProgress(VirtError):
-    default_message = "Another action on this machine is already in progress; try again in a moment."
+    default_message = _("Another action on this machine is already in progress; try again in a moment.")
 
 
 class AgentUnavailable(VirtError):
-    default_message = "The guest agent is not connected."
+    default_message = _("The guest agent is not connected.")
 
 
 class InvalidDefinition(VirtError):
-    default_message = "The hypervisor rejected the machine definition."
+    default_message = _("The hypervisor rejected the machine definition.")
 
 
 class NameTaken(InvalidDefinition):
     """A name or address the request chose is already used on the host: the form's `field` says which."""
 
-    def __init__(self, message: str, *, field: str) -> None:
+    def __init__(self, message: StrOrPromise, *, field: str) -> None:
         super().__init__(message)
         self.field = field
 
 
+# What NameTaken says, where a definition or a clone chose a name the host already has.
+NAME_TAKEN = _("A machine named {name} already exists on this host.")
+VOLUME_NAME_TAKEN = _("Pool {pool} already has a volume named {name}.")
+
+
 class OperationUnsupported(VirtError):
-    default_message = "This host's hypervisor does not support that action."
+    default_message = _("This host's hypervisor does not support that action.")
+
+
+def summary_for_reader(summary: str) -> StrPromise:
+    """A summary that crossed a thread, the cache or the channel layer as text in the site's language (a
+    watcher's words about its host), in the reader's language again: ours are in the catalogue, libvirt's own
+    words stay as they are."""
+    return _(summary)  # a variable on purpose: the words were marked where they were written
 
 
 # --- Redaction: pure text, so it applies as well to a message stored in an audit row. ---

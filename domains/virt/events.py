@@ -564,7 +564,7 @@ class HostWatcher:
         if self._reachable is False:
             return
         self._reachable = False
-        message = str(translate(error)) if error is not None else HostUnreachable.default_message
+        message = str(translate(error) if error is not None else HostUnreachable())
         self._lost_at = (self._seq(), message)
         with self._lock:
             self._changed()

@@ -14,13 +14,19 @@ import dataclasses
 import ipaddress
 import xml.etree.ElementTree as ET  # noqa: S405 - libvirt's own XML, not untrusted input
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import libvirt
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .connections import connection
 from .errors import VirtError
 from .transports import SshRoute, TlsMaterial, ssh_route, tls_material
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
 
 KINDS = ("vnc", "spice")
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 - mapped to loopback
@@ -28,7 +34,7 @@ _LOCAL_NAMES = {"", "localhost", "localhost.localdomain"}
 
 
 class ConsoleUnavailable(VirtError):
-    default_message = "This machine has no display a browser console can open."
+    default_message = _("This machine has no display a browser console can open.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +91,15 @@ def parse_graphics(xml: str, *, uri: str) -> GraphicsEndpoint:
             path = listen.get("socket", "") if listen is not None else ""
             if not path:
                 break
-            route = None if is_local_uri(uri) else _route_to_host(uri, "a unix socket")
+            route = None if is_local_uri(uri) else _route_to_host(uri, _("a unix socket"))
             return GraphicsEndpoint(kind, "", None, path, has_password, ssh=route)
         if listen_type != "address":
             break  # type='none' or 'network' without an address: nothing to connect to
         port = int(device.get("port") or "-1")
         if port <= 0:
             if int(device.get("tlsPort") or "-1") > 0:
-                raise ConsoleUnavailable("This machine's SPICE display only accepts TLS, which the browser "
-                                         "console does not speak.")
+                raise ConsoleUnavailable(_("This machine's SPICE display only accepts TLS, which the browser "
+                                           "console does not speak."))
             break
         address = (listen.get("address", "") if listen is not None else "") or device.get("listen", "")
         if is_local_uri(uri):
@@ -102,19 +108,19 @@ def parse_graphics(xml: str, *, uri: str) -> GraphicsEndpoint:
             address = urlsplit(uri).hostname or ""  # listening everywhere: reach it at the host's name
         elif _is_loopback(address):
             return GraphicsEndpoint(kind, address, port, "", has_password,
-                                    ssh=_route_to_host(uri, "its host's loopback"))
+                                    ssh=_route_to_host(uri, _("its host's loopback")))
         # Whether QEMU demands TLS is in qemu.conf, not in the XML: only the handshake tells.
         return GraphicsEndpoint(kind, address, port, "", has_password, tls=tls_material(uri) if kind == "vnc" else None)
     raise ConsoleUnavailable()
 
 
-def _route_to_host(uri: str, where: str) -> SshRoute:
+def _route_to_host(uri: str, where: StrPromise) -> SshRoute:
     """The SSH route to a remote host, for a display only the host itself reaches."""
     route = ssh_route(uri)
     if route is None:
-        raise ConsoleUnavailable(
-            f"This machine's display listens on {where}, which the console proxy reaches only through "
-            "the host's SSH transport; the host is not registered with an SSH URI.")
+        raise ConsoleUnavailable(format_lazy(
+            _("This machine's display listens on {where}, which the console proxy reaches only through "
+              "the host's SSH transport; the host is not registered with an SSH URI."), where=where))
     return route
 
 
@@ -123,7 +129,7 @@ def graphics_endpoint(uri: str, uuid: str) -> GraphicsEndpoint:
     with connection(uri) as conn:
         dom = conn.lookupByUUIDString(uuid)
         if not dom.isActive():
-            raise ConsoleUnavailable("The machine is not running.")
+            raise ConsoleUnavailable(_("The machine is not running."))
         # Only the secure XML says whether a password is set; the password itself is not kept.
         xml = dom.XMLDesc(libvirt.VIR_DOMAIN_XML_SECURE)
         return dataclasses.replace(parse_graphics(xml, uri=uri), run_id=dom.ID())

@@ -14,12 +14,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import TYPE_CHECKING
 
 import libvirt
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .connections import connection
-from .errors import InvalidDefinition, NameTaken, OperationInvalid
+from .errors import NAME_TAKEN, VOLUME_NAME_TAKEN, InvalidDefinition, NameTaken, OperationInvalid
 from .storage import VolumeInfo, delete_volumes
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
 
 KIB_PER_MIB = 1024
 GIB = 1024**3
@@ -78,8 +84,8 @@ class Applied:
 
     live: bool
 
-    def when(self) -> str:
-        return "now" if self.live else "from the next boot"
+    def when(self) -> StrPromise:
+        return _("now") if self.live else _("from the next boot")
 
 
 def _xml(dom: libvirt.virDomain, *, inactive: bool) -> ET.Element:
@@ -243,11 +249,11 @@ def _find(devices: ET.Element, tag: str, match: Callable[[ET.Element], bool]) ->
 
 
 def _detach(conn: libvirt.virConnect, dom: libvirt.virDomain, tag: str, match: Callable[[ET.Element], bool],
-            what: str) -> Applied:
+            what: StrPromise) -> Applied:
     devices = _config(dom).find("devices")
     device = _find(devices, tag, match) if devices is not None else None
     if device is None:
-        raise InvalidDefinition(f"The machine has no {what}.")
+        raise InvalidDefinition(format_lazy(_("The machine has no {device}."), device=what))
     if dom.isActive():
         dom.detachDeviceFlags(ET.tostring(device, encoding="unicode"), _device_flags(dom))
         return Applied(live=True)
@@ -272,11 +278,11 @@ def _free_target(dom: libvirt.virDomain, bus: str) -> str:
     for letter in "abcdefghijklmnopqrstuvwxyz":
         if prefix + letter not in taken:
             return prefix + letter
-    raise InvalidDefinition(f"Every {bus} disk name is taken.")
+    raise InvalidDefinition(format_lazy(_("Every {bus} disk name is taken."), bus=bus))
 
 
 def _volume(conn: libvirt.virConnect, key: str) -> libvirt.virStorageVol:
-    pool_name, _, volume_name = key.partition("/")
+    pool_name, _slash, volume_name = key.partition("/")
     return conn.storagePoolLookupByName(pool_name).storageVolLookupByName(volume_name)
 
 
@@ -313,7 +319,7 @@ def attach_new_volume(uri: str, uuid: str, *, pool: str, size_gib: int, bus: str
         target = _free_target(dom, bus)
         name = f"{dom.name()}-{target}.qcow2"
         if name in storage_pool.listVolumes():
-            raise NameTaken(f"Pool {pool} already has a volume named {name}.", field="pool")
+            raise NameTaken(format_lazy(VOLUME_NAME_TAKEN, pool=pool, name=name), field="pool")
         created = storage_pool.createXML(_volume_xml(name, size_gib * GIB), 0)
         info = VolumeInfo(pool, created.name(), created.path(), created.info()[1])
         try:
@@ -335,7 +341,7 @@ def _volume_xml(name: str, capacity_bytes: int) -> str:
 def detach_disk(uri: str, uuid: str, *, target: str) -> Applied:
     """Detaches the disk (never deletes its volume)."""
     with _domain(uri, uuid) as (conn, dom):
-        return _detach(conn, dom, "disk", _by_target(target), f"disk {target}")
+        return _detach(conn, dom, "disk", _by_target(target), format_lazy(_("disk {target}"), target=target))
 
 
 def grow_disk(uri: str, uuid: str, *, target: str, size_gib: int) -> Applied:
@@ -345,10 +351,11 @@ def grow_disk(uri: str, uuid: str, *, target: str, size_gib: int) -> Applied:
         disk = _find(devices, "disk", _by_target(target)) if devices is not None else None
         path, volume = _disk_path(conn, disk) if disk is not None else ("", None)
         if disk is None or volume is None:
-            raise InvalidDefinition(f"{target} is not a storage volume of this machine.")
+            raise InvalidDefinition(format_lazy(_("{target} is not a storage volume of this machine."), target=target))
         size = size_gib * GIB
         if size <= volume.capacity_bytes:
-            raise InvalidDefinition(f"{target} has {volume.capacity_bytes / GIB:g} GiB; disks only grow.")
+            raise InvalidDefinition(format_lazy(_("{target} has {gib} GiB; disks only grow."), target=target,
+                                                gib=f"{volume.capacity_bytes / GIB:g}"))
         if dom.isActive():
             dom.blockResize(target, size, libvirt.VIR_DOMAIN_BLOCK_RESIZE_BYTES)
             return Applied(live=True)
@@ -362,7 +369,7 @@ def change_cdrom(uri: str, uuid: str, *, target: str, volume_key: str) -> Applie
         devices = _config(dom).find("devices")
         drive = _find(devices, "disk", _by_target(target)) if devices is not None else None
         if drive is None or drive.get("device") != "cdrom":
-            raise InvalidDefinition(f"The machine has no CD-ROM drive {target}.")
+            raise InvalidDefinition(format_lazy(_("The machine has no CD-ROM drive {target}."), target=target))
         for source in drive.findall("source"):
             drive.remove(source)
         drive.set("type", "file")
@@ -386,7 +393,7 @@ def add_cdrom(uri: str, uuid: str, *, bus: str) -> str:
     """Adds an empty CD-ROM drive to a shut-off machine (drives are not hot-plugged); returns its target."""
     with _domain(uri, uuid) as (conn, dom):
         if dom.isActive():
-            raise OperationInvalid("A CD-ROM drive can be added only while the machine is shut off.")
+            raise OperationInvalid(_("A CD-ROM drive can be added only while the machine is shut off."))
         target = _free_target(dom, bus)
         _attach(conn, dom, _disk_element(path="", fmt="raw", target=target, bus=bus, device="cdrom"))
         return target
@@ -424,7 +431,7 @@ def attach_nic(uri: str, uuid: str, *, kind: str, source: str, model: str, mac: 
 def detach_nic(uri: str, uuid: str, *, mac: str) -> Applied:
     with _domain(uri, uuid) as (conn, dom):
         return _detach(conn, dom, "interface", lambda nic: _attr(nic.find("mac"), "address").lower() == mac.lower(),
-                       f"network interface {mac}")
+                       format_lazy(_("network interface {mac}"), mac=mac))
 
 
 # --- Boot order and firmware: the next boot's. ---
@@ -434,7 +441,7 @@ def _change_next_boot(uri: str, uuid: str, change: Callable[[ET.Element, ET.Elem
     """The definition rewritten by `change(root, os)`: what the machine boots with next."""
     with _domain(uri, uuid) as (conn, dom):
         if not dom.isPersistent():
-            raise OperationInvalid("A transient machine has no next boot to change.")
+            raise OperationInvalid(_("A transient machine has no next boot to change."))
         root = _xml(dom, inactive=True)
         os = root.find("os")
         change(root, os if os is not None else ET.SubElement(root, "os"))
@@ -465,7 +472,7 @@ def set_firmware(uri: str, uuid: str, *, firmware: str) -> None:
     """BIOS or UEFI from the next boot. UEFI is libvirt's firmware autoselection (<os firmware='efi'>), which
     picks the host's OVMF build and the machine's variable store; a host without one refuses at the start."""
     if firmware not in FIRMWARES:
-        raise InvalidDefinition(f"Firmware is one of {', '.join(FIRMWARES)}.")
+        raise InvalidDefinition(format_lazy(_("Firmware is one of {choices}."), choices=", ".join(FIRMWARES)))
 
     def choose(_root: ET.Element, os: ET.Element) -> None:
         # A loader, variable store or feature list chosen for the other firmware would contradict the choice.
@@ -496,7 +503,7 @@ def clone_plan(uri: str, uuid: str) -> tuple[VolumeInfo, ...]:
 
 def _clone_sources(conn: libvirt.virConnect, dom: libvirt.virDomain) -> dict[str, VolumeInfo]:
     if dom.isActive() or not dom.isPersistent():
-        raise OperationInvalid("Only a shut-off, persistent machine can be cloned.")
+        raise OperationInvalid(_("Only a shut-off, persistent machine can be cloned."))
     sources = {}
     for disk in _xml(dom, inactive=True).iterfind("./devices/disk"):
         if disk.get("device", "disk") != "disk" or disk.find("readonly") is not None or disk.find(
@@ -505,7 +512,8 @@ def _clone_sources(conn: libvirt.virConnect, dom: libvirt.virDomain) -> dict[str
         target = _attr(disk.find("target"), "dev")
         path, volume = _disk_path(conn, disk)
         if volume is None:
-            raise InvalidDefinition(f"{target} is not a storage volume, so it cannot be copied.")
+            raise InvalidDefinition(format_lazy(_("{target} is not a storage volume, so it cannot be copied."),
+                                                target=target))
         sources[target] = volume
     return sources
 
@@ -515,7 +523,7 @@ def clone_domain(uri: str, uuid: str, *, name: str) -> ClonedDomain:
     MACs. Copies are deleted again when the definition fails."""
     with _domain(uri, uuid) as (conn, dom):
         if name in {other.name() for other in conn.listAllDomains(0)}:
-            raise NameTaken(f"A machine named {name} already exists on this host.", field="name")
+            raise NameTaken(format_lazy(NAME_TAKEN, name=name), field="name")
         sources = _clone_sources(conn, dom)
         root = _xml(dom, inactive=True)
         for element in root.findall("name"):
@@ -558,7 +566,7 @@ def _copy_volume(conn: libvirt.virConnect, original: VolumeInfo, stem: str) -> V
     fmt = _format(source)
     name = stem + PurePosixPath(original.name).suffix  # web2-vda.qcow2 from web1.qcow2
     if name in pool.listVolumes():
-        raise NameTaken(f"Pool {original.pool} already has a volume named {name}.", field="name")
+        raise NameTaken(format_lazy(VOLUME_NAME_TAKEN, pool=original.pool, name=name), field="name")
     root = ET.Element("volume")
     ET.SubElement(root, "name").text = name
     ET.SubElement(root, "capacity", unit="bytes").text = str(original.capacity_bytes)
@@ -595,10 +603,10 @@ def redefine_xml(uri: str, uuid: str, xml: str) -> None:
     try:
         root = ET.fromstring(xml)  # noqa: S314 - an admin's text, parsed to check its UUID only
     except ET.ParseError as error:
-        raise InvalidDefinition(f"The XML is not well-formed: {error}.") from error
+        raise InvalidDefinition(format_lazy(_("The XML is not well-formed: {error}."), error=error)) from error
     uuid_text = (root.findtext("uuid") or uuid).strip().lower()
     if root.tag != "domain" or uuid_text != uuid.lower():
-        raise InvalidDefinition("The XML must be a <domain> with this machine's UUID.")
+        raise InvalidDefinition(_("The XML must be a <domain> with this machine's UUID."))
     with _domain(uri, uuid) as (conn, _dom):
         if root.find("uuid") is None:
             ET.SubElement(root, "uuid").text = uuid

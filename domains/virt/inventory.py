@@ -19,14 +19,18 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import libvirt
+from django.utils.translation import gettext_lazy as _
 
 from .addresses import shown_addresses
-from .connections import connection
+from .connections import NO_ANSWER_IN_TIME, connection
 from .errors import HostUnreachable, VirtError
-from .states import DomainState, reason_label, state_from_number
+from .states import SAVED_DISPLAY, DomainState, reason_label, state_from_number
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise, StrPromise
 
 # virsh list's options and the listAllDomains flags they add, exactly as virsh builds them.
 _FILTER_FLAGS: dict[str, int] = {
@@ -146,11 +150,25 @@ class DomainRecord:
         return self.id is not None
 
     @property
+    def saved(self) -> bool:
+        """Shut off with a managed save image: the list calls its state 'saved'."""
+        return self.state is DomainState.SHUTOFF and self.managed_save
+
+    @property
     def state_label(self) -> str:
-        """virsh's state name, except that a shut-off VM with a managed save image is 'saved'."""
-        if self.state is DomainState.SHUTOFF and self.managed_save:
-            return "saved"
-        return self.state.label
+        """virsh's state name, or 'saved': the machine value (data-state, JSON, sorting, CSS), in English."""
+        return "saved" if self.saved else self.state.label
+
+    @property
+    def state_display(self) -> StrPromise:
+        """The same state in the reader's language: the words a person reads."""
+        return SAVED_DISPLAY if self.saved else self.state.display
+
+    @property
+    def reason_display(self) -> StrOrPromise:
+        """Why it is in that state, in the reader's language; `reason` stays virsh's word."""
+        # A variable on purpose: states.py marked every reason. (gettext("") would be the catalogue's header.)
+        return _(self.reason) if self.reason else ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,12 +355,12 @@ class HostFanOut:
         results: dict[Key, Result | VirtError] = {}
         for key, maybe_future in futures.items():
             if maybe_future is None:
-                results[key] = HostUnreachable("The host did not answer in time.")
+                results[key] = HostUnreachable(NO_ANSWER_IN_TIME)
                 continue
             try:
                 results[key] = maybe_future.result(timeout=max(0.0, ends_at - time.monotonic()))
             except TimeoutError:
-                results[key] = HostUnreachable("The host did not answer in time.")
+                results[key] = HostUnreachable(NO_ANSWER_IN_TIME)
             except VirtError as error:
                 results[key] = error
         return results

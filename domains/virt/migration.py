@@ -21,25 +21,30 @@ import xml.etree.ElementTree as ET  # noqa: S405 - libvirt's own XML, not untrus
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import libvirt
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .connections import connection, pool, translate
 from .errors import HostUnreachable, OperationInvalid, VirtError
 from .states import DomainState, state_from_number
 from .transports import ssh_route
 
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
+
 logger = logging.getLogger(__name__)
 
 
 class MigrationFailed(VirtError):
-    default_message = "The migration failed."
+    default_message = _("The migration failed.")
 
 
 class MigrationCancelled(MigrationFailed):
-    default_message = "The migration was cancelled; the machine stays where it was."
+    default_message = _("The migration was cancelled; the machine stays where it was.")
 
 
 class CopyStorage(StrEnum):
@@ -72,30 +77,30 @@ class MigrationOptions:
         """These options with the mode a domain in `state` moves in, whatever was asked."""
         return dataclasses.replace(self, live=moves_live(state))
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[StrOrPromise]:
         """What is wrong with this combination, worded as what to change."""
-        found = []
+        found: list[StrOrPromise] = []
         if self.undefine_source and not self.persist_dest:
-            found.append("Removing it from the source needs 'keep it defined on the destination': tick both, "
-                         "or untick 'remove from the source'.")
+            found.append(_("Removing it from the source needs 'keep it defined on the destination': tick both, "
+                           "or untick 'remove from the source'."))
         if not self.live:
             if not self.persist_dest:
-                found.append("An offline migration moves only the definition: tick 'keep it defined on the "
-                             "destination'.")
+                found.append(_("An offline migration moves only the definition: tick 'keep it defined on the "
+                               "destination'."))
             if self.copy_storage:
-                found.append("libvirt copies storage only while the machine runs: untick 'copy storage', or "
-                             "start the machine first.")
+                found.append(_("libvirt copies storage only while the machine runs: untick 'copy storage', or "
+                               "start the machine first."))
             if self.postcopy or self.auto_converge or self.compressed or self.tunnelled:
-                found.append("Post-copy, auto-converge, compression and tunnelling apply to live migrations "
-                             "only: untick them.")
+                found.append(_("Post-copy, auto-converge, compression and tunnelling apply to live migrations "
+                               "only: untick them."))
         if self.tunnelled and not self.peer_to_peer:
-            found.append("A tunnelled migration goes through the daemons: tick 'peer-to-peer' too.")
+            found.append(_("A tunnelled migration goes through the daemons: tick 'peer-to-peer' too."))
         if self.tunnelled and self.copy_storage:
-            found.append("libvirt cannot copy storage through a tunnel: untick one of them.")
+            found.append(_("libvirt cannot copy storage through a tunnel: untick one of them."))
         if self.bandwidth_mib is not None and self.bandwidth_mib < 1:
-            found.append("The bandwidth limit is in MiB/s and at least 1; leave it empty for no limit.")
+            found.append(_("The bandwidth limit is in MiB/s and at least 1; leave it empty for no limit."))
         if self.max_downtime_ms is not None and self.max_downtime_ms < 1:
-            found.append("The maximum downtime is in milliseconds and at least 1; leave it empty for the default.")
+            found.append(_("The maximum downtime is in milliseconds and at least 1; leave it empty for the default."))
         return found
 
     def flags(self) -> int:
@@ -159,22 +164,22 @@ class CheckStatus(StrEnum):
 class Check:
     name: str
     status: CheckStatus
-    message: str
+    message: StrOrPromise
 
     @property
     def ok(self) -> bool:
         return self.status is not CheckStatus.FAILED
 
 
-def _ok(name: str, message: str) -> Check:
+def _ok(name: str, message: StrOrPromise) -> Check:
     return Check(name, CheckStatus.OK, message)
 
 
-def _failed(name: str, message: str) -> Check:
+def _failed(name: str, message: StrOrPromise) -> Check:
     return Check(name, CheckStatus.FAILED, message)
 
 
-def _unknown(name: str, message: str) -> Check:
+def _unknown(name: str, message: StrOrPromise) -> Check:
     return Check(name, CheckStatus.UNKNOWN, message)
 
 
@@ -213,14 +218,14 @@ def precheck(source_uri: str, dest_uri: str, uuid: str, options: MigrationOption
             checks += _destination_checks(dest, dest_uri, guest, options, dest_address)
     except (VirtError, libvirt.libvirtError):
         pool.discard(dest_uri)
-        return [*checks, _failed("reachable", "The destination does not answer: pick another host, or check it "
-                                              "under Hosts.")]
+        return [*checks, _failed("reachable", _("The destination does not answer: pick another host, or check it "
+                                                "under Hosts."))]
     return [*checks, _path_check(source_uri, dest_address or urlsplit(dest_uri).hostname or "", options)]
 
 
 def _destination_checks(dest: libvirt.virConnect, dest_uri: str, guest: _Guest, options: MigrationOptions,
                         dest_address: str) -> list[Check]:
-    checks = [_ok("reachable", "The destination answers."), _address_check(dest_address, options)]
+    checks = [_ok("reachable", _("The destination answers.")), _address_check(dest_address, options)]
     for check in (_cpu_check, _emulator_check, _disk_checks, _network_checks, _identity_check, _memory_check):
         try:
             found = check(dest, guest, options)
@@ -229,7 +234,7 @@ def _destination_checks(dest: libvirt.virConnect, dest_uri: str, guest: _Guest, 
             if isinstance(translated, HostUnreachable):
                 pool.discard(dest_uri)
             name = check.__name__.strip("_").removesuffix("_checks").removesuffix("_check")
-            found = [_failed(name, f"The destination could not be asked: {translated}")]
+            found = [_failed(name, format_lazy(_("The destination could not be asked: {error}"), error=translated))]
         checks.extend(found if isinstance(found, list) else [found])
     return checks
 
@@ -237,25 +242,29 @@ def _destination_checks(dest: libvirt.virConnect, dest_uri: str, guest: _Guest, 
 def _mode_check(guest: _Guest, options: MigrationOptions) -> Check:
     if moves_live(guest.state):
         if not options.live:
-            return _failed("mode", "The machine runs: it can only move live.")
-        return _ok("mode", f"Live: the machine is {guest.state.label} and keeps running during the move.")
+            return _failed("mode", _("The machine runs: it can only move live."))
+        return _ok("mode", format_lazy(_("Live: the machine is {state} and keeps running during the move."),
+                                       state=guest.state.display))
     if guest.state is DomainState.SHUTOFF and guest.persistent:
         if options.live:
-            return _failed("mode", "The machine is shut off: it can only move offline.")
-        return _ok("mode", "Offline: the machine is shut off; its definition moves.")
-    return _failed("mode", f"A machine that is {guest.state.label} cannot move: start it, or shut it off.")
+            return _failed("mode", _("The machine is shut off: it can only move offline."))
+        return _ok("mode", _("Offline: the machine is shut off; its definition moves."))
+    return _failed("mode", format_lazy(_("A machine that is {state} cannot move: start it, or shut it off."),
+                                       state=guest.state.display))
 
 
 def _address_check(dest_address: str, options: MigrationOptions) -> Check:
     if not options.live:
-        return _ok("address", "Offline: only the definition moves, through the daemons.")
+        return _ok("address", _("Offline: only the definition moves, through the daemons."))
     if options.tunnelled:
-        return _ok("address", "Tunnelled: memory and disks move through the daemons' own connection.")
+        return _ok("address", _("Tunnelled: memory and disks move through the daemons' own connection."))
     if dest_address:
-        what = "Memory and disks go" if options.copy_storage else "Memory goes"
-        return _ok("address", f"{what} to {dest_address}, the destination's registered migration address.")
-    return _ok("address", "The destination has no migration address registered: the source sends to the name "
-                          "the destination's libvirt gives (its migration_host, else its host name).")
+        goes = (_("Memory and disks go to {address}, the destination's registered migration address.")
+                if options.copy_storage else
+                _("Memory goes to {address}, the destination's registered migration address."))
+        return _ok("address", format_lazy(goes, address=dest_address))
+    return _ok("address", _("The destination has no migration address registered: the source sends to the name "
+                            "the destination's libvirt gives (its migration_host, else its host name)."))
 
 
 # libvirt's first migration port (qemu.conf migration_port_min): where the source's QEMU connects.
@@ -272,27 +281,31 @@ def _path_check(source_uri: str, target: str, options: MigrationOptions) -> Chec
     migration starts. Silence or no route means the migration would fail, and why.
     """
     if not options.live or options.tunnelled:
-        return _ok("path", "Nothing moves outside the daemons' own connection.")
+        return _ok("path", _("Nothing moves outside the daemons' own connection."))
     route = ssh_route(source_uri)
     if route is None or not target:
-        return _unknown("path", f"Whether the source reaches {target or 'the destination'} is tested from hosts "
-                                "registered over SSH only; libvirt says so if it cannot.")
-    where = f"{target} (TCP {MIGRATION_PORT}, where migrations go)"
+        return _unknown("path", format_lazy(_("Whether the source reaches {target} is tested from hosts registered "
+                                              "over SSH only; libvirt says so if it cannot."),
+                                            target=target or _("the destination")))
+    where = format_lazy(_("{target} (TCP {port}, where migrations go)"), target=target, port=MIGRATION_PORT)
     try:
         probe = subprocess.run(  # noqa: S603 - the registered route's own ssh command, no shell
             route.command_line("-o", f"ConnectTimeout={int(PROBE_SECONDS)}", "-W", _host_port(target, MIGRATION_PORT)),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             timeout=PROBE_SECONDS, check=False)
     except subprocess.TimeoutExpired:
-        return _failed("path", f"The source gets no answer from {where} within {PROBE_SECONDS:.0f} s: a firewall "
-                               "drops it, or the address is wrong. Let TCP 49152-49215 through between the hosts.")
+        return _failed("path", format_lazy(_("The source gets no answer from {where} within {seconds} s: a firewall "
+                                             "drops it, or the address is wrong. Let TCP 49152-49215 through between "
+                                             "the hosts."), where=where, seconds=f"{PROBE_SECONDS:.0f}"))
     refusal = _CHANNEL_REFUSAL.search(probe.stderr)
     if probe.returncode == 0 or (refusal and "Connection refused" in refusal.group(1)):
-        return _ok("path", f"The source reaches {where}.")
+        return _ok("path", format_lazy(_("The source reaches {where}."), where=where))
     if refusal:
-        return _failed("path", f"The source cannot reach {where}: {refusal.group(1).strip()}.")
+        return _failed("path", format_lazy(_("The source cannot reach {where}: {reason}."), where=where,
+                                           reason=refusal.group(1).strip()))
     reason = probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else f"ssh exited {probe.returncode}"
-    return _unknown("path", f"The dashboard could not log in to the source to test the way to {target}: {reason}")
+    return _unknown("path", format_lazy(_("The dashboard could not log in to the source to test the way to {target}: "
+                                          "{reason}"), target=target, reason=reason))
 
 
 def _host_port(host: str, port: int) -> str:
@@ -308,10 +321,10 @@ def _cpu_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationOption
     cpu = guest.xml.find("./cpu")
     mode = cpu.get("mode", "custom") if cpu is not None else ""
     if cpu is None or (mode == "custom" and cpu.find("model") is None):
-        return _ok("cpu", "The machine asks for the hypervisor's default CPU model.")
+        return _ok("cpu", _("The machine asks for the hypervisor's default CPU model."))
     if mode == "host-passthrough":
-        return _unknown("cpu", "The machine passes the source's CPU through: the destination needs the same CPU "
-                               "model; libvirt checks when it migrates.")
+        return _unknown("cpu", _("The machine passes the source's CPU through: the destination needs the same CPU "
+                                 "model; libvirt checks when it migrates."))
     os_type = guest.xml.find("./os/type")
     try:
         result = dest.compareHypervisorCPU(
@@ -323,16 +336,17 @@ def _cpu_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationOption
         )
     except libvirt.libvirtError as error:
         if error.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
-            return _unknown("cpu", "The destination's driver cannot compare CPUs; libvirt checks when it migrates.")
+            return _unknown("cpu", _("The destination's driver cannot compare CPUs; libvirt checks when it migrates."))
         if error.get_error_code() == libvirt.VIR_ERR_CPU_INCOMPATIBLE:
-            return _failed("cpu", f"The destination cannot provide the machine's CPU: {translate(error)} Pick a "
-                                  "more common CPU model for the machine, or another host.")
+            return _failed("cpu", format_lazy(_("The destination cannot provide the machine's CPU: {error} Pick a "
+                                                "more common CPU model for the machine, or another host."),
+                                              error=translate(error)))
         raise
     model = _text(cpu.find("model"), mode)
     if result == libvirt.VIR_CPU_COMPARE_INCOMPATIBLE:
-        return _failed("cpu", f"The destination cannot provide CPU model {model}: pick a more common CPU model "
-                              "for the machine, or another host.")
-    return _ok("cpu", f"The destination provides CPU model {model}.")
+        return _failed("cpu", format_lazy(_("The destination cannot provide CPU model {model}: pick a more common "
+                                            "CPU model for the machine, or another host."), model=model))
+    return _ok("cpu", format_lazy(_("The destination provides CPU model {model}."), model=model))
 
 
 def _emulator_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationOptions) -> Check:
@@ -344,13 +358,16 @@ def _emulator_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationO
         caps = dest.getDomainCapabilities(emulator, arch, machine, guest.xml.get("type"), 0)
     except libvirt.libvirtError as error:
         if error.get_error_code() in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
-            return _unknown("emulator", "The destination's driver does not describe its emulators; libvirt checks "
-                                        "when it migrates.")
-        return _failed("emulator", f"The destination has no {emulator or 'emulator'} for {arch or 'this'} "
-                                   f"machine type {machine or '(default)'}: install it there, or pick another host.")
+            return _unknown("emulator", _("The destination's driver does not describe its emulators; libvirt checks "
+                                          "when it migrates."))
+        return _failed("emulator", format_lazy(
+            _("The destination has no {emulator} for {arch} machine type {machine}: install it there, or pick "
+              "another host."), emulator=emulator or _("emulator"), arch=arch or _("this"),
+            machine=machine or _("(default)")))
     found = ET.fromstring(caps)  # noqa: S314
-    return _ok("emulator", f"{_text(found.find('path'), emulator or '')} runs machine type "
-                           f"{_text(found.find('machine'), machine or '')} on the destination.")
+    return _ok("emulator", format_lazy(_("{emulator} runs machine type {machine} on the destination."),
+                                       emulator=_text(found.find("path"), emulator or ""),
+                                       machine=_text(found.find("machine"), machine or "")))
 
 
 def _disk_sources(guest: _Guest) -> list[tuple[str, str]]:
@@ -377,16 +394,17 @@ def _disk_checks(dest: libvirt.virConnect, guest: _Guest, options: MigrationOpti
             present = False
         name = f"disk {target}"
         if present and options.copy_storage:
-            checks.append(_failed(name, f"{path} is already on the destination (shared storage): copying would "
-                                        "overwrite the disk the machine uses; untick 'copy storage'."))
+            checks.append(_failed(name, format_lazy(_("{path} is already on the destination (shared storage): "
+                                                      "copying would overwrite the disk the machine uses; untick "
+                                                      "'copy storage'."), path=path)))
         elif present:
-            checks.append(_ok(name, f"{path} is on the destination's storage (shared)."))
+            checks.append(_ok(name, format_lazy(_("{path} is on the destination's storage (shared)."), path=path)))
         elif options.copy_storage:
-            checks.append(_ok(name, f"{path} is not on the destination: it will be copied."))
+            checks.append(_ok(name, format_lazy(_("{path} is not on the destination: it will be copied."), path=path)))
         else:
-            checks.append(_failed(name, f"{path} is not in any storage pool of the destination: put it on shared "
-                                        "storage, or tick 'copy storage'."))
-    return checks or [_ok("disks", "The machine has no local disks.")]
+            checks.append(_failed(name, format_lazy(_("{path} is not in any storage pool of the destination: put it "
+                                                      "on shared storage, or tick 'copy storage'."), path=path)))
+    return checks or [_ok("disks", _("The machine has no local disks."))]
 
 
 def _network_checks(dest: libvirt.virConnect, guest: _Guest, options: MigrationOptions) -> list[Check]:
@@ -401,23 +419,26 @@ def _network_checks(dest: libvirt.virConnect, guest: _Guest, options: MigrationO
             except libvirt.libvirtError as error:
                 if error.get_error_code() != libvirt.VIR_ERR_NO_NETWORK:
                     raise
-                checks.append(_failed(f"network {network}", f"The destination has no network '{network}': define "
-                                                            "and start it there, or pick another host."))
+                checks.append(_failed(f"network {network}", format_lazy(
+                    _("The destination has no network '{network}': define and start it there, or pick another host."),
+                    network=network)))
                 continue
             if active:
-                checks.append(_ok(f"network {network}", f"Network '{network}' is active on the destination."))
+                checks.append(_ok(f"network {network}", format_lazy(_("Network '{network}' is active on the "
+                                                                      "destination."), network=network)))
             else:
-                checks.append(_failed(f"network {network}", f"Network '{network}' is defined on the destination "
-                                                            "but not active: start it there."))
+                checks.append(_failed(f"network {network}", format_lazy(
+                    _("Network '{network}' is defined on the destination but not active: start it there."),
+                    network=network)))
         elif kind == "bridge":
             bridge = source.get("bridge", "") if source is not None else ""
             checks.append(_bridge_check(dest, bridge))
         elif kind == "user":
-            checks.append(_ok("network user", "User-mode networking needs nothing on the destination."))
+            checks.append(_ok("network user", _("User-mode networking needs nothing on the destination.")))
         else:
-            checks.append(_unknown(f"network {kind}", f"An interface of type {kind} is not checked; libvirt checks "
-                                                      "when it migrates."))
-    return checks or [_ok("networks", "The machine has no network interfaces.")]
+            checks.append(_unknown(f"network {kind}", format_lazy(
+                _("An interface of type {kind} is not checked; libvirt checks when it migrates."), kind=kind)))
+    return checks or [_ok("networks", _("The machine has no network interfaces."))]
 
 
 def _bridge_check(dest: libvirt.virConnect, bridge: str) -> Check:
@@ -427,10 +448,11 @@ def _bridge_check(dest: libvirt.virConnect, bridge: str) -> Check:
     except libvirt.libvirtError as error:
         if error.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
             raise
-        return _unknown(name, "The destination does not list its interfaces; libvirt checks when it migrates.")
+        return _unknown(name, _("The destination does not list its interfaces; libvirt checks when it migrates."))
     if bridge in names:
-        return _ok(name, f"Bridge {bridge} exists on the destination.")
-    return _failed(name, f"The destination has no bridge {bridge}: create it there, or pick another host.")
+        return _ok(name, format_lazy(_("Bridge {bridge} exists on the destination."), bridge=bridge))
+    return _failed(name, format_lazy(_("The destination has no bridge {bridge}: create it there, or pick another "
+                                       "host."), bridge=bridge))
 
 
 def _identity_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationOptions) -> Check:
@@ -441,10 +463,11 @@ def _identity_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationO
             if error.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
                 raise
             continue
-        kind = "UUID" if what == guest.uuid else "name"
-        return _failed("name", f"The destination already has a machine with this {kind}: remove or rename it there "
-                               "first.")
-    return _ok("name", f"No machine named {guest.name} or with its UUID on the destination.")
+        taken = (_("The destination already has a machine with this UUID: remove or rename it there first.")
+                 if what == guest.uuid else
+                 _("The destination already has a machine with this name: remove or rename it there first."))
+        return _failed("name", taken)
+    return _ok("name", format_lazy(_("No machine named {name} or with its UUID on the destination."), name=guest.name))
 
 
 def _memory_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationOptions) -> Check:
@@ -454,14 +477,16 @@ def _memory_check(dest: libvirt.virConnect, guest: _Guest, options: MigrationOpt
     except libvirt.libvirtError as error:
         if error.get_error_code() not in (libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_OPERATION_UNSUPPORTED):
             raise
-        return _unknown("memory", "The destination does not report its free memory.")
-    figures = f"{need // 2**20} MiB needed, {free // 2**20} MiB free"
+        return _unknown("memory", _("The destination does not report its free memory."))
+    figures = {"need": need // 2**20, "free": free // 2**20}
     if free >= need:
-        return _ok("memory", f"Enough free memory on the destination ({figures}).")
+        return _ok("memory", format_lazy(_("Enough free memory on the destination ({need} MiB needed, {free} MiB "
+                                           "free)."), **figures))
     if not options.live:
-        return _unknown("memory", f"Not enough free memory on the destination to start it there now ({figures}).")
-    return _failed("memory", f"Not enough free memory on the destination ({figures}): free some there, or pick "
-                             "another host.")
+        return _unknown("memory", format_lazy(_("Not enough free memory on the destination to start it there now "
+                                                "({need} MiB needed, {free} MiB free)."), **figures))
+    return _failed("memory", format_lazy(_("Not enough free memory on the destination ({need} MiB needed, {free} MiB "
+                                           "free): free some there, or pick another host."), **figures))
 
 
 # --- The migration. ---
@@ -705,8 +730,11 @@ def abort(source_uri: str, uuid: str) -> None:
             dom.abortJob()
         except libvirt.libvirtError as error:
             if error.get_error_code() == libvirt.VIR_ERR_OPERATION_INVALID:
-                raise OperationInvalid("No migration of this machine is running any more.") from error
+                raise OperationInvalid(_("No migration of this machine is running any more.")) from error
             raise
+
+
+POSTCOPY_NOT_RUNNING = _("Post-copy is possible only while a migration started with post-copy allowed is running.")
 
 
 def switch_to_postcopy(source_uri: str, uuid: str) -> None:
@@ -716,8 +744,7 @@ def switch_to_postcopy(source_uri: str, uuid: str) -> None:
             dom.migrateStartPostCopy(0)
         except libvirt.libvirtError as error:
             if error.get_error_code() in (libvirt.VIR_ERR_OPERATION_INVALID, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED):
-                raise OperationInvalid("Post-copy is possible only while a migration started with post-copy allowed "
-                                       "is running.") from error
+                raise OperationInvalid(POSTCOPY_NOT_RUNNING) from error
             raise
 
 

@@ -13,11 +13,17 @@ import xml.etree.ElementTree as ET  # noqa: S405 - libvirt's own XML, and XML we
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import libvirt
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .connections import connection
 from .errors import NetworkNotFound
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrOrPromise
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +160,7 @@ def host_leases(conn: libvirt.virConnect) -> list[DhcpLease]:
 # --- Defining a NAT network. ---
 
 NETWORK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,49}$")
-NETWORK_NAME_RULE = "Up to 50 letters, digits, dots, dashes and underscores, starting with a letter or digit."
+NETWORK_NAME_RULE = _("Up to 50 letters, digits, dots, dashes and underscores, starting with a letter or digit.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,31 +181,35 @@ class NatNetworkSpec:
     def dhcp_range(self) -> tuple[ipaddress.IPv4Address, ipaddress.IPv4Address]:
         return (self.dhcp_start or self.gateway + 1, self.dhcp_end or self.subnet.broadcast_address - 1)
 
-    def problems(self, existing: Iterable[NetworkInfo] = ()) -> dict[str, list[str]]:
+    def problems(self, existing: Iterable[NetworkInfo] = ()) -> dict[str, list[StrOrPromise]]:
         """Why this network cannot be defined beside `existing`, in words, by form field; empty when it can."""
-        problems: dict[str, list[str]] = {}
+        problems: dict[str, list[StrOrPromise]] = {}
         if not NETWORK_NAME.match(self.name):
             problems.setdefault("name", []).append(NETWORK_NAME_RULE)
         if not 8 <= self.subnet.prefixlen <= 29:
             problems.setdefault("subnet", []).append(
-                "A subnet from /8 to /29: room for the host's address and at least one guest.")
+                _("A subnet from /8 to /29: room for the host's address and at least one guest."))
         elif self.subnet.is_loopback or self.subnet.is_multicast or self.subnet.is_link_local:
-            problems.setdefault("subnet", []).append("A loopback, link-local or multicast subnet cannot be a network.")
+            problems.setdefault("subnet", []).append(
+                _("A loopback, link-local or multicast subnet cannot be a network."))
         else:
             start, end = self.dhcp_range
-            usable = f"{self.gateway + 1} to {self.subnet.broadcast_address - 1}"
             for field, address in (("dhcp_start", start), ("dhcp_end", end)):
                 if address not in self.subnet or not self.gateway < address < self.subnet.broadcast_address:
-                    problems.setdefault(field, []).append(f"{address} is not in {usable}, the subnet's guest "
-                                                          "addresses (the first is the host's).")
+                    problems.setdefault(field, []).append(format_lazy(
+                        _("{address} is not in {first} to {last}, the subnet's guest addresses (the first is the "
+                          "host's)."), address=address, first=self.gateway + 1, last=self.subnet.broadcast_address - 1))
             if start > end:
-                problems.setdefault("dhcp_end", []).append(f"The range ends at {end}, before its start {start}.")
+                problems.setdefault("dhcp_end", []).append(
+                    format_lazy(_("The range ends at {end}, before its start {start}."), end=end, start=start))
         for network in existing:
             if network.name == self.name:
-                problems.setdefault("name", []).append(f"This host already has a network named {self.name}.")
+                problems.setdefault("name", []).append(
+                    format_lazy(_("This host already has a network named {name}."), name=self.name))
             if network.subnet is not None and network.subnet.overlaps(self.subnet):
-                problems.setdefault("subnet", []).append(
-                    f"{self.subnet} overlaps {network.subnet} of network {network.name}.")
+                problems.setdefault("subnet", []).append(format_lazy(
+                    _("{subnet} overlaps {other} of network {name}."), subnet=self.subnet, other=network.subnet,
+                    name=network.name))
         return problems
 
     def xml(self) -> str:
@@ -215,8 +225,8 @@ class NatNetworkSpec:
 class NetworkRefused(ValueError):
     """The spec cannot be defined on this host; `problems` says why, by form field."""
 
-    def __init__(self, problems: dict[str, list[str]]) -> None:
-        super().__init__("; ".join(message for messages in problems.values() for message in messages))
+    def __init__(self, problems: dict[str, list[StrOrPromise]]) -> None:
+        super().__init__("; ".join(str(message) for messages in problems.values() for message in messages))
         self.problems = problems
 
 

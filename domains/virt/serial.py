@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import libvirt
+from django.utils.translation import gettext_lazy as _
 
 from .connections import connection
 from .graphics import ConsoleUnavailable
@@ -47,9 +48,9 @@ def serial_endpoint(uri: str, uuid: str) -> SerialEndpoint:
     with connection(uri) as conn:
         dom = conn.lookupByUUIDString(uuid)
         if not dom.isActive():
-            raise ConsoleUnavailable("The machine is not running.")
+            raise ConsoleUnavailable(_("The machine is not running."))
         if not has_serial(ET.fromstring(dom.XMLDesc(0))):  # noqa: S314
-            raise ConsoleUnavailable("This machine has no serial port or console device.")
+            raise ConsoleUnavailable(_("This machine has no serial port or console device."))
         return SerialEndpoint(run_id=dom.ID())
 
 
@@ -132,7 +133,7 @@ def open_serial(uri: str, uuid: str, *, run_id: int, on_data: Callable[[bytes], 
     with connection(uri) as conn:
         dom = conn.lookupByUUIDString(uuid)
         if not dom.isActive() or dom.ID() != run_id:
-            raise ConsoleUnavailable("The machine stopped or restarted since the console was asked for.")
+            raise ConsoleUnavailable(_("The machine stopped or restarted since the console was asked for."))
         stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
         dom.openConsole(None, stream, libvirt.VIR_DOMAIN_CONSOLE_FORCE)
         return SerialConsole(stream, on_data=on_data, on_end=on_end)

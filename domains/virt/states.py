@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from django.utils.translation import gettext_lazy as _
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
 
 
 class DomainState(IntEnum):
@@ -19,7 +25,13 @@ class DomainState(IntEnum):
 
     @property
     def label(self) -> str:
+        """virsh's name for the state, in English: the machine value (data-state, JSON, sorting, CSS)."""
         return _STATE_LABELS[self]
+
+    @property
+    def display(self) -> StrPromise:
+        """The state in the reader's language: the words a person reads."""
+        return _STATE_DISPLAY[self]
 
 
 _STATE_LABELS = {
@@ -33,27 +45,50 @@ _STATE_LABELS = {
     DomainState.PMSUSPENDED: "pmsuspended",
 }
 
-# Indexed by libvirt's per-state reason enums (virDomainRunningReason, ...), worded as virsh does.
+_STATE_DISPLAY = {
+    DomainState.NOSTATE: _("no state"),
+    DomainState.RUNNING: _("running"),
+    DomainState.BLOCKED: _("idle"),
+    DomainState.PAUSED: _("paused"),
+    DomainState.SHUTDOWN: _("in shutdown"),
+    DomainState.SHUTOFF: _("shut off"),
+    DomainState.CRASHED: _("crashed"),
+    DomainState.PMSUSPENDED: _("suspended to memory"),
+}
+SAVED_DISPLAY = _("saved")  # a shut-off VM with a managed save image (DomainRecord.state_label)
+
+def gettext_noop(word: str) -> str:
+    """Marks a word for the catalogue (makemessages knows the name) and returns it as it is. Django's own would
+    read the settings when this module is imported, and tools that list domains without Django import it."""
+    return word
+
+
+# Indexed by libvirt's per-state reason enums (virDomainRunningReason, ...), worded as virsh does: English in the
+# record (the machine value), marked so that a page shows them in its reader's language (DomainRecord.reason_display).
 _REASONS: dict[DomainState, tuple[str, ...]] = {
-    DomainState.NOSTATE: ("unknown",),
+    DomainState.NOSTATE: (gettext_noop("unknown"),),
     DomainState.RUNNING: (
-        "unknown", "booted", "migrated", "restored", "from snapshot", "unpaused",
-        "migration canceled", "save canceled", "event wakeup", "crashed", "post-copy",
-        "post-copy failed",
+        gettext_noop("unknown"), gettext_noop("booted"), gettext_noop("migrated"), gettext_noop("restored"),
+        gettext_noop("from snapshot"), gettext_noop("unpaused"), gettext_noop("migration canceled"),
+        gettext_noop("save canceled"), gettext_noop("event wakeup"), gettext_noop("crashed"), gettext_noop("post-copy"),
+        gettext_noop("post-copy failed"),
     ),
-    DomainState.BLOCKED: ("unknown",),
+    DomainState.BLOCKED: (gettext_noop("unknown"),),
     DomainState.PAUSED: (
-        "unknown", "user", "migrating", "saving", "dumping", "I/O error", "watchdog",
-        "from snapshot", "shutting down", "creating snapshot", "crashed", "starting up",
-        "post-copy", "post-copy failed", "api error",
+        gettext_noop("unknown"), gettext_noop("user"), gettext_noop("migrating"), gettext_noop("saving"),
+        gettext_noop("dumping"), gettext_noop("I/O error"), gettext_noop("watchdog"), gettext_noop("from snapshot"),
+        gettext_noop("shutting down"), gettext_noop("creating snapshot"), gettext_noop("crashed"),
+        gettext_noop("starting up"), gettext_noop("post-copy"), gettext_noop("post-copy failed"),
+        gettext_noop("api error"),
     ),
-    DomainState.SHUTDOWN: ("unknown", "user"),
+    DomainState.SHUTDOWN: (gettext_noop("unknown"), gettext_noop("user")),
     DomainState.SHUTOFF: (
-        "unknown", "shutdown", "destroyed", "crashed", "migrated", "saved", "failed",
-        "from snapshot", "daemon",
+        gettext_noop("unknown"), gettext_noop("shutdown"), gettext_noop("destroyed"), gettext_noop("crashed"),
+        gettext_noop("migrated"), gettext_noop("saved"), gettext_noop("failed"), gettext_noop("from snapshot"),
+        gettext_noop("daemon"),
     ),
-    DomainState.CRASHED: ("unknown", "panicked"),
-    DomainState.PMSUSPENDED: ("unknown",),
+    DomainState.CRASHED: (gettext_noop("unknown"), gettext_noop("panicked")),
+    DomainState.PMSUSPENDED: (gettext_noop("unknown"),),
 }
 
 

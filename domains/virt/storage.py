@@ -12,12 +12,18 @@ import xml.etree.ElementTree as ET  # noqa: S405 - libvirt's own XML, not untrus
 from collections.abc import Generator
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape
 
 import libvirt
+from django.utils.text import format_lazy
+from django.utils.translation import gettext_lazy as _
 
 from .connections import connection
 from .errors import OperationInvalid
+
+if TYPE_CHECKING:
+    from django_stubs_ext import StrPromise
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +107,7 @@ def _volume(conn: libvirt.virConnect, source: str) -> VolumeInfo | None:
         if source.startswith("/"):
             volume = conn.storageVolLookupByPath(source)
         else:
-            pool_name, _, volume_name = source.partition("/")
+            pool_name, _slash, volume_name = source.partition("/")
             volume = conn.storagePoolLookupByName(pool_name).storageVolLookupByName(volume_name)
     except libvirt.libvirtError as error:
         if error.get_error_code() in (libvirt.VIR_ERR_NO_STORAGE_VOL, libvirt.VIR_ERR_NO_STORAGE_POOL):
@@ -178,10 +184,16 @@ class PoolAction(StrEnum):
     AUTOSTART = "autostart"
     NO_AUTOSTART = "no-autostart"
 
-    @property
-    def past_tense(self) -> str:
-        return {"start": "started", "stop": "stopped", "refresh": "refreshed",
-                "autostart": "set to start with the host", "no-autostart": "set not to start with the host"}[self.value]
+    def done_message(self, pool: str) -> StrPromise:
+        """What the user is told once the action on `pool` is done."""
+        return format_lazy(_POOL_DONE[self], pool=pool)
+
+
+_POOL_DONE = {
+    PoolAction.START: _("Pool {pool} started."), PoolAction.STOP: _("Pool {pool} stopped."),
+    PoolAction.REFRESH: _("Pool {pool} refreshed."), PoolAction.AUTOSTART: _("Pool {pool} set to start with the host."),
+    PoolAction.NO_AUTOSTART: _("Pool {pool} set not to start with the host."),
+}
 
 
 def act_on_pool(uri: str, name: str, action: PoolAction) -> None:
@@ -267,7 +279,7 @@ def delete_volume(uri: str, pool: str, name: str) -> None:
     with connection(uri) as conn:
         volume = _lookup_volume(conn, pool, name)
         if _in_use(conn, volume, pool):
-            raise OperationInvalid("A machine on this host uses this volume; detach it or delete the machine first.")
+            raise OperationInvalid(_("A machine on this host uses this volume; detach it or delete the machine first."))
         volume.delete(0)
 
 
