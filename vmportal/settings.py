@@ -64,6 +64,7 @@ INSTALLED_APPS = [
     "api",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",  # recovery codes (accounts.recovery_codes)
 ]
 
 MIDDLEWARE = [

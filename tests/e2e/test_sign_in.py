@@ -127,6 +127,8 @@ def test_an_ldap_user_turns_on_two_factor_sign_in_and_then_signs_in_with_a_code(
     page.get_by_label("Code from your authenticator app").fill(app.code())
     page.get_by_role("button", name="Turn on").click()
     expect(page.locator("#messages")).to_contain_text("Two-factor sign-in is on")
+    expect(page.locator("#recovery-codes li")).to_have_count(10)
+    recovery_codes = page.locator("#recovery-codes code").all_inner_texts()
     page.get_by_role("button", name="Log out").click()
 
     sign_in_with_password(page, "tom", USERS["tom"][0])
@@ -136,4 +138,18 @@ def test_an_ldap_user_turns_on_two_factor_sign_in_and_then_signs_in_with_a_code(
     page.get_by_role("button", name="Verify").click()
     page.wait_for_url(re.compile(r"/domains/"))
     expect(page.locator("header")).to_contain_text("tom (Tenant)")
+    page.get_by_role("button", name="Log out").click()
+
+    # The authenticator lost: a recovery code signs in once, and the page says how many are left.
+    for attempt in ("first", "again"):
+        sign_in_with_password(page, "tom", USERS["tom"][0])
+        page.wait_for_url(re.compile(r"/accounts/login/code/"))
+        page.get_by_label("or a recovery code").fill(recovery_codes[0])
+        page.get_by_role("button", name="Verify").click()
+        if attempt == "first":
+            page.wait_for_url(re.compile(r"/domains/"))
+            expect(page.locator("#messages")).to_contain_text("You signed in with a recovery code; 9 are left.")
+            page.get_by_role("button", name="Log out").click()
+    expect(page.locator("main")).to_contain_text("That is not one of your unused recovery codes.")
+    expect(page).to_have_url(re.compile(r"/accounts/login/code/"))
 
