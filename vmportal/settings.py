@@ -293,6 +293,12 @@ if LDAP_URI:
     AUTH_LDAP_BIND_PASSWORD = os.environ.get("VMPORTAL_LDAP_BIND_PASSWORD", "")
     AUTH_LDAP_START_TLS = _env_bool("VMPORTAL_LDAP_START_TLS")
     AUTH_LDAP_CONNECTION_OPTIONS = {ldap.OPT_REFERRALS: 0, ldap.OPT_NETWORK_TIMEOUT: 5}  # AD's referrals hang
+    if os.environ.get("VMPORTAL_LDAP_CA_FILE"):
+        # This CA alone is trusted for the directory's certificate (StartTLS or ldaps://). NEWCTX comes last: it
+        # makes libldap build this connection's TLS context from the options before it.
+        AUTH_LDAP_CONNECTION_OPTIONS |= {ldap.OPT_X_TLS_CACERTFILE: os.environ["VMPORTAL_LDAP_CA_FILE"],
+                                         ldap.OPT_X_TLS_REQUIRE_CERT: ldap.OPT_X_TLS_DEMAND,
+                                         ldap.OPT_X_TLS_NEWCTX: 0}
     AUTH_LDAP_USER_SEARCH = LDAPSearch(
         os.environ.get("VMPORTAL_LDAP_USER_BASE", ""), ldap.SCOPE_SUBTREE,
         os.environ.get("VMPORTAL_LDAP_USER_FILTER",
@@ -319,6 +325,10 @@ if OIDC_ISSUER:
     OIDC_OP_TOKEN_ENDPOINT = os.environ.get("VMPORTAL_OIDC_TOKEN_ENDPOINT", "")
     OIDC_OP_USER_ENDPOINT = os.environ.get("VMPORTAL_OIDC_USERINFO_ENDPOINT", "")
     OIDC_OP_JWKS_ENDPOINT = os.environ.get("VMPORTAL_OIDC_JWKS_ENDPOINT", "")
+    # Signing out ends the provider's session too (accounts.oidc.provider_logout_url), with the ID token as hint.
+    OIDC_OP_END_SESSION_ENDPOINT = os.environ.get("VMPORTAL_OIDC_END_SESSION_ENDPOINT", "")
+    OIDC_OP_LOGOUT_URL_METHOD = "accounts.oidc.provider_logout_url"
+    OIDC_STORE_ID_TOKEN = True
     OIDC_USE_PKCE = True
     OIDC_TIMEOUT = 10
     OIDC_AUTHENTICATION_CALLBACK_URL = "accounts:oidc-callback"
