@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
 import django_stubs_ext
@@ -357,6 +358,10 @@ CONTENT_SECURITY_POLICY = {
     "form-action": ["'self'"],
     "object-src": ["'none'"],
 }
+if OIDC_ISSUER:
+    # Signing out posts here and is redirected to the provider's logout (accounts.oidc): form-action covers redirects.
+    CONTENT_SECURITY_POLICY["form-action"].extend(dict.fromkeys(
+        "{0.scheme}://{0.netloc}".format(urlsplit(url)) for url in (OIDC_ISSUER, OIDC_OP_END_SESSION_ENDPOINT) if url))
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True

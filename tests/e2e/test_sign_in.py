@@ -1,5 +1,5 @@
 """Signing in as an organisation does, in Chromium: OpenID Connect at a real provider (node-oidc-provider, started
-here), LDAP against Debian's slapd (started here), and a TOTP code after the password.
+here), LDAP over StartTLS against Debian's slapd (started here), and a TOTP or recovery code after the password.
 
 One portal for the module, configured for both; a provider or slapd that cannot start fails the tests.
 """
@@ -54,6 +54,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[C
         "VMPORTAL_OIDC_SCOPES": "openid email profile groups",
         "VMPORTAL_OIDC_ROLE_GROUPS": "admin=vm-admins;operator=vm-operators",
         "VMPORTAL_LDAP_URI": slapd.uri, "VMPORTAL_LDAP_BIND_DN": BIND_DN, "VMPORTAL_LDAP_BIND_PASSWORD": BIND_PASSWORD,
+        "VMPORTAL_LDAP_START_TLS": "1", "VMPORTAL_LDAP_CA_FILE": str(slapd.ca_file),
         "VMPORTAL_LDAP_USER_BASE": PEOPLE, "VMPORTAL_LDAP_GROUP_BASE": GROUPS,
         "VMPORTAL_LDAP_ROLE_GROUPS": f"admin={ADMINS_GROUP};tenant={TENANTS_GROUP}",
     })

@@ -15,7 +15,7 @@ from django.test import Client
 from accounts.models import OidcIdentity, User
 from accounts.oidc import OpenIDConnectBackend
 from accounts.roles import role_for_groups
-from tests.support.settings import configure
+from tests.support.settings import configure, settings_from_env
 from vmportal import settings as vmportal_settings
 
 ISSUER, CLIENT, SECRET = "https://id.example.org", "vmportal", "a-client-secret-long-enough-for-hs256"
@@ -138,3 +138,9 @@ def test_signing_out_stays_here_for_password_users_and_providers_without_a_logou
     client = signed_in_through_the_provider(tenant_user)
     assert client.post("/accounts/logout/")["Location"] == "/accounts/login/"
     assert client.get("/domains/")["Location"].startswith("/accounts/login/")
+
+
+def test_forms_may_lead_to_the_provider_for_its_logout_redirect():
+    """The logout form's answer redirects to the provider, and a browser applies form-action to that redirect."""
+    policy = settings_from_env(VMPORTAL_OIDC_ISSUER=ISSUER, VMPORTAL_OIDC_END_SESSION_ENDPOINT=f"{ISSUER}/logout")
+    assert policy["CONTENT_SECURITY_POLICY"]["form-action"] == ["'self'", ISSUER]
