@@ -153,6 +153,7 @@ def test_an_ldap_user_turns_on_two_factor_sign_in_and_then_signs_in_with_a_code(
     page.get_by_role("button", name="Turn on").click()
     expect(page.locator("#messages")).to_contain_text("Two-factor sign-in is on")
     expect(page.locator("#recovery-codes li")).to_have_count(10)
+    page.screenshot(path=str(RESULTS_DIR / "sign-in-recovery-codes.png"), full_page=True)
     recovery_codes = page.locator("#recovery-codes code").all_inner_texts()
     page.get_by_role("button", name="Log out").click()
 
