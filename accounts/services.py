@@ -35,7 +35,7 @@ def totp_enrol_start(*, actor: User, client_addr: str | None) -> TOTPDevice:
 def totp_enrol_confirm(*, actor: User, code: str, client_addr: str | None) -> Enrolment:
     """Puts the actor's new secret in force once `code` shows their authenticator holds it, with the first
     recovery codes."""
-    with audited(actor=actor, action="otp.confirm", client_addr=client_addr, refusals=(ValidationError,)):
+    with audited(actor=actor, action="otp.confirm", client_addr=client_addr, refusals=(ValidationError,)) as entry:
         device = TOTPDevice.objects.filter(user=actor, confirmed=False).first()
         if device is None:
             raise ValidationError(_("Start again: there is no new secret waiting for a code."), code="no_device")
@@ -44,7 +44,9 @@ def totp_enrol_confirm(*, actor: User, code: str, client_addr: str | None) -> En
         with transaction.atomic():
             device.confirmed = True
             device.save(update_fields=["confirmed"])
-            return Enrolment(device, recovery_codes.replace(actor))
+            enrolment = Enrolment(device, recovery_codes.replace(actor))
+        entry.message = f"{recovery_codes.COUNT} recovery codes made"
+        return enrolment
 
 
 def recovery_codes_replace(*, actor: User, code: str, client_addr: str | None) -> list[str]:

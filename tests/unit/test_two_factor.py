@@ -80,6 +80,7 @@ def test_enrolling_shows_the_secret_and_turns_on_only_with_a_right_code(tenant_u
     assert list(AuditEntry.objects.filter(actor=tenant_user, action__startswith="otp.")
                 .order_by("id").values_list("action", "result")) == [
         ("otp.enrol", "succeeded"), ("otp.confirm", "denied"), ("otp.confirm", "succeeded")]
+    assert AuditEntry.objects.filter(action="otp.confirm").latest("id").message == "10 recovery codes made"
 
 
 def test_sign_in_asks_for_the_code_after_the_password_and_logs_in_with_it(tenant_user: User):
