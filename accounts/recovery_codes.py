@@ -41,8 +41,9 @@ def replace(user: User) -> list[str]:
     """COUNT new codes for `user` in place of any before; the only time their text exists outside the user's hands."""
     codes = [_new_code() for _ in range(COUNT)]
     with transaction.atomic():
-        StaticDevice.objects.filter(user=user).delete()
-        device = StaticDevice.objects.create(user=user, name="recovery codes")
+        # The same device, new tokens: a session that signed in with an old code stays verified by its device.
+        device, _ = StaticDevice.objects.get_or_create(user=user, defaults={"name": "recovery codes"})
+        device.token_set.all().delete()
         StaticToken.objects.bulk_create(StaticToken(device=device, token=_digest(code)) for code in codes)
     return codes
 
