@@ -53,3 +53,11 @@ class TotpCodeForm(forms.Form):
     code = forms.CharField(label=_("Code from your authenticator app"), max_length=8, strip=True,
                            widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric",
                                                          "autofocus": True}))
+
+
+class SecondFactorCodeForm(forms.Form):
+    """After the password, or to change two-factor settings: the authenticator's code, or a recovery code."""
+
+    code = forms.CharField(label=_("Code from your authenticator app, or a recovery code"), max_length=24, strip=True,
+                           widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "autofocus": True,
+                                                         "autocapitalize": "none", "spellcheck": "false"}))

@@ -3,20 +3,23 @@
 Endpoints not set in the environment come from the issuer's discovery document, fetched once per process when
 first needed (never at start-up, and never for a password sign-in). The user is found by (issuer, subject),
 created at their first sign-in, and their role and Django groups follow the groups claim when a mapping is set.
+Signing out of the portal signs a user who came through the provider out there too (RP-initiated logout).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 from django.conf import settings
-from django.contrib import messages
+from django.contrib import auth, messages
 from django.core.exceptions import SuspiciousOperation
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect
+from django.shortcuts import redirect, resolve_url
 from django.utils.translation import gettext as _
 from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.utils import import_from_settings
@@ -25,6 +28,8 @@ from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthen
 from . import second_factor
 from .models import OidcIdentity, User
 from .roles import mirror_groups, role_for_groups
+
+logger = logging.getLogger(__name__)
 
 # mozilla-django-oidc's endpoint settings, and the discovery document's field for each.
 _DISCOVERED = {
@@ -145,3 +150,26 @@ def _when_configured(view: Any) -> Any:
 
 start = _when_configured(_StartView.as_view())
 callback = _when_configured(_CallbackView.as_view())
+
+
+def provider_logout_url(request: HttpRequest) -> str:
+    """Where signing out sends the browser (mozilla-django-oidc's OIDC_OP_LOGOUT_URL_METHOD, asked before the
+    session ends). A user who signed in at the provider goes to its end_session_endpoint, which ends their session
+    there too and sends them back to our login page; so the next "Sign in with …" asks for their password again.
+    Anyone else, or when the provider has no such endpoint or cannot be asked, goes to the login page directly."""
+    login_page = resolve_url(settings.LOGOUT_REDIRECT_URL)
+    id_token = request.session.get("oidc_id_token")  # kept there by mozilla-django-oidc (OIDC_STORE_ID_TOKEN)
+    if request.session.get(auth.BACKEND_SESSION_KEY) != f"{__name__}.{OpenIDConnectBackend.__name__}" or not id_token:
+        return login_page
+    try:
+        endpoint = (settings.OIDC_OP_END_SESSION_ENDPOINT
+                    or _discovery(settings.OIDC_ISSUER).get("end_session_endpoint", ""))
+    except (requests.RequestException, ValueError, SuspiciousOperation) as error:
+        logger.warning("signed %s out here only: the provider's logout endpoint is unknown (%s)",
+                       request.user, error)
+        return login_page
+    if not endpoint:
+        return login_page
+    query = urlencode({"id_token_hint": id_token, "client_id": settings.OIDC_RP_CLIENT_ID,
+                       "post_logout_redirect_uri": request.build_absolute_uri(login_page)})
+    return f"{endpoint}{'&' if '?' in endpoint else '?'}{query}"

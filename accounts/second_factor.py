@@ -11,18 +11,20 @@ import time
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib import auth
+from django.contrib import auth, messages
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import redirect
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django_otp import user_has_device
+from django_otp.models import Device
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from audit.models import AuditEntry
 from audit.services import record
 
-from . import throttle
+from . import recovery_codes, throttle
 from .forms import ThrottledAuthenticationForm, client_address
 from .models import User
 
@@ -67,29 +69,56 @@ def pending_sign_in(request: HttpRequest) -> PendingSignIn | None:
     return PendingSignIn(user, pending["backend"], pending["next"]) if user else None
 
 
+def verified_device(user: User, code: str) -> Device | None:
+    """The device of `user` that `code` comes from: their authenticator's current code, or one of their recovery
+    codes (used up by this); None when it is neither."""
+    if recovery_codes.is_recovery_code(code):
+        return recovery_codes.use(user, code)
+    device = TOTPDevice.objects.filter(user=user, confirmed=True).first()
+    return device if device is not None and device.verify_token(code) else None
+
+
+def wrong_code_message(code: str) -> str:
+    if recovery_codes.is_recovery_code(code):
+        return _("That is not one of your unused recovery codes.")
+    return _("That code is not the one your authenticator shows now.")
+
+
 def finish_with_code(request: HttpRequest, pending: PendingSignIn, code: str) -> HttpResponse:
-    """Logs the waiting user in if `code` is their device's; raises ValidationError (audited) otherwise.
+    """Logs the waiting user in if `code` is their authenticator's or an unused recovery code; raises
+    ValidationError (audited) otherwise.
 
     The code counts against the same throttle as a password: six digits are quick to guess without it.
     """
     username, addr = pending.user.get_username(), client_address(request)
     wait = throttle.login_blocked_for(username=username, client_addr=addr)
-    device = None if wait else TOTPDevice.objects.filter(user=pending.user, confirmed=True).first()
-    if device is None or not device.verify_token(code):
+    device = None if wait else verified_device(pending.user, code)
+    kind = "recovery" if recovery_codes.is_recovery_code(code) else "TOTP"
+    if device is None:
         if wait:
             message = ThrottledAuthenticationForm.error_messages["throttled"] % {"wait": throttle.wait_message(wait)}
         else:
             throttle.login_failed(username=username, client_addr=addr)
-            message = _("That code is not the one your authenticator shows now.")
+            message = wrong_code_message(code)
         record(actor=pending.user, action="login", result=AuditEntry.Result.DENIED, client_addr=addr or None,
-               message=f"refused: {'throttled' if wait else 'wrong TOTP code'}")
+               message=f"refused: {'throttled' if wait else f'wrong {kind} code'}")
         raise ValidationError(message, code="throttled" if wait else "wrong_code")
     throttle.login_succeeded(username=username, client_addr=addr)
     request.session.pop(PENDING_KEY, None)
     # django-otp's documented hand-over: logging in a user holding `otp_device` marks the session verified.
     pending.user.otp_device = device  # type: ignore[attr-defined]
     auth.login(request, pending.user, backend=pending.backend)
-    _audit_sign_in(request, pending.user, method=f"{METHODS.get(pending.backend, pending.backend)} and a TOTP code")
+    method = METHODS.get(pending.backend, pending.backend)
+    if kind == "TOTP":
+        _audit_sign_in(request, pending.user, method=f"{method} and a TOTP code")
+    else:
+        left = recovery_codes.remaining(pending.user)
+        _audit_sign_in(request, pending.user, method=f"{method} and a recovery code ({left} left)")
+        messages.warning(request, ngettext(
+            "You signed in with a recovery code; %(count)d is left. Each works once: make new ones on the "
+            "two-factor page.",
+            "You signed in with a recovery code; %(count)d are left. Each works once: make new ones on the "
+            "two-factor page.", left) % {"count": left})
     return HttpResponseRedirect(pending.next_url)
 
 

@@ -22,8 +22,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from domains.views import client_addr
 
-from . import second_factor, services
-from .forms import ThrottledAuthenticationForm, TotpCodeForm
+from . import recovery_codes, second_factor, services
+from .forms import SecondFactorCodeForm, ThrottledAuthenticationForm, TotpCodeForm
 
 if TYPE_CHECKING:
     from django.forms import Form
@@ -53,7 +53,7 @@ def login_code(request: HttpRequest) -> HttpResponse:
     pending = second_factor.pending_sign_in(request)
     if pending is None:  # never asked, or asked too long ago: the page says so and links to the login
         return render(request, "accounts/login_code.html", {"form": None})
-    form = TotpCodeForm(request.POST if request.method == "POST" else None)
+    form = SecondFactorCodeForm(request.POST if request.method == "POST" else None)
     if form.is_valid():
         try:
             return second_factor.finish_with_code(request, pending, form.cleaned_data["code"])
@@ -70,30 +70,43 @@ def _qr_svg(uri: str) -> str:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-@never_cache  # the page shows a secret
+@never_cache  # the page shows a secret, or recovery codes
 def two_factor(request: AuthedRequest) -> HttpResponse:
-    """One page for enrolling (start, then confirm with a code) and turning two-factor sign-in off."""
-    form = TotpCodeForm(request.POST if "confirm" in request.POST or "remove" in request.POST else None)
+    """One page for enrolling (start, then confirm with a code), new recovery codes, and turning two-factor sign-in
+    off. Recovery codes are shown in the answer to the POST that made them, never again: no redirect to a page
+    that would have to keep them."""
+    actor, addr = request.user, client_addr(request)
+    # Enrolling takes the new authenticator's code; once on, a recovery code does too.
+    confirmed = TOTPDevice.objects.filter(user=actor, confirmed=True).exists()
+    form_class = SecondFactorCodeForm if confirmed else TotpCodeForm
+    posted = {"confirm", "recovery", "remove"} & request.POST.keys()
+    form: TotpCodeForm | SecondFactorCodeForm = form_class(request.POST if posted else None)
     if "start" in request.POST:
-        services.totp_enrol_start(actor=request.user, client_addr=client_addr(request))
+        services.totp_enrol_start(actor=actor, client_addr=addr)
         return redirect("accounts:two-factor")
+    new_codes: list[str] = []
     if form.is_valid():
         code = form.cleaned_data["code"]
         try:
             if "confirm" in request.POST:
-                device = services.totp_enrol_confirm(actor=request.user, code=code, client_addr=client_addr(request))
-                otp_login(request, device)
+                enrolment = services.totp_enrol_confirm(actor=actor, code=code, client_addr=addr)
+                otp_login(request, enrolment.device)
                 messages.success(request, _("Two-factor sign-in is on: your next sign-in will ask for a code."))
+                confirmed, new_codes, form = True, enrolment.recovery_codes, SecondFactorCodeForm()
+            elif "recovery" in request.POST:
+                new_codes = services.recovery_codes_replace(actor=actor, code=code, client_addr=addr)
+                messages.success(request, _("New recovery codes made: the old ones no longer work."))
+                form = SecondFactorCodeForm()
             else:
-                services.totp_remove(actor=request.user, code=code, client_addr=client_addr(request))
+                services.totp_remove(actor=actor, code=code, client_addr=addr)
                 messages.success(request, _("Two-factor sign-in is off."))
-            return redirect("accounts:two-factor")
+                return redirect("accounts:two-factor")
         except ValidationError as error:
             form.add_error("code", error)
-    confirmed = TOTPDevice.objects.filter(user=request.user, confirmed=True).exists()
-    waiting = None if confirmed else TOTPDevice.objects.filter(user=request.user, confirmed=False).first()
-    context: dict[str, Any] = {"form": form, "confirmed": confirmed, "waiting": waiting,
-                               "required": settings.REQUIRE_ADMIN_2FA and request.user.is_admin}
+    waiting = None if confirmed else TOTPDevice.objects.filter(user=actor, confirmed=False).first()
+    context: dict[str, Any] = {"form": form, "confirmed": confirmed, "waiting": waiting, "new_codes": new_codes,
+                               "codes_left": recovery_codes.remaining(actor),
+                               "required": settings.REQUIRE_ADMIN_2FA and actor.is_admin}
     if waiting is not None:
         context |= {"secret": b32encode(waiting.bin_key).decode(), "uri": waiting.config_url,
                     "qr": _qr_svg(waiting.config_url)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dj_database_url
 import django_stubs_ext
@@ -64,6 +65,7 @@ INSTALLED_APPS = [
     "api",
     "django_otp",
     "django_otp.plugins.otp_totp",
+    "django_otp.plugins.otp_static",  # recovery codes (accounts.recovery_codes)
 ]
 
 MIDDLEWARE = [
@@ -292,6 +294,12 @@ if LDAP_URI:
     AUTH_LDAP_BIND_PASSWORD = os.environ.get("VMPORTAL_LDAP_BIND_PASSWORD", "")
     AUTH_LDAP_START_TLS = _env_bool("VMPORTAL_LDAP_START_TLS")
     AUTH_LDAP_CONNECTION_OPTIONS = {ldap.OPT_REFERRALS: 0, ldap.OPT_NETWORK_TIMEOUT: 5}  # AD's referrals hang
+    if os.environ.get("VMPORTAL_LDAP_CA_FILE"):
+        # This CA alone is trusted for the directory's certificate (StartTLS or ldaps://). NEWCTX comes last: it
+        # makes libldap build this connection's TLS context from the options before it.
+        AUTH_LDAP_CONNECTION_OPTIONS |= {ldap.OPT_X_TLS_CACERTFILE: os.environ["VMPORTAL_LDAP_CA_FILE"],
+                                         ldap.OPT_X_TLS_REQUIRE_CERT: ldap.OPT_X_TLS_DEMAND,
+                                         ldap.OPT_X_TLS_NEWCTX: 0}
     AUTH_LDAP_USER_SEARCH = LDAPSearch(
         os.environ.get("VMPORTAL_LDAP_USER_BASE", ""), ldap.SCOPE_SUBTREE,
         os.environ.get("VMPORTAL_LDAP_USER_FILTER",
@@ -318,6 +326,10 @@ if OIDC_ISSUER:
     OIDC_OP_TOKEN_ENDPOINT = os.environ.get("VMPORTAL_OIDC_TOKEN_ENDPOINT", "")
     OIDC_OP_USER_ENDPOINT = os.environ.get("VMPORTAL_OIDC_USERINFO_ENDPOINT", "")
     OIDC_OP_JWKS_ENDPOINT = os.environ.get("VMPORTAL_OIDC_JWKS_ENDPOINT", "")
+    # Signing out ends the provider's session too (accounts.oidc.provider_logout_url), with the ID token as hint.
+    OIDC_OP_END_SESSION_ENDPOINT = os.environ.get("VMPORTAL_OIDC_END_SESSION_ENDPOINT", "")
+    OIDC_OP_LOGOUT_URL_METHOD = "accounts.oidc.provider_logout_url"
+    OIDC_STORE_ID_TOKEN = True
     OIDC_USE_PKCE = True
     OIDC_TIMEOUT = 10
     OIDC_AUTHENTICATION_CALLBACK_URL = "accounts:oidc-callback"
@@ -346,6 +358,10 @@ CONTENT_SECURITY_POLICY = {
     "form-action": ["'self'"],
     "object-src": ["'none'"],
 }
+if OIDC_ISSUER:
+    # Signing out posts here and is redirected to the provider's logout (accounts.oidc): form-action covers redirects.
+    CONTENT_SECURITY_POLICY["form-action"].extend(dict.fromkeys(
+        "{0.scheme}://{0.netloc}".format(urlsplit(url)) for url in (OIDC_ISSUER, OIDC_OP_END_SESSION_ENDPOINT) if url))
 
 if PRODUCTION:
     SESSION_COOKIE_SECURE = True

@@ -1,5 +1,5 @@
 """Signing in as an organisation does, in Chromium: OpenID Connect at a real provider (node-oidc-provider, started
-here), LDAP against Debian's slapd (started here), and a TOTP code after the password.
+here), LDAP over StartTLS against Debian's slapd (started here), and a TOTP or recovery code after the password.
 
 One portal for the module, configured for both; a provider or slapd that cannot start fails the tests.
 """
@@ -44,7 +44,8 @@ def portal(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[C
     with log.open("wb") as output:
         provider = subprocess.Popen(
             ["node", str(REPO / "tests/support/oidc_provider.mjs"), str(provider_port),
-             f"http://127.0.0.1:{portal_port}/accounts/login/oidc/callback/"],
+             f"http://127.0.0.1:{portal_port}/accounts/login/oidc/callback/",
+             f"http://127.0.0.1:{portal_port}/accounts/login/"],
             cwd=REPO, stdout=output, stderr=subprocess.STDOUT)
     stack = ConsoleStack(directory / "var", settings={
         "NO_PROXY": "127.0.0.1,localhost",  # the portal asks the provider directly, whatever the environment says
@@ -53,6 +54,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory, slapd: Slapd) -> Iterator[C
         "VMPORTAL_OIDC_SCOPES": "openid email profile groups",
         "VMPORTAL_OIDC_ROLE_GROUPS": "admin=vm-admins;operator=vm-operators",
         "VMPORTAL_LDAP_URI": slapd.uri, "VMPORTAL_LDAP_BIND_DN": BIND_DN, "VMPORTAL_LDAP_BIND_PASSWORD": BIND_PASSWORD,
+        "VMPORTAL_LDAP_START_TLS": "1", "VMPORTAL_LDAP_CA_FILE": str(slapd.ca_file),
         "VMPORTAL_LDAP_USER_BASE": PEOPLE, "VMPORTAL_LDAP_GROUP_BASE": GROUPS,
         "VMPORTAL_LDAP_ROLE_GROUPS": f"admin={ADMINS_GROUP};tenant={TENANTS_GROUP}",
     })
@@ -94,18 +96,41 @@ def sign_in_with_password(page: Page, username: str, password: str) -> None:
     page.get_by_role("button", name="Log in").click()
 
 
-def test_single_sign_on_at_the_provider_lands_on_the_vm_list_with_the_mapped_role(page: Page):
-    page.goto("/accounts/login/")
-    RESULTS_DIR.mkdir(exist_ok=True)
-    page.screenshot(path=str(RESULTS_DIR / "sign-in-login-page.png"), full_page=True)
+def sign_in_with_a_code(page: Page, username: str, code: str) -> None:
+    sign_in_with_password(page, username, USERS[username][0])
+    page.wait_for_url(re.compile(r"/accounts/login/code/"))
+    page.get_by_label("Code from your authenticator app, or a recovery code").fill(code)
+    page.get_by_role("button", name="Verify").click()
+
+
+def sign_in_at_the_provider(page: Page, username: str) -> None:
     page.get_by_role("link", name=f"Sign in with {PROVIDER_NAME}").click()
     page.wait_for_url(re.compile(r"127\.0\.0\.1:\d+/interaction/"))  # the provider's own sign-in page
-    page.fill("input[name=login]", "olga")
+    page.fill("input[name=login]", username)
     page.fill("input[name=password]", "anything")
     page.get_by_role("button", name="Sign-in").click()
     page.get_by_role("button", name="Continue").click()  # the provider's consent
     page.wait_for_url(re.compile(r"/domains/"))
+
+
+def test_single_sign_on_at_the_provider_lands_on_the_vm_list_with_the_mapped_role(page: Page):
+    page.goto("/accounts/login/")
+    RESULTS_DIR.mkdir(exist_ok=True)
+    page.screenshot(path=str(RESULTS_DIR / "sign-in-login-page.png"), full_page=True)
+    sign_in_at_the_provider(page, "olga")
     expect(page.locator("header")).to_contain_text("olga (Operator)")
+
+
+def test_signing_out_signs_out_at_the_provider_too(page: Page):
+    page.goto("/accounts/login/")
+    sign_in_at_the_provider(page, "olga")
+    page.get_by_role("button", name="Log out").click()
+    page.get_by_role("button", name="Yes, sign me out").click()  # the provider's own confirmation
+    page.wait_for_url(re.compile(r"/accounts/login/$"))
+    # Back at the provider, it asks who is signing in: its session ended with ours.
+    page.get_by_role("link", name=f"Sign in with {PROVIDER_NAME}").click()
+    page.wait_for_url(re.compile(r"127\.0\.0\.1:\d+/interaction/"))
+    expect(page.locator("input[name=password]")).to_be_visible()
 
 
 def test_an_ldap_admin_signs_in_through_the_login_form(page: Page):
@@ -127,13 +152,21 @@ def test_an_ldap_user_turns_on_two_factor_sign_in_and_then_signs_in_with_a_code(
     page.get_by_label("Code from your authenticator app").fill(app.code())
     page.get_by_role("button", name="Turn on").click()
     expect(page.locator("#messages")).to_contain_text("Two-factor sign-in is on")
+    expect(page.locator("#recovery-codes li")).to_have_count(10)
+    page.screenshot(path=str(RESULTS_DIR / "sign-in-recovery-codes.png"), full_page=True)
+    recovery_codes = page.locator("#recovery-codes code").all_inner_texts()
     page.get_by_role("button", name="Log out").click()
 
-    sign_in_with_password(page, "tom", USERS["tom"][0])
-    page.wait_for_url(re.compile(r"/accounts/login/code/"))
-    expect(page.locator("main")).to_contain_text("Signing in as tom")
-    page.get_by_label("Code from your authenticator app").fill(app.code())
-    page.get_by_role("button", name="Verify").click()
+    sign_in_with_a_code(page, "tom", app.code())
     page.wait_for_url(re.compile(r"/domains/"))
     expect(page.locator("header")).to_contain_text("tom (Tenant)")
+    page.get_by_role("button", name="Log out").click()
 
+    # The authenticator lost: a recovery code signs in once, and the page says how many are left.
+    sign_in_with_a_code(page, "tom", recovery_codes[0])
+    page.wait_for_url(re.compile(r"/domains/"))
+    expect(page.locator("#messages")).to_contain_text("You signed in with a recovery code; 9 are left.")
+    page.get_by_role("button", name="Log out").click()
+    sign_in_with_a_code(page, "tom", recovery_codes[0])
+    expect(page.locator("main")).to_contain_text("That is not one of your unused recovery codes.")
+    expect(page).to_have_url(re.compile(r"/accounts/login/code/"))

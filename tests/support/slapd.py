@@ -1,5 +1,8 @@
 """A throw-away OpenLDAP server (Debian's slapd) for the LDAP sign-in tests: its own cn=config and entries loaded
-by slapadd from LDIF (mdb backend), checked by slaptest, listening on a free loopback port until stopped."""
+by slapadd from LDIF (mdb backend), checked by slaptest, listening on a free loopback port until stopped.
+
+It offers StartTLS with a certificate for 127.0.0.1 from a CA made for it (lab.pki's, with openssl): `ca_file`
+is that CA, for a portal that trusts it."""
 
 from __future__ import annotations
 
@@ -7,11 +10,13 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import ldap
 import pytest
 
+from lab import pki
 from tests.support.portal import free_port, stop_process, wait_for_port
 
 SUFFIX = "dc=example,dc=org"
@@ -27,6 +32,9 @@ dn: cn=config
 objectClass: olcGlobal
 cn: config
 olcPidFile: {home}/slapd.pid
+olcTLSCACertificateFile: {home}/tls/cacert.pem
+olcTLSCertificateFile: {home}/tls/servercert.pem
+olcTLSCertificateKeyFile: {home}/tls/serverkey.pem
 
 dn: cn=module{{0}},cn=config
 objectClass: olcModuleList
@@ -92,11 +100,18 @@ class Slapd:
     process: subprocess.Popen[bytes] | None = None
     uri: str = ""
 
+    @property
+    def ca_file(self) -> Path:
+        return self.home / "tls" / "cacert.pem"
+
     def start(self) -> Slapd:
-        """Builds the configuration and data, starts slapd, and returns once it answers a bind."""
+        """Builds the configuration, certificate and data, starts slapd, and returns once it answers a bind."""
         config, data = self.home / "slapd.d", self.home / "data"
         config.mkdir()
         data.mkdir()
+        pki.ensure_authority(self.home / "ca")
+        pki.ensure_host_certificate(self.home / "ca", self.home / "tls", name="localhost",
+                                    address=IPv4Address("127.0.0.1"))
         (self.home / "config.ldif").write_text(CONFIG_LDIF.format(home=self.home, suffix=SUFFIX))
         (self.home / "entries.ldif").write_text(_entries())
         _run("/usr/sbin/slapadd", "-n", "0", "-F", str(config), "-l", str(self.home / "config.ldif"))

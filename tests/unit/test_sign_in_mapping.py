@@ -15,7 +15,7 @@ from django.test import Client
 from accounts.models import OidcIdentity, User
 from accounts.oidc import OpenIDConnectBackend
 from accounts.roles import role_for_groups
-from tests.support.settings import configure
+from tests.support.settings import configure, settings_from_env
 from vmportal import settings as vmportal_settings
 
 ISSUER, CLIENT, SECRET = "https://id.example.org", "vmportal", "a-client-secret-long-enough-for-hs256"
@@ -105,3 +105,42 @@ def test_a_callback_that_does_not_complete_says_so_on_the_login_page(backend, db
     page = Client().get("/accounts/login/oidc/callback/?code=forged&state=unknown", follow=True)
     assert page.redirect_chain[-1][0] == "/accounts/login/"
     assert "Signing in with single sign-on did not work" in page.content.decode()
+
+
+def signed_in_through_the_provider(user: User) -> Client:
+    client = Client()
+    client.force_login(user, backend="accounts.oidc.OpenIDConnectBackend")
+    session = client.session
+    session["oidc_id_token"] = "the-users-id-token"  # where the callback keeps it
+    session.save()
+    return client
+
+
+def test_signing_out_after_single_sign_on_signs_out_at_the_provider_and_comes_back_to_the_login_page(
+        backend, monkeypatch, tenant_user: User):
+    monkeypatch.setattr("accounts.oidc._discovery", lambda issuer: {"end_session_endpoint": f"{issuer}/session/end"})
+    client = signed_in_through_the_provider(tenant_user)
+    location = urlsplit(client.post("/accounts/logout/")["Location"])
+    assert f"{location.scheme}://{location.netloc}{location.path}" == f"{ISSUER}/session/end"
+    assert parse_qs(location.query) == {"id_token_hint": ["the-users-id-token"], "client_id": [CLIENT],
+                                        "post_logout_redirect_uri": ["http://testserver/accounts/login/"]}
+    assert client.get("/domains/")["Location"].startswith("/accounts/login/")  # signed out here already
+
+
+def test_signing_out_stays_here_for_password_users_and_providers_without_a_logout_endpoint(
+        backend, monkeypatch, tenant_user: User):
+    monkeypatch.setattr("accounts.oidc._discovery", lambda issuer: {"end_session_endpoint": f"{issuer}/session/end"})
+    password_user = Client()
+    password_user.force_login(tenant_user)
+    assert password_user.post("/accounts/logout/")["Location"] == "/accounts/login/"
+
+    monkeypatch.setattr("accounts.oidc._discovery", lambda issuer: {})
+    client = signed_in_through_the_provider(tenant_user)
+    assert client.post("/accounts/logout/")["Location"] == "/accounts/login/"
+    assert client.get("/domains/")["Location"].startswith("/accounts/login/")
+
+
+def test_forms_may_lead_to_the_provider_for_its_logout_redirect():
+    """The logout form's answer redirects to the provider, and a browser applies form-action to that redirect."""
+    policy = settings_from_env(VMPORTAL_OIDC_ISSUER=ISSUER, VMPORTAL_OIDC_END_SESSION_ENDPOINT=f"{ISSUER}/logout")
+    assert policy["CONTENT_SECURITY_POLICY"]["form-action"] == ["'self'", ISSUER]
