@@ -53,7 +53,7 @@ _STATE_DISPLAY = {
     DomainState.SHUTDOWN: _("in shutdown"),
     DomainState.SHUTOFF: _("shut off"),
     DomainState.CRASHED: _("crashed"),
-    DomainState.PMSUSPENDED: _("suspended to memory"),
+    DomainState.PMSUSPENDED: _("pmsuspended"),  # virsh's word in English too: the list matches `virsh list`
 }
 SAVED_DISPLAY = _("saved")  # a shut-off VM with a managed save image (DomainRecord.state_label)
 
