@@ -19,6 +19,7 @@ def test_every_page_starts_with_a_skip_link_to_the_main_content_and_a_labelled_n
     assert '<main id="content">' in body
     assert '<nav aria-label="Main">' in body
     assert 'href="/audit/" aria-current="page">Audit log</a>' in body
+    assert "{#" not in body and "#}" not in body  # a template comment spread over lines is printed, not hidden
     # The hooks the scripts and tests use are still there.
     assert 'id="live-indicator"' in body and 'id="messages"' in body and 'hx-headers=' in body
 
