@@ -1,5 +1,5 @@
 // Menus and disclosures for keyboard and pointer alike:
-// - a disclosure button (button[aria-controls][aria-expanded]: the top bar's "Menu", the list's "Filters")
+// - a disclosure button (button.disclosure[aria-controls][aria-expanded]: the top bar's "Menu", the list's "Filters")
 //   shows or hides what it controls; vmportal.css hides it while aria-expanded is "false", on narrow screens only;
 // - a row's action menu (<details class="menu dropdown">, templates/domains/_actions.html) opens with Enter or
 //   Space on its summary (the browser's own), Tab walks its actions; opening one closes the others, and Escape
@@ -11,9 +11,10 @@
   "use strict";
 
   const DROPDOWN = "details.menu.dropdown";
+  const DISCLOSURE = "button.disclosure[aria-controls][aria-expanded]";
 
   function disclosures() {
-    return document.querySelectorAll("button[aria-controls][aria-expanded]");
+    return document.querySelectorAll(DISCLOSURE);
   }
 
   function expand(button, open) {
@@ -27,7 +28,7 @@
   }
 
   document.addEventListener("click", function (event) {
-    const button = event.target.closest("button[aria-controls][aria-expanded]");
+    const button = event.target.closest(DISCLOSURE);
     if (button) expand(button, button.getAttribute("aria-expanded") !== "true");
     closeMenus(event.target.closest(DROPDOWN));
   });

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from html import unescape
 
+from django.test import Client
+
 from accounts.models import User
 from audit.models import AuditEntry
 from domains.models import Host
@@ -48,17 +50,21 @@ def test_a_long_audit_value_is_clamped_in_its_cell_with_the_whole_value_in_its_t
 
 def test_a_phone_s_top_bar_opens_its_menu_from_a_labelled_button_that_controls_it(admin_user: User):
     body = client_for(admin_user).get("/audit/").content.decode()
-    button = '<button type="button" class="menu-toggle" aria-expanded="false" aria-controls="topbar-menu">Menu</button>'
+    button = ('<button type="button" class="disclosure menu-toggle" aria-expanded="false" aria-controls="topbar-menu">'
+              "Menu</button>")
     # The button comes before what it opens (the stylesheet hides its next sibling while it is collapsed),
     # and the navigation, the sign-out and the language are all inside.
     assert body.index(button) < body.index('<div id="topbar-menu" class="topbar-menu">') < body.index(
         '<nav aria-label="Main">') < body.index('class="logout"') < body.index('class="language"')
     # The live pill stays in the bar itself: a phone sees the connection without opening the menu.
     assert body.index('id="live-indicator"') < body.index(button)
+    # Signed out, the bar holds the language chooser alone, shown without a menu to open.
+    login = Client().get("/accounts/login/").content.decode()
+    assert 'class="language"' in login and "menu-toggle" not in login
 
 
 def _filters_toggle(body: str) -> str:
-    toggle = re.search(r'<button type="button" class="filters-toggle" aria-controls="filters" '
+    toggle = re.search(r'<button type="button" class="disclosure filters-toggle" aria-controls="filters" '
                        r'aria-expanded="(true|false)">Filters</button>\s*<form id="filters"', body)
     assert toggle is not None
     return toggle.group(1)
