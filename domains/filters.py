@@ -72,6 +72,12 @@ class ListQuery:
         return record_matcher(self.options)
 
     @property
+    def narrowed(self) -> bool:
+        """Whether the list shows less than every VM of every host, or only names or UUIDs: a phone then opens
+        its filters, so that what hides the rest is in view."""
+        return bool(self.options != {"all"} or self.host or self.text or self.outputs)
+
+    @property
     def show_titles(self) -> bool:
         return "title" in self.outputs
 

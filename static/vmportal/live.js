@@ -16,9 +16,9 @@
 //   count and pager come from the server.
 // - the socket's address: the list's own query string (the server filters as the page does), and `since`,
 //   when the shown data was read (the list's results carry it, a VM page's hook its own);
-// - the indicator in the top bar; once a lost connection is back the page fetches what it shows again,
-//   since it may have missed changes meanwhile; the server says (`indicate` swap) when its own side is
-//   catching up (its channel layer was away) and when it is live again;
+// - the indicator in the top bar, in the words base.html hands it; once a lost connection is back the page
+//   fetches what it shows again, since it may have missed changes meanwhile; the server says (`indicate`
+//   swap) when its own side is catching up (its channel layer was away) and when it is live again;
 // - a list swapped in for another query (the filter form, a column heading, the pager) subscribes anew;
 //   close code 4401 (the session ended) stops reconnecting.
 (function () {
@@ -70,13 +70,11 @@
     if (!current) return;
     const state = socketStates.get(current) || "connecting";
     indicator.dataset.live = state === "ended" ? "off" : state;
-    indicator.textContent = state === "on" ? "live" : state === "connecting" ? "connecting…"
-      : state === "catching-up" ? "catching up…" : state === "ended" ? "logged out" : "offline";
-    indicator.title = state === "on" ? "Changes appear as they happen."
-      : state === "ended" ? "Your session has ended: log in again to see changes."
-      : state === "catching-up" ? "The server lost track of changes for a moment: this page may be out of date "
-        + "until it has caught up."
-      : "Not connected: this page may be out of date. Reconnecting…";
+    // The words are the template's (base.html's data-text-* and data-title-*), in the page's language.
+    let name = state.replace(/(^|-)(.)/g, function (_m, _dash, c) { return c.toUpperCase(); });  // catching-up: CatchingUp
+    if (!indicator.dataset["text" + name]) name = "Off";  // a state without words of its own: not connected
+    indicator.textContent = indicator.dataset["text" + name];
+    indicator.title = indicator.dataset["title" + name];
   }
 
   show();
@@ -169,6 +167,22 @@
     return false;
   }
 
+  // A keyboard user's place survives a row's update: the same control of the new row takes the focus (its
+  // action button, its tick box, else its menu's summary).
+  function focusedIn(row) {
+    const active = document.activeElement;
+    if (!active || active === row || !row.contains(active)) return null;
+    if (active.dataset.action) return '[data-action="' + active.dataset.action + '"]';
+    if (active.name) return '[name="' + active.name + '"]';
+    return "summary";
+  }
+
+  function refocus(row, selector) {
+    if (!selector) return;
+    const place = row.querySelector(selector) || row.querySelector("summary");
+    if (place) setTimeout(function () { if (place.isConnected) place.focus(); });  // once the row is in place
+  }
+
   function upsert(element, target) {
     const existing = document.getElementById(element.id);
     if (busy(existing)) {
@@ -180,12 +194,15 @@
       const menu = existing.querySelector("details.menu");
       const fresh = element.querySelector("details.menu");
       if (menu && menu.open && fresh) fresh.open = true;
+      const focused = focusedIn(existing);
       const [oldKey, key] = [sortKey(existing), sortKey(element)];
       if (!before(oldKey, key) && !before(key, oldKey)) {
         existing.replaceWith(element);
+        refocus(element, focused);
         return element;
       }
       existing.remove();
+      refocus(element, focused);  // once placed below
     }
     target.querySelectorAll(":scope > :not([id])").forEach(function (placeholder) { placeholder.remove(); });
     const key = sortKey(element);

@@ -74,6 +74,8 @@ PAGES = {
     "not-found": "/no-such-page/",
 }
 WIDTHS = [390, 1366, 1920]
+AXE_WIDTHS = (390, 1366)  # a phone and a laptop; 1920 px lays the pages out as 1366 does, wider
+SCHEMES: tuple[Literal["light", "dark"], ...] = ("light", "dark")
 USAGE_SECONDS = 30  # the session's server samples usage every 2 s (VMPORTAL_USAGE_INTERVAL)
 AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
 
@@ -107,17 +109,47 @@ def sideways(page: Page) -> int:
     return int(page.evaluate("document.documentElement.scrollWidth - window.innerWidth"))
 
 
+def serious_violations(page: Page) -> list[str]:
+    """axe-core's serious and critical findings on the page as it is drawn now (its source already evaluated)."""
+    checked, violations = page.evaluate("""async () => {
+        const results = await axe.run(document, {resultTypes: ["violations"]});
+        return [results.passes.length + results.violations.length, results.violations
+            .filter(v => v.impact === "serious" || v.impact === "critical")
+            .map(v => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map(n => n.target.join(" ")).join("; ")}`)];
+    }""")
+    assert checked > 10, f"axe checked {checked} rules on {page.url}"
+    return list(violations)
+
+
 @pytest.mark.parametrize("width", WIDTHS)
-def test_no_page_scrolls_sideways(admin: Page, width: int) -> None:
+def test_no_page_scrolls_sideways_and_axe_finds_nothing_serious(admin: Page, width: int) -> None:
+    """Every page at each width: no sideways scrolling, and a full-page screenshot. At a phone's and a laptop's
+    width axe-core (npm) checks the same page load in light and dark: no serious or critical violation. Its source
+    is evaluated through the DevTools protocol, which the page's Content-Security-Policy does not govern, so the
+    pages are checked with their policy on (add_script_tag would inline it, which the policy refuses)."""
     admin.set_viewport_size({"width": width, "height": 900})
     RESULTS_DIR.mkdir(exist_ok=True)
-    wider = {}
-    for name in PAGES:
-        visit(admin, name)
-        admin.screenshot(path=str(RESULTS_DIR / f"layout-{name}-{width}.png"), full_page=True)
-        if extra := sideways(admin):
-            wider[name] = extra
+    axe = AXE.read_text() if width in AXE_WIDTHS else ""
+    wider, found = {}, {}
+    try:
+        for name in PAGES:
+            visit(admin, name)
+            admin.screenshot(path=str(RESULTS_DIR / f"layout-{name}-{width}.png"), full_page=True)
+            if extra := sideways(admin):
+                wider[name] = extra
+            if axe:
+                admin.evaluate(axe)
+                for scheme in SCHEMES:
+                    admin.emulate_media(color_scheme=scheme)
+                    if violations := serious_violations(admin):
+                        found[f"{name} ({scheme})"] = violations
+                admin.screenshot(path=str(RESULTS_DIR / f"axe-{SCHEMES[-1]}-{name}-{width}.png"))
+                admin.emulate_media(color_scheme=SCHEMES[0])
+    finally:
+        admin.emulate_media(color_scheme=SCHEMES[0])
     assert wider == {}, f"pages wider than {width} px (by px): {wider}"
+    assert found == {}, "\n".join(f"{page}: {violation}" for page, violations in found.items()
+                                  for violation in violations)
 
 
 def test_the_list_and_audit_log_shorten_long_values_with_the_whole_value_on_hover(admin: Page) -> None:
@@ -164,36 +196,6 @@ def test_the_first_tab_offers_a_skip_link_to_the_content(admin: Page) -> None:
     assert urlsplit(admin.url).fragment == "content"
     admin.keyboard.press("Tab")  # the next stop is inside the content, past the top bar
     assert admin.evaluate("document.getElementById('content').contains(document.activeElement)")
-
-
-@pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_axe_finds_nothing_serious(admin: Page, scheme: Literal["light", "dark"]) -> None:
-    """axe-core (npm) on each page: no serious or critical violation. Its source is evaluated through the
-    DevTools protocol, which the page's Content-Security-Policy does not govern, so the pages are checked with
-    their policy on (add_script_tag would inline it, which the policy refuses)."""
-    admin.set_viewport_size({"width": 1366, "height": 900})
-    admin.emulate_media(color_scheme=scheme)
-    source = AXE.read_text()
-    RESULTS_DIR.mkdir(exist_ok=True)
-    found = {}
-    try:
-        for name in PAGES:
-            visit(admin, name)
-            admin.evaluate(source)
-            checked, violations = admin.evaluate("""async () => {
-                const results = await axe.run(document, {resultTypes: ["violations"]});
-                return [results.passes.length + results.violations.length, results.violations
-                    .filter(v => v.impact === "serious" || v.impact === "critical")
-                    .map(v => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map(n => n.target.join(" ")).join("; ")}`)];
-            }""")
-            assert checked > 10, f"axe checked {checked} rules on {name}"
-            admin.screenshot(path=str(RESULTS_DIR / f"axe-{scheme}-{name}.png"))
-            if violations:
-                found[name] = violations
-    finally:
-        admin.emulate_media(color_scheme="light")
-    assert found == {}, "\n".join(f"{name}: {violation}" for name, violations in found.items()
-                                  for violation in violations)
 
 
 def test_the_live_pill_stays_after_a_snapshot_and_turns_off_when_the_socket_drops(admin: Page) -> None:
@@ -243,3 +245,96 @@ def test_the_live_pill_stays_after_a_snapshot_and_turns_off_when_the_socket_drop
     down = False
     expect(pill).to_have_attribute("data-live", "on", timeout=TIMEOUT_MS)
     page.close()
+
+
+def tab_to(page: Page, selector: str, presses: int = 120) -> None:
+    """Press Tab until the element `selector` names has the focus: the keyboard's way there, and no other."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate("selector => document.activeElement.matches(selector)", selector):
+            return
+    pytest.fail(f"{presses} presses of Tab never reached {selector}")
+
+
+def test_a_phone_s_top_bar_and_filters_fold_behind_buttons_that_the_keyboard_opens(admin: Page) -> None:
+    admin.set_viewport_size({"width": 390, "height": 844})
+    admin.goto("/domains/?all")
+    bar = admin.locator("header.topbar").bounding_box()
+    assert bar is not None and bar["height"] < 64, f"the top bar takes {bar} on a phone"
+    nav = admin.get_by_role("navigation", name="Main")
+    menu = admin.get_by_role("button", name="Menu", exact=True)  # the arrow is not read out
+    expect(nav).to_be_hidden()
+    expect(admin.locator("#live-indicator")).to_have_text("live")  # the pill stays in view, outside the menu
+    tab_to(admin, "button.menu-toggle")
+    admin.keyboard.press("Enter")
+    expect(menu).to_have_attribute("aria-expanded", "true")
+    expect(nav).to_be_visible()
+    admin.keyboard.press("Tab")
+    expect(nav.get_by_role("link", name="Virtual machines")).to_be_focused()
+    admin.screenshot(path=str(RESULTS_DIR / "layout-menu-open-390.png"))
+    admin.evaluate(AXE.read_text())
+    assert serious_violations(admin) == []  # the open menu too, which the width test sees folded
+    admin.keyboard.press("Escape")
+    expect(nav).to_be_hidden()
+    expect(menu).to_be_focused()
+
+    # The filters: folded while none is in use, and filtering as before once opened.
+    filters = admin.locator("#filters")
+    toggle = admin.get_by_role("button", name="Filters", exact=True)
+    expect(filters).to_be_hidden()
+    toggle.click()
+    expect(filters).to_be_visible()
+    admin.get_by_label("Name or title contains").fill("look-02")
+    expect(admin.locator("#results tbody tr[data-name]")).to_have_count(1)
+    expect(admin.locator("#live-indicator")).to_have_attribute("data-live", "on")
+    assert sideways(admin) == 0
+    admin.reload()  # ?all&q=look-02: a filter in use, so they are open
+    expect(filters).to_be_visible()
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+
+    admin.set_viewport_size({"width": 1366, "height": 900})
+    expect(menu).to_be_hidden()
+    expect(toggle).to_be_hidden()
+    expect(nav).to_be_visible()
+    expect(filters).to_be_visible()
+
+
+def test_a_row_s_action_menu_works_with_the_keyboard_alone(admin: Page) -> None:
+    """Enter opens a row's menu and Tab walks its actions; Escape closes it onto its summary; opening another closes
+    it; an action chosen with Enter is done (Start has no confirmation; those that destroy use the browser's own
+    confirm(), keyboard accessible as it is); a click outside closes a menu. Last in the module: it starts look-02."""
+    admin.set_viewport_size({"width": 1366, "height": 900})
+    visit(admin, "list")
+    first_row, second_row = (f"#domain-{HOST}-{uuid}" for uuid in (VM_UUID, OTHER_UUID))
+    first, second = (admin.locator(f"{row} details.menu") for row in (first_row, second_row))
+    tab_to(admin, f"{first_row} summary")
+    admin.keyboard.press("Enter")
+    expect(first).to_have_attribute("open", "")
+    actions = first.locator("button[data-action]").evaluate_all("buttons => buttons.map(b => b.dataset.action)")
+    assert len(actions) > 1
+    walked = []
+    for _ in actions:
+        admin.keyboard.press("Tab")
+        walked.append(admin.evaluate("document.activeElement.dataset.action"))
+    assert walked == actions
+    admin.keyboard.press("Escape")
+    expect(first).not_to_have_attribute("open", "")
+    expect(first.locator("summary")).to_be_focused()
+
+    admin.keyboard.press("Enter")
+    expect(first).to_have_attribute("open", "")
+    tab_to(admin, f"{second_row} summary")
+    admin.keyboard.press("Space")
+    expect(second).to_have_attribute("open", "")
+    expect(first).not_to_have_attribute("open", "")
+
+    tab_to(admin, f"{second_row} button[data-action='start']", presses=len(actions) + 5)
+    admin.keyboard.press("Enter")
+    expect(admin.locator(second_row)).to_have_attribute("data-state", "running")
+    expect(admin.locator(f"{second_row} .state")).to_have_text("running")
+    expect(second.locator("summary")).to_be_focused()  # the new row's, not the page's start
+
+    admin.keyboard.press("Enter")
+    expect(second).to_have_attribute("open", "")
+    admin.locator("h1").click()
+    expect(second).not_to_have_attribute("open", "")
