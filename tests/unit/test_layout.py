@@ -92,7 +92,7 @@ def test_the_list_speaks_vietnamese_to_a_vietnamese_user_down_to_the_live_pill(a
     headings = [re.sub(r"<[^>]+>|[▲▼]", "", heading).strip()
                 for heading in re.findall(r"<th\b[^>]*>(.*?)</th>", body, re.S)][1:]
     assert headings == ["Máy chủ", "Tên", "Tiêu đề", "Trạng thái", "Địa chỉ", "CPU", "vCPU", "Bộ nhớ đã dùng",
-                        "Bộ nhớ", "Tự khởi động", "Cố định", "Bản lưu trạng thái", "Ảnh chụp nhanh", "UUID",
+                        "Bộ nhớ", "Tự khởi động", "Lưu lâu dài", "Bản lưu trạng thái", "Ảnh chụp nhanh", "UUID",
                         "Thao tác"]
     assert ">Bộ lọc</button>" in body and "<legend>Hiển thị</legend>" in body
     assert re.search(r'<p class="count" data-one="máy ảo" data-many="máy ảo">1 máy ảo</p>', body)

@@ -21,7 +21,7 @@ PAGES = {
         "Create snapshot": "Tạo ảnh chụp nhanh",
         "Guest agent": "Tác tử máy khách",
         "Change hardware": "Đổi phần cứng",
-        "Managed save": "Bản lưu có quản lý",
+        "Managed save": "Bản lưu trạng thái",
         "remove snapshot metadata": "xóa siêu dữ liệu ảnh chụp nhanh",
         "Delete test? This cannot be undone.": "Xóa test? Không thể hoàn tác.",
         'data-line-average="average"': 'data-line-average="trung bình"',  # the usage charts' legend
