@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from django.utils.translation import gettext
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.response import Response
@@ -139,7 +140,7 @@ class DomainHardwareChange(ApiView):
         with self.refusal_audited(f"domain.{change}", str(uuid)):
             page = selectors.hardware_page(user=self.actor, host_name=host_name, uuid=str(uuid))
         if change not in HARDWARE_CHANGES:
-            return problem(400, "Unknown hardware change.")
+            return problem(400, gettext("Unknown hardware change."))
         # The page's forms name their fields after the change (their prefix): the API's fields are unprefixed.
         form = hardware_forms(page, change, {f"{change}-{name}": value for name, value in _body(request).items()})[
             change]

@@ -262,7 +262,7 @@ class UploadChunk(ApiView):
         # The raw body, never parsed: DRF's parsers would read it whole whatever its size.
         data = request._request.read(CHUNK_LIMIT + 1)
         if len(data) > CHUNK_LIMIT:
-            return problem(413, f"Chunks are at most {CHUNK_LIMIT} bytes.")
+            return problem(413, _("Chunks are at most %(limit)s bytes.") % {"limit": CHUNK_LIMIT})
         try:
             session = services.upload_chunk(actor=self.actor, session_id=session_id,
                                             offset=int(given) if given.isdigit() else -1, data=data,

@@ -122,7 +122,7 @@ class ApiView(APIView):
 def _body(request: Request) -> Mapping[str, Any]:
     """The request's fields: a JSON object, or a form's."""
     if not isinstance(request.data, Mapping):
-        raise ParseError("Send the fields as a JSON object or as a form.")
+        raise ParseError(_("Send the fields as a JSON object or as a form."))
     return request.data
 
 
@@ -444,7 +444,8 @@ def _named(model: type[Any], **lookup: str) -> Any:
     found = model.objects.filter(**lookup).first()
     if found is None:
         field = "host" if model is Host else model.__name__.lower()
-        raise InputError({field: [f"There is no {model._meta.verbose_name} {next(iter(lookup.values()))}."]})
+        raise InputError({field: [_("There is no %(kind)s %(name)s.") % {"kind": model._meta.verbose_name,
+                                                                         "name": next(iter(lookup.values()))}]})
     return found
 
 
@@ -457,7 +458,7 @@ class GrantDetail(ApiView):
         if grant is None:
             raise Http404("No such grant.")
         services.grant_revoke(actor=self.actor, grant=grant, client_addr=self.client_addr)
-        return _message("Grant revoked.")
+        return _message(_("Grant revoked."))
 
 
 class AllowanceList(ApiView):
@@ -495,7 +496,7 @@ class AllowanceDetail(ApiView):
             require_admin(self.actor)
         people.allowance_delete(actor=self.actor, allowance=_allowance_or_404(allowance_id),
                                 client_addr=self.client_addr)
-        return _message("Allowance removed.")
+        return _message(_("Allowance removed."))
 
 
 def _allowance_saved(view: ApiView, request: Request, allowance: DefineAllowance) -> dict[str, object]:
@@ -524,7 +525,7 @@ def _registered_pool(text: str) -> StoragePool:
     host_name, _slash, name = text.partition("/")
     pool = StoragePool.objects.filter(host__name=host_name, name=name).first()
     if pool is None:
-        raise InputError({"pools": [f"There is no registered pool {text} (HOST/POOL)."]})
+        raise InputError({"pools": [_("There is no registered pool %(pool)s (HOST/POOL).") % {"pool": text}]})
     return pool
 
 
