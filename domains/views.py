@@ -367,7 +367,9 @@ def domain_new(request: AuthedRequest) -> HttpResponse:
         form.is_valid()
         return render(request, "domains/new.html#checks", {"form": form})
     preview = ""
-    if request.method == "POST" and form.is_valid():
+    # Validation asks the host what is in use: one that stopped answering since the page was drawn is said on
+    # the form, which keeps what was typed.
+    if request.method == "POST" and _on_form(form, form.is_valid, user=request.user):
         spec = form.domain_spec()
         if "preview" in request.POST:
             preview = _on_form(form, lambda: selectors.define_preview(context=context, spec=spec),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from domains import virt
 from domains.forms import DomainDefineForm
 from domains.virt import DefineChoices, HostInUse
 from tests.conftest import client_for
@@ -57,6 +58,20 @@ def test_submit_refuses_memory_above_the_hosts_in_words_with_the_values_kept(adm
     assert refused.status_code == 400
     assert "The host has 3072 MiB of memory in all: give the machine less." in page
     assert 'value="4096"' in page and 'value="Web server"' in page
+
+
+def test_a_host_that_stops_answering_before_submit_is_said_on_the_form_with_the_values_kept(
+        admin_user, embedded_host, monkeypatch):
+    def unreachable(uri: str) -> HostInUse:
+        raise virt.HostUnreachable(detail=f"Cannot recv data: {uri} closed the connection")
+
+    monkeypatch.setattr(virt, "host_in_use", unreachable)  # the page was drawn; the submit's check finds it gone
+    refused = client_for(admin_user).post("/domains/new/", {**FORM, "define": ""})
+    page = refused.content.decode()
+    assert refused.status_code == 400
+    assert "The host cannot be reached right now." in page
+    assert 'value="web1"' in page and 'value="Web server"' in page
+    assert "closed the connection" in page  # an admin also reads libvirt's words (errors.error_message)
 
 
 def form(accelerators: tuple[str, ...], data: dict[str, str] | None = None) -> DomainDefineForm:
