@@ -27,7 +27,7 @@ from django.utils.translation import gettext_lazy as _
 from .addresses import shown_addresses
 from .connections import NO_ANSWER_IN_TIME, connection
 from .errors import HostUnreachable, VirtError
-from .states import SAVED_DISPLAY, DomainState, reason_label, state_from_number
+from .states import SAVED_LABEL, DomainState, reason_label, state_from_number
 
 if TYPE_CHECKING:
     from django_stubs_ext import StrOrPromise, StrPromise
@@ -157,12 +157,12 @@ class DomainRecord:
     @property
     def state_label(self) -> str:
         """virsh's state name, or 'saved': the machine value (data-state, JSON, sorting, CSS), in English."""
-        return "saved" if self.saved else self.state.label
+        return SAVED_LABEL if self.saved else self.state.label
 
     @property
     def state_display(self) -> StrPromise:
         """The same state in the reader's language: the words a person reads."""
-        return SAVED_DISPLAY if self.saved else self.state.display
+        return _(self.state_label)  # a variable on purpose: states.py marked every state
 
     @property
     def reason_display(self) -> StrOrPromise:

@@ -31,37 +31,28 @@ class DomainState(IntEnum):
     @property
     def display(self) -> StrPromise:
         """The state in the reader's language: the words a person reads."""
-        return _STATE_DISPLAY[self]
+        return _(self.label)  # a variable on purpose: every label below is marked
 
-
-_STATE_LABELS = {
-    DomainState.NOSTATE: "no state",
-    DomainState.RUNNING: "running",
-    DomainState.BLOCKED: "idle",
-    DomainState.PAUSED: "paused",
-    DomainState.SHUTDOWN: "in shutdown",
-    DomainState.SHUTOFF: "shut off",
-    DomainState.CRASHED: "crashed",
-    DomainState.PMSUSPENDED: "pmsuspended",
-}
-
-_STATE_DISPLAY = {
-    DomainState.NOSTATE: _("no state"),
-    DomainState.RUNNING: _("running"),
-    DomainState.BLOCKED: _("idle"),
-    DomainState.PAUSED: _("paused"),
-    DomainState.SHUTDOWN: _("in shutdown"),
-    DomainState.SHUTOFF: _("shut off"),
-    DomainState.CRASHED: _("crashed"),
-    DomainState.PMSUSPENDED: _("pmsuspended"),  # virsh's word in English too: the list matches `virsh list`
-}
-SAVED_DISPLAY = _("saved")  # a shut-off VM with a managed save image (DomainRecord.state_label)
 
 def gettext_noop(word: str) -> str:
     """Marks a word for the catalogue (makemessages knows the name) and returns it as it is. Django's own would
     read the settings when this module is imported, and tools that list domains without Django import it."""
     return word
 
+
+# virsh's names, English in the record (the machine value), marked so that a page shows them in its reader's
+# language (DomainRecord.state_display), as the reasons below are.
+_STATE_LABELS = {
+    DomainState.NOSTATE: gettext_noop("no state"),
+    DomainState.RUNNING: gettext_noop("running"),
+    DomainState.BLOCKED: gettext_noop("idle"),
+    DomainState.PAUSED: gettext_noop("paused"),
+    DomainState.SHUTDOWN: gettext_noop("in shutdown"),
+    DomainState.SHUTOFF: gettext_noop("shut off"),
+    DomainState.CRASHED: gettext_noop("crashed"),
+    DomainState.PMSUSPENDED: gettext_noop("pmsuspended"),  # as virsh says it: the list matches `virsh list`
+}
+SAVED_LABEL = gettext_noop("saved")  # a shut-off VM with a managed save image (DomainRecord.state_label)
 
 # Indexed by libvirt's per-state reason enums (virDomainRunningReason, ...), worded as virsh does: English in the
 # record (the machine value), marked so that a page shows them in its reader's language (DomainRecord.reason_display).
